@@ -1,0 +1,110 @@
+"""The run's options, validated once: the form of Xmipp's *Extract Particle Pairs* protocol."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+NORMALIZATIONS = ("OldXmipp", "NewXmipp", "Ramp")
+
+
+class ParameterError(ValueError):
+    """An option value the protocol refuses."""
+
+
+@dataclass(frozen=True)
+class ExtractionParams:
+    """Options of one extraction, with the protocol's defaults.
+
+    Parameters
+    ----------
+    box_size
+        Final box in output pixels (after downsampling); required, > 0.
+    downsample
+        Fourier downsampling factor of the micrographs, >= 1 (non-integer allowed).
+    fill_borders
+        Keep boxes that leave the micrograph, filling outside pixels with the nearest edge
+        pixel. Off by default: such particles (and their pairs) are dropped.
+    dust_removal, dust_threshold
+        Replace pixels beyond mean +- threshold x std of the micrograph by the median of
+        their good 5x5 neighbours.
+    invert
+        Contrast inversion as Xmipp's scissor does it: ``(max - v) / (max - min)``.
+    phase_flip
+        Flip the phases of the micrograph where its CTF is negative (needs a CTF).
+    normalize
+        ``"OldXmipp"``, ``"NewXmipp"``, ``"Ramp"`` (default) or ``None``.
+    bg_radius
+        Background radius in output pixels; <= 0 means ``box_size // 2``.
+    """
+
+    box_size: int
+    downsample: float = 1.0
+    fill_borders: bool = False
+    dust_removal: bool = True
+    dust_threshold: float = 3.5
+    invert: bool = False
+    phase_flip: bool = False
+    normalize: str | None = "Ramp"
+    bg_radius: int = -1
+
+    def __post_init__(self) -> None:
+        problems = []
+        if isinstance(self.box_size, bool) or int(self.box_size) != self.box_size:
+            problems.append(f"box_size must be an integer, got {self.box_size!r}")
+        elif self.box_size <= 0:
+            problems.append(f"box_size must be > 0, got {self.box_size}")
+        if not (self.downsample >= 1.0):
+            problems.append(f"downsample must be >= 1, got {self.downsample}")
+        if not (self.dust_threshold > 0):
+            problems.append(f"dust_threshold must be > 0 (in std units), got {self.dust_threshold}")
+        norm = self.normalize
+        if isinstance(norm, str) and norm.lower() == "none":
+            norm = None
+        if norm is not None:
+            match = [n for n in NORMALIZATIONS if n.lower() == str(norm).lower()]
+            if not match:
+                problems.append(
+                    f"normalize must be one of {', '.join(NORMALIZATIONS)} or None, got {norm!r}"
+                )
+            else:
+                norm = match[0]
+        object.__setattr__(self, "normalize", norm)
+        if int(self.bg_radius) != self.bg_radius:
+            problems.append(f"bg_radius must be an integer, got {self.bg_radius!r}")
+        elif not problems and norm is not None and self.bg_radius > self.box_size // 2:
+            problems.append(
+                f"bg_radius {self.bg_radius} is larger than half the box ({self.box_size // 2})"
+            )
+        if problems:
+            raise ParameterError("; ".join(problems))
+        object.__setattr__(self, "box_size", int(self.box_size))
+        object.__setattr__(self, "bg_radius", int(self.bg_radius))
+        object.__setattr__(self, "downsample", float(self.downsample))
+        object.__setattr__(self, "dust_threshold", float(self.dust_threshold))
+
+    @property
+    def radius(self) -> int:
+        """The background radius actually used (``box_size // 2`` when ``bg_radius <= 0``)."""
+        return self.bg_radius if self.bg_radius > 0 else self.box_size // 2
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict, for provenance and JSON."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ExtractionParams:
+        """Inverse of :meth:`to_dict` (unknown keys are refused)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ParameterError(f"unknown extraction parameters: {sorted(unknown)}")
+        return cls(**d)
+
+    def check_ctf(self, has_ctf_untilted: bool, has_ctf_tilted: bool) -> None:
+        """Refuse phase flipping without any CTF, as the protocol's validator does."""
+        if self.phase_flip and not (has_ctf_untilted or has_ctf_tilted):
+            raise ParameterError(
+                "phase_flip needs a CTF for the untilted or the tilted micrographs; none was given"
+            )
