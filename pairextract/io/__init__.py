@@ -1,0 +1,62 @@
+"""Readers and writers of tilt-pair inputs, micrograph access, and the input error type.
+
+``read_pairs(source, **options)`` reads any supported input into
+:class:`~pairextract.model.TiltPairInputs`; the format modules below read and write one format
+each.
+"""
+
+from __future__ import annotations
+
+from pairextract.io.ctffind import read_ctffind, write_ctffind
+from pairextract.io.eman import read_box, write_box
+from pairextract.io.errors import InputError
+from pairextract.io.pairtable import (
+    read_coordinate_file,
+    read_pair_table,
+    write_listed_pairs,
+    write_pair_table,
+)
+from pairextract.io.reader import detect_form, read_ctfs, read_micrograph_list, read_pairs
+from pairextract.io.relion import (
+    read_relion_coords,
+    read_relion_ctf,
+    write_relion_coords,
+    write_relion_ctf,
+)
+from pairextract.io.scipion import read_scipion_pairs, write_scipion_pairs
+from pairextract.io.xmipp import (
+    read_ctfparam,
+    read_pos,
+    read_xmipp_pairs,
+    write_ctfparam,
+    write_pos,
+    write_xmipp_pairs,
+)
+
+__all__ = [
+    "InputError",
+    "detect_form",
+    "read_box",
+    "read_coordinate_file",
+    "read_ctffind",
+    "read_ctfparam",
+    "read_ctfs",
+    "read_micrograph_list",
+    "read_pair_table",
+    "read_pairs",
+    "read_pos",
+    "read_relion_coords",
+    "read_relion_ctf",
+    "read_scipion_pairs",
+    "read_xmipp_pairs",
+    "write_box",
+    "write_ctffind",
+    "write_ctfparam",
+    "write_listed_pairs",
+    "write_pair_table",
+    "write_pos",
+    "write_relion_coords",
+    "write_relion_ctf",
+    "write_scipion_pairs",
+    "write_xmipp_pairs",
+]

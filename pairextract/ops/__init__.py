@@ -1,0 +1,37 @@
+"""Pure numpy/scipy kernels of Xmipp's particle extraction (no I/O, no Dask).
+
+Each function mirrors one Xmipp program step as described in the project's numerical
+reference: computation in float64, stage results as float32.
+"""
+
+from __future__ import annotations
+
+from .boxes import box_origin, cut_boxes, inside_micrograph
+from .contrast import invert_contrast
+from .ctf import ctf_half_plane, electron_wavelength, phase_flip
+from .downsample import downsampled_shape, fourier_downsample
+from .dust import dust_mask, remove_dust
+from .normalize import METHODS, background_mask, normalize_stack
+from .scale import box_scale, fmt6, output_sampling, runs_downsample, scale_coordinates
+
+__all__ = [
+    "METHODS",
+    "background_mask",
+    "box_origin",
+    "box_scale",
+    "ctf_half_plane",
+    "cut_boxes",
+    "downsampled_shape",
+    "dust_mask",
+    "electron_wavelength",
+    "fmt6",
+    "fourier_downsample",
+    "inside_micrograph",
+    "invert_contrast",
+    "normalize_stack",
+    "output_sampling",
+    "phase_flip",
+    "remove_dust",
+    "runs_downsample",
+    "scale_coordinates",
+]

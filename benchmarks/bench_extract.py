@@ -1,0 +1,116 @@
+"""Throughput of the service on workload B1 (docs/performance_targets.md) and its floor.
+
+B1: 4 micrograph pairs of 4096x4096 float32 (8 micrographs), 300 coordinate pairs each
+(2,400 particles), box 256, dust removal, inversion, Ramp with radius 128; ``--flip`` adds
+phase flipping (the issue's variant), ``--downsample 2 --box 128`` gives B2.
+
+Prints, for 1 and 2 worker processes: wall time of the extraction (cluster already up),
+particles/s, peak RSS per worker; and the floor on the same machine in the same run:
+reading the 8 micrographs + the FFTs the protocol needs + writing the particles, one
+process. Usage::
+
+    python benchmarks/bench_extract.py [--flip] [--pairs 4] [--size 4096] [--keep DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+from scipy import fft  # noqa: E402
+
+
+def _floor(paths: list[str], n_particles: int, box: int, flip: bool, tmp: Path) -> float:
+    """Read every micrograph, do the FFTs the protocol needs, write the particle bytes."""
+    import mrcfile
+
+    t0 = time.perf_counter()
+    per_mic = n_particles // len(paths)
+    for i, p in enumerate(paths):
+        with mrcfile.mmap(p, mode="r") as m:
+            img = np.array(m.data, dtype=np.float32)
+        if flip:
+            img = fft.irfft2(fft.rfft2(img), s=img.shape).astype(np.float32)
+        stack = np.empty((per_mic, box, box), np.float32)
+        stack[:] = img[:box, :box]
+        with open(tmp / f"floor{i}.bin", "wb") as f:
+            f.write(stack.tobytes())
+            f.flush()
+    return time.perf_counter() - t0
+
+
+def _peak_rss_kib() -> int:
+    import resource
+
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--pairs", type=int, default=4)
+    ap.add_argument("--size", type=int, default=4096)
+    ap.add_argument("--particles", type=int, default=300)
+    ap.add_argument("--box", type=int, default=256)
+    ap.add_argument("--downsample", type=float, default=1.0)
+    ap.add_argument("--flip", action="store_true")
+    ap.add_argument("--float16", action="store_true")
+    ap.add_argument("--workers", default="1,2")
+    ap.add_argument("--keep", type=Path, default=None, help="reuse/keep the data here")
+    args = ap.parse_args()
+
+    from distributed import Client, LocalCluster
+
+    from pairextract import ExtractionParams, synth
+    from pairextract.api import extract_pairs
+    from pairextract.io import read_pairs
+
+    root = args.keep or Path(tempfile.mkdtemp(prefix="pe-bench-"))
+    data_dir = root / f"data-{args.pairs}x{args.size}-{args.particles}"
+    t = time.perf_counter()
+    ds = synth.make_dataset(data_dir, n_mic_pairs=args.pairs, shape=(args.size, args.size),
+                            particles_per_pair=args.particles,
+                            box=int(args.box * args.downsample), seed=1, n_edge=0)
+    print(f"synthetic data: {time.perf_counter() - t:.1f} s ({data_dir})")
+    inputs = read_pairs(ds.pair_table, ctf_untilted=ds.ctf_star, ctf_tilted=ds.ctf_star)
+    n_particles = 2 * len(inputs.coordinate_pairs)
+    params = ExtractionParams(box_size=args.box, downsample=args.downsample, invert=True,
+                              phase_flip=args.flip, normalize="Ramp", bg_radius=args.box // 2)
+    paths = [str(p) for p in ds.micrographs]
+    for p in paths:  # page cache, as in the targets
+        Path(p).read_bytes()
+    floor = _floor(paths, n_particles, args.box, args.flip, root)
+    print(f"floor (read + {'2 FFTs' if args.flip else 'no FFT'} + write, 1 process): "
+          f"{floor:.2f} s")
+    results = {}
+    for n in [int(w) for w in args.workers.split(",")]:
+        with LocalCluster(n_workers=n, threads_per_worker=1, dashboard_address=None,
+                          memory_limit="4GiB") as cluster, Client(cluster) as client:
+            client.run(lambda: None)
+            out = root / f"out-{n}"
+            shutil.rmtree(out, ignore_errors=True)
+            t = time.perf_counter()
+            r = extract_pairs(inputs, out, params, client=client,
+                              dtype="float16" if args.float16 else "float32")
+            wall = time.perf_counter() - t
+            rss = client.run(_peak_rss_kib)
+            peak = max(rss.values()) / 1024
+            results[n] = wall
+            print(f"{n} worker(s): {wall:.2f} s wall, {n_particles / wall:.0f} particles/s, "
+                  f"{r.pairs_kept} pairs kept, peak worker RSS {peak:.0f} MiB, "
+                  f"ratio to floor {wall / floor:.2f}")
+    if 1 in results and 2 in results:
+        print(f"speed-up 2 vs 1 worker: {results[1] / results[2]:.2f}x")
+    if args.keep is None:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,196 @@
+"""The Python face: extract, open and summarise tilt-pair particle outputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import pandas as pd
+import xarray as xr
+import zarr
+
+from pairextract.io import read_pairs
+from pairextract.io.errors import InputError
+from pairextract.model import TiltPairInputs
+from pairextract.params import ExtractionParams
+from pairextract.pipeline import store
+from pairextract.pipeline.run import ExtractionResult, format_summary, run_extraction
+
+__all__ = ["extract_pairs", "open_pairs", "read_drops", "read_summary", "info"]
+
+
+def extract_pairs(
+    inputs: TiltPairInputs | str | Path,
+    out: str | Path,
+    params: ExtractionParams | None = None,
+    client: Any = None,
+    *,
+    dtype: str = "float32",
+    residual_threshold: float | None = None,
+    drop_flagged: bool = False,
+    overwrite: bool = False,
+    progress: bool | str = False,
+    workers: int | None = None,
+    strict_checks: bool = True,
+    **read_options: Any,
+) -> ExtractionResult:
+    """Extract every coordinate pair of ``inputs`` into the output folder ``out``.
+
+    Parameters
+    ----------
+    inputs
+        A :class:`~pairextract.model.TiltPairInputs` or any input path that
+        :func:`pairextract.read_pairs` understands (``read_options`` are passed to it).
+    out
+        Output folder; an interrupted run into the same folder resumes.
+    params
+        :class:`~pairextract.ExtractionParams`; ``box_size`` is required. Keyword shortcuts
+        are not accepted here, so that one validated object describes the run.
+    client
+        A ``distributed.Client``; ``None`` starts a ``LocalCluster`` of ``workers``
+        processes (one thread each) for this call.
+    dtype
+        ``"float32"`` (default) or ``"float16"`` for the stored particles.
+    residual_threshold, drop_flagged
+        Geometry check: pairs whose residual from the fitted tilt geometry exceeds the
+        threshold (pixels) are flagged; with ``drop_flagged`` they are dropped.
+    overwrite
+        Delete an existing output folder first instead of resuming it.
+    progress
+        Show a progress bar (Dask's widget in a notebook, text otherwise).
+    strict_checks
+        Refuse the run when the input checks find errors that concern the whole run.
+
+    Returns
+    -------
+    ExtractionResult
+        Counts, the drop table and the output path; ``str(result)`` is the summary.
+    """
+    if params is None:
+        raise TypeError("extract_pairs needs params=ExtractionParams(box_size=...)")
+    if not isinstance(inputs, TiltPairInputs):
+        inputs = read_pairs(inputs, **read_options)
+    elif read_options:
+        raise TypeError(f"read options {sorted(read_options)} given with an in-memory input")
+    geometry, warnings = _check(inputs, params, residual_threshold, strict_checks)
+    if client is not None:
+        return run_extraction(inputs, out, params, client, dtype=dtype, geometry=geometry,
+                              drop_flagged=drop_flagged, overwrite=overwrite,
+                              progress=progress, warnings=warnings)
+    from pairextract.pipeline.cluster import open_client
+
+    with open_client("local", workers=workers) as own:
+        return run_extraction(inputs, out, params, own, dtype=dtype, geometry=geometry,
+                              drop_flagged=drop_flagged, overwrite=overwrite,
+                              progress=progress, warnings=warnings)
+
+
+def _check(inputs: TiltPairInputs, params: ExtractionParams,
+           residual_threshold: float | None,
+           strict: bool) -> tuple[pd.DataFrame | None, list[str]]:
+    """Run-wide input checks and the geometry check before any pixel is read."""
+    has_u = _has_ctf(inputs, "u")
+    has_t = _has_ctf(inputs, "t")
+    params.check_ctf(has_u, has_t)
+    warnings = list(inputs.warnings)
+    if params.phase_flip:
+        for view, s, has in (("untilted", "u", has_u), ("tilted", "t", has_t)):
+            if not has:
+                warnings.append(f"no CTF for the {view} micrographs: they are not phase flipped")
+                continue
+            missing = [m for m in inputs.micrograph_pairs[f"micrograph_{s}"]
+                       if inputs.ctf_for(str(m)) is None]
+            if missing and strict:
+                raise InputError(
+                    f"phase flip requested but {len(missing)} {view} micrograph(s) have no CTF: "
+                    + ", ".join(map(str, missing[:10])) + (" ..." if len(missing) > 10 else ""))
+    from pairextract.pipeline.geometry import check_geometry
+
+    geometry = check_geometry(inputs, threshold=residual_threshold)
+    return geometry, warnings
+
+
+def _has_ctf(inputs: TiltPairInputs, s: str) -> bool:
+    return any(inputs.ctf_for(str(m)) is not None
+               for m in inputs.micrograph_pairs[f"micrograph_{s}"])
+
+
+def _require_output(out: str | Path) -> Path:
+    path = Path(out)
+    if not (path / "pairs.parquet").exists():
+        raise InputError(f"{path} is not a finished pairextract output (no pairs.parquet)")
+    return path
+
+
+def read_summary(out: str | Path) -> dict[str, Any]:
+    """The summary of the last run into ``out`` (``summary.json``)."""
+    path = _require_output(out)
+    return dict(json.loads((path / "summary.json").read_text()))
+
+
+def read_drops(out: str | Path) -> pd.DataFrame:
+    """Every input coordinate pair that was not kept: ``pair_id, mic_pair_id, reason, detail``."""
+    return pd.read_parquet(_require_output(out) / "dropped.parquet")
+
+
+def read_particles(out: str | Path, view: str) -> pd.DataFrame:
+    """The particle table of one view (``"untilted"`` or ``"tilted"``), one row per slot."""
+    if view not in ("untilted", "tilted"):
+        raise ValueError(f"view must be 'untilted' or 'tilted', got {view!r}")
+    return pd.read_parquet(_require_output(out) / f"{view}.parquet")
+
+
+def view_images(out: str | Path, view: str) -> da.Array:
+    """All slots of one view's image array, lazily (dropped and skipped rows included)."""
+    return da.from_zarr(str(Path(out) / store.ZARR_NAME / view / "images"))
+
+
+def open_pairs(out: str | Path) -> xr.Dataset:
+    """The kept pairs as an ``xarray.Dataset`` with dimension ``pair``, lazily loaded.
+
+    Data variables ``untilted`` and ``tilted`` have dims ``(pair, y, x)``; per-pair
+    coordinates include ``pair_id``, ``micrograph_u``, ``x_u``, ``y_u``, ``micrograph_t``,
+    ``x_t``, ``y_t`` (input pixels), ``xi_*``/``yi_*`` (pixels of the cut micrograph), the
+    tilt angles, the geometry residual and the CTF values per view.
+    """
+    path = _require_output(out)
+    pairs = pd.read_parquet(path / "pairs.parquet")
+    root = zarr.open_group(str(path / store.ZARR_NAME), mode="r")
+    prov = dict(root.attrs["pairextract"])  # type: ignore[arg-type]
+    data = {}
+    for view, s in (("untilted", "u"), ("tilted", "t")):
+        images = view_images(path, view)
+        slots = pairs[f"slot_{s}"].to_numpy(np.int64)
+        data[view] = (("pair", "y", "x"), images[slots] if len(slots) else images[:0])
+    coords: dict[str, Any] = {}
+    skip = {"index", "slot_u", "slot_t"}
+    for col in pairs.columns:
+        if col in skip:
+            continue
+        values = pairs[col].to_numpy()
+        if values.dtype == object or pd.api.types.is_string_dtype(pairs[col]):
+            values = pairs[col].astype(str).to_numpy(dtype=object)
+        coords[col] = ("pair", values)
+    coords["slot_u"] = ("pair", pairs["slot_u"].to_numpy(np.int64))
+    coords["slot_t"] = ("pair", pairs["slot_t"].to_numpy(np.int64))
+    params = prov.get("params", {})
+    attrs = {
+        "sampling_rate": prov.get("sampling_rate") or float("nan"),
+        "box_size": int(prov.get("box_size", 0)),
+        "params": json.dumps(params, sort_keys=True),
+        "version": str(prov.get("version", "")),
+        "dtype": str(prov.get("dtype", "float32")),
+        "phase_flipped_u": bool(pairs["phase_flipped_u"].any()) if len(pairs) else False,
+        "phase_flipped_t": bool(pairs["phase_flipped_t"].any()) if len(pairs) else False,
+        "source": str(path),
+    }
+    return xr.Dataset(data, coords=coords, attrs=attrs)
+
+
+def info(out: str | Path) -> str:
+    """A printable summary of an existing output folder."""
+    s = read_summary(out)
+    return format_summary(s)

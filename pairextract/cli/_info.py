@@ -1,0 +1,28 @@
+"""``pairextract info OUT``: the summary of an existing output."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from pairextract.io.errors import InputError
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("info", help="print the summary of an output folder")
+    p.add_argument("out", help="output folder of pairextract extract")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pairextract.api import info, read_summary
+
+    try:
+        print(json.dumps(read_summary(args.out), indent=2) if args.json else info(args.out))
+    except InputError as exc:
+        print(f"pairextract info: error: {exc}", file=sys.stderr)
+        return 2
+    return 0

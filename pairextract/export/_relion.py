@@ -1,0 +1,156 @@
+"""RELION 3.1+ export: one particles STAR file and one ``.mrcs`` stack per view, plus a pairs map.
+
+Layout (DEST is meant to be the RELION project directory)::
+
+    DEST/untilted/particles.star   DEST/untilted/particles.mrcs
+    DEST/tilted/particles.star     DEST/tilted/particles.mrcs
+    DEST/pairs.star                DEST/pairs.csv
+
+``rlnImageName`` is ``NNNNNN@untilted/particles.mrcs`` (6 digits, 1-based), relative to DEST, the way
+RELION stores paths relative to its project directory: run RELION from DEST, or import the STAR files
+from there. Row k of both particles files is the same pair.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import starfile
+import xarray as xr
+
+from pairextract.export._common import (
+    SUFFIX,
+    best_angles,
+    VIEWS,
+    finite_column,
+    pair_table,
+    phase_flipped,
+    sampling_rate,
+    write_stack,
+)
+
+STACK_NAME = "particles.mrcs"
+STAR_NAME = "particles.star"
+_OPTICS_CTF = (("voltage", "rlnVoltage"), ("cs", "rlnSphericalAberration"),
+               ("amplitude_contrast", "rlnAmplitudeContrast"))
+
+
+def image_names(view: str, n: int) -> list[str]:
+    """``rlnImageName`` values of a view's ``n`` images, relative to DEST."""
+    return [f"{k:06d}@{view}/{STACK_NAME}" for k in range(1, n + 1)]
+
+
+def micrograph_coordinates(table: pd.DataFrame, s: str) -> tuple[np.ndarray, np.ndarray]:
+    """Box centres in pixels of the micrograph named in ``rlnMicrographName``.
+
+    The Dataset's ``x_s, y_s`` are in picking pixels; when it also carries the micrograph and
+    picking pixel sizes (``pixel_size_s``, ``coord_pixel_size_s``) they are rescaled, else they are
+    taken as micrograph pixels (the usual case: picked on the micrograph itself).
+    """
+    x = table[f"x_{s}"].to_numpy(np.float64)
+    y = table[f"y_{s}"].to_numpy(np.float64)
+    mic_ps, coord_ps = f"pixel_size_{s}", f"coord_pixel_size_{s}"
+    if mic_ps in table and coord_ps in table:
+        scale = table[coord_ps].to_numpy(np.float64) / table[mic_ps].to_numpy(np.float64)
+        scale = np.where(np.isfinite(scale), scale, 1.0)
+        x, y = x * scale, y * scale
+    return x, y
+
+
+def _optics(table: pd.DataFrame, view: str, box: int, pixel_size: float | None,
+            flipped: bool) -> tuple[pd.DataFrame, np.ndarray]:
+    """The optics block and each particle's optics group (1-based)."""
+    known = [(col, label) for col, label in _OPTICS_CTF if finite_column(table, col)]
+    if known:
+        keys = table[[c for c, _ in known]].astype(np.float64).round(9)
+        groups = keys.drop_duplicates().reset_index(drop=True)
+        group_of = keys.merge(groups.reset_index(), how="left", on=[c for c, _ in known])
+        particle_group = group_of["index"].to_numpy(np.int64) + 1
+    else:
+        groups = pd.DataFrame(index=[0])
+        particle_group = np.ones(len(table), dtype=np.int64)
+    missing = [label for col, label in _OPTICS_CTF if (col, label) not in known]
+    if missing:
+        warnings.warn(
+            f"RELION export ({view}): {', '.join(missing)} unknown (no CTF in the inputs); "
+            "left out of the optics block", stacklevel=3)
+    optics = pd.DataFrame({
+        "rlnOpticsGroup": np.arange(1, len(groups) + 1, dtype=np.int64),
+        "rlnOpticsGroupName": [f"opticsGroup{i}" for i in range(1, len(groups) + 1)],
+    })
+    for col, label in known:
+        optics[label] = groups[col].to_numpy(np.float64)
+    if pixel_size is not None:
+        optics["rlnImagePixelSize"] = pixel_size
+    else:
+        warnings.warn(f"RELION export ({view}): pixel size unknown; rlnImagePixelSize left out",
+                      stacklevel=3)
+    optics["rlnImageSize"] = box
+    optics["rlnImageDimensionality"] = 2
+    if flipped:
+        # RELION 3.1 reads this flag per optics group.
+        optics["rlnCtfDataArePhaseFlipped"] = 1
+    return optics, particle_group
+
+
+def particles_block(table: pd.DataFrame, view: str, group: np.ndarray) -> pd.DataFrame:
+    """The data_particles block of one view."""
+    s = SUFFIX[view]
+    x, y = micrograph_coordinates(table, s)
+    df = pd.DataFrame({
+        "rlnImageName": image_names(view, len(table)),
+        "rlnMicrographName": table[f"micrograph_{s}"].astype(str).to_numpy(),
+        "rlnCoordinateX": x,
+        "rlnCoordinateY": y,
+        "rlnOpticsGroup": group,
+    })
+    ctf_cols = (("rlnDefocusU", f"defocus_u_{s}"), ("rlnDefocusV", f"defocus_v_{s}"),
+                ("rlnDefocusAngle", f"defocus_angle_{s}"), ("rlnPhaseShift", f"phase_shift_{s}"))
+    for label, col in ctf_cols:
+        if finite_column(table, col):
+            df[label] = table[col].to_numpy(np.float64)
+    return df
+
+
+def pairs_table(table: pd.DataFrame, names: dict[str, list[str]],
+                angles: pd.DataFrame) -> pd.DataFrame:
+    """pair_id -> untilted image -> tilted image (plus micrographs and angles)."""
+    df = pd.DataFrame({
+        "pair_id": table["pair_id"].to_numpy(np.int64),
+        "image_untilted": names["untilted"],
+        "image_tilted": names["tilted"],
+    })
+    for col in ("mic_pair_id", "micrograph_u", "micrograph_t"):
+        if col in table:
+            df[col] = table[col].to_numpy()
+    for col in angles.columns:
+        df[col] = angles[col].to_numpy(np.float64)
+    return df
+
+
+def write_relion(ds: xr.Dataset, dest: Path) -> list[Path]:
+    """Write the RELION export of ``ds`` into ``dest``; returns the files written."""
+    table = pair_table(ds)
+    box = int(ds.sizes["x"])
+    pixel_size = sampling_rate(ds)
+    files: list[Path] = []
+    names: dict[str, list[str]] = {}
+    for view in VIEWS:
+        folder = dest / view
+        folder.mkdir(parents=True, exist_ok=True)
+        optics, group = _optics(table, view, box, pixel_size, phase_flipped(ds, view))
+        particles = particles_block(table, view, group)
+        names[view] = particles["rlnImageName"].tolist()
+        stack = folder / STACK_NAME
+        write_stack(stack, ds[view], pixel_size)
+        star = folder / STAR_NAME
+        starfile.write({"optics": optics, "particles": particles}, star, overwrite=True)
+        files += [stack, star]
+    pairs = pairs_table(table, names, best_angles(ds, table))
+    starfile.write({"pairs": pairs}, dest / "pairs.star", overwrite=True)
+    pairs.to_csv(dest / "pairs.csv", index=False)
+    files += [dest / "pairs.star", dest / "pairs.csv"]
+    return files

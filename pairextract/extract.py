@@ -1,0 +1,177 @@
+"""Extraction of the particles of one micrograph, composing the kernels in the protocol's order.
+
+downsample -> dust removal -> phase flip -> cut (+ inversion, + fill borders) -> normalize.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from pairextract.ctf import CTF
+from pairextract.ops import (
+    box_scale,
+    cut_boxes,
+    fmt6,
+    fourier_downsample,
+    invert_contrast,
+    normalize_stack,
+    output_sampling,
+    phase_flip,
+    remove_dust,
+    runs_downsample,
+    scale_coordinates,
+)
+from pairextract.params import ExtractionParams
+
+STATUS_OK = "ok"
+STATUS_OUTSIDE = "outside_border"
+
+# Boxes inverted per float64 chunk (bounded temporaries, as in normalize_stack).
+_INVERT_CHUNK_ELEMENTS = 1 << 19
+
+
+@dataclass
+class MicrographExtraction:
+    """The particles cut from one micrograph.
+
+    Attributes
+    ----------
+    stack
+        ``(n, B, B)`` float32; rows of skipped coordinates are all zero.
+    status
+        ``(n,)`` str: :data:`STATUS_OK` or :data:`STATUS_OUTSIDE`.
+    xy
+        ``(n, 2)`` int64 x, y used in the cut (downsampled) micrograph's pixels.
+    sampling
+        Output Å/px, or None when no pixel size was given.
+    phase_flipped
+        Whether the micrograph was phase flipped.
+    local_average
+        ``(n,)`` float64 mean of each box on the original (non-inverted) scale, as Xmipp's
+        ``localAverage``; NaN for skipped rows.
+    """
+
+    stack: NDArray[np.float32]
+    status: NDArray[np.str_]
+    xy: NDArray[np.int64]
+    sampling: float | None
+    phase_flipped: bool
+    local_average: NDArray[np.float64]
+
+
+def _check_inputs(image: ArrayLike, coords: ArrayLike) -> tuple[NDArray, NDArray[np.float64]]:
+    img = np.asarray(image)
+    if img.ndim != 2:
+        raise ValueError(f"the micrograph must be a 2-D image, got an array of shape {img.shape}")
+    if not (np.issubdtype(img.dtype, np.floating) or np.issubdtype(img.dtype, np.integer)):
+        raise ValueError(f"the micrograph must hold real numbers, got dtype {img.dtype}")
+    if np.issubdtype(img.dtype, np.floating) and not np.isfinite(img).all():
+        raise ValueError("the micrograph contains NaN or infinite pixel values")
+    try:
+        xy = np.asarray(coords, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"coordinates must be numbers: {exc}") from None
+    if xy.ndim == 1 and xy.size == 0:
+        xy = xy.reshape(0, 2)
+    if xy.ndim != 2 or xy.shape[1] != 2:
+        raise ValueError(f"coordinates must be an (n, 2) array of x, y; got shape {xy.shape}")
+    bad = ~np.isfinite(xy).all(axis=1)
+    if bad.any():
+        rows = np.flatnonzero(bad)
+        raise ValueError(
+            f"{len(rows)} coordinate row(s) are NaN or infinite (first at index {rows[0]})"
+        )
+    return img, xy
+
+
+def extract_micrograph(image: ArrayLike, coords: ArrayLike, params: ExtractionParams,
+                       ctf: CTF | None = None, pixel_size: float | None = None,
+                       coord_pixel_size: float | None = None) -> MicrographExtraction:
+    """Extract the boxes of one micrograph as Xmipp's pair protocol does for one view.
+
+    Parameters
+    ----------
+    image
+        2-D micrograph (before downsampling).
+    coords
+        ``(n, 2)`` float x, y box centres in this micrograph's pixels, before downsampling;
+        in picking pixels if ``coord_pixel_size`` is given.
+    params
+        The extraction options.
+    ctf
+        CTF of this micrograph, or None. Flipping happens only when ``params.phase_flip``
+        and a CTF are both there; without a CTF the micrograph is left unflipped and
+        ``phase_flipped`` is False (the caller decides whether that is acceptable).
+    pixel_size
+        Å/px of this micrograph; needed for phase flipping and for ``coord_pixel_size``.
+    coord_pixel_size
+        Å/px of the picking micrograph; coordinates are then scaled by
+        ``box_scale(coord_pixel_size, pixel_size, downsample)``.
+
+    Returns
+    -------
+    MicrographExtraction
+    """
+    img, xy_in = _check_inputs(image, coords)
+    d = params.downsample
+    box = params.box_size
+    if pixel_size is not None and not float(pixel_size) > 0:
+        raise ValueError(f"pixel_size must be > 0 Å/px, got {pixel_size}")
+    if coord_pixel_size is not None:
+        if not float(coord_pixel_size) > 0:
+            raise ValueError(f"coord_pixel_size must be > 0 Å/px, got {coord_pixel_size}")
+        if pixel_size is None:
+            raise ValueError("coord_pixel_size was given without the micrograph's pixel_size")
+        scale = box_scale(coord_pixel_size, pixel_size, d)
+    else:
+        scale = box_scale(1.0, 1.0, d)
+    flip = bool(params.phase_flip and ctf is not None)
+    if flip and pixel_size is None:
+        raise ValueError("phase flipping needs the micrograph's pixel_size (Å/px)")
+
+    # 1. Downsample (only when the protocol would run the program at all).
+    work = fourier_downsample(img, d) if runs_downsample(d) else img
+    h, w = work.shape
+    if h < box or w < box:
+        raise ValueError(
+            f"micrograph of {h}x{w} pixels (after downsampling by {d:g}) is smaller than the "
+            f"box size {box}"
+        )
+    # 2. Dust removal, with the 6-decimal threshold of the command line.
+    if params.dust_removal:
+        work = remove_dust(work, fmt6(params.dust_threshold))
+    # 3. Phase flip at the 6-decimal downsampled sampling.
+    sampling = output_sampling(pixel_size, d) if pixel_size is not None else None
+    if flip:
+        assert ctf is not None and sampling is not None
+        work = phase_flip(work, fmt6(sampling), ctf.defocus_u, ctf.defocus_v,
+                          ctf.defocus_angle, ctf.voltage, ctf.cs, ctf.amplitude_contrast,
+                          ctf.phase_shift)
+    # 4. Cut (+ invert over the whole micrograph's range).
+    xy = scale_coordinates(xy_in, scale)
+    stack, valid = cut_boxes(work, xy, box, fill_borders=params.fill_borders)
+    n = len(xy)
+    local_average = np.full(n, np.nan)
+    idx = np.flatnonzero(valid)
+    if idx.size:
+        local_average[idx] = stack[idx].reshape(idx.size, -1).mean(axis=1, dtype=np.float64)
+    if params.invert and idx.size:
+        dmin = float(np.min(work))
+        dmax = float(np.max(work))
+        chunk = max(1, _INVERT_CHUNK_ELEMENTS // (box * box))
+        for k in range(0, idx.size, chunk):
+            sel = idx[k:k + chunk]
+            stack[sel] = invert_contrast(stack[sel], dmin, dmax)
+    # 5. Normalize the valid boxes; skipped rows stay zero (Xmipp would make them NaN for
+    # OldXmipp/NewXmipp, but they are dropped anyway).
+    if params.normalize is not None and idx.size:
+        if idx.size == n:
+            normalize_stack(stack, params.normalize, params.radius, out=stack)
+        else:
+            stack[idx] = normalize_stack(stack[idx], params.normalize, params.radius)
+    status = np.where(valid, STATUS_OK, STATUS_OUTSIDE)
+    return MicrographExtraction(stack=stack, status=status, xy=xy, sampling=sampling,
+                                phase_flipped=flip, local_average=local_average)

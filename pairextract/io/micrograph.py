@@ -1,0 +1,63 @@
+"""Micrograph access by file type: MRC (``.mrc``, ``.mrcs``, ``.map``) or TIFF (``.tif``, ``.tiff``).
+
+Every failure (missing, unreadable, truncated, unsupported) is an
+:class:`~pairextract.io.errors.InputError` naming the file.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import dask.array as da
+import numpy as np
+
+from pairextract.io import mrc, tiff
+from pairextract.io.errors import InputError
+from pairextract.io.mrc import MicrographInfo
+
+PathLike = str | os.PathLike[str]
+
+__all__ = [
+    "MICROGRAPH_SUFFIXES",
+    "MicrographInfo",
+    "lazy_micrograph",
+    "micrograph_info",
+    "read_micrograph",
+]
+
+_MODULES = {".mrc": mrc, ".mrcs": mrc, ".map": mrc, ".tif": tiff, ".tiff": tiff}
+MICROGRAPH_SUFFIXES = tuple(_MODULES)
+
+
+def _module(path: PathLike) -> Any:
+    p = os.fspath(path)
+    suffix = Path(p).suffix.lower()
+    module = _MODULES.get(suffix)
+    if module is None:
+        raise InputError(
+            f"{p}: unsupported micrograph format {suffix or '(no extension)'!r}; "
+            f"expected one of {', '.join(MICROGRAPH_SUFFIXES)}"
+        )
+    if not os.path.isfile(p):
+        raise InputError(f"micrograph file not found: {p}")
+    return module
+
+
+def micrograph_info(path: PathLike) -> MicrographInfo:
+    """Shape ``(H, W)``, native dtype and pixel size (Angstrom or None) without reading pixels."""
+    info: MicrographInfo = _module(path).micrograph_info(path)
+    return info
+
+
+def read_micrograph(path: PathLike) -> np.ndarray[Any, np.dtype[np.float32]]:
+    """The micrograph as a float32 ``(H, W)`` array."""
+    out: np.ndarray[Any, np.dtype[np.float32]] = _module(path).read_micrograph(path)
+    return out
+
+
+def lazy_micrograph(path: PathLike, chunks: Any = "auto", dtype: Any = np.float32) -> da.Array:
+    """The micrograph as a lazy Dask array ``(H, W)``; the shape is known without reading."""
+    arr: da.Array = _module(path).lazy_micrograph(path, chunks=chunks, dtype=dtype)
+    return arr

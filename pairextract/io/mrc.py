@@ -1,0 +1,208 @@
+"""MRC micrographs: header metadata, eager and lazy (memory-mapped) reads, and writing.
+
+The header is parsed on its own (1 kB read), so shapes, data types and pixel sizes of
+thousands of micrographs are known without touching their pixels. A lazy read is a Dask
+array whose chunks re-open the file as a memory map, so its graph carries only the path.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dask.array as da
+from dask.base import tokenize
+import mrcfile
+import mrcfile.utils
+import numpy as np
+
+from pairextract.io.errors import InputError
+
+PathLike = str | os.PathLike[str]
+
+__all__ = [
+    "MicrographInfo",
+    "lazy_micrograph",
+    "micrograph_info",
+    "read_micrograph",
+    "write_mrc",
+]
+
+_HEADER_BYTES = 1024
+
+
+@dataclass(frozen=True)
+class MicrographInfo:
+    """Metadata of one 2-D micrograph, read without its pixels.
+
+    Attributes
+    ----------
+    path
+        The file.
+    shape
+        ``(H, W)``: rows (y) and columns (x).
+    dtype
+        Native data type of the pixels on disk (byte order included).
+    pixel_size
+        Pixel size in Angstrom, or None when the file does not record one.
+    offset
+        Byte offset of the first pixel, for memory mapping (None when not mappable).
+    """
+
+    path: str
+    shape: tuple[int, int]
+    dtype: np.dtype[Any]
+    pixel_size: float | None
+    offset: int | None = None
+
+
+def _clean_pixel_size(value: float) -> float | None:
+    """Pixel size as the shortest decimal that round-trips its float32, or None if unset."""
+    v32 = np.float32(value)
+    if not np.isfinite(v32) or v32 <= 0.0:
+        return None
+    # Headers store float32: 1.23 would come back as 1.2300000190734863; report 1.23.
+    return float(np.format_float_positional(v32, unique=True))
+
+
+def micrograph_info(path: PathLike) -> MicrographInfo:
+    """Shape, data type and pixel size of a single-section MRC file, from its header only.
+
+    Parameters
+    ----------
+    path
+        MRC file (``.mrc``, ``.mrcs``, ``.map``).
+
+    Returns
+    -------
+    MicrographInfo
+
+    Raises
+    ------
+    InputError
+        Missing or unreadable file, corrupt header, more than one section, or a file shorter
+        than its header promises (truncated).
+    """
+    p = os.fspath(path)
+    if not os.path.isfile(p):
+        raise InputError(f"micrograph file not found: {p}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with mrcfile.open(p, header_only=True, permissive=True) as mrc:
+                header = mrc.header
+                if header is None:
+                    raise ValueError("no valid MRC header")
+                nx, ny, nz = int(header.nx), int(header.ny), int(header.nz)
+                mode = int(header.mode)
+                dtype = mrcfile.utils.data_dtype_from_header(header)
+                nsymbt = int(header.nsymbt)
+                mx = int(header.mx)
+                cella_x = float(header.cella.x)
+    except InputError:
+        raise
+    except Exception as exc:  # mrcfile raises ValueError, OSError, struct errors...
+        raise InputError(f"{p}: not a readable MRC file ({exc})") from exc
+    if nx <= 0 or ny <= 0 or nz <= 0:
+        raise InputError(f"{p}: MRC header gives an empty image ({nx} x {ny} x {nz})")
+    if nz != 1:
+        raise InputError(
+            f"{p}: MRC file has {nz} sections; a micrograph must be a single 2-D image"
+        )
+    offset = _HEADER_BYTES + max(nsymbt, 0)
+    expected = offset + nx * ny * nz * dtype.itemsize
+    size = os.path.getsize(p)
+    if size < expected:
+        raise InputError(
+            f"{p}: MRC file is truncated ({size} bytes, header promises {expected}; "
+            f"mode {mode}, {nx} x {ny})"
+        )
+    pixel_size = _clean_pixel_size(np.float32(cella_x) / np.float32(mx)) if mx > 0 else None
+    return MicrographInfo(p, (ny, nx), np.dtype(dtype), pixel_size, offset)
+
+
+def _memmap(info: MicrographInfo) -> np.memmap[Any, Any]:
+    return np.memmap(info.path, dtype=info.dtype, mode="r", offset=info.offset or 0,
+                     shape=info.shape, order="C")
+
+
+def read_micrograph(path: PathLike) -> np.ndarray[Any, np.dtype[np.float32]]:
+    """Read a single-section MRC micrograph as a float32 ``(H, W)`` array.
+
+    The file is memory-mapped in its native type and cast once; a ``(1, H, W)`` file is
+    accepted. Raises InputError naming the file for anything unreadable.
+    """
+    info = micrograph_info(path)
+    try:
+        mm = _memmap(info)
+        out = np.array(mm, dtype=np.float32, copy=True)
+        del mm
+    except Exception as exc:
+        raise InputError(f"{info.path}: cannot read MRC pixels ({exc})") from exc
+    return out
+
+
+class _MrcRegion:
+    """Array-like that maps the file on each access, so pickling it ships only metadata."""
+
+    def __init__(self, info: MicrographInfo) -> None:
+        self.info = info
+        self.shape = info.shape
+        self.dtype = info.dtype.newbyteorder("=")
+        self.ndim = 2
+
+    def __getitem__(self, key: Any) -> np.ndarray[Any, Any]:
+        mm = _memmap(self.info)
+        return np.asarray(mm[key], dtype=self.dtype)
+
+
+def lazy_micrograph(path: PathLike, chunks: Any = "auto",
+                    dtype: Any = np.float32) -> da.Array:
+    """A Dask array ``(H, W)`` over a memory-mapped MRC micrograph.
+
+    Parameters
+    ----------
+    path
+        MRC file.
+    chunks
+        Dask chunking (default ``"auto"``).
+    dtype
+        Cast applied lazily (float32 by default, like :func:`read_micrograph`); None keeps
+        the native type.
+
+    The shape is known from the header; no pixel is read until computed.
+    """
+    info = micrograph_info(path)
+    proxy = _MrcRegion(info)
+    arr = da.from_array(proxy, chunks=chunks, lock=False, asarray=True,
+                        name=f"mrc-{Path(info.path).name}-{_token(info)}")
+    if dtype is not None and np.dtype(dtype) != arr.dtype:
+        arr = arr.astype(dtype)
+    return arr
+
+
+def _token(info: MicrographInfo) -> str:
+    st = os.stat(info.path)
+    return str(tokenize(os.path.abspath(info.path), st.st_mtime_ns, st.st_size))
+
+
+def write_mrc(path: PathLike, data: np.ndarray[Any, Any], pixel_size: float | None) -> None:
+    """Write a 2-D array as an MRC file with the pixel size (Angstrom) in the header.
+
+    float64 data are written as float32; other MRC-compatible types are kept. The file is
+    byte-for-byte deterministic (no time-stamped label).
+    """
+    arr = np.asarray(data)
+    if arr.ndim != 2:
+        raise ValueError(f"write_mrc expects a 2-D array, got shape {arr.shape}")
+    if arr.dtype == np.float64:
+        arr = arr.astype(np.float32)
+    with mrcfile.new(os.fspath(path), overwrite=True) as mrc:
+        mrc.set_data(np.ascontiguousarray(arr))
+        if pixel_size is not None:
+            mrc.voxel_size = float(pixel_size)
+        # mrcfile stamps a creation time in label 0; a fixed label keeps files reproducible.
+        mrc.header.label[0] = b"pairextract".ljust(80)

@@ -1,0 +1,227 @@
+"""``read_pairs``: detect the input form and build :class:`~pairextract.model.TiltPairInputs`."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pairextract.io._star import first_loop, read_star
+from pairextract.io.ctffind import is_ctffind, read_ctffind
+from pairextract.io.errors import InputError
+from pairextract.io.pairtable import TABLE_SUFFIXES, read_pair_table
+from pairextract.io.relion import read_relion_ctf
+from pairextract.io.xmipp import read_ctfparam, read_xmipp_pairs, resolve_path
+from pairextract.model import (
+    MICROGRAPH_EXTENSIONS,
+    TiltPairInputs,
+    apply_other_micrographs,
+    assign_ctfs,
+    make_ctfs,
+)
+
+PathLike = str | os.PathLike[str]
+_CTF_SUFFIXES = (".star", ".txt", ".ctfparam", ".xmd")
+
+
+def _read_ctf_file(path: Path) -> pd.DataFrame:
+    suffix = path.suffix.lower()
+    if suffix == ".star":
+        return read_relion_ctf(path)
+    if suffix == ".txt":
+        return read_ctffind(path)
+    if suffix in (".ctfparam", ".xmd"):
+        return read_ctfparam(path)
+    raise InputError(f"{path}: unknown CTF file type {suffix!r} "
+                     "(RELION .star, CTFFIND .txt, Xmipp .ctfparam/.xmd)")
+
+
+def read_ctfs(path: PathLike) -> pd.DataFrame:
+    """CTFs from a RELION STAR, a CTFFIND4 ``.txt``, an Xmipp ``.ctfparam``, or a folder of them.
+
+    Returns the model's CTF table plus a ``pixel_size`` column (NaN where the file gives none).
+    In a folder, ``.txt`` files that are not CTFFIND output are skipped.
+    """
+    p = Path(path)
+    if p.is_dir():
+        files = sorted(f for f in p.rglob("*") if f.is_file()
+                       and f.suffix.lower() in _CTF_SUFFIXES
+                       and (f.suffix.lower() != ".txt" or is_ctffind(f)))
+        if not files:
+            raise InputError(f"{p}: no CTF files (.star, CTFFIND .txt, .ctfparam) in the folder")
+        tables = [_read_ctf_file(f) for f in files]
+        out = pd.concat(tables, ignore_index=True)
+    elif p.is_file():
+        out = _read_ctf_file(p)
+    else:
+        raise InputError(f"{p}: CTF file or folder not found")
+    if "pixel_size" not in out.columns:
+        out["pixel_size"] = np.nan
+    return out
+
+
+def read_micrograph_list(path: PathLike) -> tuple[list[str], list[float]]:
+    """Micrograph paths (and pixel sizes, NaN if unknown) from a folder, a STAR file with
+    ``_rlnMicrographName`` (or Xmipp ``_micrograph``), or a text file with one path per line."""
+    p = Path(path)
+    if p.is_dir():
+        files = sorted(str(f.resolve()) for f in p.iterdir()
+                       if f.is_file() and f.suffix.lower() in MICROGRAPH_EXTENSIONS)
+        if not files:
+            raise InputError(f"{p}: no micrographs ({', '.join(MICROGRAPH_EXTENSIONS)}) in it")
+        return files, [math.nan] * len(files)
+    if not p.is_file():
+        raise InputError(f"{p}: micrograph list not found")
+    base = p.parent.resolve()
+    if p.suffix.lower() in (".star", ".xmd"):
+        blocks = read_star(p)
+        for _name, df in blocks.items():
+            if not isinstance(df, pd.DataFrame):
+                continue
+            for col in ("rlnMicrographName", "micrograph"):
+                if col in df.columns:
+                    names = [resolve_path(str(m), base) for m in df[col]]
+                    sizes = [math.nan] * len(names)
+                    for size_col in ("rlnMicrographPixelSize", "samplingRate"):
+                        if size_col in df.columns:
+                            sizes = pd.to_numeric(df[size_col], errors="coerce").tolist()
+                    return names, sizes
+        first_loop(blocks, p)
+        raise InputError(f"{p}: no _rlnMicrographName or _micrograph column")
+    lines = [ln.strip() for ln in p.read_text(encoding="utf-8").splitlines()]
+    names = [resolve_path(ln, base) for ln in lines if ln and not ln.startswith("#")]
+    return names, [math.nan] * len(names)
+
+
+def _header_pixel_size(path: str) -> float:
+    from pairextract.io.micrograph import micrograph_info
+
+    try:
+        ps = micrograph_info(path).pixel_size
+    except (InputError, OSError, ValueError):
+        return math.nan
+    return math.nan if ps is None else float(ps)
+
+
+def _fill_pixel_sizes(inputs: TiltPairInputs, ctfs: pd.DataFrame, view: str) -> None:
+    """Pixel sizes given by a CTF table fill the view's unknown pixel sizes."""
+    if "pixel_size" not in ctfs.columns or ctfs["pixel_size"].isna().all():
+        return
+    from pairextract.model import remove_ext
+
+    by_key = {remove_ext(m): s for m, s in zip(ctfs["micrograph"], ctfs["pixel_size"],
+                                               strict=True) if not math.isnan(s)}
+    mp = inputs.micrograph_pairs
+    col = f"pixel_size_{view}"
+    found = mp[f"picking_{view}"].map(lambda m: by_key.get(remove_ext(m), math.nan))
+    mp[col] = mp[col].fillna(found.astype("float64"))
+
+
+def detect_form(source: PathLike) -> str:
+    """``"xmipp"``, ``"scipion"`` or ``"table"`` (flat or listing per-view files)."""
+    p = Path(source)
+    suffix = p.suffix.lower()
+    if suffix == ".xmd":
+        return "xmipp"
+    if suffix in (".sqlite", ".db"):
+        return "scipion"
+    if suffix in TABLE_SUFFIXES:
+        return "table"
+    raise InputError(
+        f"{p}: cannot tell the input form from the extension {suffix or '(none)'!r}; use a pair "
+        "table (.csv, .parquet, .star), an Xmipp micrograph-pairs .xmd or a Scipion .sqlite"
+    )
+
+
+def read_pairs(source: PathLike, **options: Any) -> TiltPairInputs:
+    """Read tilt-pair inputs in any supported form.
+
+    Forms (by extension): a flat pair table or a table listing per-view coordinate files
+    (``.csv``, ``.parquet``, ``.star``); an Xmipp micrograph-pairs ``.xmd`` with ``.pos`` files;
+    a Scipion ``CoordinatesTiltPair`` ``.sqlite`` (or its project folder's pair set).
+
+    Options
+    -------
+    coords
+        Folder of the Xmipp ``.pos`` files (default: beside the ``.xmd``).
+    ctf_untilted, ctf_tilted
+        CTFs of each view: RELION STAR, CTFFIND ``.txt``, Xmipp ``.ctfparam``, or a folder of them.
+        Matched to micrographs by name without folder and extension.
+    other_micrographs
+        Extract from these micrographs instead (folder, STAR/xmd list or text list), matched to
+        the picking micrographs by name without extension; coordinates are rescaled by the
+        ratio of pixel sizes.
+    pixel_size
+        Pixel size (Å/px) of the picking micrographs, used where neither the input nor the
+        file header gives one.
+    other_pixel_size
+        Pixel size of the "other" micrographs (default: their headers / list).
+
+    Raises
+    ------
+    InputError
+        Naming the file (and line) at fault.
+    """
+    known = {"coords", "ctf_untilted", "ctf_tilted", "other_micrographs", "pixel_size",
+             "other_pixel_size"}
+    unknown = set(options) - known
+    if unknown:
+        raise TypeError(f"read_pairs: unknown option(s) {sorted(unknown)}; known: {sorted(known)}")
+    p = Path(source)
+    if not p.exists():
+        raise InputError(f"{p}: input not found")
+    form = "scipion" if p.is_dir() else detect_form(p)
+    if options.get("coords") is not None and form != "xmipp":
+        raise InputError(f"{p}: the coords option is for Xmipp .xmd inputs (.pos files)")
+    if form == "xmipp":
+        inputs = read_xmipp_pairs(p, options.get("coords"))
+    elif form == "scipion":
+        from pairextract.io.scipion import read_scipion_pairs
+
+        inputs = read_scipion_pairs(p)
+    else:
+        inputs = read_pair_table(p)
+
+    for view in ("u", "t"):
+        path = options.get(f"ctf_{'untilted' if view == 'u' else 'tilted'}")
+        if path is None:
+            continue
+        ctfs = read_ctfs(path)
+        _fill_pixel_sizes(inputs, ctfs, view)
+        inputs = assign_ctfs(inputs, make_ctfs(ctfs), view, source=str(path))
+
+    pixel_size = options.get("pixel_size")
+    if pixel_size is not None:
+        mp = inputs.micrograph_pairs
+        for view in ("u", "t"):
+            col = f"pixel_size_{view}"
+            unknown_rows = mp[col].isna()
+            headers = [_header_pixel_size(m) if unk else math.nan
+                       for m, unk in zip(mp[f"picking_{view}"], unknown_rows, strict=True)]
+            filled = pd.Series(headers, index=mp.index).fillna(float(pixel_size))
+            mp[col] = mp[col].where(~unknown_rows, filled)
+
+    other = options.get("other_micrographs")
+    if other is not None:
+        names, sizes = read_micrograph_list(other)
+        if options.get("other_pixel_size") is not None:
+            sizes = [float(options["other_pixel_size"])] * len(names)
+        picking = {}
+        mp = inputs.micrograph_pairs
+        for view in ("u", "t"):
+            for m, ps in zip(mp[f"picking_{view}"], mp[f"pixel_size_{view}"], strict=True):
+                picking[m] = ps if not math.isnan(ps) else _header_pixel_size(m)
+        inputs = apply_other_micrographs(inputs, names, sizes, picking)
+        for view in ("u", "t"):
+            col = f"coord_pixel_size_{view}"
+            if inputs.micrograph_pairs[col].isna().any():
+                inputs.warnings.append(
+                    f"pixel size of some {'untilted' if view == 'u' else 'tilted'} picking "
+                    "micrographs unknown (no file, no header, no pixel_size option): their "
+                    "coordinates are not rescaled"
+                )
+    return inputs

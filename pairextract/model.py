@@ -1,0 +1,336 @@
+"""The in-memory model of a tilt-pair extraction's input: micrograph pairs, coordinate pairs, CTFs.
+
+Every reader in :mod:`pairextract.io` returns a :class:`TiltPairInputs`; the checks, the geometry
+fit and the extraction read only this model.
+
+Tables (pandas DataFrames; the column order below is the order kept by the constructors)
+
+``micrograph_pairs``, one row per micrograph pair:
+
+- ``mic_pair_id`` int64, 1, 2, 3, ... unless the input gives ids.
+- ``micrograph_u``, ``micrograph_t`` str: absolute paths of the micrographs to extract from.
+- ``pixel_size_u``, ``pixel_size_t`` float64: their pixel size in Å/px (NaN: read the file header).
+- ``coord_pixel_size_u``, ``coord_pixel_size_t`` float64: pixel size of the micrographs the
+  coordinates were picked on (NaN: the same as the extraction micrograph, no rescaling).
+- ``tilt_angle``, ``axis_angle_u``, ``axis_angle_t`` float64 degrees (NaN: unknown); Xmipp's
+  ``angleTilt``, ``angleY``, ``angleY2``.
+- ``picking_u``, ``picking_t`` str: names of the micrographs the coordinates were picked on
+  (equal to ``micrograph_u``/``_t`` unless "other" micrographs were applied).
+
+``coordinate_pairs``, one row per particle pair:
+
+- ``pair_id`` int64, unique; 1, 2, 3, ... in micrograph-pair order then row order unless given.
+- ``mic_pair_id`` int64.
+- ``x_u``, ``y_u``, ``x_t``, ``y_t`` float64: box centres in picking pixels.
+- ``source_u``, ``source_t`` str: ``"file:line"`` of the row in the input where known, else ``""``.
+
+``ctfs``, one row per micrograph with a CTF (may be empty): ``micrograph`` (str, the same string
+as ``micrograph_u``/``_t``), ``defocus_u``, ``defocus_v``, ``defocus_angle``, ``voltage``, ``cs``,
+``amplitude_contrast``, ``phase_shift`` (float64; NaN ``phase_shift``: none). Units as :class:`CTF`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pairextract.ctf import CTF
+
+MIC_PAIR_COLUMNS: dict[str, str] = {
+    "mic_pair_id": "int64",
+    "micrograph_u": "str",
+    "micrograph_t": "str",
+    "pixel_size_u": "float64",
+    "pixel_size_t": "float64",
+    "coord_pixel_size_u": "float64",
+    "coord_pixel_size_t": "float64",
+    "tilt_angle": "float64",
+    "axis_angle_u": "float64",
+    "axis_angle_t": "float64",
+    "picking_u": "str",
+    "picking_t": "str",
+}
+
+COORD_COLUMNS: dict[str, str] = {
+    "pair_id": "int64",
+    "mic_pair_id": "int64",
+    "x_u": "float64",
+    "y_u": "float64",
+    "x_t": "float64",
+    "y_t": "float64",
+    "source_u": "str",
+    "source_t": "str",
+}
+
+CTF_COLUMNS: dict[str, str] = {
+    "micrograph": "str",
+    "defocus_u": "float64",
+    "defocus_v": "float64",
+    "defocus_angle": "float64",
+    "voltage": "float64",
+    "cs": "float64",
+    "amplitude_contrast": "float64",
+    "phase_shift": "float64",
+}
+
+# Micrograph file extensions used when a folder of micrographs is given.
+MICROGRAPH_EXTENSIONS = (".mrc", ".mrcs", ".tif", ".tiff", ".st", ".map")
+
+
+def remove_ext(name: str) -> str:
+    """File name without folder and last extension: the key Xmipp/Scipion match micrographs on."""
+    return os.path.splitext(os.path.basename(str(name)))[0]
+
+
+def _conform(
+    df: pd.DataFrame, columns: Mapping[str, str], defaults: Mapping[str, Any]
+) -> pd.DataFrame:
+    df = df.copy()
+    for col in columns:
+        if col not in df.columns:
+            df[col] = defaults.get(col, "" if columns[col] == "str" else np.nan)
+    df = df[list(columns)].reset_index(drop=True)
+    for col, dtype in columns.items():
+        if dtype == "str":
+            df[col] = df[col].fillna("").astype(str)
+        elif dtype == "int64":
+            df[col] = pd.to_numeric(df[col]).astype("int64")
+        else:
+            df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64")
+    return df
+
+
+def make_micrograph_pairs(data: pd.DataFrame | Mapping[str, Any] | None = None) -> pd.DataFrame:
+    """Micrograph-pair table with every documented column; missing columns get their defaults.
+
+    ``mic_pair_id`` defaults to 1..n in row order, ``picking_u``/``_t`` to the micrograph names,
+    numeric columns to NaN.
+    """
+    df = pd.DataFrame(data) if data is not None else pd.DataFrame()
+    if "mic_pair_id" not in df.columns:
+        df["mic_pair_id"] = np.arange(1, len(df) + 1, dtype=np.int64)
+    for view in ("u", "t"):
+        if f"picking_{view}" not in df.columns and f"micrograph_{view}" in df.columns:
+            df[f"picking_{view}"] = df[f"micrograph_{view}"]
+    return _conform(df, MIC_PAIR_COLUMNS, {})
+
+
+def make_coordinate_pairs(data: pd.DataFrame | Mapping[str, Any] | None = None) -> pd.DataFrame:
+    """Coordinate-pair table with every documented column.
+
+    Rows without ``pair_id`` get 1..n after a stable sort on ``mic_pair_id`` (micrograph-pair
+    order, then row order). Coordinates that are not numbers become NaN (the checks report them
+    with their ``source``).
+    """
+    df = pd.DataFrame(data) if data is not None else pd.DataFrame()
+    if "mic_pair_id" not in df.columns:
+        df["mic_pair_id"] = 1
+    if "pair_id" not in df.columns:
+        df = df.sort_values("mic_pair_id", kind="stable").reset_index(drop=True)
+        df["pair_id"] = np.arange(1, len(df) + 1, dtype=np.int64)
+    return _conform(df, COORD_COLUMNS, {})
+
+
+def make_ctfs(data: pd.DataFrame | Mapping[str, Any] | None = None) -> pd.DataFrame:
+    """CTF table with every documented column (``phase_shift`` NaN when absent)."""
+    df = pd.DataFrame(data) if data is not None else pd.DataFrame()
+    return _conform(df, CTF_COLUMNS, {})
+
+
+def mic_pair_rows(micrograph_pairs: pd.DataFrame) -> list[tuple[int, str, str]]:
+    """``(mic_pair_id, micrograph_u, micrograph_t)`` of each micrograph pair, typed."""
+    mp = micrograph_pairs
+    return [(int(i), str(u), str(t)) for i, u, t in zip(
+        mp["mic_pair_id"].tolist(), mp["micrograph_u"].tolist(), mp["micrograph_t"].tolist(),
+        strict=True)]
+
+
+def ctf_row(micrograph: str, ctf: CTF) -> dict[str, Any]:
+    """One row of the CTF table for ``ctf``."""
+    row: dict[str, Any] = {"micrograph": micrograph, **ctf.to_dict()}
+    if row["phase_shift"] is None:
+        row["phase_shift"] = np.nan
+    return row
+
+
+@dataclass
+class TiltPairInputs:
+    """Micrograph pairs, coordinate pairs and CTFs of one extraction (columns: module docstring).
+
+    ``warnings`` are notes from reading that do not stop work. ``errors`` are problems found while
+    reading that make the input unfit as it stands (e.g. untilted and tilted files with different
+    row counts); :func:`pairextract.pipeline.checks.check_inputs` reports them with its own.
+    """
+
+    micrograph_pairs: pd.DataFrame
+    coordinate_pairs: pd.DataFrame
+    ctfs: pd.DataFrame = field(default_factory=make_ctfs)
+    source: str = ""
+    warnings: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.micrograph_pairs = make_micrograph_pairs(self.micrograph_pairs)
+        self.coordinate_pairs = make_coordinate_pairs(self.coordinate_pairs)
+        self.ctfs = make_ctfs(self.ctfs)
+
+    @property
+    def n_micrograph_pairs(self) -> int:
+        return len(self.micrograph_pairs)
+
+    @property
+    def n_pairs(self) -> int:
+        return len(self.coordinate_pairs)
+
+    def micrographs(self) -> list[str]:
+        """Every extraction micrograph, untilted first, each once, in table order."""
+        mp = self.micrograph_pairs
+        return list(dict.fromkeys([*mp["micrograph_u"], *mp["micrograph_t"]]))
+
+    def ctf_for(self, micrograph: str) -> CTF | None:
+        """CTF of ``micrograph``: exact name first, else the same name without folder/extension."""
+        ctfs = self.ctfs
+        if ctfs.empty:
+            return None
+        hit = ctfs[ctfs["micrograph"] == micrograph]
+        if hit.empty:
+            key = remove_ext(micrograph)
+            hit = ctfs[ctfs["micrograph"].map(remove_ext) == key]
+        if hit.empty:
+            return None
+        row = hit.iloc[0]
+        ps = float(row["phase_shift"])
+        return CTF(
+            float(row["defocus_u"]), float(row["defocus_v"]), float(row["defocus_angle"]),
+            float(row["voltage"]), float(row["cs"]), float(row["amplitude_contrast"]),
+            None if math.isnan(ps) else ps,
+        )
+
+    def pairs_of(self, mic_pair_id: int) -> pd.DataFrame:
+        """Coordinate pairs of one micrograph pair, in table order."""
+        cp = self.coordinate_pairs
+        return cp[cp["mic_pair_id"] == mic_pair_id]
+
+    def with_ctfs(self, ctfs: pd.DataFrame, replace_views: bool = False) -> TiltPairInputs:
+        """Copy with ``ctfs`` added (rows for the same micrograph replace older ones)."""
+        new = make_ctfs(ctfs)
+        old = self.ctfs if not replace_views else make_ctfs()
+        both = pd.concat([old, new], ignore_index=True) if not old.empty else new
+        both = both.drop_duplicates("micrograph", keep="last").reset_index(drop=True)
+        return replace(self, ctfs=both, warnings=list(self.warnings), errors=list(self.errors))
+
+    def summary(self) -> dict[str, Any]:
+        """Counts, for reports."""
+        return {
+            "source": self.source,
+            "micrograph_pairs": self.n_micrograph_pairs,
+            "coordinate_pairs": self.n_pairs,
+            "ctfs": len(self.ctfs),
+        }
+
+
+def assign_ctfs(
+    inputs: TiltPairInputs, ctfs: pd.DataFrame, view: str, source: str = ""
+) -> TiltPairInputs:
+    """Attach CTF rows to the micrographs of one view (``"u"`` or ``"t"``), matched as Xmipp does.
+
+    A CTF row matches a micrograph when the names without folder and extension agree (Scipion's
+    ``removeExt(micName)``). Matched rows are renamed to the micrograph's own string so that
+    :meth:`TiltPairInputs.ctf_for` finds them exactly. Micrographs of the view without a match
+    are listed in a warning (the checks turn it into an error when phase flipping is asked).
+    """
+    ctfs = make_ctfs(ctfs)
+    by_key: dict[str, int] = {}
+    for i, name in enumerate(ctfs["micrograph"]):
+        by_key.setdefault(remove_ext(name), i)
+    rows = []
+    missing = []
+    for mic, pick in zip(inputs.micrograph_pairs[f"micrograph_{view}"],
+                         inputs.micrograph_pairs[f"picking_{view}"], strict=True):
+        i = by_key.get(remove_ext(mic), by_key.get(remove_ext(pick), -1))
+        if i < 0:
+            missing.append(mic)
+            continue
+        row = ctfs.iloc[i].to_dict()
+        row["micrograph"] = mic
+        rows.append(row)
+    out = inputs.with_ctfs(pd.DataFrame(rows, columns=list(CTF_COLUMNS)))
+    if missing:
+        where = f" in {source}" if source else ""
+        out.warnings.append(
+            f"no CTF{where} for {len(missing)} {'untilted' if view == 'u' else 'tilted'} "
+            f"micrograph(s): {', '.join(os.path.basename(m) for m in missing)}"
+        )
+    return out
+
+
+def apply_other_micrographs(
+    inputs: TiltPairInputs,
+    micrographs: Iterable[str],
+    pixel_size: float | Sequence[float] | None = None,
+    picking_pixel_size: Mapping[str, float] | None = None,
+) -> TiltPairInputs:
+    """Extract from "other" micrographs: match them to the picking micrographs by name.
+
+    As Xmipp's protocol: a picking micrograph matches the other micrograph whose name without
+    folder and last extension is equal. The extraction paths are replaced, ``picking_u``/``_t``
+    keep the picking names, and ``coord_pixel_size_u``/``_t`` take the pixel size of the picking
+    micrographs (their ``pixel_size_*`` so far, or ``picking_pixel_size[path]``) so that the
+    coordinates are rescaled. ``pixel_size`` (one value or one per other micrograph) sets the
+    pixel size of the other micrographs; NaN/None means their header.
+
+    Raises
+    ------
+    InputError
+        Listing every picking micrograph that matched no other micrograph.
+    """
+    from pairextract.io.errors import InputError  # io is below model only for this error type
+
+    others = [str(m) for m in micrographs]
+    if isinstance(pixel_size, (int, float)) or pixel_size is None:
+        sizes = [np.nan if pixel_size is None else float(pixel_size)] * len(others)
+    else:
+        sizes = [float(s) for s in pixel_size]
+    by_key: dict[str, tuple[str, float]] = {}
+    for path, size in zip(others, sizes, strict=True):
+        by_key.setdefault(remove_ext(path), (os.path.abspath(path), size))
+    mp = inputs.micrograph_pairs.copy()
+    unmatched: list[str] = []
+    picking_pixel_size = picking_pixel_size or {}
+    for view in ("u", "t"):
+        new_paths, new_sizes, coord_sizes = [], [], []
+        for mic, pick, ps, cps in zip(mp[f"micrograph_{view}"], mp[f"picking_{view}"],
+                                      mp[f"pixel_size_{view}"], mp[f"coord_pixel_size_{view}"],
+                                      strict=True):
+            hit = by_key.get(remove_ext(pick))
+            if hit is None:
+                unmatched.append(pick)
+                hit = (mic, ps)
+            new_paths.append(hit[0])
+            new_sizes.append(hit[1])
+            pick_ps = cps if not math.isnan(cps) else ps
+            if math.isnan(pick_ps):
+                pick_ps = picking_pixel_size.get(pick, picking_pixel_size.get(mic, np.nan))
+            coord_sizes.append(pick_ps)
+        mp[f"micrograph_{view}"] = new_paths
+        mp[f"pixel_size_{view}"] = new_sizes
+        mp[f"coord_pixel_size_{view}"] = coord_sizes
+    if unmatched:
+        raise InputError(
+            f"{len(unmatched)} picking micrograph(s) match no other micrograph by name without "
+            f"extension: {', '.join(unmatched)} (other micrographs: {len(others)})"
+        )
+    renamed: dict[str, str] = {}
+    for view in ("u", "t"):
+        old = inputs.micrograph_pairs[f"micrograph_{view}"]
+        renamed.update(zip(old, mp[f"micrograph_{view}"], strict=True))
+    ctfs = inputs.ctfs.copy()
+    ctfs["micrograph"] = [renamed.get(m, m) for m in ctfs["micrograph"]]
+    return replace(inputs, micrograph_pairs=mp, ctfs=ctfs, warnings=list(inputs.warnings),
+                   errors=list(inputs.errors))

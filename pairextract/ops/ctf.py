@@ -1,0 +1,134 @@
+"""CTF on Xmipp's frequency grid and phase flipping of a whole micrograph.
+
+Conventions (``xmipp_ctf_phase_flip``): frequencies ``fy = ky/(H*Tm)``, ``fx = j/(W*Tm)`` with
+``ky = i`` for ``i <= H//2`` (so row ``H/2`` is **+0.5/Tm**, unlike ``fftfreq``) else ``i - H``;
+the angle is measured from +x (columns) toward +y (rows); Xmipp's defocus is negative for
+underfocus; ``CTF = -(sqrt(1 - Q0^2) sin(chi) - Q0 cos(chi))`` with
+``chi = pi*lambda*df*u^2 + (pi/2)*Cs*lambda^3*u^4 + VPP``; coefficients are negated where
+``CTF < 0`` strictly, up to Nyquist.
+
+Inputs are in RELION/CTFFIND units: defocus in Å (positive = underfocus), angle in degrees,
+voltage in kV, Cs in mm, amplitude contrast as a fraction, phase shift in degrees.
+
+Phase shift: Xmipp only applies a phase-plate shift when the CTF carries ``ctfVPPRadius``
+(Xmipp's own VPP estimates), so for CTFFIND/Gctf estimates it **ignores** the phase shift.
+Here a ``phase_shift`` given in degrees is applied as a constant added phase
+(``VPP = -phi``, RELION's convention); pass ``None`` to reproduce Xmipp on CTFFIND input.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import scipy.fft
+from numpy.typing import ArrayLike, NDArray
+
+_ROWS_PER_BLOCK = 512
+
+
+def electron_wavelength(voltage_kv: float) -> float:
+    """Relativistic electron wavelength in Å for an acceleration voltage in kV."""
+    v = float(voltage_kv) * 1e3
+    return 12.2643247 / math.sqrt(v * (1.0 + 0.978466e-6 * v))
+
+
+def _chi_rows(rows: NDArray[np.int64], shape: tuple[int, int], sampling: float,
+              defocus_u: float, defocus_v: float, defocus_angle: float, voltage: float,
+              cs: float, phase_shift: float | None) -> NDArray[np.float64]:
+    """Xmipp's phase ``chi`` on rows ``rows`` of the half plane.
+
+    ``df(theta) * u^2`` is expanded as a quadratic form in ``fx, fy``
+    (``u^2 cos(2(theta - alpha)) = (fx^2 - fy^2) cos(2 alpha) + 2 fx fy sin(2 alpha)``), which
+    is the same function without an ``atan2`` over the plane and is 0 at DC by itself.
+    """
+    h, w = shape
+    tm = float(sampling)
+    ky = np.where(rows <= h // 2, rows, rows - h).astype(np.float64)
+    fy = (ky / (h * tm))[:, None]
+    fx = (np.arange(w // 2 + 1, dtype=np.float64) / (w * tm))[None, :]
+    lam = electron_wavelength(voltage)
+    k1 = math.pi * lam
+    k2 = math.pi / 2.0 * float(cs) * 1e7 * lam ** 3
+    alpha = math.radians(float(defocus_angle))
+    mean = -(float(defocus_u) + float(defocus_v)) / 2.0  # Xmipp-internal: negative underfocus
+    dev = -(float(defocus_u) - float(defocus_v)) / 2.0
+    c2 = math.cos(2.0 * alpha)
+    s2 = math.sin(2.0 * alpha)
+    fx2 = fx * fx
+    fy2 = fy * fy
+    u2 = fx2 + fy2
+    chi = k1 * (mean + dev * c2) * fx2 + k1 * (mean - dev * c2) * fy2
+    chi += (2.0 * k1 * dev * s2 * fy) * fx
+    chi += k2 * u2 * u2
+    if phase_shift is not None:
+        chi -= math.radians(float(phase_shift))
+    return chi
+
+
+def _ctf_negative(chi: NDArray[np.float64], k3: float) -> NDArray[np.bool_]:
+    """``CTF < 0`` without sin/cos.
+
+    ``CTF = -(sqrt(1-Q0^2) sin chi - Q0 cos chi) = -sin(chi - K3)`` with
+    ``K3 = atan2(Q0, sqrt(1-Q0^2))``, so ``CTF < 0`` iff ``chi - K3`` lies strictly inside
+    ``(0, pi)`` modulo ``2 pi``. Only coefficients whose CTF is zero to rounding may differ
+    from evaluating the sines, and those carry no signal either way.
+    """
+    t = chi - k3
+    t *= 1.0 / (2.0 * math.pi)
+    t -= np.floor(t)
+    return (t > 0.0) & (t < 0.5)
+
+
+def ctf_half_plane(shape: tuple[int, int], sampling: float, defocus_u: float, defocus_v: float,
+                   defocus_angle: float, voltage: float, cs: float, amplitude_contrast: float,
+                   phase_shift: float | None = None) -> NDArray[np.float64]:
+    """CTF (no envelope) on the r2c half plane ``(H, W//2+1)`` with Xmipp's frequency grid.
+
+    Parameters
+    ----------
+    shape
+        ``(H, W)`` of the real image.
+    sampling
+        Å/px (Xmipp's ``--sampling``, i.e. ``fmt6`` of the downsampled pixel size).
+    defocus_u, defocus_v, defocus_angle, voltage, cs, amplitude_contrast, phase_shift
+        RELION/CTFFIND units (Å underfocus positive, deg, kV, mm, fraction, deg or None).
+
+    Returns
+    -------
+    ndarray of float64 ``(H, W//2+1)``; ``CTF(0) = Q0`` without phase shift.
+    """
+    h, w = (int(s) for s in shape)
+    chi = _chi_rows(np.arange(h), (h, w), sampling, defocus_u, defocus_v, defocus_angle,
+                    voltage, cs, phase_shift)
+    q0 = float(amplitude_contrast)
+    return -(math.sqrt(1.0 - q0 * q0) * np.sin(chi) - q0 * np.cos(chi))
+
+
+def phase_flip(image: ArrayLike, sampling: float, defocus_u: float, defocus_v: float,
+               defocus_angle: float, voltage: float, cs: float, amplitude_contrast: float,
+               phase_shift: float | None = None) -> NDArray[np.float32]:
+    """Negate the Fourier coefficients of ``image`` wherever its CTF is < 0.
+
+    Parameters are those of :func:`ctf_half_plane`; ``image`` is the whole 2-D micrograph
+    (already downsampled and cleaned). Computed in float64, returned as float32.
+    """
+    x = np.asarray(image)
+    if x.ndim != 2:
+        raise ValueError(f"phase_flip needs a 2-D image, got shape {x.shape}")
+    if not float(sampling) > 0:
+        raise ValueError(f"phase_flip needs a positive sampling (Å/px), got {sampling}")
+    h, w = x.shape
+    q0 = float(amplitude_contrast)
+    k3 = math.atan2(q0, math.sqrt(1.0 - q0 * q0))
+    spec = scipy.fft.rfft2(x.astype(np.float64, copy=False))
+    # The CTF is built in row blocks to keep the float64 temporaries small.
+    for r0 in range(0, h, _ROWS_PER_BLOCK):
+        rows = np.arange(r0, min(h, r0 + _ROWS_PER_BLOCK))
+        chi = _chi_rows(rows, (h, w), sampling, defocus_u, defocus_v, defocus_angle, voltage,
+                        cs, phase_shift)
+        neg = _ctf_negative(chi, k3)
+        block = spec[r0:r0 + len(rows)]
+        np.negative(block, out=block, where=neg)
+    out = scipy.fft.irfft2(spec, s=(h, w), overwrite_x=True)
+    return out.astype(np.float32)

@@ -1,0 +1,63 @@
+"""Fourier downsampling of a micrograph (``xmipp_transform_downsample --method fourier``)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import scipy.fft
+from numpy.typing import ArrayLike, NDArray
+
+from .scale import fmt6
+
+
+def downsampled_shape(shape: tuple[int, int], factor: float) -> tuple[int, int]:
+    """Output size ``(floor(H / step), floor(W / step))`` with ``step = fmt6(factor)``.
+
+    Xmipp receives the factor as a 6-decimal string, so ``4/3`` acts as ``1.333333``.
+
+    Raises
+    ------
+    ValueError
+        If the factor is < 1 or the output would be empty.
+    """
+    step = fmt6(factor)
+    if not step >= 1.0:
+        raise ValueError(f"downsampling factor must be >= 1, got {factor}")
+    h, w = (int(s) for s in shape)
+    out = (math.floor(h / step), math.floor(w / step))
+    if out[0] < 1 or out[1] < 1:
+        raise ValueError(f"downsampling {h}x{w} by {step} leaves an empty image")
+    return out
+
+
+def fourier_downsample(image: ArrayLike, factor: float) -> NDArray[np.float32]:
+    """Crop the spectrum of ``image`` to the downsampled size; the mean is preserved.
+
+    Keeps rows ``0 .. H'//2`` and the last ``H' - H'//2 - 1`` (negative) rows of the r2c
+    spectrum, and columns ``0 .. W'//2``; forward transform divided by ``H*W``, inverse not
+    normalised, as Xmipp's FFTW wrapper. Computed in float64, returned as float32.
+
+    Parameters
+    ----------
+    image
+        2-D micrograph.
+    factor
+        Downsampling factor >= 1 (non-integer allowed), applied after 6-decimal formatting.
+
+    Returns
+    -------
+    ndarray of float32, shape :func:`downsampled_shape`
+    """
+    x = np.asarray(image)
+    if x.ndim != 2:
+        raise ValueError(f"fourier_downsample needs a 2-D image, got shape {x.shape}")
+    h, w = x.shape
+    h2, w2 = downsampled_shape((h, w), factor)
+    spec = scipy.fft.rfft2(x.astype(np.float64, copy=False), norm="forward")
+    keep = h2 // 2 + 1
+    rows = np.concatenate([np.arange(keep), np.arange(h - h2 + keep, h)])
+    cropped = spec[rows, : w2 // 2 + 1]
+    del spec
+    out = scipy.fft.irfft2(cropped, s=(h2, w2), norm="forward", overwrite_x=True)
+    return out.astype(np.float32)

@@ -1,0 +1,145 @@
+"""Normalization of a stack of boxes (``xmipp_transform_normalize``), vectorised.
+
+Logical coordinates have their origin at ``(B//2, B//2)``. Statistics are one-pass float64
+sums as in Xmipp; the stack is processed in chunks of a few MB so the float64 work stays in
+cache and the memory overhead is small.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+METHODS = ("OldXmipp", "NewXmipp", "Ramp")
+_CHUNK_ELEMENTS = 1 << 19  # float64 elements per chunk (4 MiB)
+_RAMP_MIN_SIGMA = 1e-6
+
+
+def _radius(box: int, radius: int) -> int:
+    r = int(radius)
+    if r <= 0:
+        r = box // 2
+    if r > box // 2:
+        raise ValueError(f"background radius {r} is larger than half the box ({box // 2})")
+    return r
+
+
+def background_mask(box: int, radius: int) -> NDArray[np.bool_]:
+    """Background of a ``B x B`` box: ``i^2 + j^2 >= R^2`` around ``(B//2, B//2)``.
+
+    Parameters
+    ----------
+    box
+        Box size B.
+    radius
+        R in pixels; ``<= 0`` means ``B // 2``. Must not exceed ``B // 2``.
+
+    Returns
+    -------
+    ndarray of bool ``(B, B)``; asymmetric for even B (the first row and column are
+    entirely background, the last ones are not).
+    """
+    box = int(box)
+    r = _radius(box, radius)
+    i = np.arange(box) - box // 2
+    return (i[:, None] ** 2 + i[None, :] ** 2) >= r * r
+
+
+def _sample_sigma(s1: NDArray, s2: NDArray, nb: int) -> NDArray[np.float64]:
+    mean = s1 / nb
+    return np.sqrt(np.abs(s2 / nb - mean * mean) * (nb / (nb - 1)))
+
+
+def normalize_stack(stack: ArrayLike, method: str, radius: int = -1,
+                    out: NDArray[np.float32] | None = None) -> NDArray[np.float32]:
+    """Normalize every image of a ``(n, B, B)`` stack.
+
+    Parameters
+    ----------
+    stack
+        ``(n, B, B)`` boxes (a single ``(B, B)`` image is accepted too).
+    method
+        ``"OldXmipp"``: ``(I - mean) / std`` over the whole box, population std (blank -> NaN).
+        ``"NewXmipp"``: ``(I - mean_b) / std_b`` over the background, sample std (÷(N-1)).
+        ``"Ramp"``: subtract the least-squares plane fitted to the background, then divide by
+        the background's sample std of the residual if it is > 1e-6 (blank stays 0).
+    radius
+        Background radius R (``<= 0`` means ``B // 2``); unused by OldXmipp.
+    out
+        Optional float32 array of the stack's shape to write into (may be ``stack`` itself).
+
+    Returns
+    -------
+    ndarray of float32, same shape as ``stack``.
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown normalization {method!r}; expected one of {METHODS}")
+    a = np.asarray(stack)
+    single = a.ndim == 2
+    if single:
+        a = a[None]
+    if a.ndim != 3 or a.shape[1] != a.shape[2]:
+        raise ValueError(f"normalize_stack needs a (n, B, B) stack, got shape {np.shape(stack)}")
+    n, box, _ = a.shape
+    if out is None:
+        res = np.empty(a.shape, dtype=np.float32)
+    else:
+        if out.shape != np.shape(stack) or out.dtype != np.float32:
+            raise ValueError("out must be a float32 array of the stack's shape")
+        res = out[None] if single else out
+    npix = box * box
+    flat_in = a.reshape(n, npix)
+    flat_out = res.reshape(n, npix)
+    chunk = max(1, _CHUNK_ELEMENTS // npix)
+
+    if method == "OldXmipp":
+        with np.errstate(invalid="ignore", divide="ignore"):
+            for k in range(0, n, chunk):
+                x = flat_in[k:k + chunk].astype(np.float64)
+                mu = x.sum(axis=1) / npix
+                s2 = np.einsum("kp,kp->k", x, x) / npix
+                sigma = np.sqrt(np.abs(s2 - mu * mu))
+                x -= mu[:, None]
+                x /= sigma[:, None]
+                flat_out[k:k + chunk] = x
+        return res[0] if single else res
+
+    bg = background_mask(box, radius).reshape(npix).astype(np.float64)
+    nb = int(bg.sum())
+    if nb < 2:
+        raise ValueError(f"background of box {box} with radius {radius} has {nb} pixel(s)")
+
+    if method == "NewXmipp":
+        with np.errstate(invalid="ignore", divide="ignore"):
+            for k in range(0, n, chunk):
+                x = flat_in[k:k + chunk].astype(np.float64)
+                s1 = x @ bg
+                s2 = (x * x) @ bg
+                sigma = _sample_sigma(s1, s2, nb)
+                x -= (s1 / nb)[:, None]
+                x /= sigma[:, None]
+                flat_out[k:k + chunk] = x
+        return res[0] if single else res
+
+    # Ramp: plane p = c + a*j + b*i fitted on the background. The fit's residual over the
+    # background has zero mean and sum of squares  sum_b x^2 - beta . (X^T x)  (least-squares
+    # identity), so one pass of sums suffices before writing (x - p) / sigma.
+    ii, jj = np.indices((box, box), dtype=np.float64)
+    ii = (ii - box // 2).reshape(npix)
+    jj = (jj - box // 2).reshape(npix)
+    design = np.stack([np.ones(npix), jj, ii])            # (3, P)
+    weighted = design * bg                                # rows restricted to the background
+    normal = weighted @ design.T                          # X^T X over the background, (3, 3)
+    inv_normal = np.linalg.inv(normal)
+    for k in range(0, n, chunk):
+        x = flat_in[k:k + chunk].astype(np.float64)
+        xtx = x @ weighted.T                              # (k, 3)
+        beta = xtx @ inv_normal                           # inv_normal is symmetric
+        ss = (x * x) @ bg
+        rss = np.abs(ss - np.einsum("kc,kc->k", beta, xtx))
+        sigma = np.sqrt(rss / nb * (nb / (nb - 1)))
+        sigma = np.where(sigma > _RAMP_MIN_SIGMA, sigma, 1.0)
+        x -= beta @ design
+        x /= sigma[:, None]
+        flat_out[k:k + chunk] = x
+    return res[0] if single else res

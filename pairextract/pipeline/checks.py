@@ -1,0 +1,288 @@
+"""Checks of the inputs before any pixel is read.
+
+:func:`check_inputs` reports, as messages naming the file and line or the micrograph:
+
+- errors found while reading (e.g. untilted/tilted ``.pos`` files with different row counts);
+- micrograph files that are missing or unreadable (header);
+- coordinates that are not numbers or NaN (``file:line``);
+- duplicated pair ids;
+- micrographs without a CTF while phase flipping is requested for their view (a view "asks" for
+  CTFs when at least one of its micrographs has one, as Xmipp flips per view; with no CTF at
+  all, :meth:`ExtractionParams.check_ctf` refuses the run);
+- micrographs smaller than the box (after downsampling);
+- micrograph names that cannot name output files: pairextract and its exporters name files after
+  the micrograph's base name without extension (as Xmipp does), so where the input path points
+  (``../``, absolute) does not matter, but that stem must be a plain file name (not empty, not
+  ``.``/``..``, no control characters). Distinct micrographs of one view with the same stem are
+  a warning (per-micrograph exports would collide).
+
+It also decides up front, for each coordinate pair, whether each box falls outside its
+micrograph: ``floor(B/2) <= trunc(x * scale) <= W' - ceil(B/2)`` (same for y with H'), with
+``scale = box_scale(coord_pixel_size, pixel_size, d)`` (``box_scale(1, 1, d)`` when the
+coordinates are in the micrograph's pixels) and ``W' = floor(W / fmt6(d))`` when the
+downsampling runs.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pairextract.model import TiltPairInputs, mic_pair_rows, remove_ext
+from pairextract.ops.boxes import inside_micrograph
+from pairextract.ops.downsample import downsampled_shape
+from pairextract.ops.scale import box_scale, runs_downsample, scale_coordinates
+from pairextract.params import ExtractionParams
+
+_VIEWS = (("u", "untilted"), ("t", "tilted"))
+MAX_LISTED = 10
+
+
+@dataclass
+class CheckReport:
+    """Outcome of :func:`check_inputs`.
+
+    Attributes
+    ----------
+    errors
+        Problems that make the input unfit as it stands; one message each.
+    warnings
+        Notes that do not stop work (reading notes included).
+    outside
+        One row per coordinate pair: ``pair_id``, ``mic_pair_id``, ``outside_u``, ``outside_t``
+        (bool; the box leaves its micrograph), ``xi_u``, ``yi_u``, ``xi_t``, ``yi_t`` (integer
+        box centres in the cut micrograph; -1 where unknown). Empty without a box size.
+    micrographs
+        One row per micrograph: ``micrograph``, ``view``, ``height``, ``width`` (of the file;
+        -1 if unreadable), ``pixel_size`` (the one used: input, else header; NaN if unknown),
+        ``error`` (str, "" when readable).
+    """
+
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    outside: pd.DataFrame = field(default_factory=pd.DataFrame)
+    micrographs: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    @property
+    def n_outside(self) -> int:
+        """Coordinate pairs with at least one box outside its micrograph."""
+        if self.outside.empty:
+            return 0
+        return int((self.outside["outside_u"] | self.outside["outside_t"]).sum())
+
+
+def _listed(items: list[str]) -> str:
+    more = f" ... ({len(items)} in all)" if len(items) > MAX_LISTED else ""
+    return ", ".join(items[:MAX_LISTED]) + more
+
+
+def output_stem(micrograph: str) -> str:
+    """The name output files of a micrograph are given: base name without the last extension."""
+    return remove_ext(micrograph)
+
+
+def _bad_stem(stem: str) -> str | None:
+    if stem in ("", ".", ".."):
+        return f"gives the output name {stem!r}"
+    if any(ord(c) < 32 for c in stem) or "/" in stem or "\\" in stem:
+        return f"gives the output name {stem!r} with a separator or control character"
+    return None
+
+
+def _default_micrograph_info() -> Callable[[str], Any]:
+    from pairextract.io.micrograph import micrograph_info
+
+    return micrograph_info
+
+
+def check_inputs(
+    inputs: TiltPairInputs,
+    params: ExtractionParams | None = None,
+    box_size: int | None = None,
+    phase_flip: bool = False,
+    micrograph_info: Callable[[str], Any] | None = None,
+    downsample: float | None = None,
+) -> CheckReport:
+    """Check ``inputs`` before extraction; see the module docstring for the rules.
+
+    Parameters
+    ----------
+    inputs
+        The model to check.
+    params
+        Extraction parameters; give their ``box_size``, ``downsample`` and ``phase_flip``.
+    box_size, phase_flip, downsample
+        The same without ``params`` (``params`` wins when both are given).
+    micrograph_info
+        ``path -> object with .shape (H, W) and .pixel_size`` reading no pixels; default
+        :func:`pairextract.io.micrograph.micrograph_info`.
+    """
+    if params is not None:
+        box_size, phase_flip, downsample = params.box_size, params.phase_flip, params.downsample
+    d = 1.0 if downsample is None else float(downsample)
+    info_of = micrograph_info or _default_micrograph_info()
+    report = CheckReport(errors=list(inputs.errors), warnings=list(inputs.warnings))
+    mp = inputs.micrograph_pairs
+    cp = inputs.coordinate_pairs
+
+    # Micrograph files (headers only).
+    infos: dict[str, Any] = {}
+    mic_rows = []
+    for s, view in _VIEWS:
+        for path, given_ps in zip(mp[f"micrograph_{s}"], mp[f"pixel_size_{s}"], strict=True):
+            if path in infos:
+                continue
+            err = ""
+            try:
+                infos[path] = info_of(path)
+            except Exception as exc:  # any failure to read a header is reported, not raised
+                infos[path] = None
+                err = str(exc) if os.path.exists(path) else "file not found"
+                report.errors.append(
+                    f"{view} micrograph {path}: " + (
+                        "file not found" if err == "file not found" else f"unreadable ({err})"))
+            info = infos[path]
+            ps = float(given_ps)
+            if math.isnan(ps) and info is not None and info.pixel_size:
+                ps = float(info.pixel_size)
+            h, w = (int(info.shape[0]), int(info.shape[1])) if info is not None else (-1, -1)
+            mic_rows.append({"micrograph": path, "view": view, "height": h, "width": w,
+                             "pixel_size": ps, "error": err})
+    report.micrographs = pd.DataFrame(
+        mic_rows, columns=["micrograph", "view", "height", "width", "pixel_size", "error"])
+
+    # Coordinates that are not numbers.
+    bad_coords = []
+    for s, view in _VIEWS:
+        xy = cp[[f"x_{s}", f"y_{s}"]].to_numpy()
+        for i in np.flatnonzero(~np.isfinite(xy).all(axis=1)):
+            where = cp[f"source_{s}"].iloc[i] or f"pair {cp['pair_id'].iloc[i]}"
+            bad_coords.append(f"{where} ({view} x={xy[i, 0]}, y={xy[i, 1]})")
+    if bad_coords:
+        report.errors.append("coordinates that are not numbers (or NaN/infinite): "
+                             + _listed(bad_coords))
+
+    # Duplicated pair ids.
+    dup = cp["pair_id"][cp["pair_id"].duplicated(keep=False)]
+    if len(dup):
+        ids = sorted(set(int(i) for i in dup))
+        rows = cp[cp["pair_id"].isin(ids)]
+        where = [f"{pid} ({src})" if src else str(pid)
+                 for pid, src in zip(rows["pair_id"], rows["source_u"], strict=True)]
+        report.errors.append(f"duplicated pair ids {_listed([str(i) for i in ids])}: "
+                             + _listed(where))
+
+    # Coordinate pairs whose micrograph pair is unknown.
+    orphans = sorted(set(cp["mic_pair_id"]) - set(mp["mic_pair_id"]))
+    if orphans:
+        report.errors.append("coordinate pairs refer to unknown micrograph pairs "
+                             + _listed([str(int(i)) for i in orphans]))
+
+    # CTF for phase flipping.
+    if phase_flip and len(mp):
+        no_ctf_views = []
+        for s, view in _VIEWS:
+            mics = list(dict.fromkeys(mp[f"micrograph_{s}"]))
+            missing = [m for m in mics if inputs.ctf_for(m) is None]
+            if missing and len(missing) < len(mics):
+                report.errors.append(
+                    f"phase flip requested but {len(missing)} of {len(mics)} {view} micrographs "
+                    f"have no CTF: {_listed(missing)}")
+            elif missing:
+                no_ctf_views.append(view)
+        if len(no_ctf_views) == 2:
+            report.errors.append("phase flip requested but no CTF was given for either view")
+        elif no_ctf_views:
+            report.warnings.append(f"no CTF for the {no_ctf_views[0]} micrographs: they will "
+                                   "not be phase flipped")
+
+    # Output names.
+    for s, view in _VIEWS:
+        stems: dict[str, str] = {}
+        for path in dict.fromkeys(mp[f"micrograph_{s}"]):
+            stem = output_stem(path)
+            problem = _bad_stem(stem)
+            if problem:
+                report.errors.append(f"{view} micrograph {path!r} {problem}; outputs are named "
+                                     "after the micrograph's base name")
+            other = stems.setdefault(stem, path)
+            if other != path:
+                report.warnings.append(f"{view} micrographs {other} and {path} share the output "
+                                       f"name {stem!r}")
+
+    # Box size and borders.
+    if box_size is not None:
+        _check_boxes(inputs, report, infos, int(box_size), d)
+    return report
+
+
+def _cut_shape(shape: tuple[int, int], d: float) -> tuple[int, int]:
+    return downsampled_shape(shape, d) if runs_downsample(d) else (int(shape[0]), int(shape[1]))
+
+
+def _check_boxes(inputs: TiltPairInputs, report: CheckReport, infos: dict[str, Any], box: int,
+                 d: float) -> None:
+    mp = inputs.micrograph_pairs
+    cp = inputs.coordinate_pairs
+    n = len(cp)
+    out: dict[str, np.ndarray] = {"pair_id": cp["pair_id"].to_numpy(np.int64),
+                                  "mic_pair_id": cp["mic_pair_id"].to_numpy(np.int64)}
+    sizes = dict(zip(report.micrographs["micrograph"].tolist(),
+                     report.micrographs["pixel_size"].tolist(), strict=True))
+    groups: dict[int, np.ndarray] = {}
+    ids = cp["mic_pair_id"].to_numpy(np.int64)
+    for mic_pair_id in np.unique(ids):
+        groups[int(mic_pair_id)] = np.flatnonzero(ids == mic_pair_id)
+    small: list[str] = []
+    for s, view in _VIEWS:
+        outside = np.zeros(n, dtype=bool)
+        xi = np.full((n, 2), -1, dtype=np.int64)
+        coord_sizes = mp[f"coord_pixel_size_{s}"].tolist()
+        for k, (mic_pair_id, mic_u, mic_t) in enumerate(mic_pair_rows(mp)):
+            rows = groups.get(mic_pair_id)
+            path = mic_u if s == "u" else mic_t
+            info = infos.get(path)
+            if info is None:
+                continue
+            shape = _cut_shape((int(info.shape[0]), int(info.shape[1])), d)
+            if shape[0] < box or shape[1] < box:
+                small.append(f"{view} {path} ({shape[0]}x{shape[1]}"
+                             f"{' after downsampling' if runs_downsample(d) else ''})")
+            if rows is None:
+                continue
+            cps = float(coord_sizes[k])
+            ps = float(sizes.get(path, math.nan))
+            if math.isnan(cps):
+                scale = box_scale(1.0, 1.0, d)
+            elif math.isnan(ps):
+                report.errors.append(
+                    f"{view} micrograph {path}: pixel size unknown (not in the input nor the "
+                    "header) but needed to rescale the picking coordinates")
+                continue
+            else:
+                scale = box_scale(cps, ps, d)
+            xy = cp[[f"x_{s}", f"y_{s}"]].to_numpy()[rows]
+            finite = np.isfinite(xy).all(axis=1)
+            ints = np.full((len(rows), 2), -1, dtype=np.int64)
+            ints[finite] = scale_coordinates(xy[finite], scale)
+            inside = np.zeros(len(rows), dtype=bool)
+            inside[finite] = inside_micrograph(ints[finite], box, shape)
+            outside[rows] = ~inside
+            xi[rows] = ints
+        out[f"outside_{s}"] = outside
+        out[f"xi_{s}"] = xi[:, 0]
+        out[f"yi_{s}"] = xi[:, 1]
+    if small:
+        report.errors.append(f"micrographs smaller than the box ({box} px): {_listed(small)}")
+    report.outside = pd.DataFrame(out)[["pair_id", "mic_pair_id", "outside_u", "outside_t",
+                                        "xi_u", "yi_u", "xi_t", "yi_t"]]

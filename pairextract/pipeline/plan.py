@@ -1,0 +1,158 @@
+"""The work plan: one job per micrograph and view, with its rows in the output stacks.
+
+Every input coordinate gets a row (a *slot*) in its view's image array, skipped ones
+included, so a micrograph's rows are known before any pixel is read. Each micrograph's
+slots start on a chunk boundary and are padded to whole chunks: parallel writers never
+share a chunk, and a resumed run writes the same bytes to the same chunks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pairextract.ctf import CTF
+from pairextract.model import TiltPairInputs
+
+VIEWS = ("untilted", "tilted")
+_SUFFIX = {"untilted": "u", "tilted": "t"}
+
+
+def view_suffix(view: str) -> str:
+    """``"u"`` or ``"t"``: the column suffix of a view in the input tables."""
+    return _SUFFIX[view]
+
+
+@dataclass(frozen=True)
+class MicrographJob:
+    """One micrograph of one view: what to cut from it and where the boxes go."""
+
+    view: str
+    mic_pair_id: int
+    micrograph: str
+    pair_ids: np.ndarray
+    coords: np.ndarray
+    pixel_size: float | None
+    coord_pixel_size: float | None
+    ctf: CTF | None
+    slot_start: int = 0
+    digest: str = ""
+
+    @property
+    def name(self) -> str:
+        """Stable name of the job, used for its part file and task key."""
+        return f"{self.view}-m{self.mic_pair_id:06d}"
+
+    @property
+    def n(self) -> int:
+        return int(len(self.pair_ids))
+
+
+def _nan_to_none(v: Any) -> float | None:
+    if v is None:
+        return None
+    v = float(v)
+    return None if math.isnan(v) else v
+
+
+def job_digest(job: MicrographJob) -> str:
+    """Hash of everything that decides a job's output apart from the run's parameters."""
+    h = hashlib.sha256()
+    h.update(json.dumps([job.view, job.mic_pair_id, job.micrograph, job.pixel_size,
+                         job.coord_pixel_size, job.ctf.to_dict() if job.ctf else None],
+                        sort_keys=True).encode())
+    h.update(np.ascontiguousarray(job.pair_ids, dtype=np.int64).tobytes())
+    h.update(np.ascontiguousarray(job.coords, dtype=np.float64).tobytes())
+    return h.hexdigest()[:24]
+
+
+def make_jobs(inputs: TiltPairInputs, pixel_sizes: dict[str, float | None]) -> list[MicrographJob]:
+    """Jobs for every micrograph of both views, in micrograph-pair order (untilted first).
+
+    ``pixel_sizes`` maps a micrograph path to its pixel size (from the input table, else
+    the file header); it decides the coordinate rescale for "other" micrographs.
+    """
+    mics = inputs.micrograph_pairs.set_index("mic_pair_id")
+    coords = inputs.coordinate_pairs.sort_values(["mic_pair_id", "pair_id"], kind="stable")
+    groups = {int(k): g for k, g in coords.groupby("mic_pair_id", sort=True)}
+    jobs: list[MicrographJob] = []
+    for view in VIEWS:
+        s = view_suffix(view)
+        for mic_pair_id, row in mics.iterrows():
+            g = groups.get(int(mic_pair_id))  # type: ignore[arg-type]
+            if g is None or len(g) == 0:
+                continue
+            path = str(row[f"micrograph_{s}"])
+            job = MicrographJob(
+                view=view,
+                mic_pair_id=int(mic_pair_id),  # type: ignore[arg-type]
+                micrograph=path,
+                pair_ids=g["pair_id"].to_numpy(np.int64),
+                coords=g[[f"x_{s}", f"y_{s}"]].to_numpy(np.float64),
+                pixel_size=pixel_sizes.get(path),
+                coord_pixel_size=_nan_to_none(row.get(f"coord_pixel_size_{s}")),
+                ctf=inputs.ctf_for(path),
+            )
+            jobs.append(_with(job, digest=job_digest(job)))
+    return jobs
+
+
+def _with(job: MicrographJob, **changes: Any) -> MicrographJob:
+    d = {f: getattr(job, f) for f in job.__dataclass_fields__}
+    d.update(changes)
+    return MicrographJob(**d)
+
+
+def chunk_rows(box_size: int, itemsize: int) -> int:
+    """Rows per chunk of an image array: about 8 MiB a chunk, 1..64 particles."""
+    return int(max(1, min(64, (8 << 20) // (box_size * box_size * itemsize))))
+
+
+@dataclass
+class Layout:
+    """Where each job's rows lie in its view's arrays; persisted for resume."""
+
+    chunk: int
+    slots: dict[str, int] = field(default_factory=lambda: dict.fromkeys(VIEWS, 0))
+    jobs: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"chunk": self.chunk, "slots": self.slots, "jobs": self.jobs}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Layout:
+        return cls(chunk=int(d["chunk"]), slots=dict(d["slots"]), jobs=dict(d["jobs"]))
+
+    def place(self, jobs: list[MicrographJob]) -> list[MicrographJob]:
+        """Give each job its slots: the same as before when unchanged, else new ones at the end."""
+        placed = []
+        for job in jobs:
+            known = self.jobs.get(job.name)
+            if known is not None and known["digest"] == job.digest:
+                placed.append(_with(job, slot_start=int(known["slot_start"])))
+                continue
+            start = self.slots[job.view]
+            padded = -(-job.n // self.chunk) * self.chunk
+            self.slots[job.view] = start + padded
+            self.jobs[job.name] = {"digest": job.digest, "slot_start": start, "n": job.n}
+            placed.append(_with(job, slot_start=start))
+        return placed
+
+
+def jobs_table(jobs: list[MicrographJob]) -> pd.DataFrame:
+    """One row per job, for reports."""
+    return pd.DataFrame(
+        {
+            "view": [j.view for j in jobs],
+            "mic_pair_id": [j.mic_pair_id for j in jobs],
+            "micrograph": [j.micrograph for j in jobs],
+            "n": [j.n for j in jobs],
+            "slot_start": [j.slot_start for j in jobs],
+        }
+    )

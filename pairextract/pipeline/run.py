@@ -1,0 +1,343 @@
+"""A whole extraction: plan, one Dask task per micrograph, pair index, summary."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dask
+import dask.array as da
+import numpy as np
+import pandas as pd
+
+from pairextract.io.errors import InputError
+from pairextract.io.micrograph import micrograph_info, read_micrograph
+from pairextract.model import TiltPairInputs
+from pairextract.params import ExtractionParams
+from pairextract.pipeline import store
+from pairextract.pipeline.pairindex import build_pair_index
+from pairextract.pipeline.plan import VIEWS, MicrographJob, chunk_rows, make_jobs
+from pairextract.pipeline.tasks import particle_table, run_job
+
+FORMAT_VERSION = 1
+
+
+@dataclass
+class ExtractionResult:
+    """What a run did: counts, the drop table and where the output is."""
+
+    out: Path
+    pairs_in: int
+    pairs_kept: int
+    dropped: pd.DataFrame
+    micrographs_extracted: int
+    micrographs_reused: int
+    micrographs_failed: dict[str, str]
+    seconds: float
+    particles_extracted: int
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def drop_counts(self) -> dict[str, int]:
+        """Dropped pairs by reason."""
+        return {str(k): int(v) for k, v in self.dropped["reason"].value_counts().sort_index().items()}
+
+    @property
+    def particles_per_second(self) -> float:
+        return self.particles_extracted / self.seconds if self.seconds > 0 else float("nan")
+
+    def summary(self) -> dict[str, Any]:
+        """The run's summary as a JSON-ready dict (also written to ``summary.json``)."""
+        return {
+            "out": str(self.out),
+            "pairs_in": self.pairs_in,
+            "pairs_kept": self.pairs_kept,
+            "pairs_dropped": int(len(self.dropped)),
+            "dropped_by_reason": self.drop_counts,
+            "micrographs_extracted": self.micrographs_extracted,
+            "micrographs_reused": self.micrographs_reused,
+            "micrographs_failed": self.micrographs_failed,
+            "particles_extracted": self.particles_extracted,
+            "seconds": round(self.seconds, 3),
+            "particles_per_second": round(self.particles_per_second, 1)
+            if self.particles_extracted else None,
+            "warnings": self.warnings,
+        }
+
+    def __str__(self) -> str:
+        return format_summary(self.summary())
+
+
+def format_summary(s: dict[str, Any]) -> str:
+    """Human-readable summary of a run (from :meth:`ExtractionResult.summary`)."""
+    lines = [
+        f"pairs in:      {s['pairs_in']}",
+        f"pairs kept:    {s['pairs_kept']}",
+        f"pairs dropped: {s['pairs_dropped']}",
+    ]
+    for reason, n in s.get("dropped_by_reason", {}).items():
+        lines.append(f"  {reason:<28} {n}")
+    lines.append(f"micrographs:   {s['micrographs_extracted']} extracted, "
+                 f"{s['micrographs_reused']} already done, "
+                 f"{len(s['micrographs_failed'])} failed")
+    for name, err in s.get("micrographs_failed", {}).items():
+        lines.append(f"  {name}: {err}")
+    if s.get("particles_per_second"):
+        lines.append(f"speed:         {s['particles_per_second']} particles/s "
+                     f"({s['particles_extracted']} particles in {s['seconds']} s)")
+    for w in s.get("warnings", []):
+        lines.append(f"warning: {w}")
+    lines.append(f"output:        {s['out']}")
+    return "\n".join(lines)
+
+
+def _input_digest(inputs: TiltPairInputs) -> str:
+    h = hashlib.sha256()
+    h.update(pd.util.hash_pandas_object(inputs.coordinate_pairs, index=False).to_numpy().tobytes())
+    h.update(pd.util.hash_pandas_object(inputs.micrograph_pairs, index=False).to_numpy().tobytes())
+    return h.hexdigest()[:24]
+
+
+def _pixel_sizes(inputs: TiltPairInputs, infos: dict[str, Any]) -> dict[str, float | None]:
+    sizes: dict[str, float | None] = {}
+    for s in ("u", "t"):
+        for path, given in zip(inputs.micrograph_pairs[f"micrograph_{s}"],
+                               inputs.micrograph_pairs[f"pixel_size_{s}"], strict=True):
+            value: float | None = None
+            if given is not None and not (isinstance(given, float) and math.isnan(given)):
+                value = float(given)
+            elif path in infos and getattr(infos[path], "pixel_size", None):
+                value = float(infos[path].pixel_size)
+            sizes[str(path)] = value
+    return sizes
+
+
+def _read_infos(jobs_paths: list[str]) -> tuple[dict[str, Any], dict[str, str]]:
+    infos: dict[str, Any] = {}
+    errors: dict[str, str] = {}
+    for path in dict.fromkeys(jobs_paths):
+        try:
+            infos[path] = micrograph_info(path)
+        except (InputError, OSError, ValueError) as exc:
+            errors[path] = str(exc)
+    return infos, errors
+
+
+def _progress_printer(total: int, stream: Any = sys.stderr) -> Callable[[int], None]:
+    start = time.perf_counter()
+
+    def show(done: int) -> None:
+        width = 30
+        filled = int(width * done / max(total, 1))
+        rate = done / max(time.perf_counter() - start, 1e-9)
+        stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} micrographs"
+                     f" ({rate:.1f}/s)")
+        if done >= total:
+            stream.write("\n")
+        stream.flush()
+
+    return show
+
+
+def _in_notebook() -> bool:
+    try:
+        from IPython import get_ipython  # type: ignore[attr-defined]
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and shell.__class__.__name__ == "ZMQInteractiveShell"
+
+
+def run_extraction(
+    inputs: TiltPairInputs,
+    out: str | Path,
+    params: ExtractionParams,
+    client: Any,
+    *,
+    dtype: str = "float32",
+    geometry: pd.DataFrame | None = None,
+    drop_flagged: bool = False,
+    overwrite: bool = False,
+    progress: bool | str = False,
+    warnings: list[str] | None = None,
+) -> ExtractionResult:
+    """Run the extraction of ``inputs`` into ``out`` on the Dask ``client``.
+
+    ``geometry`` is the per-pair table of the geometry check (``pair_id, residual,
+    flagged``); with ``drop_flagged`` its flagged pairs are dropped. Micrographs already
+    complete in ``out`` from an earlier run with the same parameters are not recomputed.
+    """
+    out = Path(out).resolve()
+    if dtype not in ("float32", "float16"):
+        raise ValueError(f"dtype must be float32 or float16, got {dtype!r}")
+    warnings = list(warnings or [])
+    t0 = time.perf_counter()
+    if overwrite and out.exists():
+        with store.run_lock(out):
+            for child in out.iterdir():
+                if child.name != ".lock":
+                    shutil.rmtree(child) if child.is_dir() else child.unlink()
+    with store.run_lock(out):
+        provenance = {
+            "format_version": FORMAT_VERSION,
+            "params": params.to_dict(),
+            "dtype": dtype,
+            "box_size": params.box_size,
+        }
+        paths = [str(p) for s in ("u", "t") for p in inputs.micrograph_pairs[f"micrograph_{s}"]]
+        infos, bad_files = _read_infos(paths)
+        pixel_sizes = _pixel_sizes(inputs, infos)
+        jobs = make_jobs(inputs, pixel_sizes)
+        itemsize = np.dtype(dtype).itemsize
+        layout = store.open_layout(out, provenance, chunk_rows(params.box_size, itemsize))
+        jobs = layout.place(jobs)
+        sampling = _output_sampling(jobs, params)
+        provenance.update({
+            "software": "pairextract",
+            "version": _version(),
+            "sampling_rate": sampling,
+            "inputs": {"source": inputs.source, "digest": _input_digest(inputs)},
+        })
+        store.save_layout(out, layout, provenance)
+        store.prepare_arrays(out, layout, params.box_size, dtype, provenance)
+
+        done = store.done_jobs(out, jobs)
+        failed: dict[str, str] = {}
+        todo: list[MicrographJob] = []
+        for job in jobs:
+            if job.name in done:
+                continue
+            if job.micrograph in bad_files:
+                failed[job.name] = bad_files[job.micrograph]
+            else:
+                todo.append(job)
+        results = _compute(todo, infos, out, params, client, progress, failed)
+        extracted = sum(1 for j in todo if j.name not in failed)
+
+        tables = _view_tables(out, jobs, failed)
+        pairs, dropped = build_pair_index(
+            inputs.coordinate_pairs, inputs.micrograph_pairs,
+            tables["untilted"], tables["tilted"], geometry, drop_flagged)
+        _write_outputs(out, inputs, layout, tables, pairs, dropped, geometry)
+        result = ExtractionResult(
+            out=out,
+            pairs_in=int(len(inputs.coordinate_pairs)),
+            pairs_kept=int(len(pairs)),
+            dropped=dropped,
+            micrographs_extracted=extracted,
+            micrographs_reused=len(done),
+            micrographs_failed={_job_label(jobs, k): v for k, v in failed.items()},
+            seconds=time.perf_counter() - t0,
+            particles_extracted=int(sum(r.get("n", 0) for r in results)),
+            warnings=warnings,
+        )
+        store.write_json(out / "summary.json", result.summary())
+    return result
+
+
+def _job_label(jobs: list[MicrographJob], name: str) -> str:
+    for j in jobs:
+        if j.name == name:
+            return f"{j.view} {j.micrograph}"
+    return name
+
+
+def _version() -> str:
+    from pairextract import __version__
+
+    return __version__
+
+
+def _output_sampling(jobs: list[MicrographJob], params: ExtractionParams) -> float | None:
+    from pairextract.ops.scale import output_sampling
+
+    for j in jobs:
+        if j.view == "untilted" and j.pixel_size:
+            return float(output_sampling(j.pixel_size, params.downsample))
+    return None
+
+
+def _compute(todo: list[MicrographJob], infos: dict[str, Any], out: Path,
+             params: ExtractionParams, client: Any, progress: bool | str,
+             failed: dict[str, str]) -> list[dict[str, Any]]:
+    """One task per micrograph: a lazy read (a Dask array) feeding the extraction."""
+    from distributed import as_completed
+
+    if not todo:
+        return []
+    tasks = []
+    for job in todo:
+        info = infos[job.micrograph]
+        token = dask.base.tokenize(job.digest, params.to_dict(), str(out))
+        image = da.from_delayed(
+            dask.delayed(read_micrograph, pure=True)(
+                job.micrograph, dask_key_name=f"read-{job.name}-{token}"),
+            shape=tuple(info.shape), dtype=np.float32,
+        )
+        tasks.append(dask.delayed(run_job, pure=True)(
+            image, job, str(out), params, dask_key_name=f"extract-{job.name}-{token}"))
+    futures = client.compute(tasks)
+    by_key = {f.key: job for f, job in zip(futures, todo, strict=True)}
+    show = None
+    if progress:
+        if _in_notebook() or progress == "notebook":
+            from distributed import progress as dask_progress
+
+            dask_progress(futures)
+        else:
+            show = _progress_printer(len(futures))
+            show(0)
+    results = []
+    for n, fut in enumerate(as_completed(futures), start=1):
+        job = by_key[fut.key]
+        exc = fut.exception()
+        if exc is not None:
+            failed[job.name] = f"{type(exc).__name__}: {exc}"
+        else:
+            results.append(fut.result())
+        fut.release()
+        if show:
+            show(n)
+    return results
+
+
+def _view_tables(out: Path, jobs: list[MicrographJob],
+                 failed: dict[str, str]) -> dict[str, pd.DataFrame]:
+    """Each view's particle table: part files of finished jobs, error rows for failed ones."""
+    tables: dict[str, pd.DataFrame] = {}
+    for view in VIEWS:
+        parts = []
+        for job in (j for j in jobs if j.view == view):
+            if job.name in failed:
+                status = np.array(["error"] * job.n)
+                parts.append(particle_table(job, status, np.full((job.n, 2), -1, np.int64),
+                                            False, error=failed[job.name]))
+            else:
+                parts.append(pd.read_parquet(store.part_path(out, job)))
+        table = pd.concat(parts, ignore_index=True) if parts else particle_table(
+            MicrographJob(view, 0, "", np.zeros(0, np.int64), np.zeros((0, 2)), None, None, None),
+            np.zeros(0, dtype=str), np.zeros((0, 2), np.int64), False)
+        tables[view] = table.sort_values("slot", kind="stable").reset_index(drop=True)
+    return tables
+
+
+def _write_outputs(out: Path, inputs: TiltPairInputs, layout: Any,
+                   tables: dict[str, pd.DataFrame], pairs: pd.DataFrame,
+                   dropped: pd.DataFrame, geometry: pd.DataFrame | None) -> None:
+    for view, table in tables.items():
+        table.to_parquet(out / f"{view}.parquet", index=False)
+        store.write_slot_metadata(out, view, table, int(layout.slots[view]))
+    pairs.to_parquet(out / "pairs.parquet", index=False)
+    dropped.to_parquet(out / "dropped.parquet", index=False)
+    mics = inputs.micrograph_pairs.copy()
+    if geometry is not None and "fitted" in geometry.attrs:
+        fitted = geometry.attrs["fitted"]
+        mics = mics.merge(fitted, on="mic_pair_id", how="left")
+    mics.to_parquet(out / "micrographs.parquet", index=False)

@@ -1,0 +1,58 @@
+"""What runs on a worker: extract one micrograph and write its rows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pairextract.extract import extract_micrograph
+from pairextract.params import ExtractionParams
+from pairextract.pipeline.plan import MicrographJob
+from pairextract.pipeline.store import write_part
+
+CTF_COLUMNS = ("defocus_u", "defocus_v", "defocus_angle", "voltage", "cs",
+               "amplitude_contrast", "phase_shift")
+
+
+def particle_table(job: MicrographJob, status: np.ndarray, xy: np.ndarray,
+                   phase_flipped: bool, local_average: np.ndarray | None = None,
+                   error: str = "") -> pd.DataFrame:
+    """One row per coordinate of a job: where its image is and what happened to it."""
+    n = job.n
+    table = pd.DataFrame({
+        "slot": np.arange(job.slot_start, job.slot_start + n, dtype=np.int64),
+        "pair_id": job.pair_ids.astype(np.int64),
+        "mic_pair_id": np.full(n, job.mic_pair_id, dtype=np.int64),
+        "micrograph": [job.micrograph] * n,
+        "x": job.coords[:, 0].astype(np.float64),
+        "y": job.coords[:, 1].astype(np.float64),
+        "xi": xy[:, 0].astype(np.int64),
+        "yi": xy[:, 1].astype(np.int64),
+        "status": [str(s) for s in status],
+        "phase_flipped": np.full(n, bool(phase_flipped)),
+        "local_average": (np.full(n, np.nan) if local_average is None
+                          else np.asarray(local_average, np.float64)),
+        "error": [error] * n,
+    })
+    ctf = job.ctf.to_dict() if job.ctf is not None else {}
+    for name in CTF_COLUMNS:
+        v = ctf.get(name)
+        table[name] = np.full(n, np.nan if v is None else float(v))
+    return table
+
+
+def run_job(image: np.ndarray, job: MicrographJob, out: str,
+            params: ExtractionParams) -> dict[str, Any]:
+    """Extract one micrograph into its rows of the store; returns counts."""
+    image = np.asarray(image)
+    if not np.isfinite(image).all():
+        bad = int(np.size(image) - np.count_nonzero(np.isfinite(image)))
+        raise ValueError(f"micrograph {job.micrograph} has {bad} NaN or infinite pixels")
+    res = extract_micrograph(image, job.coords, params, ctf=job.ctf,
+                             pixel_size=job.pixel_size, coord_pixel_size=job.coord_pixel_size)
+    table = particle_table(job, res.status, res.xy, res.phase_flipped, res.local_average)
+    write_part(Path(out), job, res.stack, table)
+    return {"name": job.name, "n": job.n, "ok": int((res.status == "ok").sum())}

@@ -1,0 +1,113 @@
+import math
+
+import numpy as np
+import pytest
+import scipy.fft
+
+from pairextract.ops.ctf import (
+    _chi_rows,
+    _ctf_negative,
+    ctf_half_plane,
+    electron_wavelength,
+    phase_flip,
+)
+
+CTF_ARGS = dict(defocus_u=21000.0, defocus_v=15000.0, defocus_angle=30.0, voltage=300.0,
+                cs=2.7, amplitude_contrast=0.1)
+
+
+def xmipp_ctf(fx, fy, defocus_u, defocus_v, defocus_angle, voltage, cs, amplitude_contrast,
+              phase_shift=None):
+    """The reference's formula, literally: atan2 angle, negative internal defocus."""
+    v = voltage * 1e3
+    lam = 12.2643247 / math.sqrt(v * (1 + 0.978466e-6 * v))
+    u2 = fx * fx + fy * fy
+    theta = np.arctan2(fy, fx)
+    df = -(defocus_u + defocus_v) / 2 - (defocus_u - defocus_v) / 2 * np.cos(
+        2 * (theta - math.radians(defocus_angle)))
+    df = np.where(u2 == 0, 0.0, df)
+    chi = math.pi * lam * df * u2 + math.pi / 2 * cs * 1e7 * lam ** 3 * u2 * u2
+    if phase_shift is not None:
+        chi = chi - math.radians(phase_shift)
+    q0 = amplitude_contrast
+    return -(math.sqrt(1 - q0 * q0) * np.sin(chi) - q0 * np.cos(chi))
+
+
+def xmipp_grid(h, w, tm):
+    ky = np.arange(h)
+    ky = np.where(ky <= h // 2, ky, ky - h)
+    fy = (ky / (h * tm))[:, None] * np.ones((1, w // 2 + 1))
+    fx = (np.arange(w // 2 + 1) / (w * tm))[None, :] * np.ones((h, 1))
+    return fx, fy
+
+
+def test_wavelength():
+    assert electron_wavelength(300) == pytest.approx(0.019687, abs=1e-6)
+    assert electron_wavelength(200) == pytest.approx(0.025079, abs=1e-6)
+
+
+@pytest.mark.parametrize(("shape", "voltage"), [((64, 80), 300.0), ((65, 81), 200.0)])
+def test_half_plane_matches_reference_formula(shape, voltage):
+    args = dict(CTF_ARGS, voltage=voltage)
+    fx, fy = xmipp_grid(*shape, 1.3)
+    expect = xmipp_ctf(fx, fy, **args)
+    got = ctf_half_plane(shape, 1.3, **args)
+    assert got.shape == (shape[0], shape[1] // 2 + 1)
+    np.testing.assert_allclose(got, expect, atol=1e-9)
+    assert got[0, 0] == pytest.approx(0.1)
+
+
+def test_phase_shift_constant():
+    got = ctf_half_plane((32, 32), 1.0, **CTF_ARGS, phase_shift=90.0)
+    # CTF(0) = -sin(-phi - K3) = cos(K3) = sqrt(1 - Q0^2) for phi = 90 deg
+    assert got[0, 0] == pytest.approx(math.sqrt(1 - 0.01))
+    fx, fy = xmipp_grid(32, 32, 1.0)
+    np.testing.assert_allclose(got, xmipp_ctf(fx, fy, **CTF_ARGS, phase_shift=90.0), atol=1e-9)
+
+
+def test_nyquist_row_is_positive_half():
+    h, w, tm = 64, 64, 1.0
+    args = dict(CTF_ARGS, defocus_u=9000.0, defocus_v=5000.0, defocus_angle=30.0)
+    got = ctf_half_plane((h, w), tm, **args)
+    fx = np.arange(w // 2 + 1) / (w * tm)
+    plus = xmipp_ctf(fx, np.full_like(fx, 0.5 / tm), **args)
+    minus = xmipp_ctf(fx, np.full_like(fx, -0.5 / tm), **args)
+    np.testing.assert_allclose(got[h // 2], plus, atol=1e-9)
+    # with astigmatism at 30 deg the two conventions disagree in sign on this row
+    assert np.any(np.sign(plus[1:-1]) != np.sign(minus[1:-1]))
+
+
+def test_fast_sign_agrees_with_ctf():
+    shape, tm = (512, 512), 1.0
+    chi = _chi_rows(np.arange(512), shape, tm, 21000.0, 15000.0, 30.0, 300.0, 2.7, None)
+    ctf = ctf_half_plane(shape, tm, **CTF_ARGS)
+    neg = _ctf_negative(chi, math.atan2(0.1, math.sqrt(1 - 0.01)))
+    disagree = neg != (ctf < 0)
+    assert not np.any(disagree & (np.abs(ctf) > 1e-12))
+
+
+def test_phase_flip_leaves_nonnegative_transfer():
+    rng = np.random.default_rng(0)
+    h, w, tm = 128, 160, 1.5
+    img = rng.normal(size=(h, w))
+    ctf = ctf_half_plane((h, w), tm, **CTF_ARGS)
+    assert (ctf < 0).mean() > 0.3  # many sign changes in this band
+    filtered = scipy.fft.irfft2(scipy.fft.rfft2(img) * ctf, s=(h, w))
+    flipped = phase_flip(filtered.astype(np.float32), tm, **CTF_ARGS)
+    assert flipped.dtype == np.float32 and flipped.shape == (h, w)
+    ratio = scipy.fft.rfft2(flipped.astype(np.float64)) / scipy.fft.rfft2(img)
+    strong = np.abs(ctf) > 0.05
+    # The even-width Nyquist column is not Hermitian-consistent after flipping with an
+    # astigmatic CTF (as in Xmipp); c2r keeps only part of it, so it is left out here.
+    strong[:, w // 2] = False
+    assert np.all(ratio.real[strong] > 0)
+    np.testing.assert_allclose(ratio[strong], np.abs(ctf[strong]), atol=1e-3)
+
+
+def test_phase_flip_twice_is_identity():
+    # odd sizes: no Nyquist row/column, so the flip is an exact involution
+    rng = np.random.default_rng(1)
+    img = rng.normal(size=(65, 97)).astype(np.float32)
+    twice = phase_flip(phase_flip(img, 1.0, **CTF_ARGS), 1.0, **CTF_ARGS)
+    np.testing.assert_allclose(twice, img, atol=1e-5)
+    assert not np.allclose(phase_flip(img, 1.0, **CTF_ARGS), img, atol=1e-2)

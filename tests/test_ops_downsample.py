@@ -1,0 +1,73 @@
+import numpy as np
+import pytest
+
+from pairextract.ops.downsample import downsampled_shape, fourier_downsample
+
+# (amplitude, cycles along rows, cycles along columns, phase): all below the output Nyquist.
+WAVES = [(3.0, 0, 0, 0.0), (1.0, 2, 3, 0.4), (0.7, -5, 7, 1.1), (0.5, 9, 0, -0.3),
+         (0.25, 4, -11, 2.0)]
+
+
+def band_limited(rows, cols, h, w):
+    r = np.asarray(rows, dtype=np.float64)[:, None]
+    c = np.asarray(cols, dtype=np.float64)[None, :]
+    out = np.zeros((r.size, c.size))
+    for a, kr, kc, ph in WAVES:
+        out += a * np.cos(2 * np.pi * (kr * r / h + kc * c / w) + ph)
+    return out
+
+
+@pytest.mark.parametrize(("shape", "factor"), [((96, 120), 2.0), ((96, 120), 1.5),
+                                               ((97, 121), 1.5), ((90, 99), 2.0)])
+def test_band_limited_matches_analytic(shape, factor):
+    h, w = shape
+    img = band_limited(np.arange(h), np.arange(w), h, w).astype(np.float32)
+    out = fourier_downsample(img, factor)
+    h2, w2 = downsampled_shape(shape, factor)
+    assert out.shape == (h2, w2)
+    assert out.dtype == np.float32
+    # the same band-limited function sampled on the new grid (pitch H/H', W/W')
+    expect = band_limited(np.arange(h2) * h / h2, np.arange(w2) * w / w2, h, w)
+    np.testing.assert_allclose(out, expect, atol=2e-5)
+
+
+def test_output_size_floor_rule():
+    assert downsampled_shape((4096, 4096), 2.0) == (2048, 2048)
+    assert downsampled_shape((4097, 4095), 2.0) == (2048, 2047)
+    assert downsampled_shape((4096, 1000), 4 / 3) == (3072, 750)
+    assert downsampled_shape((4096, 1000), 1.333333) == (3072, 750)
+    assert downsampled_shape((100, 101), 1.5) == (66, 67)
+    # the 6-decimal step decides: 2.0000004 -> "2.000000"
+    assert downsampled_shape((4096, 4096), 2.0000004) == (2048, 2048)
+    assert int(4096 / 2.0000004) == 2047
+
+
+def test_factor_below_one_refused():
+    with pytest.raises(ValueError, match=">= 1"):
+        downsampled_shape((10, 10), 0.5)
+
+
+def test_mean_preserved():
+    rng = np.random.default_rng(3)
+    img = (rng.normal(size=(101, 130)) + 7.0).astype(np.float32)
+    for f in (2.0, 1.5, 4 / 3, 3.7):
+        out = fourier_downsample(img, f)
+        assert abs(out.mean(dtype=np.float64) - img.mean(dtype=np.float64)) < 1e-5
+
+
+def test_crop_keeps_expected_coefficients():
+    # Random image: the output spectrum (norm="forward") equals the input's kept coefficients.
+    import scipy.fft
+
+    rng = np.random.default_rng(4)
+    img = rng.normal(size=(40, 50))
+    out = fourier_downsample(img, 1.5).astype(np.float64)
+    h2, w2 = out.shape  # 26, 33
+    fin = scipy.fft.rfft2(img, norm="forward")
+    fout = scipy.fft.rfft2(out, norm="forward")
+    keep = h2 // 2 + 1
+    # non-Nyquist rows/cols must match exactly (up to float32 storage)
+    np.testing.assert_allclose(fout[1:keep - 1, 1:w2 // 2], fin[1:keep - 1, 1:w2 // 2],
+                               atol=1e-6)
+    np.testing.assert_allclose(fout[keep:, 1:w2 // 2], fin[40 - (h2 - keep):, 1:w2 // 2],
+                               atol=1e-6)

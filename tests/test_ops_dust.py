@@ -1,0 +1,108 @@
+import time
+
+import numpy as np
+
+from pairextract.ops.dust import dust_mask, remove_dust
+
+
+def slow_reference(image, k):
+    """Literal transcription of the reference's rule: full raster sweeps over every pixel."""
+    x = image.astype(np.float64)
+    mu = x.mean()
+    sigma = np.sqrt(abs((x * x).mean() - mu * mu))
+    bad = (x < mu - k * sigma) | (x > mu + k * sigma)
+    h, w = x.shape
+    while bad.any():
+        progress = False
+        for r in range(h):
+            for c in range(w):
+                if not bad[r, c]:
+                    continue
+                r0, r1 = max(0, r - 2), min(h, r + 3)
+                c0, c1 = max(0, c - 2), min(w, c + 3)
+                vals = x[r0:r1, c0:c1][~bad[r0:r1, c0:c1]]
+                if vals.size:
+                    x[r, c] = np.median(vals)
+                    bad[r, c] = False
+                    progress = True
+        if not progress:
+            break
+    return x.astype(np.float32)
+
+
+def test_isolated_outlier_replaced_by_median_of_24():
+    rng = np.random.default_rng(0)
+    img = rng.uniform(0, 1, size=(40, 40)).astype(np.float32)
+    img[20, 17] = 100.0
+    out = remove_dust(img, 3.5)
+    window = img[18:23, 15:20].astype(np.float64).ravel()
+    neighbours = np.delete(window, 12)
+    assert out[20, 17] == np.float32(np.median(neighbours))
+    mask = np.ones_like(img, dtype=bool)
+    mask[20, 17] = False
+    np.testing.assert_array_equal(out[mask], img[mask])
+
+
+def test_corner_outlier_uses_clipped_window():
+    rng = np.random.default_rng(1)
+    img = rng.uniform(0, 1, size=(30, 30)).astype(np.float32)
+    img[0, 0] = -50.0
+    out = remove_dust(img, 3.5)
+    neighbours = img[0:3, 0:3].astype(np.float64).ravel()[1:]  # 8 values: even count
+    assert out[0, 0] == np.float32(np.median(neighbours))
+
+
+def test_cluster_is_sequential_like_reference():
+    rng = np.random.default_rng(2)
+    img = rng.uniform(0, 1, size=(48, 52)).astype(np.float32)
+    img[10:13, 20:23] = 60.0 + rng.uniform(0, 1, size=(3, 3))   # 3x3 cluster
+    img[30, 5] = -40.0
+    img[31, 6] = 45.0                                          # diagonal pair
+    img[0:2, 50:52] = 55.0                                     # cluster in a corner
+    img[40, 40] = 70.0
+    img[42, 41] = -70.0                                        # two within 2 px
+    out = remove_dust(img, 3.5)
+    ref = slow_reference(img, 3.5)
+    np.testing.assert_array_equal(out, ref)
+    assert np.all(out[10:13, 20:23] < 1.0)
+
+
+def test_random_clusters_match_reference():
+    rng = np.random.default_rng(5)
+    img = rng.normal(size=(64, 64)).astype(np.float32)
+    for _ in range(12):
+        r, c = rng.integers(0, 62, size=2)
+        img[r:r + rng.integers(1, 4), c:c + rng.integers(1, 4)] = rng.choice([-1, 1]) * 9.0
+    out = remove_dust(img, 3.5)
+    np.testing.assert_array_equal(out, slow_reference(img, 3.5))
+
+
+def test_clean_image_unchanged():
+    rng = np.random.default_rng(3)
+    img = rng.uniform(0, 1, size=(64, 64)).astype(np.float32)  # max |z| ~ 1.73 < 3.5
+    assert not dust_mask(img, 3.5).any()
+    out = remove_dust(img, 3.5)
+    np.testing.assert_array_equal(out, img)
+    assert out is not img
+
+
+def test_mask_strict_and_population_std():
+    img = np.zeros((10, 10))
+    img[0, 0] = 1.0
+    mu = 0.01
+    sigma = np.sqrt(0.01 - mu * mu)  # population std
+    k = (1.0 - mu) / sigma
+    assert not dust_mask(img, k * (1 + 1e-9))[0, 0]
+    assert dust_mask(img, k * (1 - 1e-9))[0, 0]
+
+
+def test_fast_on_gaussian_micrograph():
+    shape = (4096, 4096)
+    rng = np.random.default_rng(4)
+    img = rng.standard_normal(size=shape, dtype=np.float32)
+    t0 = time.perf_counter()
+    out = remove_dust(img, 3.5)
+    elapsed = time.perf_counter() - t0
+    n_bad = int((out != img).sum())
+    assert 5000 < n_bad < 11000
+    assert elapsed < 1.0, f"dust removal took {elapsed:.2f} s"

@@ -1,0 +1,113 @@
+import time
+
+import numpy as np
+import pytest
+
+from pairextract.ops.normalize import background_mask, normalize_stack
+
+
+def test_background_mask_reference_example():
+    m = background_mask(64, 32)
+    assert m.shape == (64, 64)
+    assert m[0].all() and m[:, 0].all()             # i = -32 row, j = -32 column
+    j = np.arange(64) - 32
+    np.testing.assert_array_equal(m[63], np.abs(j) >= 8)   # i = 31
+    np.testing.assert_array_equal(m[:, 63], np.abs(j) >= 8)
+    assert not m[32, 32]
+    assert m[32, 0] and not m[32, 1]                # circle itself (r == R) is background
+
+
+def test_background_mask_default_and_limit():
+    np.testing.assert_array_equal(background_mask(65, -1), background_mask(65, 32))
+    with pytest.raises(ValueError, match="half the box"):
+        background_mask(64, 33)
+
+
+@pytest.mark.parametrize("box", [63, 64])
+def test_ramp_flattens_plane_plus_noise(box):
+    rng = np.random.default_rng(0)
+    n = 5
+    i, j = np.indices((box, box))
+    planes = np.stack([100.0 + 3.0 * j - 2.0 * i, -50.0 + 0.5 * i, 7.0 - 1.25 * j,
+                       1000.0 + 0.1 * i + 0.2 * j, np.zeros((box, box))])
+    stack = (planes + rng.normal(scale=2.5, size=(n, box, box))).astype(np.float32)
+    out = normalize_stack(stack, "Ramp", 20)
+    assert out.dtype == np.float32 and out.shape == stack.shape
+    bg = background_mask(box, 20)
+    for k in range(n):
+        v = out[k][bg].astype(np.float64)
+        assert abs(v.mean()) < 1e-5
+        assert abs(v.std(ddof=1) - 1.0) < 1e-5
+        # the plane is gone: no residual slope in the background
+        coef = np.polyfit(j[bg], v, 1)
+        assert abs(coef[0]) < 0.01
+
+
+def test_ramp_blank_stays_zero():
+    out = normalize_stack(np.zeros((2, 32, 32), dtype=np.float32), "Ramp", -1)
+    assert np.all(out == 0)
+
+
+def test_ramp_no_mean_subtraction_outside_fit():
+    # a pure plane: residual 0 everywhere, sigma < 1e-6 -> unscaled zeros
+    i, j = np.indices((32, 32))
+    out = normalize_stack((5 + 0.5 * i - 0.25 * j)[None].astype(np.float64), "Ramp", -1)
+    np.testing.assert_allclose(out, 0, atol=1e-5)
+
+
+@pytest.mark.parametrize("box", [63, 64])
+def test_oldxmipp_whole_image(box):
+    rng = np.random.default_rng(1)
+    stack = (rng.normal(size=(4, box, box)) * 3 + 40).astype(np.float32)
+    out = normalize_stack(stack, "OldXmipp", -1)
+    for k in range(4):
+        v = out[k].astype(np.float64)
+        assert abs(v.mean()) < 1e-5
+        assert abs(v.std() - 1.0) < 1e-5     # population std
+    with np.errstate(invalid="ignore"):
+        blank = normalize_stack(np.zeros((1, 8, 8)), "OldXmipp", -1)
+    assert np.isnan(blank).all()
+
+
+@pytest.mark.parametrize(("box", "radius"), [(64, -1), (63, 20)])
+def test_newxmipp_background(box, radius):
+    rng = np.random.default_rng(2)
+    stack = (rng.normal(size=(3, box, box)) * 2 - 9).astype(np.float32)
+    stack[:, box // 2 - 5:box // 2 + 5, box // 2 - 5:box // 2 + 5] += 30  # particle
+    out = normalize_stack(stack, "NewXmipp", radius)
+    bg = background_mask(box, radius)
+    for k in range(3):
+        v = out[k][bg].astype(np.float64)
+        assert abs(v.mean()) < 1e-5
+        assert abs(v.std(ddof=1) - 1.0) < 1e-5   # sample std
+        assert abs(v.std(ddof=0) - 1.0) > 1e-5
+    # every pixel gets the same affine map
+    k = 0
+    x = stack[k].astype(np.float64)
+    mu, sd = x[bg].mean(), x[bg].std(ddof=1)
+    np.testing.assert_allclose(out[k], (x - mu) / sd, rtol=1e-5, atol=1e-5)
+
+
+def test_in_place_and_single_image():
+    rng = np.random.default_rng(3)
+    stack = rng.normal(size=(3, 16, 16)).astype(np.float32)
+    expect = normalize_stack(stack, "Ramp", -1)
+    res = normalize_stack(stack, "Ramp", -1, out=stack)
+    assert res is stack
+    np.testing.assert_array_equal(stack, expect)
+    single = normalize_stack(rng.normal(size=(16, 16)), "NewXmipp", -1)
+    assert single.shape == (16, 16)
+
+
+def test_unknown_method():
+    with pytest.raises(ValueError, match="unknown normalization"):
+        normalize_stack(np.zeros((1, 4, 4)), "Robust", -1)
+
+
+def test_ramp_speed():
+    rng = np.random.default_rng(4)
+    stack = rng.standard_normal(size=(300, 256, 256), dtype=np.float32)
+    t0 = time.perf_counter()
+    normalize_stack(stack, "Ramp", 128, out=stack)
+    elapsed = time.perf_counter() - t0
+    assert elapsed < 0.5, f"Ramp normalization of 300 x 256^2 took {elapsed:.2f} s"
