@@ -179,13 +179,13 @@ def open_pairs(out: str | Path) -> xr.Dataset:
     params = prov.get("params", {})
     attrs = {
         "sampling_rate": prov.get("sampling_rate") or float("nan"),
-        "box_size": int(prov.get("box_size", 0)),
+        "box_size": int(prov.get("box_size", 0)),  # type: ignore[arg-type]
         "params": json.dumps(params, sort_keys=True),
         "version": str(prov.get("version", "")),
         "dtype": str(prov.get("dtype", "float32")),
         "phase_flipped_u": bool(pairs["phase_flipped_u"].any()) if len(pairs) else False,
         "phase_flipped_t": bool(pairs["phase_flipped_t"].any()) if len(pairs) else False,
-        "source": str(path),
+        "source": str(path.resolve()),
     }
     return xr.Dataset(data, coords=coords, attrs=attrs)
 

@@ -29,8 +29,8 @@ from pairextract.params import ExtractionParams
 STATUS_OK = "ok"
 STATUS_OUTSIDE = "outside_border"
 
-# Boxes inverted per float64 chunk (bounded temporaries, as in normalize_stack).
-_INVERT_CHUNK_ELEMENTS = 1 << 19
+# Pixels per chunk of boxes for the float64 work (bounded temporaries, as in normalize_stack).
+_CHUNK_ELEMENTS = 1 << 19
 
 
 @dataclass
@@ -156,15 +156,17 @@ def extract_micrograph(image: ArrayLike, coords: ArrayLike, params: ExtractionPa
     n = len(xy)
     local_average = np.full(n, np.nan)
     idx = np.flatnonzero(valid)
-    if idx.size:
-        local_average[idx] = stack[idx].reshape(idx.size, -1).mean(axis=1, dtype=np.float64)
     if params.invert and idx.size:
         dmin = float(np.min(work))
         dmax = float(np.max(work))
-        chunk = max(1, _INVERT_CHUNK_ELEMENTS // (box * box))
-        for k in range(0, idx.size, chunk):
-            sel = idx[k:k + chunk]
-            stack[sel] = invert_contrast(stack[sel], dmin, dmax)
+    # In chunks: fancy-indexing the whole stack would copy it.
+    chunk = max(1, _CHUNK_ELEMENTS // (box * box))
+    for k in range(0, idx.size, chunk):
+        sel = idx[k:k + chunk]
+        part = stack[sel]
+        local_average[sel] = part.reshape(len(sel), -1).mean(axis=1, dtype=np.float64)
+        if params.invert:
+            stack[sel] = invert_contrast(part, dmin, dmax)
     # 5. Normalize the valid boxes; skipped rows stay zero (Xmipp would make them NaN for
     # OldXmipp/NewXmipp, but they are dropped anyway).
     if params.normalize is not None and idx.size:

@@ -7,6 +7,7 @@ state is touched, so figures are freed with their last reference.
 
 from __future__ import annotations
 
+import io
 import math
 import os
 from dataclasses import dataclass
@@ -35,9 +36,25 @@ _LABEL = 0.36        # two lines of labels above each pair
 _HEADER = 0.3        # section title
 _DPI = 100
 _DROP_COLOUR = "#c0392b"
+_FLAG_COLOUR = "#d35400"
 
 
 # ------------------------------------------------------------------------------- helpers
+
+
+class PairsFigure(Figure):
+    """A Figure that Jupyter shows inline by itself (``_repr_png_``), with no pyplot backend."""
+
+    def _repr_png_(self) -> bytes:
+        buf = io.BytesIO()
+        self.savefig(buf, format="png")
+        return buf.getvalue()
+
+
+def _new_figure(width: float, height: float) -> Figure:
+    fig = PairsFigure(figsize=(width, height), dpi=_DPI)
+    FigureCanvasAgg(fig)
+    return fig
 
 
 def _out_path(out_or_ds: Any, ds: xr.Dataset) -> Path | None:
@@ -94,6 +111,7 @@ class _Section:
     tilted: list[np.ndarray | None]
     line1: list[str]
     line2: list[str]
+    label_colours: list[str] | None = None
 
 
 def _kept_section(ds: xr.Dataset, n: int, rng: np.random.Generator, seed: int) -> _Section:
@@ -110,9 +128,16 @@ def _kept_section(ds: xr.Dataset, n: int, rng: np.random.Generator, seed: int) -
     ids = np.asarray(sub.pair_id.values, np.int64)
     line1 = [f"pair {pid}" + ("" if math.isnan(a) else f"  ·  tilt {a:.1f}°")
              for pid, a in zip(ids, angles, strict=True)]
+    flagged = (np.asarray(sub.flagged.values, bool) if "flagged" in sub.coords
+               else np.zeros(len(idx), bool))
+    residual = (np.asarray(sub.residual.values, np.float64) if "residual" in sub.coords
+                else np.full(len(idx), np.nan))
+    for k in np.flatnonzero(flagged):
+        line1[k] += f"  ·  FLAGGED {residual[k]:.0f} px"
+    colours = [_FLAG_COLOUR if f else "black" for f in flagged]
     line2 = [f"{_short(a, 16)} | {_short(b, 16)}" for a, b in zip(mu, mt, strict=True)]
     title = f"{len(idx)} of {total} kept pairs (seed {seed}):  untilted | tilted"
-    return _Section(title, "black", ids, list(u), list(t), line1, line2)
+    return _Section(title, "black", ids, list(u), list(t), line1, line2, colours)
 
 
 def _dropped_section(out: Path, n: int, rng: np.random.Generator) -> _Section:
@@ -175,7 +200,8 @@ def montage(out_or_ds: str | os.PathLike[str] | xr.Dataset, n: int = 24, seed: i
     -------
     matplotlib.figure.Figure
         Two image axes per pair, in rows of ``ncols`` pairs; labels give the pair id, the tilt
-        angle (fitted when known) and both micrograph names. Its pixel size at the default dpi is
+        angle (fitted when known) and both micrograph names, and mark kept pairs that the
+        geometry check flagged. Its pixel size at the default dpi is
         ``(2*margin + c*2*panel + (c-1)*gap) x 100`` by the sum of the section heights.
     """
     if n < 0:
@@ -199,8 +225,7 @@ def _draw(sections: list[_Section], ncols: int, panel: float) -> Figure:
     width = 2 * _MARGIN + cols * 2 * panel + (cols - 1) * _GAP
     heights = [_HEADER + math.ceil(len(s.pair_ids) / cols) * (_LABEL + panel) for s in sections]
     height = sum(heights) + _MARGIN
-    fig = Figure(figsize=(width, height), dpi=_DPI)
-    FigureCanvasAgg(fig)
+    fig = _new_figure(width, height)
     top = height
     for section, h in zip(sections, heights, strict=True):
         fig.text(_MARGIN / width, (top - _HEADER / 2) / height, section.title, fontsize=8,
@@ -217,8 +242,9 @@ def _draw(sections: list[_Section], ncols: int, panel: float) -> Figure:
                 ax.set_label(f"pair {pid} {'untilted' if j == 0 else 'tilted'}")
                 _show(ax, image, edge)
             cx = (x0 + panel) / width
+            colour = section.label_colours[k] if section.label_colours else section.colour
             fig.text(cx, (y_top - 0.1) / height, section.line1[k], fontsize=6.5, ha="center",
-                     va="center", color=section.colour)
+                     va="center", color=colour)
             fig.text(cx, (y_top - 0.25) / height, section.line2[k], fontsize=5.5, ha="center",
                      va="center", color="#444444")
         top -= h
@@ -251,6 +277,10 @@ def _finite_or_none(v: Any) -> float | None:
     return f if math.isfinite(f) else None
 
 
+def _nan_if_none(v: float | None) -> float:
+    return math.nan if v is None else v
+
+
 def _geometry_from_inputs(inputs: TiltPairInputs, mic_pair_id: int,
                           threshold: float | None) -> _Points:
     mics = inputs.micrograph_pairs.set_index("mic_pair_id")
@@ -280,7 +310,8 @@ def _geometry_from_inputs(inputs: TiltPairInputs, mic_pair_id: int,
         residual=residual, flagged=flagged, kept=np.ones(n, dtype=bool),
         reason=np.array([""] * n, dtype=object),
         micrograph_u=str(row["micrograph_u"]), micrograph_t=str(row["micrograph_t"]),
-        tilt_angle=float(row["tilt_angle"]) if tilt is None else tilt, threshold=threshold,
+        tilt_angle=tilt if tilt is not None else _nan_if_none(_finite_or_none(row["tilt_angle"])),
+        threshold=threshold,
     )
 
 
@@ -386,8 +417,7 @@ def geometry_plot(inputs_or_out: TiltPairInputs | str | os.PathLike[str] | xr.Da
 
 def _draw_geometry(p: _Points, mic_pair_id: int) -> Figure:
     n = len(p.pair_id)
-    fig = Figure(figsize=(11.0, 5.0), dpi=_DPI)
-    FigureCanvasAgg(fig)
+    fig = _new_figure(11.0, 5.0)
     ax = fig.add_axes((0.06, 0.1, 0.5, 0.78))
     cax = fig.add_axes((0.57, 0.1, 0.012, 0.78))
     rax = fig.add_axes((0.7, 0.1, 0.28, 0.78))
@@ -430,7 +460,8 @@ def _draw_geometry(p: _Points, mic_pair_id: int) -> Figure:
     ax.set_xlabel("x (untilted picking px)")
     ax.set_ylabel("y (untilted picking px)")
     ax.legend(loc="upper right", fontsize=7, framealpha=0.8)
-    ax.set_title(f"mapped-back residuals ×{scale:.0f}", fontsize=9)
+    ax.set_title("tilted points mapped back" + ("" if scale == 1.0 else
+                                                f" (residuals drawn ×{scale:.0f})"), fontsize=9)
     fig.colorbar(lc, cax=cax, label="residual (px)")
 
     colours = np.where(p.flagged, "red", np.where(p.kept, "#1f77b4", "#7f7f7f"))

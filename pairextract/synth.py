@@ -199,7 +199,8 @@ def ctf_half_plane(shape: tuple[int, int], sampling: float, ctf: CTF) -> FloatAr
     # df(theta) u^2 with cos(2(theta - alpha)) expanded: no arctan2, exact at DC.
     df_u2 = (0.5 * (ctf.defocus_u + ctf.defocus_v) * u2
              + 0.5 * (ctf.defocus_u - ctf.defocus_v)
-             * ((fx * fx - fy * fy) * math.cos(2.0 * alpha) + 2.0 * fx * fy * math.sin(2.0 * alpha)))
+             * ((fx * fx - fy * fy) * math.cos(2.0 * alpha)
+                + 2.0 * fx * fy * math.sin(2.0 * alpha)))
     gamma = math.pi * lam * df_u2 - 0.5 * math.pi * ctf.cs * 1e7 * lam**3 * u2 * u2
     q0 = ctf.amplitude_contrast
     out: FloatArray = math.sqrt(1.0 - q0 * q0) * np.sin(gamma) + q0 * np.cos(gamma)
@@ -449,8 +450,9 @@ def make_dataset(
     SynthDataset
         Paths, truth table (``pair_id, mic_pair_id, micrograph_u, micrograph_t, x_u, y_u,
         x_t, y_t`` (true tilted centre), ``x_t_listed, y_t_listed`` (as in pairs.csv),
-        ``inside_u, inside_t`` (listed boxes), ``swapped, edge`` ('none', 'u', 't': which view's box crosses an edge),
-        ``rot, tilt, psi``), CTFs and a renderer of the noiseless particles.
+        ``inside_u, inside_t`` (listed boxes), ``swapped``, ``edge`` ('none', 'u' or 't':
+        the view whose box crosses an edge), ``rot, tilt, psi``), CTFs and a renderer of
+        the noiseless particles.
     """
     h, w = int(shape[0]), int(shape[1])
     shape = (h, w)

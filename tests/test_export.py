@@ -254,8 +254,7 @@ def test_xmipp_quotes_paths_with_spaces(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------- end to end
 
 
-@pytest.fixture(scope="module")
-def extracted(client, small_dataset, tmp_path_factory):  # type: ignore[no-untyped-def]
+def extract_small(client, small_dataset, out: Path) -> Path:  # type: ignore[no-untyped-def]
     """A real extraction of the shared small synthetic data set (2 micrograph pairs)."""
     from pairextract import ExtractionParams
     from pairextract.api import extract_pairs
@@ -263,9 +262,13 @@ def extracted(client, small_dataset, tmp_path_factory):  # type: ignore[no-untyp
 
     inputs = read_pairs(small_dataset.pair_table, ctf_untilted=small_dataset.ctf_star,
                         ctf_tilted=small_dataset.ctf_star)
-    out = tmp_path_factory.mktemp("export-run") / "out"
     extract_pairs(inputs, out, ExtractionParams(box_size=48, invert=True), client=client)
     return out
+
+
+@pytest.fixture(scope="module")
+def extracted(client, small_dataset, tmp_path_factory):  # type: ignore[no-untyped-def]
+    return extract_small(client, small_dataset, tmp_path_factory.mktemp("export-run") / "out")
 
 
 def test_relion_export_of_real_output(extracted: Path, tmp_path: Path) -> None:

@@ -173,7 +173,7 @@ def test_extension_is_case_insensitive(tmp_path: Path, image: np.ndarray) -> Non
 
 @pytest.mark.parametrize("dtype", [np.float32, np.uint16, np.int8])
 def test_tiff_round_trip_with_pixel_size(tmp_path: Path, dtype: type) -> None:
-    data = (np.arange(37 * 53).reshape(37, 53) % 100).astype(dtype)
+    data: np.ndarray = (np.arange(37 * 53).reshape(37, 53) % 100).astype(dtype)
     p = tmp_path / "m.tif"
     write_tiff(p, data, 1.23)
     info = micrograph_info(p)

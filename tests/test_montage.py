@@ -10,7 +10,7 @@ import matplotlib.image
 import numpy as np
 import pytest
 from matplotlib.figure import Figure
-from test_export import extracted, pairs_dataset  # noqa: F401 (fixture)
+from test_export import extract_small, pairs_dataset
 
 from pairextract.montage import geometry_plot, montage
 
@@ -68,6 +68,19 @@ def test_montage_labels_and_fewer_pairs_than_n() -> None:
         assert f"pair {pid}" in texts
 
 
+def test_montage_marks_flagged_pairs_and_shows_in_jupyter() -> None:
+    ds = pairs_dataset(n=3, box=16)
+    ds = ds.assign_coords(flagged=("pair", np.array([False, True, False])),
+                          residual=("pair", np.array([0.3, 87.4, 0.2])))
+    fig = montage(ds, n=3)
+    flagged = [t.get_text() for t in fig.texts if "FLAGGED" in t.get_text()]
+    assert flagged == [f"pair {ds.pair_id.values[1]}  ·  tilt 50.2°  ·  FLAGGED 87 px"]
+    # Jupyter displays the returned figure through _repr_png_, without a pyplot backend.
+    png = fig._repr_png_()  # type: ignore[attr-defined]
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert matplotlib.image.imread(io.BytesIO(png)).shape[:2] == (176, 650)
+
+
 def test_montage_dropped_needs_output_folder() -> None:
     with pytest.raises(ValueError, match="output folder"):
         montage(pairs_dataset(n=3), show_dropped=True)
@@ -106,6 +119,11 @@ def test_geometry_plot_unknown_mic_pair() -> None:
 
 
 # ---------------------------------------------------------------------------- end to end
+
+
+@pytest.fixture(scope="module")
+def extracted(client, small_dataset, tmp_path_factory):  # type: ignore[no-untyped-def]
+    return extract_small(client, small_dataset, tmp_path_factory.mktemp("montage-run") / "out")
 
 
 def test_montage_of_real_output_with_dropped(extracted: Path, tmp_path: Path) -> None:

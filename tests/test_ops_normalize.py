@@ -110,4 +110,4 @@ def test_ramp_speed():
     t0 = time.perf_counter()
     normalize_stack(stack, "Ramp", 128, out=stack)
     elapsed = time.perf_counter() - t0
-    assert elapsed < 0.5, f"Ramp normalization of 300 x 256^2 took {elapsed:.2f} s"
+    assert elapsed < 0.6, f"Ramp normalization of 300 x 256^2 took {elapsed:.2f} s"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -30,7 +31,7 @@ def _rot2(deg: float) -> np.ndarray:
     return np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
 
 
-def _inside(x: np.ndarray, y: np.ndarray, box: int, h: int, w: int) -> np.ndarray:
+def _inside(x: Any, y: Any, box: int, h: int, w: int) -> np.ndarray:
     return ((box // 2 <= x) & (x <= w - math.ceil(box / 2))
             & (box // 2 <= y) & (y <= h - math.ceil(box / 2)))
 
@@ -162,13 +163,15 @@ def test_projected_shapes_follow_tilt_geometry(ds: SynthDataset) -> None:
         return np.array([[math.cos(a), 0, math.sin(a)], [0, 1, 0],
                          [-math.sin(a), 0, math.cos(a)]])
 
-    angles = pd.read_csv(ds.angles).set_index("mic_pair_id")
+    angles = pd.read_csv(ds.angles).set_index("mic_pair_id").to_dict("index")
+    truth = ds.truth.set_index("pair_id").to_dict("index")
     box = 2 * ds.box  # room for the Gaussian tails
     for pid in (2, 9, 20):
-        row = ds.truth.set_index("pair_id").loc[pid]
-        q = rz(row["rot"]) @ ry(row["tilt"]) @ rz(row["psi"])
-        ang = angles.loc[row["mic_pair_id"]]
-        m = rz(-ang["axis_angle_t"]) @ ry(ang["tilt_angle"]) @ rz(ang["axis_angle_u"])
+        row = truth[pid]
+        q = rz(float(row["rot"])) @ ry(float(row["tilt"])) @ rz(float(row["psi"]))
+        ang = angles[row["mic_pair_id"]]
+        m = (rz(-float(ang["axis_angle_t"])) @ ry(float(ang["tilt_angle"]))
+             @ rz(float(ang["axis_angle_u"])))
         for view, v in (("u", q), ("t", m @ q)):
             img = ds.render_particle(pid, view, box)
             yy, xx = np.indices(img.shape) - box // 2

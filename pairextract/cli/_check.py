@@ -1,4 +1,4 @@
-"""``pairextract check INPUT``: validate the inputs and fit the pair geometry, extracting nothing."""
+"""``pairextract check INPUT``: check the inputs and fit the pair geometry, extracting nothing."""
 
 from __future__ import annotations
 

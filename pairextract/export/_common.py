@@ -49,7 +49,7 @@ def load_dataset(out: str | os.PathLike[str] | xr.Dataset) -> xr.Dataset:
     # Imported here: pairextract/__init__ re-exports this package, and the API imports the pipeline.
     from pairextract import api
 
-    return api.open_pairs(out)
+    return api.open_pairs(Path(out))
 
 
 def check_dataset(ds: xr.Dataset) -> None:

@@ -6,9 +6,9 @@ Layout (DEST is meant to be the RELION project directory)::
     DEST/tilted/particles.star     DEST/tilted/particles.mrcs
     DEST/pairs.star                DEST/pairs.csv
 
-``rlnImageName`` is ``NNNNNN@untilted/particles.mrcs`` (6 digits, 1-based), relative to DEST, the way
-RELION stores paths relative to its project directory: run RELION from DEST, or import the STAR files
-from there. Row k of both particles files is the same pair.
+``rlnImageName`` is ``NNNNNN@untilted/particles.mrcs`` (6 digits, 1-based), relative to DEST, the
+way RELION stores paths relative to its project directory: run RELION from DEST, or import the STAR
+files from there. Row k of both particles files is the same pair.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ import xarray as xr
 
 from pairextract.export._common import (
     SUFFIX,
-    best_angles,
     VIEWS,
+    best_angles,
     finite_column,
     pair_table,
     phase_flipped,

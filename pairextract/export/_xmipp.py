@@ -26,8 +26,8 @@ import xarray as xr
 
 from pairextract.export._common import (
     SUFFIX,
-    best_angles,
     VIEWS,
+    best_angles,
     finite_column,
     pair_table,
     sampling_rate,

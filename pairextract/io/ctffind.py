@@ -38,7 +38,8 @@ def is_ctffind(path: str | os.PathLike[str]) -> bool:
             head = fh.read(2048).lower()
     except OSError:
         return False
-    return "ctffind" in head or ("# columns:" in head and "defocus" in head)
+    comments = [ln for ln in head.splitlines() if ln.startswith("#")]
+    return any("ctffind" in ln or ("columns:" in ln and "defocus" in ln) for ln in comments)
 
 
 def _micrograph_name(path: Path, header: str) -> str:

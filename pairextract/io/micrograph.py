@@ -1,4 +1,5 @@
-"""Micrograph access by file type: MRC (``.mrc``, ``.mrcs``, ``.map``) or TIFF (``.tif``, ``.tiff``).
+"""Micrograph access by file type: MRC (``.mrc``, ``.mrcs``, ``.map``) or TIFF (``.tif``,
+``.tiff``).
 
 Every failure (missing, unreadable, truncated, unsupported) is an
 :class:`~pairextract.io.errors.InputError` naming the file.

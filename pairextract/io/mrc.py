@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import dask.array as da
-from dask.base import tokenize
 import mrcfile
 import mrcfile.utils
 import numpy as np
+from dask.base import tokenize
 
 from pairextract.io.errors import InputError
 
@@ -59,7 +59,7 @@ class MicrographInfo:
     offset: int | None = None
 
 
-def _clean_pixel_size(value: float) -> float | None:
+def _clean_pixel_size(value: float | np.floating[Any]) -> float | None:
     """Pixel size as the shortest decimal that round-trips its float32, or None if unset."""
     v32 = np.float32(value)
     if not np.isfinite(v32) or v32 <= 0.0:

@@ -21,8 +21,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import scipy.fft
 from numpy.typing import ArrayLike, NDArray
+
+from ._fft import irfft2_f32, rfft2_f64
 
 _ROWS_PER_BLOCK = 512
 
@@ -121,7 +122,7 @@ def phase_flip(image: ArrayLike, sampling: float, defocus_u: float, defocus_v: f
     h, w = x.shape
     q0 = float(amplitude_contrast)
     k3 = math.atan2(q0, math.sqrt(1.0 - q0 * q0))
-    spec = scipy.fft.rfft2(x.astype(np.float64, copy=False))
+    spec = rfft2_f64(x)
     # The CTF is built in row blocks to keep the float64 temporaries small.
     for r0 in range(0, h, _ROWS_PER_BLOCK):
         rows = np.arange(r0, min(h, r0 + _ROWS_PER_BLOCK))
@@ -130,5 +131,4 @@ def phase_flip(image: ArrayLike, sampling: float, defocus_u: float, defocus_v: f
         neg = _ctf_negative(chi, k3)
         block = spec[r0:r0 + len(rows)]
         np.negative(block, out=block, where=neg)
-    out = scipy.fft.irfft2(spec, s=(h, w), overwrite_x=True)
-    return out.astype(np.float32)
+    return irfft2_f32(spec, (h, w))

@@ -5,9 +5,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import scipy.fft
 from numpy.typing import ArrayLike, NDArray
 
+from ._fft import irfft2_f32, rfft2_f64
 from .scale import fmt6
 
 
@@ -54,10 +54,9 @@ def fourier_downsample(image: ArrayLike, factor: float) -> NDArray[np.float32]:
         raise ValueError(f"fourier_downsample needs a 2-D image, got shape {x.shape}")
     h, w = x.shape
     h2, w2 = downsampled_shape((h, w), factor)
-    spec = scipy.fft.rfft2(x.astype(np.float64, copy=False), norm="forward")
+    spec = rfft2_f64(x, ncols=w2 // 2 + 1, norm="forward")
     keep = h2 // 2 + 1
     rows = np.concatenate([np.arange(keep), np.arange(h - h2 + keep, h)])
-    cropped = spec[rows, : w2 // 2 + 1]
+    cropped = spec[rows]
     del spec
-    out = scipy.fft.irfft2(cropped, s=(h2, w2), norm="forward", overwrite_x=True)
-    return out.astype(np.float32)
+    return irfft2_f32(cropped, (h2, w2), norm="forward")

@@ -92,11 +92,13 @@ def normalize_stack(stack: ArrayLike, method: str, radius: int = -1,
     flat_out = res.reshape(n, npix)
     chunk = max(1, _CHUNK_ELEMENTS // npix)
 
+    # einsum (no BLAS): thin mat-vec products through a multi-threaded BLAS are slow and
+    # erratic when every core already runs a worker.
     if method == "OldXmipp":
         with np.errstate(invalid="ignore", divide="ignore"):
             for k in range(0, n, chunk):
                 x = flat_in[k:k + chunk].astype(np.float64)
-                mu = x.sum(axis=1) / npix
+                mu = np.einsum("kp->k", x) / npix
                 s2 = np.einsum("kp,kp->k", x, x) / npix
                 sigma = np.sqrt(np.abs(s2 - mu * mu))
                 x -= mu[:, None]
@@ -104,17 +106,18 @@ def normalize_stack(stack: ArrayLike, method: str, radius: int = -1,
                 flat_out[k:k + chunk] = x
         return res[0] if single else res
 
-    bg = background_mask(box, radius).reshape(npix).astype(np.float64)
+    bg = background_mask(box, radius).astype(np.float64)
     nb = int(bg.sum())
     if nb < 2:
         raise ValueError(f"background of box {box} with radius {radius} has {nb} pixel(s)")
+    bg_flat = bg.reshape(npix)
 
     if method == "NewXmipp":
         with np.errstate(invalid="ignore", divide="ignore"):
             for k in range(0, n, chunk):
                 x = flat_in[k:k + chunk].astype(np.float64)
-                s1 = x @ bg
-                s2 = (x * x) @ bg
+                s1 = np.einsum("kp,p->k", x, bg_flat)
+                s2 = np.einsum("kp,kp,p->k", x, x, bg_flat)
                 sigma = _sample_sigma(s1, s2, nb)
                 x -= (s1 / nb)[:, None]
                 x /= sigma[:, None]
@@ -124,22 +127,29 @@ def normalize_stack(stack: ArrayLike, method: str, radius: int = -1,
     # Ramp: plane p = c + a*j + b*i fitted on the background. The fit's residual over the
     # background has zero mean and sum of squares  sum_b x^2 - beta . (X^T x)  (least-squares
     # identity), so one pass of sums suffices before writing (x - p) / sigma.
-    ii, jj = np.indices((box, box), dtype=np.float64)
-    ii = (ii - box // 2).reshape(npix)
-    jj = (jj - box // 2).reshape(npix)
-    design = np.stack([np.ones(npix), jj, ii])            # (3, P)
-    weighted = design * bg                                # rows restricted to the background
-    normal = weighted @ design.T                          # X^T X over the background, (3, 3)
+    ij = (np.arange(box) - box // 2).astype(np.float64)
+    row_w = bg.sum(axis=1)                                # background pixels per row
+    col_w = bg.sum(axis=0)
+    normal = np.array([
+        [nb, col_w @ ij, row_w @ ij],
+        [col_w @ ij, col_w @ ij ** 2, ij @ bg @ ij],
+        [row_w @ ij, ij @ bg @ ij, row_w @ ij ** 2],
+    ])                                                    # X^T X for columns (1, j, i)
     inv_normal = np.linalg.inv(normal)
+    in3 = a.reshape(n, box, box)
+    out3 = res.reshape(n, box, box)
     for k in range(0, n, chunk):
-        x = flat_in[k:k + chunk].astype(np.float64)
-        xtx = x @ weighted.T                              # (k, 3)
+        x = in3[k:k + chunk].astype(np.float64)
+        rows = np.einsum("kab,ab->ka", x, bg)             # background sum of each row
+        cols = np.einsum("kab,ab->kb", x, bg)
+        xtx = np.stack([rows.sum(axis=1), cols @ ij, rows @ ij], axis=1)
         beta = xtx @ inv_normal                           # inv_normal is symmetric
-        ss = (x * x) @ bg
+        ss = np.einsum("kab,kab,ab->k", x, x, bg)
         rss = np.abs(ss - np.einsum("kc,kc->k", beta, xtx))
         sigma = np.sqrt(rss / nb * (nb / (nb - 1)))
         sigma = np.where(sigma > _RAMP_MIN_SIGMA, sigma, 1.0)
-        x -= beta @ design
-        x /= sigma[:, None]
-        flat_out[k:k + chunk] = x
+        x -= (beta[:, 0:1] + beta[:, 1:2] * ij)[:, None, :]
+        x -= (beta[:, 2:3] * ij)[:, :, None]
+        x /= sigma[:, None, None]
+        out3[k:k + chunk] = x
     return res[0] if single else res

@@ -89,7 +89,7 @@ def check_geometry(
 
 def flagged_pair_ids(geometry: pd.DataFrame, mic_pair_id: int | None = None) -> list[int]:
     """Pair ids flagged by :func:`check_geometry` (of one micrograph pair if given)."""
-    sel = geometry["flagged"].to_numpy(bool)
+    sel = geometry["flagged"].to_numpy(bool).copy()
     if mic_pair_id is not None:
         sel &= geometry["mic_pair_id"].to_numpy() == mic_pair_id
     return [int(i) for i in geometry.loc[sel, "pair_id"]]

@@ -7,7 +7,9 @@ import pandas as pd
 
 # Per-view columns carried into the pair index, renamed with the view's suffix.
 _VIEW_COLUMNS = ("slot", "micrograph", "x", "y", "xi", "yi", "phase_flipped",
-                 "defocus_u", "defocus_v", "defocus_angle", "phase_shift")
+                 "defocus_u", "defocus_v", "defocus_angle", "phase_shift",
+                 "pixel_size", "coord_pixel_size")
+_FITTED = ("fitted_tilt_angle", "fitted_axis_angle_u", "fitted_axis_angle_t")
 _SHARED_CTF = ("voltage", "cs", "amplitude_contrast")
 
 
@@ -67,6 +69,13 @@ def build_pair_index(
     angles = micrograph_pairs.set_index("mic_pair_id")
     for c in ("tilt_angle", "axis_angle_u", "axis_angle_t"):
         pairs[c] = angles[c].reindex(pairs["mic_pair_id"]).to_numpy(np.float64)
+    fitted = flagged.attrs.get("fitted") if flagged is not None else None
+    for c in _FITTED:
+        values = np.full(len(pairs), np.nan)
+        if fitted is not None and c in fitted:
+            values = fitted.set_index("mic_pair_id")[c].reindex(pairs["mic_pair_id"]).to_numpy(
+                np.float64)
+        pairs[c] = values
     if flagged is not None and len(flagged):
         res = flagged.set_index("pair_id")["residual"]
         pairs["residual"] = res.reindex(pairs["pair_id"]).to_numpy(np.float64)

@@ -78,25 +78,26 @@ def make_jobs(inputs: TiltPairInputs, pixel_sizes: dict[str, float | None]) -> l
     ``pixel_sizes`` maps a micrograph path to its pixel size (from the input table, else
     the file header); it decides the coordinate rescale for "other" micrographs.
     """
-    mics = inputs.micrograph_pairs.set_index("mic_pair_id")
+    mics = inputs.micrograph_pairs
     coords = inputs.coordinate_pairs.sort_values(["mic_pair_id", "pair_id"], kind="stable")
     groups = {int(k): g for k, g in coords.groupby("mic_pair_id", sort=True)}
     jobs: list[MicrographJob] = []
     for view in VIEWS:
         s = view_suffix(view)
-        for mic_pair_id, row in mics.iterrows():
-            g = groups.get(int(mic_pair_id))  # type: ignore[arg-type]
+        for row in mics.itertuples(index=False):
+            mic_pair_id = int(row.mic_pair_id)
+            g = groups.get(mic_pair_id)
             if g is None or len(g) == 0:
                 continue
-            path = str(row[f"micrograph_{s}"])
+            path = str(getattr(row, f"micrograph_{s}"))
             job = MicrographJob(
                 view=view,
-                mic_pair_id=int(mic_pair_id),  # type: ignore[arg-type]
+                mic_pair_id=mic_pair_id,
                 micrograph=path,
                 pair_ids=g["pair_id"].to_numpy(np.int64),
                 coords=g[[f"x_{s}", f"y_{s}"]].to_numpy(np.float64),
                 pixel_size=pixel_sizes.get(path),
-                coord_pixel_size=_nan_to_none(row.get(f"coord_pixel_size_{s}")),
+                coord_pixel_size=_nan_to_none(getattr(row, f"coord_pixel_size_{s}", None)),
                 ctf=inputs.ctf_for(path),
             )
             jobs.append(_with(job, digest=job_digest(job)))

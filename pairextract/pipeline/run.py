@@ -155,6 +155,14 @@ def _in_notebook() -> bool:
     return shell is not None and shell.__class__.__name__ == "ZMQInteractiveShell"
 
 
+def _has_widgets() -> bool:
+    try:
+        import ipywidgets  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def run_extraction(
     inputs: TiltPairInputs,
     out: str | Path,
@@ -287,7 +295,7 @@ def _compute(todo: list[MicrographJob], infos: dict[str, Any], out: Path,
     by_key = {f.key: job for f, job in zip(futures, todo, strict=True)}
     show = None
     if progress:
-        if _in_notebook() or progress == "notebook":
+        if (_in_notebook() or progress == "notebook") and _has_widgets():
             from distributed import progress as dask_progress
 
             dask_progress(futures)

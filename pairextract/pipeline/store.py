@@ -129,6 +129,7 @@ def prepare_arrays(out: Path, layout: Layout, box: int, dtype: str,
         rows = max(int(layout.slots[view]), 0)
         if "images" in group:
             arr = group["images"]
+            assert isinstance(arr, zarr.Array)
             if arr.shape[0] < rows:
                 arr.resize((rows, box, box))
             continue

@@ -36,6 +36,9 @@ def particle_table(job: MicrographJob, status: np.ndarray, xy: np.ndarray,
         "local_average": (np.full(n, np.nan) if local_average is None
                           else np.asarray(local_average, np.float64)),
         "error": [error] * n,
+        "pixel_size": np.full(n, np.nan if job.pixel_size is None else job.pixel_size),
+        "coord_pixel_size": np.full(n, np.nan if job.coord_pixel_size is None
+                                    else job.coord_pixel_size),
     })
     ctf = job.ctf.to_dict() if job.ctf is not None else {}
     for name in CTF_COLUMNS:

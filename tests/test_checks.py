@@ -1,0 +1,180 @@
+"""Input checks before extraction, one test per rule, and the ``check`` command."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pairextract.cli import main
+from pairextract.ctf import CTF
+from pairextract.io.mrc import write_mrc
+from pairextract.model import TiltPairInputs, ctf_row
+from pairextract.params import ExtractionParams
+from pairextract.pipeline.checks import check_inputs
+
+
+def _mics(folder: Path, shape: tuple[int, int] = (100, 120)) -> list[str]:
+    folder.mkdir(exist_ok=True)
+    paths = []
+    for name in ("u1", "t1"):
+        p = folder / f"{name}.mrc"
+        write_mrc(p, np.zeros(shape, np.float32), 2.0)
+        paths.append(str(p))
+    return paths
+
+
+def _inputs(paths: list[str], xy: list[list[float]] | None = None) -> TiltPairInputs:
+    xy = xy or [[50, 50, 50, 50], [10, 50, 60, 50], [110, 50, 60, 90]]
+    a = np.asarray(xy, dtype=float)
+    cp = pd.DataFrame({"x_u": a[:, 0], "y_u": a[:, 1], "x_t": a[:, 2], "y_t": a[:, 3],
+                       "source_u": [f"p.csv:{i + 2}" for i in range(len(a))]})
+    cp["source_t"] = cp["source_u"]
+    mp = pd.DataFrame({"micrograph_u": [paths[0]], "micrograph_t": [paths[1]]})
+    return TiltPairInputs(mp, cp)
+
+
+def test_clean_input_and_outside_boxes(tmp_path: Path) -> None:
+    rep = check_inputs(_inputs(_mics(tmp_path)), box_size=32)
+    assert rep.ok, rep.errors
+    out = rep.outside.set_index("pair_id")
+    # x: 16 <= x <= 120 - 16; y: 16 <= y <= 100 - 16.
+    assert out["outside_u"].tolist() == [False, True, True]
+    assert out["outside_t"].tolist() == [False, False, True]
+    assert rep.n_outside == 2
+    assert rep.micrographs["height"].tolist() == [100, 100]
+
+
+def test_border_limits_with_downsampling(tmp_path: Path) -> None:
+    # W = 120, d = 1.5 -> W' = 80; scale 1/1.5; x' = trunc(x / 1.5); limit 80 - 16 = 64.
+    paths = _mics(tmp_path)
+    xy = [[97.0, 50, 96, 50], [24.0, 50, 22.4, 50]]  # 97 -> 64 (in), 96 -> 64; 24 -> 16, 22.4 -> 14
+    rep = check_inputs(_inputs(paths, xy), ExtractionParams(box_size=32, downsample=1.5))
+    out = rep.outside
+    assert out["xi_u"].tolist() == [64, 16] and out["xi_t"].tolist() == [64, 14]
+    assert out["outside_u"].tolist() == [False, False]
+    assert out["outside_t"].tolist() == [False, True]
+    rep = check_inputs(_inputs(paths, [[98, 50, 96, 50]]), box_size=32, downsample=1.5)
+    assert rep.outside["outside_u"].tolist() == [True]  # 98 / 1.5 -> 65
+
+
+def test_missing_and_unreadable_micrographs(tmp_path: Path) -> None:
+    paths = _mics(tmp_path)
+    Path(paths[1]).write_bytes(b"junk")
+    inp = _inputs([str(tmp_path / "gone.mrc"), paths[1]])
+    rep = check_inputs(inp, box_size=32)
+    assert f"untilted micrograph {tmp_path / 'gone.mrc'}: file not found" in rep.errors
+    assert any(e.startswith(f"tilted micrograph {paths[1]}: unreadable") for e in rep.errors)
+
+
+def test_count_mismatch_from_reading_is_reported(tmp_path: Path) -> None:
+    inp = _inputs(_mics(tmp_path))
+    inp.errors.append("untilted/tilted coordinate counts differ: a.pos has 3, b.pos has 2")
+    assert check_inputs(inp).errors == inp.errors
+
+
+def test_nan_coordinates_named_by_line(tmp_path: Path) -> None:
+    inp = _inputs(_mics(tmp_path), [[50.0, 50, 50, 50], [float("nan"), 50, 60, 50]])
+    rep = check_inputs(inp)
+    assert rep.errors == ["coordinates that are not numbers (or NaN/infinite): "
+                          "p.csv:3 (untilted x=nan, y=50.0)"]
+
+
+def test_duplicated_pair_ids(tmp_path: Path) -> None:
+    inp = _inputs(_mics(tmp_path))
+    inp.coordinate_pairs["pair_id"] = [4, 4, 5]
+    rep = check_inputs(inp)
+    assert rep.errors == ["duplicated pair ids 4: 4 (p.csv:2), 4 (p.csv:3)"]
+
+
+def test_phase_flip_needs_ctf_for_every_micrograph(tmp_path: Path) -> None:
+    paths = _mics(tmp_path)
+    inp = _inputs(paths)
+    u2 = str(tmp_path / "u2.mrc")
+    write_mrc(u2, np.zeros((100, 120), np.float32), 2.0)
+    inp.micrograph_pairs = pd.concat([inp.micrograph_pairs, pd.DataFrame({
+        "mic_pair_id": [2], "micrograph_u": [u2], "micrograph_t": [paths[1]],
+        "picking_u": [u2], "picking_t": [paths[1]]})], ignore_index=True)
+    ctf = CTF(15000, 14000, 10, 300, 2.7, 0.1)
+    inp = inp.with_ctfs(pd.DataFrame([ctf_row(paths[0], ctf)]))
+    rep = check_inputs(inp, phase_flip=True)
+    assert rep.errors == [f"phase flip requested but 1 of 2 untilted micrographs have no CTF: {u2}"]
+    assert any("tilted micrographs: they will not be phase flipped" in w for w in rep.warnings)
+    assert check_inputs(inp, phase_flip=False).ok
+    rep = check_inputs(_inputs(paths), phase_flip=True)
+    assert rep.errors == ["phase flip requested but no CTF was given for either view"]
+
+
+def test_micrograph_smaller_than_box(tmp_path: Path) -> None:
+    inp = _inputs(_mics(tmp_path, shape=(40, 200)))
+    rep = check_inputs(inp, box_size=48)
+    assert rep.errors[0].startswith("micrographs smaller than the box (48 px): untilted ")
+    assert "(40x200)" in rep.errors[0]
+
+
+def test_output_names(tmp_path: Path) -> None:
+    paths = _mics(tmp_path)
+    inp = _inputs([paths[0], str(tmp_path / "..")])
+    rep = check_inputs(inp)
+    assert any("gives the output name '..'" in e for e in rep.errors)
+    (tmp_path / "b").mkdir()
+    write_mrc(tmp_path / "b" / "u1.mrc", np.zeros((100, 120), np.float32), 2.0)
+    inp = _inputs(paths)
+    inp.micrograph_pairs = pd.concat([inp.micrograph_pairs, pd.DataFrame({
+        "mic_pair_id": [2], "micrograph_u": [str(tmp_path / "b" / "u1.mrc")],
+        "micrograph_t": [paths[1]]})], ignore_index=True).fillna({"picking_u": "", "picking_t": ""})
+    rep = check_inputs(inp)
+    assert rep.ok and any("share the output name 'u1'" in w for w in rep.warnings)
+
+
+def test_rescaled_coordinates_need_pixel_sizes(tmp_path: Path) -> None:
+    paths = _mics(tmp_path)
+    inp = _inputs(paths, [[100.0, 100, 100, 100]])
+    inp.micrograph_pairs["coord_pixel_size_u"] = 1.0  # picked at 1 A/px, micrograph 2 A/px
+    rep = check_inputs(inp, box_size=32)
+    assert rep.outside["xi_u"].tolist() == [50] and rep.outside["xi_t"].tolist() == [100]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> object:
+    from pairextract.synth import make_dataset
+
+    return make_dataset(tmp_path_factory.mktemp("syn"), n_mic_pairs=2, shape=(256, 256),
+                        particles_per_pair=30, box=16, swap_fraction=0.05, seed=3)
+
+
+def test_cli_check_json(dataset: object, capsys: pytest.CaptureFixture[str]) -> None:
+    ds = dataset
+    star = str(ds.ctf_star)  # type: ignore[attr-defined]
+    rc = main(["check", str(ds.pair_table), "--json", "--box", "16",  # type: ignore[attr-defined]
+               "--ctf-untilted", star, "--ctf-tilted", star, "--phase-flip"])
+    rep = json.loads(capsys.readouterr().out)
+    assert rc == 0 and rep["errors"] == []
+    truth = ds.truth  # type: ignore[attr-defined]
+    assert len(rep["micrograph_pairs"]) == 2
+    for k, mp in enumerate(rep["micrograph_pairs"]):
+        assert abs(mp["tilt_angle"] - 50.0) < 1
+        assert abs(mp["axis_angle_untilted"] - ds.axis_angles[k][0]) < 2  # type: ignore[attr-defined]
+        assert abs(mp["axis_angle_tilted"] - ds.axis_angles[k][1]) < 2  # type: ignore[attr-defined]
+        sel = truth[(truth["mic_pair_id"] == k + 1) & truth["swapped"]]
+        assert mp["flagged_pair_ids"] == sorted(sel["pair_id"].tolist())
+        outside = truth[(truth["mic_pair_id"] == k + 1) & ~truth["inside_u"]]
+        assert mp["outside_untilted_pair_ids"] == sorted(outside["pair_id"].tolist())
+
+
+def test_cli_check_text_and_errors(dataset: object, tmp_path: Path,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    rc = main(["check", str(dataset.pair_table), "--box", "16"])  # type: ignore[attr-defined]
+    out = capsys.readouterr().out
+    assert rc == 0 and "micrograph pairs: 2" in out and "OK" in out
+    bad = tmp_path / "p.csv"
+    bad.write_text("micrograph_u,x_u,y_u,micrograph_t,x_t,y_t\nu.mrc,1,2,t.mrc,3,4\n"
+                   "u.mrc,1,2,t.mrc,3,4\n")
+    rc = main(["check", str(bad), "--json"])
+    rep = json.loads(capsys.readouterr().out)
+    assert rc == 1 and any("file not found" in e for e in rep["errors"])
+    rc = main(["check", str(tmp_path / "none.csv")])
+    assert rc == 1 and "not found" in capsys.readouterr().err

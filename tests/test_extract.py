@@ -1,0 +1,192 @@
+import numpy as np
+import pytest
+import scipy.fft
+
+from pairextract import CTF, ExtractionParams
+from pairextract.extract import STATUS_OK, STATUS_OUTSIDE, extract_micrograph
+from pairextract.ops.normalize import background_mask
+
+BOX = 64
+SIGMA = 4.0
+CENTRES = np.array([[70, 80], [200, 90], [300, 300], [120, 250], [257, 180], [31, 300]])
+
+
+def blob(box, sigma=SIGMA, centre=None):
+    c = box // 2 if centre is None else centre
+    i, j = np.indices((box, box))
+    return np.exp(-((i - c) ** 2 + (j - c) ** 2) / (2 * sigma**2))
+
+
+def synthetic_micrograph(shape=(384, 400), noise=0.05, seed=0):
+    """Bright background with a ramp, dark Gaussian blobs at integer centres, noise."""
+    rng = np.random.default_rng(seed)
+    h, w = shape
+    r, c = np.indices(shape)
+    img = 10.0 + 0.004 * c - 0.003 * r
+    for x, y in CENTRES:
+        img -= np.exp(-((r - y) ** 2 + (c - x) ** 2) / (2 * SIGMA**2))
+    img += rng.normal(scale=noise, size=shape)
+    return img.astype(np.float32)
+
+
+def peak_offset(image, template):
+    """Sub-pixel (dy, dx) of the circular cross-correlation peak (parabolic refinement)."""
+    cc = scipy.fft.irfft2(scipy.fft.rfft2(image) * np.conj(scipy.fft.rfft2(template)),
+                          s=image.shape)
+    pk = np.unravel_index(np.argmax(cc), cc.shape)
+    out = []
+    for ax in (0, 1):
+        n = cc.shape[ax]
+        idx = list(pk)
+        vals = []
+        for d in (-1, 0, 1):
+            idx[ax] = (pk[ax] + d) % n
+            vals.append(cc[tuple(idx)])
+        den = vals[0] - 2 * vals[1] + vals[2]
+        sub = 0.5 * (vals[0] - vals[2]) / den if den != 0 else 0.0
+        shift = pk[ax] + sub
+        out.append(shift - n if shift > n / 2 else shift)
+    return np.array(out)
+
+
+def test_end_to_end_invert_ramp_centred_and_bright():
+    img = synthetic_micrograph()
+    params = ExtractionParams(BOX, invert=True, normalize="Ramp")
+    res = extract_micrograph(img, CENTRES.astype(float), params)
+    assert res.stack.shape == (len(CENTRES), BOX, BOX) and res.stack.dtype == np.float32
+    assert res.status.tolist() == [STATUS_OK] * 5 + [STATUS_OUTSIDE]
+    assert res.xy.tolist() == CENTRES.tolist()
+    assert res.sampling is None and res.phase_flipped is False
+    bg = background_mask(BOX, -1)
+    tmpl = blob(BOX)
+    for k in range(5):
+        box = res.stack[k].astype(np.float64)
+        centre = box[BOX // 2 - 3:BOX // 2 + 4, BOX // 2 - 3:BOX // 2 + 4].mean()
+        assert centre > box[bg].mean() + 5.0          # bright particle, dark background
+        assert abs(box[bg].mean()) < 1e-4 and abs(box[bg].std(ddof=1) - 1) < 1e-4
+        assert np.all(np.abs(peak_offset(box, tmpl)) <= 0.5)
+    assert np.all(res.stack[5] == 0)
+    assert np.isnan(res.local_average[5]) and np.all(np.isfinite(res.local_average[:5]))
+
+
+def test_offcentre_blob_is_detected():
+    # the cross-correlation check can fail: a blob one pixel off gives an offset of 1
+    box = blob(BOX, centre=BOX // 2 + 1)
+    assert np.abs(peak_offset(box, blob(BOX))).max() > 0.5
+
+
+def test_invert_without_normalization_and_local_average():
+    img = synthetic_micrograph(seed=1)
+    res = extract_micrograph(img, CENTRES[:2], ExtractionParams(BOX, invert=True,
+                                                                 normalize=None,
+                                                                 dust_removal=False))
+    dmin, dmax = float(img.min()), float(img.max())
+    x, y = CENTRES[0]
+    raw = img[y - 32:y + 32, x - 32:x + 32].astype(np.float64)
+    np.testing.assert_allclose(res.stack[0], (dmax - raw) / (dmax - dmin), rtol=1e-6)
+    assert res.local_average[0] == pytest.approx(raw.mean(), rel=1e-12)
+
+
+def test_no_invert_particles_dark():
+    img = synthetic_micrograph(seed=2)
+    res = extract_micrograph(img, CENTRES[:1], ExtractionParams(BOX, normalize="NewXmipp"))
+    assert res.stack[0, BOX // 2, BOX // 2] < -5
+
+
+def test_fill_borders_keeps_border_particle():
+    img = synthetic_micrograph()
+    res = extract_micrograph(img, CENTRES, ExtractionParams(BOX, fill_borders=True))
+    assert (res.status == STATUS_OK).all()
+    assert np.all(np.isfinite(res.stack)) and np.any(res.stack[5] != 0)
+
+
+def test_downsample_scales_coordinates_and_sampling():
+    img = synthetic_micrograph(shape=(384, 400))
+    coords = np.array([[141.9, 161.0], [400.0, 200.0]])
+    params = ExtractionParams(32, downsample=2.0)
+    res = extract_micrograph(img, coords, params, pixel_size=1.25)
+    assert res.xy.tolist() == [[70, 80], [200, 100]]
+    assert res.status.tolist() == [STATUS_OK, STATUS_OUTSIDE]
+    assert res.sampling == 2.5
+    # the (dark) blob at (70, 80) in the original pixels is at (35, 40) after binning
+    assert res.stack[0, 16, 16] < res.stack[0][background_mask(32, -1)].mean()
+
+
+def test_coord_pixel_size_rescales():
+    img = synthetic_micrograph()
+    res = extract_micrograph(img, [[35.0, 40.0]], ExtractionParams(BOX),
+                             pixel_size=1.0, coord_pixel_size=2.0)
+    assert res.xy.tolist() == [[70, 80]]
+    with pytest.raises(ValueError, match="pixel_size"):
+        extract_micrograph(img, [[35.0, 40.0]], ExtractionParams(BOX), coord_pixel_size=2.0)
+
+
+def test_phase_flip_policy():
+    img = synthetic_micrograph()
+    ctf = CTF(15000.0, 13000.0, 30.0, 300.0, 2.7, 0.1)
+    params = ExtractionParams(BOX, phase_flip=True)
+    res = extract_micrograph(img, CENTRES[:2], params, ctf=None, pixel_size=1.0)
+    assert res.phase_flipped is False
+    flipped = extract_micrograph(img, CENTRES[:2], params, ctf=ctf, pixel_size=1.0)
+    assert flipped.phase_flipped is True
+    assert not np.allclose(flipped.stack, res.stack, atol=1e-3)
+    with pytest.raises(ValueError, match="pixel_size"):
+        extract_micrograph(img, CENTRES[:2], params, ctf=ctf)
+    # a CTF without phase_flip does nothing to the pixels
+    plain = extract_micrograph(img, CENTRES[:2], ExtractionParams(BOX), ctf=ctf, pixel_size=1.0)
+    np.testing.assert_array_equal(plain.stack, res.stack)
+
+
+@pytest.mark.parametrize(("image", "coords", "match"), [
+    (np.zeros((10, 10, 2)), [[1, 1]], "2-D"),
+    (np.zeros((100, 100)), [[1, 1, 1]], r"\(n, 2\)"),
+    (np.zeros((100, 100)), [[np.nan, 1]], "NaN"),
+    (np.zeros((100, 100)), [["a", 1]], "numbers"),
+    (np.zeros((40, 100)), [[50, 20]], "smaller than the box"),
+    (np.full((100, 100), np.inf), [[50, 50]], "infinite"),
+])
+def test_bad_input_clear_errors(image, coords, match):
+    with pytest.raises(ValueError, match=match):
+        extract_micrograph(image, coords, ExtractionParams(BOX))
+
+
+def test_empty_coordinates():
+    res = extract_micrograph(synthetic_micrograph(), np.empty((0, 2)), ExtractionParams(BOX))
+    assert res.stack.shape == (0, BOX, BOX) and res.status.shape == (0,)
+
+
+def test_dust_removed_before_cut():
+    img = synthetic_micrograph(seed=3)
+    x, y = CENTRES[2]
+    img[y + 10, x + 10] = 500.0
+    res = extract_micrograph(img, CENTRES[2:3], ExtractionParams(BOX, normalize=None))
+    assert res.stack[0].max() < 11
+    res = extract_micrograph(img, CENTRES[2:3], ExtractionParams(BOX, normalize=None,
+                                                                 dust_removal=False))
+    assert res.stack[0].max() == 500.0
+
+
+def test_synthetic_dataset_centred_and_bright(tmp_path):
+    synth = pytest.importorskip("pairextract.synth")
+    from pairextract.io.mrc import read_micrograph
+
+    box = 48
+    ds = synth.make_dataset(tmp_path, n_mic_pairs=1, shape=(512, 512), particles_per_pair=10,
+                            box=box, pixel_size=2.0, seed=7, n_edge=2)
+    params = ExtractionParams(box, invert=True)
+    bg = background_mask(box, -1)
+    for view, path in (("u", ds.micrographs_u[0]), ("t", ds.micrographs_t[0])):
+        truth = ds.truth
+        coords = truth[[f"x_{view}", f"y_{view}"]].to_numpy(dtype=float)
+        res = extract_micrograph(read_micrograph(path), coords, params, pixel_size=2.0)
+        inside = truth[f"inside_{view}"].to_numpy()
+        np.testing.assert_array_equal(res.status == STATUS_OK, inside)
+        assert inside.sum() >= 8
+        for k in np.flatnonzero(inside):
+            pid = int(truth["pair_id"].iloc[k])
+            tmpl = ds.render_particle(pid, view, box, ctf=True)
+            b = res.stack[k].astype(np.float64)
+            assert np.all(np.abs(peak_offset(b, tmpl)) <= 0.5), (view, pid)
+            core = ds.render_particle(pid, view, box) > 0.3 * ds.render_particle(
+                pid, view, box).max()
+            assert b[core].mean() > b[bg].mean() + 1.0, (view, pid)

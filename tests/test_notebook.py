@@ -1,0 +1,35 @@
+"""The quickstart notebook is committed clean; CI executes it with ``pytest --nbval-lax``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+
+NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "quickstart.ipynb"
+
+
+def test_quickstart_is_valid_and_outputs_are_cleared() -> None:
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    nbformat.validate(nb)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert code, "the notebook has no code"
+    for cell in code:
+        assert cell.outputs == [] and cell.execution_count is None, (
+            f"clear the outputs before committing: {cell.source[:60]!r}")
+
+
+def test_quickstart_covers_the_workflow() -> None:
+    source = "\n".join(c.source for c in nbformat.read(NOTEBOOK, as_version=4).cells
+                       if c.cell_type == "code")
+    for needed in ("make_dataset", "LocalCluster(n_workers=2, threads_per_worker=1",
+                   "dashboard_link", "progress=True", "open_pairs", "montage(",
+                   "geometry_plot(", "export(out, 'relion'"):
+        assert needed in source, needed
+
+
+def test_montage_png_for_readme_is_small() -> None:
+    png = NOTEBOOK.parent / "montage.png"
+    assert png.exists(), "notebooks/montage.png (the README image) is missing"
+    assert png.stat().st_size < 150_000
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
