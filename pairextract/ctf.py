@@ -47,7 +47,8 @@ class CTF:
             raise ValueError(f"CTF.voltage must be > 0 kV, got {self.voltage}")
         if not 0.0 <= self.amplitude_contrast < 1.0:
             raise ValueError(
-                f"CTF.amplitude_contrast must be a fraction in [0, 1), got {self.amplitude_contrast}"
+                "CTF.amplitude_contrast must be a fraction in [0, 1), "
+                f"got {self.amplitude_contrast}"
             )
         if self.phase_shift is not None:
             ps = float(self.phase_shift)

@@ -156,24 +156,23 @@ def extract_micrograph(image: ArrayLike, coords: ArrayLike, params: ExtractionPa
     n = len(xy)
     local_average = np.full(n, np.nan)
     idx = np.flatnonzero(valid)
+    dmin = dmax = 0.0
     if params.invert and idx.size:
         dmin = float(np.min(work))
         dmax = float(np.max(work))
-    # In chunks: fancy-indexing the whole stack would copy it.
+    # 5. Normalize. Skipped rows stay zero (Xmipp would make them NaN for OldXmipp/NewXmipp,
+    # but they are dropped anyway). Invert and normalize in chunks of valid boxes: one
+    # read and one write of the stack, and no whole-stack copy from fancy indexing.
     chunk = max(1, _CHUNK_ELEMENTS // (box * box))
     for k in range(0, idx.size, chunk):
         sel = idx[k:k + chunk]
         part = stack[sel]
         local_average[sel] = part.reshape(len(sel), -1).mean(axis=1, dtype=np.float64)
         if params.invert:
-            stack[sel] = invert_contrast(part, dmin, dmax)
-    # 5. Normalize the valid boxes; skipped rows stay zero (Xmipp would make them NaN for
-    # OldXmipp/NewXmipp, but they are dropped anyway).
-    if params.normalize is not None and idx.size:
-        if idx.size == n:
-            normalize_stack(stack, params.normalize, params.radius, out=stack)
-        else:
-            stack[idx] = normalize_stack(stack[idx], params.normalize, params.radius)
+            part[...] = invert_contrast(part, dmin, dmax)
+        if params.normalize is not None:
+            normalize_stack(part, params.normalize, params.radius, out=part)
+        stack[sel] = part
     status = np.where(valid, STATUS_OK, STATUS_OUTSIDE)
     return MicrographExtraction(stack=stack, status=status, xy=xy, sampling=sampling,
                                 phase_flipped=flip, local_average=local_average)

@@ -80,12 +80,13 @@ def make_jobs(inputs: TiltPairInputs, pixel_sizes: dict[str, float | None]) -> l
     """
     mics = inputs.micrograph_pairs
     coords = inputs.coordinate_pairs.sort_values(["mic_pair_id", "pair_id"], kind="stable")
-    groups = {int(k): g for k, g in coords.groupby("mic_pair_id", sort=True)}
+    groups = {int(k): g  # type: ignore[arg-type]
+              for k, g in coords.groupby("mic_pair_id", sort=True)}
     jobs: list[MicrographJob] = []
     for view in VIEWS:
         s = view_suffix(view)
         for row in mics.itertuples(index=False):
-            mic_pair_id = int(row.mic_pair_id)
+            mic_pair_id = int(row.mic_pair_id)  # type: ignore[arg-type]
             g = groups.get(mic_pair_id)
             if g is None or len(g) == 0:
                 continue

@@ -47,7 +47,8 @@ class ExtractionResult:
     @property
     def drop_counts(self) -> dict[str, int]:
         """Dropped pairs by reason."""
-        return {str(k): int(v) for k, v in self.dropped["reason"].value_counts().sort_index().items()}
+        counts = self.dropped["reason"].value_counts().sort_index()
+        return {str(k): int(v) for k, v in counts.items()}
 
     @property
     def particles_per_second(self) -> float:
