@@ -91,26 +91,33 @@ def extract_pairs(
 def _check(inputs: TiltPairInputs, params: ExtractionParams,
            residual_threshold: float | None,
            strict: bool) -> tuple[pd.DataFrame | None, list[str]]:
-    """Run-wide input checks and the geometry check before any pixel is read."""
-    has_u = _has_ctf(inputs, "u")
-    has_t = _has_ctf(inputs, "t")
-    params.check_ctf(has_u, has_t)
-    warnings = list(inputs.warnings)
-    if params.phase_flip:
-        for view, s, has in (("untilted", "u", has_u), ("tilted", "t", has_t)):
-            if not has:
-                warnings.append(f"no CTF for the {view} micrographs: they are not phase flipped")
-                continue
-            missing = [m for m in inputs.micrograph_pairs[f"micrograph_{s}"]
-                       if inputs.ctf_for(str(m)) is None]
-            if missing and strict:
-                raise InputError(
-                    f"phase flip requested but {len(missing)} {view} micrograph(s) have no CTF: "
-                    + ", ".join(map(str, missing[:10])) + (" ..." if len(missing) > 10 else ""))
+    """Input checks and the geometry check, before any pixel is read.
+
+    Problems with single micrographs (missing, unreadable, smaller than the box) do not stop
+    the run: those micrographs' pairs are dropped with the reason. Everything else the checks
+    find (coordinates that are not numbers, duplicated pair ids, views with different counts,
+    CTFs missing for phase flipping, unsafe names, ...) refuses the run when ``strict``.
+    """
+    from pairextract.pipeline.checks import check_inputs
     from pairextract.pipeline.geometry import check_geometry
 
+    params.check_ctf(_has_ctf(inputs, "u"), _has_ctf(inputs, "t"))
+    report = check_inputs(inputs, params)
+    warnings = list(report.warnings)
+    run_wide = [e for e in report.errors if not _is_micrograph_error(e)]
+    if run_wide and strict:
+        raise InputError("the input cannot be extracted as it stands:\n  - "
+                         + "\n  - ".join(run_wide))
+    warnings.extend(run_wide)
     geometry = check_geometry(inputs, threshold=residual_threshold)
     return geometry, warnings
+
+
+def _is_micrograph_error(message: str) -> bool:
+    """Errors that concern single micrographs: the run goes on without them."""
+    per_file = message.startswith(("untilted micrograph ", "tilted micrograph ")) and (
+        "file not found" in message or "unreadable" in message)
+    return per_file or message.startswith("micrographs smaller than the box")
 
 
 def _has_ctf(inputs: TiltPairInputs, s: str) -> bool:

@@ -14,6 +14,7 @@ from pairextract.ctf import CTF
 from pairextract.ops import (
     box_scale,
     cut_boxes,
+    downsampled_shape,
     fmt6,
     fourier_downsample,
     invert_contrast,
@@ -89,7 +90,8 @@ def _check_inputs(image: ArrayLike, coords: ArrayLike) -> tuple[NDArray, NDArray
 
 def extract_micrograph(image: ArrayLike, coords: ArrayLike, params: ExtractionParams,
                        ctf: CTF | None = None, pixel_size: float | None = None,
-                       coord_pixel_size: float | None = None) -> MicrographExtraction:
+                       coord_pixel_size: float | None = None,
+                       consume_image: bool = False) -> MicrographExtraction:
     """Extract the boxes of one micrograph as Xmipp's pair protocol does for one view.
 
     Parameters
@@ -110,6 +112,10 @@ def extract_micrograph(image: ArrayLike, coords: ArrayLike, params: ExtractionPa
     coord_pixel_size
         Å/px of the picking micrograph; coordinates are then scaled by
         ``box_scale(coord_pixel_size, pixel_size, downsample)``.
+    consume_image
+        Allow dust removal and phase flipping to work in place on ``image`` when it is a
+        writeable float32 array (saves one micrograph of memory; ``image`` is then garbage).
+        Intermediates made here are always reused in place.
 
     Returns
     -------
@@ -132,24 +138,32 @@ def extract_micrograph(image: ArrayLike, coords: ArrayLike, params: ExtractionPa
     if flip and pixel_size is None:
         raise ValueError("phase flipping needs the micrograph's pixel_size (Å/px)")
 
-    # 1. Downsample (only when the protocol would run the program at all).
-    work = fourier_downsample(img, d) if runs_downsample(d) else img
-    h, w = work.shape
+    h, w = downsampled_shape(img.shape, d) if runs_downsample(d) else img.shape
     if h < box or w < box:
         raise ValueError(
             f"micrograph of {h}x{w} pixels (after downsampling by {d:g}) is smaller than the "
             f"box size {box}"
         )
+
+    # 1. Downsample (only when the protocol would run the program at all).
+    own = consume_image  # may the kernels overwrite ``work``?
+    if runs_downsample(d):
+        work = fourier_downsample(img, d)
+        own = True
+    else:
+        work = img
     # 2. Dust removal, with the 6-decimal threshold of the command line.
     if params.dust_removal:
-        work = remove_dust(work, fmt6(params.dust_threshold))
+        fixed = remove_dust(work, fmt6(params.dust_threshold), overwrite=own)
+        own = own or fixed is not work
+        work = fixed
     # 3. Phase flip at the 6-decimal downsampled sampling.
     sampling = output_sampling(pixel_size, d) if pixel_size is not None else None
     if flip:
         assert ctf is not None and sampling is not None
         work = phase_flip(work, fmt6(sampling), ctf.defocus_u, ctf.defocus_v,
                           ctf.defocus_angle, ctf.voltage, ctf.cs, ctf.amplitude_contrast,
-                          ctf.phase_shift)
+                          ctf.phase_shift, overwrite=own)
     # 4. Cut (+ invert over the whole micrograph's range).
     xy = scale_coordinates(xy_in, scale)
     stack, valid = cut_boxes(work, xy, box, fill_borders=params.fill_borders)

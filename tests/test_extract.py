@@ -190,3 +190,18 @@ def test_synthetic_dataset_centred_and_bright(tmp_path):
             core = ds.render_particle(pid, view, box) > 0.3 * ds.render_particle(
                 pid, view, box).max()
             assert b[core].mean() > b[bg].mean() + 1.0, (view, pid)
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_input_untouched_unless_consumed(flip):
+    img = synthetic_micrograph(seed=4)
+    img[100, 100] = 400.0                       # dust to fix
+    keep = img.copy()
+    ctf = CTF(15000.0, 13000.0, 30.0, 300.0, 2.7, 0.1)
+    params = ExtractionParams(BOX, invert=True, phase_flip=flip)
+    res = extract_micrograph(img, CENTRES, params, ctf=ctf, pixel_size=1.0)
+    np.testing.assert_array_equal(img, keep)
+    consumed = extract_micrograph(img, CENTRES, params, ctf=ctf, pixel_size=1.0,
+                                  consume_image=True)
+    np.testing.assert_array_equal(consumed.stack, res.stack)
+    assert img[100, 100] != 400.0               # it was worked on in place

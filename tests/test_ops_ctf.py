@@ -111,3 +111,12 @@ def test_phase_flip_twice_is_identity():
     twice = phase_flip(phase_flip(img, 1.0, **CTF_ARGS), 1.0, **CTF_ARGS)
     np.testing.assert_allclose(twice, img, atol=1e-5)
     assert not np.allclose(phase_flip(img, 1.0, **CTF_ARGS), img, atol=1e-2)
+
+
+def test_phase_flip_overwrite():
+    rng = np.random.default_rng(2)
+    img = rng.normal(size=(64, 96)).astype(np.float32)
+    expect = phase_flip(img, 1.0, **CTF_ARGS)
+    out = phase_flip(img, 1.0, **CTF_ARGS, overwrite=True)
+    assert out is img
+    np.testing.assert_array_equal(out, expect)

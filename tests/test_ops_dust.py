@@ -106,3 +106,16 @@ def test_fast_on_gaussian_micrograph():
     n_bad = int((out != img).sum())
     assert 5000 < n_bad < 11000
     assert elapsed < 1.0, f"dust removal took {elapsed:.2f} s"
+
+
+def test_overwrite_in_place():
+    rng = np.random.default_rng(6)
+    img = rng.uniform(0, 1, size=(40, 40)).astype(np.float32)
+    img[5, 5] = 50.0
+    img[6, 6] = 50.0
+    expect = remove_dust(img, 3.5)
+    out = remove_dust(img, 3.5, overwrite=True)
+    assert out is img
+    np.testing.assert_array_equal(img, expect)
+    as64 = img.astype(np.float64)
+    assert remove_dust(as64, 3.5, overwrite=True) is not as64   # not float32: copies

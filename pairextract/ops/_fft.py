@@ -31,17 +31,20 @@ def rfft2_f64(x: NDArray, ncols: int | None = None, norm: str = "backward"
     return scipy.fft.fft(spec, axis=0, norm=norm, overwrite_x=True)
 
 
-def irfft2_f32(spec: NDArray[np.complex128], shape: tuple[int, int], norm: str = "backward"
-               ) -> NDArray[np.float32]:
+def irfft2_f32(spec: NDArray[np.complex128], shape: tuple[int, int], norm: str = "backward",
+               out: NDArray[np.float32] | None = None) -> NDArray[np.float32]:
     """``irfft2(spec, s=shape)`` computed in float64 and returned as float32.
 
-    ``spec`` (``(H, W//2+1)``) is overwritten.
+    ``spec`` (``(H, W//2+1)``) is overwritten; the result goes to ``out`` when given.
     """
     h, w = shape
     if spec.shape[0] != h:
         raise ValueError(f"spectrum has {spec.shape[0]} rows, expected {h}")
     spec = scipy.fft.ifft(spec, axis=0, norm=norm, overwrite_x=True)
-    out = np.empty((h, w), dtype=np.float32)
+    if out is None:
+        out = np.empty((h, w), dtype=np.float32)
+    elif out.shape != (h, w) or out.dtype != np.float32:
+        raise ValueError("out must be a float32 array of the output shape")
     for r in range(0, h, _ROWS_PER_BLOCK):
         out[r:r + _ROWS_PER_BLOCK] = scipy.fft.irfft(spec[r:r + _ROWS_PER_BLOCK], n=w, axis=1,
                                                      norm=norm)

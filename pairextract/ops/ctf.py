@@ -108,11 +108,13 @@ def ctf_half_plane(shape: tuple[int, int], sampling: float, defocus_u: float, de
 
 def phase_flip(image: ArrayLike, sampling: float, defocus_u: float, defocus_v: float,
                defocus_angle: float, voltage: float, cs: float, amplitude_contrast: float,
-               phase_shift: float | None = None) -> NDArray[np.float32]:
+               phase_shift: float | None = None, overwrite: bool = False
+               ) -> NDArray[np.float32]:
     """Negate the Fourier coefficients of ``image`` wherever its CTF is < 0.
 
     Parameters are those of :func:`ctf_half_plane`; ``image`` is the whole 2-D micrograph
-    (already downsampled and cleaned). Computed in float64, returned as float32.
+    (already downsampled and cleaned). Computed in float64, returned as float32. With
+    ``overwrite=True`` a writeable float32 ``image`` receives the result (saves a copy).
     """
     x = np.asarray(image)
     if x.ndim != 2:
@@ -131,4 +133,6 @@ def phase_flip(image: ArrayLike, sampling: float, defocus_u: float, defocus_v: f
         neg = _ctf_negative(chi, k3)
         block = spec[r0:r0 + len(rows)]
         np.negative(block, out=block, where=neg)
-    return irfft2_f32(spec, (h, w))
+    own = (overwrite and isinstance(image, np.ndarray) and x.dtype == np.float32
+           and x.flags.c_contiguous and x.flags.writeable)
+    return irfft2_f32(spec, (h, w), out=x if own else None)

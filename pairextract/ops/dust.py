@@ -121,7 +121,8 @@ def _sequential(out: NDArray[np.float32], src: NDArray, lin_bad: list[int],
     return len(pending)
 
 
-def remove_dust(image: ArrayLike, threshold: float) -> NDArray[np.float32]:
+def remove_dust(image: ArrayLike, threshold: float, overwrite: bool = False
+                ) -> NDArray[np.float32]:
     """Replace outlier pixels by the median of their good 5x5 neighbours, as Xmipp does.
 
     Parameters
@@ -133,14 +134,19 @@ def remove_dust(image: ArrayLike, threshold: float) -> NDArray[np.float32]:
         and sigma (population) are taken over the whole image. Pass the 6-decimal value
         (``fmt6``) to mirror the protocol's command line.
 
+    overwrite
+        Fix a writeable, C-contiguous float32 ``image`` in place instead of copying it.
+
     Returns
     -------
     ndarray of float32
-        A new array; the input is not modified.
+        A new array, or ``image`` itself with ``overwrite=True``.
     """
     x = np.asarray(image)
     bad_mask = dust_mask(x, threshold)
-    out = x.astype(np.float32, copy=True)
+    own = (overwrite and isinstance(image, np.ndarray) and x.dtype == np.float32
+           and x.flags.c_contiguous and x.flags.writeable)
+    out = x if own else x.astype(np.float32, copy=True)
     rows, cols = np.nonzero(bad_mask)
     del bad_mask
     if rows.size == 0:

@@ -84,8 +84,9 @@ def normalize_stack(stack: ArrayLike, method: str, radius: int = -1,
     if out is None:
         res = np.empty(a.shape, dtype=np.float32)
     else:
-        if out.shape != np.shape(stack) or out.dtype != np.float32:
-            raise ValueError("out must be a float32 array of the stack's shape")
+        if (out.shape != np.shape(stack) or out.dtype != np.float32
+                or not out.flags.c_contiguous):
+            raise ValueError("out must be a C-contiguous float32 array of the stack's shape")
         res = out[None] if single else out
     npix = box * box
     flat_in = a.reshape(n, npix)

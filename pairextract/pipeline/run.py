@@ -137,9 +137,9 @@ def _progress_printer(total: int, stream: Any = sys.stderr) -> Callable[[int], N
     def show(done: int) -> None:
         width = 30
         filled = int(width * done / max(total, 1))
-        rate = done / max(time.perf_counter() - start, 1e-9)
+        elapsed = time.perf_counter() - start
         stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} micrographs"
-                     f" ({rate:.1f}/s)")
+                     f" {elapsed:6.1f} s")
         if done >= total:
             stream.write("\n")
         stream.flush()
