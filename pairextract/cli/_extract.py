@@ -86,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
     from pairextract.api import extract_pairs
     from pairextract.io import read_pairs
     from pairextract.pipeline.cluster import client_from_args
+    from pairextract.pipeline.store import StoreBusyError
 
     try:
         params = params_from_args(args)
@@ -96,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
                 dtype="float16" if args.float16 else "float32",
                 residual_threshold=args.residual_threshold, drop_flagged=args.drop_flagged,
                 overwrite=args.overwrite, progress=not args.no_progress)
-    except (InputError, ParameterError) as exc:
+    except (InputError, ParameterError, StoreBusyError) as exc:
         print(f"pairextract extract: error: {exc}", file=sys.stderr)
         return 2
     print(result)
