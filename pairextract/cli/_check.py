@@ -8,6 +8,7 @@ import math
 import sys
 from typing import Any
 
+from pairextract.cli._options import add_input_arguments, read_options_from_args
 from pairextract.io.errors import InputError
 
 
@@ -23,13 +24,7 @@ def register(sub: Any) -> None:
     p.add_argument("--downsample", type=float, default=1.0, metavar="D",
                    help="downsampling factor (default 1)")
     p.add_argument("--phase-flip", action="store_true", help="check CTFs for phase flipping")
-    p.add_argument("--coords", metavar="DIR", help="folder of the Xmipp .pos files")
-    p.add_argument("--ctf-untilted", metavar="P", help="CTFs of the untilted micrographs")
-    p.add_argument("--ctf-tilted", metavar="P", help="CTFs of the tilted micrographs")
-    p.add_argument("--other-micrographs", metavar="P",
-                   help="extract from these micrographs, matched by name")
-    p.add_argument("--pixel-size", type=float, metavar="A",
-                   help="pixel size of the picking micrographs when the files do not say")
+    add_input_arguments(p)
     p.add_argument("--residual-threshold", type=float, metavar="PX",
                    help="flag pairs off the fitted geometry by more than PX pixels "
                         "(default: max(5, 5 sigma) per micrograph pair)")
@@ -47,10 +42,7 @@ def build_report(args: argparse.Namespace) -> dict[str, Any]:
     from pairextract.pipeline.checks import check_inputs
     from pairextract.pipeline.geometry import check_geometry, flagged_pair_ids
 
-    options = {"coords": args.coords, "ctf_untilted": args.ctf_untilted,
-               "ctf_tilted": args.ctf_tilted, "other_micrographs": args.other_micrographs,
-               "pixel_size": args.pixel_size}
-    inputs = read_pairs(args.input, **{k: v for k, v in options.items() if v is not None})
+    inputs = read_pairs(args.input, **read_options_from_args(args))
     report = check_inputs(inputs, box_size=args.box, phase_flip=args.phase_flip,
                           downsample=args.downsample)
     geometry = check_geometry(inputs, threshold=args.residual_threshold)

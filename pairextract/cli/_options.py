@@ -1,0 +1,57 @@
+"""Options shared by several subcommands: the protocol form and the input options."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from pairextract.params import ExtractionParams
+
+
+def add_protocol_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of Xmipp's Extract Particle Pairs form."""
+    g = p.add_argument_group("protocol")
+    g.add_argument("--box", type=int, required=True, metavar="PX",
+                   help="final box size in output pixels (after downsampling)")
+    g.add_argument("--downsample", type=float, default=1.0, metavar="D",
+                   help="Fourier downsampling factor >= 1 (default 1)")
+    g.add_argument("--fill-borders", action="store_true",
+                   help="keep boxes that leave the micrograph, filling with the nearest edge pixel")
+    g.add_argument("--no-dust", action="store_true", help="skip dust removal")
+    g.add_argument("--dust-threshold", type=float, default=3.5, metavar="SIGMA",
+                   help="dust removal threshold in std units (default 3.5)")
+    g.add_argument("--invert", action="store_true", help="invert contrast (dark -> bright)")
+    g.add_argument("--phase-flip", action="store_true", help="phase flip with the CTFs")
+    g.add_argument("--norm", default="Ramp", choices=["none", "OldXmipp", "NewXmipp", "Ramp"],
+                   help="normalization (default Ramp)")
+    g.add_argument("--bg-radius", type=int, default=-1, metavar="PX",
+                   help="background radius in output pixels; <= 0 means box/2")
+
+
+def add_input_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("inputs")
+    g.add_argument("--coords", metavar="DIR", help="folder of the coordinate files (.pos, ...)")
+    g.add_argument("--ctf-untilted", metavar="PATH", help="CTFs of the untilted micrographs")
+    g.add_argument("--ctf-tilted", metavar="PATH", help="CTFs of the tilted micrographs")
+    g.add_argument("--other-micrographs", metavar="PATH",
+                   help="extract from these micrograph pairs (matched by name) instead")
+    g.add_argument("--pixel-size", type=float, metavar="A",
+                   help="pixel size of the picking micrographs when the files do not say")
+
+
+def params_from_args(args: argparse.Namespace) -> ExtractionParams:
+    return ExtractionParams(
+        box_size=args.box, downsample=args.downsample, fill_borders=args.fill_borders,
+        dust_removal=not args.no_dust, dust_threshold=args.dust_threshold, invert=args.invert,
+        phase_flip=args.phase_flip, normalize=None if args.norm == "none" else args.norm,
+        bg_radius=args.bg_radius,
+    )
+
+
+def read_options_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    opts = {
+        "coords": args.coords, "ctf_untilted": args.ctf_untilted,
+        "ctf_tilted": args.ctf_tilted, "other_micrographs": args.other_micrographs,
+        "pixel_size": args.pixel_size,
+    }
+    return {k: v for k, v in opts.items() if v is not None}
