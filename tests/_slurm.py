@@ -41,10 +41,14 @@ def slurm_unavailable_reason() -> str | None:
             reason = f"SLURM controller does not answer ({exc}); run .ci/slurm.sh"
         else:
             if ping.returncode != 0 or "UP" not in ping.stdout:
-                reason = (f"SLURM controller does not answer (scontrol ping: "
-                          f"{(ping.stdout + ping.stderr).strip()}); run .ci/slurm.sh")
-            elif not any(s.strip().rstrip("~*").startswith(("idle", "mixed", "alloc"))
-                         for s in states.stdout.splitlines()):
+                reason = (
+                    f"SLURM controller does not answer (scontrol ping: "
+                    f"{(ping.stdout + ping.stderr).strip()}); run .ci/slurm.sh"
+                )
+            elif not any(
+                s.strip().rstrip("~*").startswith(("idle", "mixed", "alloc"))
+                for s in states.stdout.splitlines()
+            ):
                 reason = f"no schedulable SLURM node (sinfo states: {states.stdout.split()})"
     _REASON_CACHE.append(reason)
     if reason:

@@ -1,3 +1,4 @@
+# ruff: noqa: F811  (pytest fixtures imported from _slurm are test arguments)
 """Dask workers as real SLURM jobs (dask-jobqueue SLURMCluster) through ``open_client``.
 
 Needs a running SLURM (``.ci/slurm.sh`` starts a single-node one); skipped, with the reason
@@ -6,6 +7,7 @@ printed, only where none answers. The CI node has 2 CPUs: every worker job asks 
 
 from __future__ import annotations
 
+import os
 import subprocess
 import threading
 import time
@@ -25,21 +27,17 @@ from _slurm import (
     squeue,
     wait_for_jobs_gone,
 )
+from distributed import wait
 
 from pairextract.pipeline.cluster import open_client
 
-pytestmark = pytest.mark.slurm
+pytestmark = [pytest.mark.slurm, pytest.mark.timeout(300)]
 
-# Worker jobs cannot import the tests folder: ship the plugin class by value.
+# Worker jobs cannot import the tests folder: ship the delay plugin by value.
 cloudpickle.register_pickle_by_value(_slurm)
 
 
-def _block_sum(seed: int) -> float:
-    rng = np.random.default_rng(seed)
-    return float(np.linalg.norm(rng.standard_normal((256, 256)) @ rng.standard_normal(256)))
-
-
-def test_workers_run_as_slurm_jobs(slurm_kwargs: dict[str, Any]) -> None:  # noqa: F811
+def test_workers_run_as_slurm_jobs(slurm_kwargs: dict[str, Any]) -> None:
     t0 = time.perf_counter()
     logs = Path(slurm_kwargs["log_directory"])
     with open_client("slurm", jobs=2, **slurm_kwargs) as client:
@@ -50,27 +48,32 @@ def test_workers_run_as_slurm_jobs(slurm_kwargs: dict[str, Any]) -> None:  # noq
             raise
         ids = job_ids(client.cluster)
         states = squeue(ids)
-        print(f"SLURM worker jobs: {ids} squeue: {states} "
-              f"(up after {time.perf_counter() - t0:.1f} s)")
+        print(
+            f"SLURM worker jobs: {ids} squeue: {states} (up after {time.perf_counter() - t0:.1f} s)"
+        )
         assert len(ids) == 2
         assert set(states) == set(ids)
         assert all(s == "RUNNING" for s in states.values()), states
+        assert client.cluster is not None
         script = client.cluster.job_script()
         assert "#SBATCH --cpus-per-task=1" in script
 
-        futures = client.map(_block_sum, range(8))
+        # Only importable functions: worker jobs cannot import this test module.
+        blocks = [np.random.default_rng(i).standard_normal((256, 256)) for i in range(8)]
+        futures = client.map(np.linalg.svd, blocks, compute_uv=False)
+        wait(futures, timeout=120)
         results = client.gather(futures)
-        expected = [_block_sum(i) for i in range(8)]
-        assert results == expected
+        for block, sv in zip(blocks, results, strict=True):
+            np.testing.assert_allclose(sv, np.linalg.svd(block, compute_uv=False), rtol=1e-10)
         # Both jobs took part: each worker reports its own SLURM job id.
-        seen = client.run(lambda: __import__("os").environ.get("SLURM_JOB_ID"))
+        seen = client.run(os.getenv, "SLURM_JOB_ID")
         assert sorted(seen.values()) == ids
     left = wait_for_jobs_gone(ids)
     assert not left, f"worker jobs still queued after shutdown: {left}"
     print(f"jobs {ids} cancelled; total {time.perf_counter() - t0:.1f} s")
 
 
-def test_shutdown_on_keyboard_interrupt(slurm_kwargs: dict[str, Any]) -> None:  # noqa: F811
+def test_shutdown_on_keyboard_interrupt(slurm_kwargs: dict[str, Any]) -> None:
     ids: list[str] = []
     with pytest.raises(KeyboardInterrupt):
         with open_client("slurm", jobs=1, **slurm_kwargs) as client:
@@ -116,13 +119,15 @@ def _assert_same_output(a: Path, b: Path) -> None:
 
 @pytest.mark.slow
 def test_extraction_on_slurm_matches_local(
-    slurm_kwargs: dict[str, Any], tmp_path: Path  # noqa: F811
+    slurm_kwargs: dict[str, Any],
+    tmp_path: Path,
 ) -> None:
     synth = pytest.importorskip("pairextract.synth")
     from pairextract.api import extract_pairs
 
-    ds = synth.make_dataset(tmp_path / "data", n_mic_pairs=2, shape=(512, 512),
-                            particles_per_pair=16, box=48, seed=3)
+    ds = synth.make_dataset(
+        tmp_path / "data", n_mic_pairs=2, shape=(512, 512), particles_per_pair=16, box=48, seed=3
+    )
     t0 = time.perf_counter()
     ref = _local_reference(ds, tmp_path / "local")
     t_local = time.perf_counter() - t0
@@ -133,8 +138,10 @@ def test_extraction_on_slurm_matches_local(
         states = squeue(ids)
         res = extract_pairs(ds.pair_table, tmp_path / "slurm", _params(), client=client)
     t_slurm = time.perf_counter() - t0
-    print(f"SLURM jobs {ids} (squeue {states}); local {t_local:.1f} s, slurm {t_slurm:.1f} s; "
-          f"{res.pairs_kept}/{res.pairs_in} pairs kept")
+    print(
+        f"SLURM jobs {ids} (squeue {states}); local {t_local:.1f} s, slurm {t_slurm:.1f} s; "
+        f"{res.pairs_kept}/{res.pairs_in} pairs kept"
+    )
     assert len(ids) == 2 and set(states) == set(ids)
     assert res.pairs_kept == ref.pairs_kept > 0
     assert not res.micrographs_failed
@@ -142,35 +149,36 @@ def test_extraction_on_slurm_matches_local(
     assert not wait_for_jobs_gone(ids)
 
 
-def _scancel_when_busy(client: Any, done: threading.Event, record: dict[str, Any],
-                       timeout: float = 120.0) -> None:
+def _scancel_when_busy(
+    client: Any, done: threading.Event, record: dict[str, Any], timeout: float = 120.0
+) -> None:
     """Cancel the SLURM job of a worker as soon as it holds an extraction task."""
     deadline = time.monotonic() + timeout
     while not done.is_set() and time.monotonic() < deadline:
         processing = client.processing()
         # Some work finished already, and one worker holds an extraction task now.
         finished = record.setdefault("seen_processing", set())
-        for addr, keys in processing.items():
+        for keys in processing.values():
             finished.update(keys)
         for addr, keys in processing.items():
             busy = [k for k in keys if str(k).startswith("extract-")]
             if busy and len(finished) > len(busy):
                 name = client.scheduler_info(n_workers=-1)["workers"][addr]["name"]
                 job = client.cluster.workers[name]
-                record.update(worker=addr, job_id=str(job.job_id), lost=busy,
-                              t=time.perf_counter())
+                record.update(worker=addr, job_id=str(job.job_id), lost=busy, t=time.perf_counter())
                 subprocess.run(["scancel", str(job.job_id)], check=True)
                 return
         time.sleep(0.05)
 
 
 @pytest.mark.slow
-def test_worker_job_cancelled_mid_run(slurm_kwargs: dict[str, Any], tmp_path: Path) -> None:  # noqa: F811
+def test_worker_job_cancelled_mid_run(slurm_kwargs: dict[str, Any], tmp_path: Path) -> None:
     synth = pytest.importorskip("pairextract.synth")
     from pairextract.api import extract_pairs
 
-    ds = synth.make_dataset(tmp_path / "data", n_mic_pairs=4, shape=(512, 512),
-                            particles_per_pair=12, box=48, seed=5)
+    ds = synth.make_dataset(
+        tmp_path / "data", n_mic_pairs=4, shape=(512, 512), particles_per_pair=12, box=48, seed=5
+    )
     ref = _local_reference(ds, tmp_path / "local")
 
     record: dict[str, Any] = {}
@@ -186,8 +194,9 @@ def test_worker_job_cancelled_mid_run(slurm_kwargs: dict[str, Any], tmp_path: Pa
 
         def run() -> None:
             try:
-                result["res"] = extract_pairs(ds.pair_table, tmp_path / "slurm", _params(),
-                                              client=client)
+                result["res"] = extract_pairs(
+                    ds.pair_table, tmp_path / "slurm", _params(), client=client
+                )
             except BaseException as exc:  # reported by the main thread
                 result["exc"] = exc
             finally:
@@ -198,14 +207,16 @@ def test_worker_job_cancelled_mid_run(slurm_kwargs: dict[str, Any], tmp_path: Pa
         _scancel_when_busy(client, done, record)
         worker.join(timeout=300)
         assert not worker.is_alive(), "extraction did not finish after the worker loss"
-        stories = client.run_on_scheduler(
-            lambda dask_scheduler, keys=record.get("lost", []): dask_scheduler.story(*keys))
+        lost = list(record.get("lost", []))
+        stories = client.run_on_scheduler(lambda dask_scheduler: dask_scheduler.story(*lost))
     elapsed = time.perf_counter() - t0
     if "exc" in result:
         raise result["exc"]
     res = result["res"]
-    print(f"scancel {record.get('job_id')} (worker {record.get('worker')}) while it held "
-          f"{record.get('lost')}; run finished in {elapsed:.1f} s")
+    print(
+        f"scancel {record.get('job_id')} (worker {record.get('worker')}) while it held "
+        f"{record.get('lost')}; run finished in {elapsed:.1f} s"
+    )
     assert record.get("job_id"), "no worker job was cancelled while it held work"
     assert record["job_id"] in ids
     # The lost task left 'processing' without a result, then finished elsewhere.

@@ -3,10 +3,10 @@
 One entry point for every face (CLI, API, notebooks):
 
 - ``local``: a ``LocalCluster`` of worker *processes* on this machine;
-- ``slurm`` / ``pbs``: a dask-jobqueue ``SLURMCluster`` / ``PBSCluster`` whose workers are batch jobs.
-  Queue, cores, memory, walltime, account, ... come from dask-jobqueue's own configuration
-  (``jobqueue.slurm`` / ``jobqueue.pbs`` in ``~/.config/dask/jobqueue.yaml``, ``$DASK_CONFIG``, or a
-  file given with ``jobqueue_config=``), keyword arguments override it;
+- ``slurm`` / ``pbs``: a dask-jobqueue ``SLURMCluster`` / ``PBSCluster`` whose workers are
+  batch jobs. Queue, cores, memory, walltime, account, ... come from dask-jobqueue's own
+  configuration (``jobqueue.slurm`` / ``jobqueue.pbs`` in ``~/.config/dask/jobqueue.yaml``,
+  ``$DASK_CONFIG``, or a file given with ``jobqueue_config=``); keyword arguments override it;
 - ``address``: an already running scheduler (``tcp://host:8786``);
 - ``scheduler-file``: an already running scheduler described by a JSON scheduler file.
 
@@ -174,6 +174,18 @@ def make_jobqueue_cluster(
             f"--cluster {kind} needs dask-jobqueue: pip install dask-jobqueue"
         ) from exc
     cls = dask_jobqueue.SLURMCluster if kind == "slurm" else dask_jobqueue.PBSCluster
+    if jobqueue_config is not None:
+        # dask-jobqueue reads its config again whenever it builds a job (scale, adapt), long
+        # after a temporary dask.config.set is gone: the file's values become explicit kwargs.
+        section = (load_jobqueue_config(jobqueue_config).get("jobqueue") or {}).get(kind) or {}
+        if not isinstance(section, dict):
+            raise ClusterConfigError(
+                f"jobqueue config {jobqueue_config}: jobqueue.{kind} must be a mapping"
+            )
+        for key, value in section.items():
+            if value is not None:
+                arg = "job_name" if key == "name" else key.replace("-", "_")
+                kwargs.setdefault(arg, value)
     with _merged_config(jobqueue_config):
         try:
             return cls(**kwargs)
@@ -206,11 +218,13 @@ def _check_options(
     if cluster == "scheduler-file" and not scheduler_file:
         raise ClusterConfigError("cluster 'scheduler-file' needs a scheduler file path")
     if cluster != "address" and address:
-        raise ClusterConfigError(f"a scheduler address is only used with cluster 'address', "
-                                 f"not {cluster!r}")
+        raise ClusterConfigError(
+            f"a scheduler address is only used with cluster 'address', not {cluster!r}"
+        )
     if cluster != "scheduler-file" and scheduler_file:
-        raise ClusterConfigError(f"a scheduler file is only used with cluster 'scheduler-file', "
-                                 f"not {cluster!r}")
+        raise ClusterConfigError(
+            f"a scheduler file is only used with cluster 'scheduler-file', not {cluster!r}"
+        )
     external = cluster in ("address", "scheduler-file")
     for name, value in (("workers", workers), ("jobs", jobs), ("adapt", adapt)):
         if external and value is not None:
@@ -219,14 +233,18 @@ def _check_options(
                 "are managed by whoever started it"
             )
     if jobs is not None and cluster not in _JOBQUEUE_KINDS:
-        raise ClusterConfigError(f"--jobs applies to --cluster slurm or pbs, not {cluster!r} "
-                                 "(use --workers for a local cluster)")
+        raise ClusterConfigError(
+            f"--jobs applies to --cluster slurm or pbs, not {cluster!r} "
+            "(use --workers for a local cluster)"
+        )
     if jobqueue_config is not None and cluster not in _JOBQUEUE_KINDS:
-        raise ClusterConfigError(f"--jobqueue-config applies to --cluster slurm or pbs, "
-                                 f"not {cluster!r}")
+        raise ClusterConfigError(
+            f"--jobqueue-config applies to --cluster slurm or pbs, not {cluster!r}"
+        )
     if jobs is not None and workers is not None:
-        raise ClusterConfigError("give either --jobs (batch jobs) or --workers (worker "
-                                 "processes), not both")
+        raise ClusterConfigError(
+            "give either --jobs (batch jobs) or --workers (worker processes), not both"
+        )
     if adapt is not None and (jobs is not None or workers is not None):
         raise ClusterConfigError("--adapt replaces a fixed --jobs/--workers; give only one")
     if workers is not None and workers < 1:
@@ -246,6 +264,35 @@ def _check_options(
 
 
 @contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Treat SIGTERM (scancel, walltime, kill) like Ctrl-C while batch jobs run for us.
+
+    Python's default for SIGTERM ends the process at once, leaving the worker jobs queued.
+    Only a default handler in the main thread is replaced; anything else is left alone.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    try:
+        previous = signal.getsignal(signal.SIGTERM)
+    except ValueError:  # pragma: no cover
+        yield
+        return
+    if previous is not signal.SIG_DFL:
+        yield
+        return
+
+    def _handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, _handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
 def _defer_sigint() -> Iterator[None]:
     """Ignore a further Ctrl-C while jobs are being cancelled (a half-done shutdown leaks jobs)."""
     if threading.current_thread() is not threading.main_thread():
@@ -261,10 +308,14 @@ def _defer_sigint() -> Iterator[None]:
         log.warning("shutting down the cluster, please wait (jobs are being cancelled)")
 
     signal.signal(signal.SIGINT, _handler)
+    previous_term = signal.getsignal(signal.SIGTERM)
+    if previous_term is not signal.SIG_IGN:
+        signal.signal(signal.SIGTERM, _handler)
     try:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+        signal.signal(signal.SIGTERM, previous_term)
 
 
 def _job_ids(cluster: Any) -> tuple[str | None, list[str]]:
@@ -364,6 +415,9 @@ def open_client(
 
     client: Client | None = None
     started: Any | None = None
+    stack = contextlib.ExitStack()
+    if cluster in _JOBQUEUE_KINDS:
+        stack.enter_context(_sigterm_as_interrupt())
     try:
         if cluster == "address":
             client = Client(address)
@@ -398,12 +452,19 @@ def open_client(
                 started.scale(n=workers)
             else:
                 started.scale(jobs=jobs if jobs is not None else 1)
-            log.info("%s cluster: scheduler %s, dashboard %s", cluster,
-                     started.scheduler_address, started.dashboard_link)
+            log.info(
+                "%s cluster: scheduler %s, dashboard %s",
+                cluster,
+                started.scheduler_address,
+                started.dashboard_link,
+            )
             client = Client(started)
         yield client
     finally:
-        _close(client, started)
+        try:
+            _close(client, started)
+        finally:
+            stack.close()
 
 
 # --------------------------------------------------------------------------- CLI glue
@@ -435,30 +496,45 @@ def add_cluster_arguments(parser: argparse.ArgumentParser) -> argparse._Argument
         "settings come from dask-jobqueue's jobqueue.yaml)",
     )
     group.add_argument(
-        "--cluster", choices=("local", "slurm", "pbs", "address"), default=None,
+        "--cluster",
+        choices=("local", "slurm", "pbs", "address"),
+        default=None,
         help="local worker processes (default), workers as SLURM or PBS jobs "
         "(dask-jobqueue), or an existing scheduler given by --scheduler",
     )
     group.add_argument(
-        "--scheduler", metavar="ADDRESS_OR_FILE", default=None,
+        "--scheduler",
+        metavar="ADDRESS_OR_FILE",
+        default=None,
         help="existing Dask scheduler: an address (tcp://host:8786) or a scheduler file "
         "(JSON written by `dask scheduler --scheduler-file`)",
     )
     group.add_argument(
-        "--workers", type=_positive_int, metavar="N", default=None,
+        "--workers",
+        type=_positive_int,
+        metavar="N",
+        default=None,
         help="local: worker processes (default min(2, cpus)); slurm/pbs: worker processes "
         "to request",
     )
     group.add_argument(
-        "--jobs", type=_positive_int, metavar="N", default=None,
+        "--jobs",
+        type=_positive_int,
+        metavar="N",
+        default=None,
         help="slurm/pbs: number of batch jobs running workers (default 1)",
     )
     group.add_argument(
-        "--adapt", type=_adapt_type, metavar="MIN:MAX", default=None,
+        "--adapt",
+        type=_adapt_type,
+        metavar="MIN:MAX",
+        default=None,
         help="adaptive scaling between MIN and MAX jobs (slurm/pbs) or workers (local)",
     )
     group.add_argument(
-        "--jobqueue-config", metavar="PATH", default=None,
+        "--jobqueue-config",
+        metavar="PATH",
+        default=None,
         help="jobqueue.yaml to use on top of ~/.config/dask/jobqueue.yaml (slurm/pbs)",
     )
     return group
@@ -508,7 +584,7 @@ def client_from_args(
 def describe(client: Client) -> str:
     """One line saying where work runs (for CLI summaries)."""
     cluster = getattr(client, "cluster", None)
-    info = client.scheduler_info(n_workers=-1) if hasattr(client, "scheduler_info") else {}
-    n = len(cast(Mapping[str, Any], info.get("workers", {})))
+    info = cast(Mapping[str, Any], client.scheduler_info(n_workers=-1))
+    n = len(info.get("workers", {}))
     name = type(cluster).__name__ if cluster is not None else "scheduler"
-    return f"{name} at {client.scheduler.address} with {n} worker(s)"
+    return f"{name} at {info.get('address', '?')} with {n} worker(s)"

@@ -1,0 +1,279 @@
+"""Cluster selection: open_client / client_from_args with real clusters (no mocks)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+import dask.config
+import psutil
+import pytest
+from distributed import LocalCluster
+
+from pairextract.pipeline.cluster import (
+    ClusterConfigError,
+    add_cluster_arguments,
+    client_from_args,
+    make_jobqueue_cluster,
+    open_client,
+    parse_adapt,
+)
+
+DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pairextract extract")
+    add_cluster_arguments(parser)
+    return parser
+
+
+def _gone(pids: list[int], timeout: float = 15.0) -> list[int]:
+    """Pids still alive (zombies count as gone) after waiting up to ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        alive = []
+        for pid in pids:
+            try:
+                if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                    alive.append(pid)
+            except psutil.NoSuchProcess:
+                pass
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.2)
+
+
+def _worker_pids(client: object) -> list[int]:
+    return sorted(client.run(os.getpid).values())  # type: ignore[attr-defined]
+
+
+def test_local_cluster_starts_and_leaves_no_process() -> None:
+    with open_client("local", workers=2) as client:
+        assert isinstance(client.cluster, LocalCluster)
+        pids = _worker_pids(client)
+        assert len(pids) == 2 and os.getpid() not in pids  # worker processes, not threads
+        assert client.submit(sum, [1, 2, 3]).result() == 6
+        info = client.scheduler_info(n_workers=-1)["workers"]
+        assert all(w["nthreads"] == 1 for w in info.values())
+    assert client.status == "closed"
+    assert client.cluster.status.name == "closed"
+    assert _gone(pids) == []
+
+
+def test_local_cluster_closed_on_keyboard_interrupt() -> None:
+    pids: list[int] = []
+    with pytest.raises(KeyboardInterrupt):
+        with open_client("local", workers=1) as client:
+            pids = _worker_pids(client)
+            raise KeyboardInterrupt
+    assert pids and _gone(pids) == []
+
+
+def test_local_adaptive() -> None:
+    with open_client("local", adapt=(1, 2)) as client:
+        assert client.cluster is not None
+        client.wait_for_workers(1, timeout=30)
+        assert client.submit(max, [1, 5]).result() == 5
+        assert client.cluster._adaptive is not None
+
+
+def test_address_mode_connects_and_leaves_scheduler_running() -> None:
+    with LocalCluster(
+        n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None
+    ) as external:
+        with open_client("address", address=external.scheduler_address) as client:
+            assert client.cluster is None  # nothing started here
+            assert client.submit(pow, 2, 10).result() == 1024
+            assert client.scheduler_info()["address"] == external.scheduler_address
+        # The external cluster is only disconnected from.
+        assert external.status.name == "running"
+        assert len(external.scheduler.workers) == 1
+
+
+def test_scheduler_file_mode_and_cli_detection(tmp_path: Path) -> None:
+    sched_file = tmp_path / "sched.json"
+    with LocalCluster(
+        n_workers=1,
+        threads_per_worker=1,
+        processes=False,
+        dashboard_address=None,
+        scheduler_kwargs={"scheduler_file": str(sched_file)},
+    ) as external:
+        assert sched_file.is_file()
+        with open_client("scheduler-file", scheduler_file=sched_file) as client:
+            assert client.submit(abs, -3).result() == 3
+        # --scheduler PATH -> scheduler file; --scheduler tcp://... -> address
+        args = _parser().parse_args(["--scheduler", str(sched_file)])
+        with client_from_args(args) as client:
+            assert client.scheduler_info()["address"] == external.scheduler_address
+        args = _parser().parse_args(["--scheduler", external.scheduler_address])
+        with client_from_args(args) as client:
+            assert client.submit(len, "abc").result() == 3
+        args = _parser().parse_args(
+            ["--cluster", "address", "--scheduler", external.scheduler_address]
+        )
+        with client_from_args(args) as client:
+            assert client.scheduler_info()["address"] == external.scheduler_address
+        assert external.status.name == "running"
+
+
+def test_cli_default_is_local_with_workers() -> None:
+    args = _parser().parse_args(["--workers", "1"])
+    with client_from_args(args) as client:
+        assert isinstance(client.cluster, LocalCluster)
+        assert len(client.scheduler_info(n_workers=-1)["workers"]) == 1
+
+
+# ----------------------------------------------------------------------- jobqueue config
+
+
+def test_jobqueue_config_file_reaches_slurm_job_script(tmp_path: Path) -> None:
+    cfg = tmp_path / "jobqueue.yaml"
+    cfg.write_text(
+        "jobqueue:\n"
+        "  slurm:\n"
+        "    cores: 2\n"
+        "    processes: 2\n"
+        "    memory: 6GiB\n"
+        "    queue: cryo-short\n"
+        "    account: em-facility-42\n"
+        "    walltime: '02:30:00'\n"
+        "    job-extra-directives: ['--qos=high']\n"
+    )
+    cluster = make_jobqueue_cluster(
+        "slurm", jobqueue_config=cfg, scheduler_options={"host": "127.0.0.1"}
+    )
+    try:
+        script = cluster.job_script()
+    finally:
+        cluster.close()
+    assert "#SBATCH -p cryo-short" in script
+    assert "#SBATCH -A em-facility-42" in script
+    assert "#SBATCH --mem=6G" in script
+    assert "#SBATCH -t 02:30:00" in script
+    assert "#SBATCH --qos=high" in script
+    assert "#SBATCH --cpus-per-task=2" in script
+    assert "--nworkers 2" in script and "--nthreads 1" in script
+    assert "#SBATCH -J dask-worker" in script  # dask-jobqueue default kept for unset keys
+    # The process-wide config is left as it was.
+    assert dask.config.get("jobqueue.slurm.queue") is None
+
+
+def test_keyword_overrides_config_file(tmp_path: Path) -> None:
+    cfg = tmp_path / "jobqueue.yaml"
+    cfg.write_text("jobqueue:\n  slurm:\n    cores: 1\n    memory: 2GiB\n    queue: from-file\n")
+    cluster = make_jobqueue_cluster(
+        "slurm", jobqueue_config=cfg, queue="from-call", scheduler_options={"host": "127.0.0.1"}
+    )
+    try:
+        script = cluster.job_script()
+    finally:
+        cluster.close()
+    assert "#SBATCH -p from-call" in script and "from-file" not in script
+
+
+@pytest.mark.parametrize(
+    ("kind", "expected"),
+    [
+        ("slurm", ["#SBATCH -J pairextract-worker", "#SBATCH --mem=2G", "#SBATCH -t 04:00:00"]),
+        ("pbs", ["#PBS -N pairextract-worker", "#PBS -l select=1:ncpus=1:mem=2048MB"]),
+    ],
+)
+def test_deploy_configs_are_valid(kind: str, expected: list[str]) -> None:
+    cluster = make_jobqueue_cluster(
+        kind,
+        jobqueue_config=DEPLOY / f"jobqueue-{kind}.yaml",
+        scheduler_options={"host": "127.0.0.1"},
+    )
+    try:
+        script = cluster.job_script()
+    finally:
+        cluster.close()
+    for line in expected:
+        assert line in script, script
+    assert "export OMP_NUM_THREADS=1" in script
+    assert "--nthreads 1" in script
+
+
+def test_missing_cores_memory_message_names_the_config() -> None:
+    with dask.config.set({"jobqueue.slurm.cores": None, "jobqueue.slurm.memory": None}):
+        with pytest.raises(ClusterConfigError, match=r"jobqueue\.slurm\.cores.*jobqueue\.yaml"):
+            make_jobqueue_cluster("slurm", scheduler_options={"host": "127.0.0.1"})
+
+
+def test_bad_jobqueue_config_file(tmp_path: Path) -> None:
+    with pytest.raises(ClusterConfigError, match="cannot read"):
+        make_jobqueue_cluster("slurm", jobqueue_config=tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("jobqueue: [unclosed\n")
+    with pytest.raises(ClusterConfigError, match=r"bad\.yaml: not valid YAML"):
+        make_jobqueue_cluster("slurm", jobqueue_config=bad)
+
+
+# ----------------------------------------------------------------------- argument errors
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"), [("0:4", (0, 4)), ("2:2", (2, 2)), ("1:10", (1, 10))]
+)
+def test_parse_adapt(text: str, expected: tuple[int, int]) -> None:
+    assert parse_adapt(text) == expected
+
+
+@pytest.mark.parametrize("text", ["4", "a:b", "3:1", "0:0", "-1:2", "1:2:3", ""])
+def test_parse_adapt_rejects(text: str) -> None:
+    with pytest.raises(ClusterConfigError, match="--adapt"):
+        parse_adapt(text)
+
+
+def test_cli_rejects_bad_adapt_and_counts(capsys: pytest.CaptureFixture[str]) -> None:
+    parser = _parser()
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--adapt", "5"])
+    assert "--adapt expects MIN:MAX" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--jobs", "0"])
+    assert "positive integer" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--cluster", "kubernetes"])
+    assert "invalid choice" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"cluster": "nope"}, "unknown cluster kind 'nope'"),
+        ({"cluster": "local", "jobs": 2}, "--jobs applies to --cluster slurm or pbs"),
+        ({"cluster": "address"}, "needs a scheduler address"),
+        ({"cluster": "scheduler-file"}, "needs a scheduler file"),
+        ({"cluster": "scheduler-file", "scheduler_file": "/nonexistent.json"}, "does not exist"),
+        ({"cluster": "address", "address": "tcp://x:1", "workers": 2}, "existing scheduler"),
+        ({"cluster": "slurm", "jobs": 2, "workers": 2}, "not both"),
+        ({"cluster": "slurm", "jobs": 2, "adapt": (0, 2)}, "give only one"),
+        ({"cluster": "local", "jobqueue_config": "x.yaml"}, "--jobqueue-config applies"),
+        ({"cluster": "local", "address": "tcp://x:1"}, "only used with cluster 'address'"),
+        ({"cluster": "local", "workers": 0}, "--workers must be >= 1"),
+    ],
+)
+def test_open_client_rejects_bad_options(kwargs: dict[str, object], message: str) -> None:
+    cluster = str(kwargs.pop("cluster"))
+    with pytest.raises(ClusterConfigError, match=message.replace("(", r"\(")):
+        with open_client(cluster, **kwargs):  # type: ignore[arg-type]
+            pass
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--cluster", "slurm", "--scheduler", "tcp://h:8786"], "cannot be combined"),
+        (["--scheduler", "/no/such/sched.json"], "neither an address"),
+        (["--cluster", "address"], "needs --scheduler"),
+    ],
+)
+def test_client_from_args_rejects(argv: list[str], message: str) -> None:
+    args = _parser().parse_args(argv)
+    with pytest.raises(ClusterConfigError, match=message):
+        client_from_args(args)
