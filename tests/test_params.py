@@ -9,7 +9,8 @@ from pairextract import CTF, ExtractionParams, ParameterError
 
 def test_defaults_mirror_the_protocol_form() -> None:
     p = ExtractionParams(box_size=64)
-    assert (p.downsample, p.fill_borders, p.dust_removal, p.dust_threshold) == (1.0, False, True, 3.5)
+    assert (p.downsample, p.fill_borders, p.dust_removal) == (1.0, False, True)
+    assert p.dust_threshold == 3.5
     assert (p.invert, p.phase_flip, p.normalize, p.bg_radius) == (False, False, "Ramp", -1)
     assert p.radius == 32
     assert ExtractionParams(box_size=65).radius == 32
