@@ -52,9 +52,13 @@ def _warm_up() -> None:
 
 
 def _peak_rss_kib() -> int:
-    import resource
-
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    # VmHWM, not ru_maxrss: the latter keeps the parent's RSS across the fork+exec that
+    # starts a worker.
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return -1
 
 
 def main() -> None:
@@ -79,19 +83,24 @@ def main() -> None:
     root = args.keep or Path(tempfile.mkdtemp(prefix="pe-bench-"))
     data_dir = root / f"data-{args.pairs}x{args.size}-{args.particles}"
     t = time.perf_counter()
-    ds = synth.make_dataset(data_dir, n_mic_pairs=args.pairs, shape=(args.size, args.size),
-                            particles_per_pair=args.particles,
-                            box=int(args.box * args.downsample), seed=1, n_edge=0)
+    pair_table, ctf_star = data_dir / "pairs.csv", data_dir / "micrographs_ctf.star"
+    if not (pair_table.exists() and ctf_star.exists()):  # deterministic: reuse with --keep
+        synth.make_dataset(data_dir, n_mic_pairs=args.pairs, shape=(args.size, args.size),
+                           particles_per_pair=args.particles,
+                           box=int(args.box * args.downsample), seed=1, n_edge=0)
     print(f"synthetic data: {time.perf_counter() - t:.1f} s ({data_dir})")
-    inputs = read_pairs(ds.pair_table, ctf_untilted=ds.ctf_star, ctf_tilted=ds.ctf_star)
+    inputs = read_pairs(pair_table, ctf_untilted=ctf_star, ctf_tilted=ctf_star)
     n_particles = 2 * len(inputs.coordinate_pairs)
     params = ExtractionParams(box_size=args.box, downsample=args.downsample, invert=True,
                               phase_flip=args.flip, normalize="Ramp", bg_radius=args.box // 2)
-    paths = [str(p) for p in ds.micrographs]
+    paths = sorted({str(p) for s in ("u", "t")
+                    for p in inputs.micrograph_pairs[f"micrograph_{s}"]})
     for p in paths:  # page cache, as in the targets
         Path(p).read_bytes()
-    floor = _floor(paths, n_particles, args.box, args.flip, root)
-    print(f"floor (read + {'2 FFTs' if args.flip else 'no FFT'} + write, 1 process): "
+    os.sync()  # dirty pages of earlier runs would throttle this run's writes
+    ffts = args.flip or args.downsample > 1
+    floor = _floor(paths, n_particles, args.box, ffts, root)
+    print(f"floor (read + {'2 FFTs' if ffts else 'no FFT'} + write, 1 process): "
           f"{floor:.2f} s")
     results = {}
     for n in [int(w) for w in args.workers.split(",")]:
@@ -101,6 +110,7 @@ def main() -> None:
             client.run(_warm_up)
             out = root / f"out-{n}"
             shutil.rmtree(out, ignore_errors=True)
+            os.sync()
             t = time.perf_counter()
             r = extract_pairs(inputs, out, params, client=client,
                               dtype="float16" if args.float16 else "float32")
