@@ -104,7 +104,7 @@ def main() -> None:
           f"{floor:.2f} s")
     results = {}
     for n in [int(w) for w in args.workers.split(",")]:
-        with LocalCluster(n_workers=n, threads_per_worker=1, dashboard_address=None,
+        with LocalCluster(n_workers=n, threads_per_worker=1, dashboard_address=":0",
                           memory_limit="4GiB") as cluster, Client(cluster) as client:
             # a warm service: workers have imported the pipeline (cold start costs ~1 s once)
             client.run(_warm_up)

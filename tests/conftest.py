@@ -20,7 +20,7 @@ def client() -> Iterator[object]:
     from distributed import Client, LocalCluster
 
     cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                           dashboard_address=None, memory_limit="3GiB")
+                           dashboard_address=":0", memory_limit="3GiB")
     with Client(cluster) as c:
         yield c
     cluster.close()

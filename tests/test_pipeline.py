@@ -256,7 +256,7 @@ def test_worker_death_mid_run_gives_identical_output(small_dataset, tmp_path):  
     params = ExtractionParams(box_size=48, invert=True)
     ref = extract_pairs(inputs, tmp_path / "ref", params, workers=1)
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster, \
+    with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0") as cluster, \
             Client(cluster) as c:
         pids = c.run(os.getpid)
         out = tmp_path / "out"
