@@ -178,3 +178,32 @@ def test_cli_check_text_and_errors(dataset: object, tmp_path: Path,
     assert rc == 1 and any("file not found" in e for e in rep["errors"])
     rc = main(["check", str(tmp_path / "none.csv")])
     assert rc == 1 and "not found" in capsys.readouterr().err
+
+
+def test_phase_flip_needs_the_pixel_size_of_flipped_micrographs(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import numpy as np
+
+    from pairextract import CTF
+    from pairextract.io.mrc import write_mrc
+    from pairextract.model import (
+        TiltPairInputs,
+        ctf_row,
+        make_coordinate_pairs,
+        make_ctfs,
+        make_micrograph_pairs,
+    )
+    from pairextract.pipeline.checks import check_inputs
+
+    u, t = str(tmp_path / "u.mrc"), str(tmp_path / "t.mrc")
+    write_mrc(u, np.zeros((64, 64), np.float32), None)  # header without a pixel size
+    write_mrc(t, np.zeros((64, 64), np.float32), 1.5)
+    ctf = CTF(15000, 14000, 10, 300, 2.7, 0.1)
+    inputs = TiltPairInputs(
+        micrograph_pairs=make_micrograph_pairs({"micrograph_u": [u], "micrograph_t": [t]}),
+        coordinate_pairs=make_coordinate_pairs({"x_u": [32], "y_u": [32], "x_t": [32],
+                                                "y_t": [32]}),
+        ctfs=make_ctfs([ctf_row(u, ctf), ctf_row(t, ctf)]))
+    report = check_inputs(inputs, box_size=16, phase_flip=True)
+    assert any("pixel size of these micrographs is unknown" in e and u in e and t not in e
+               for e in report.errors), report.errors
+    assert not any("pixel size" in e for e in check_inputs(inputs, box_size=16).errors)

@@ -286,3 +286,62 @@ def test_pair_index_is_unique_and_ordered(default_run):  # type: ignore[no-untyp
     pairs = pd.read_parquet(out / "pairs.parquet")
     assert pairs["pair_id"].is_unique and pairs["pair_id"].is_monotonic_increasing
     assert (pairs[["slot_u", "slot_t"]] >= 0).all().all()
+
+
+def test_changed_inputs_are_extracted_again_on_resume(client, tmp_path):  # type: ignore[no-untyped-def]
+    from pairextract import synth
+
+    ds = synth.make_dataset(tmp_path / "data", n_mic_pairs=3, shape=(384, 384),
+                            particles_per_pair=8, box=32, seed=21, n_edge=0)
+    full = read_pairs(ds.pair_table)
+    params = ExtractionParams(box_size=32)
+    out = tmp_path / "out"
+    extract_pairs(full, out, params, client=client)
+
+    # the same micrograph pairs with moved untilted coordinates: every untilted job is redone
+    moved = pairextract.model.TiltPairInputs(
+        micrograph_pairs=full.micrograph_pairs,
+        coordinate_pairs=full.coordinate_pairs.assign(x_u=full.coordinate_pairs.x_u + 3),
+        ctfs=full.ctfs)
+    r = extract_pairs(moved, out, params, client=client)
+    assert (r.micrographs_extracted, r.micrographs_reused) == (3, 3)
+    ds_out = open_pairs(out)
+    truth = moved.coordinate_pairs.set_index("pair_id")
+    np.testing.assert_array_equal(ds_out.x_u.values, truth.loc[ds_out.pair_id.values, "x_u"])
+    fresh = extract_pairs(moved, tmp_path / "fresh", params, client=client)
+    assert open_pairs(out)["untilted"].values.tobytes() == \
+        open_pairs(fresh.out)["untilted"].values.tobytes()
+
+    # a micrograph pair inserted in the middle renumbers the later ones: no stale part is used
+    mp, cp = full.micrograph_pairs, full.coordinate_pairs
+    subset = pairextract.model.TiltPairInputs(
+        micrograph_pairs=mp[mp.mic_pair_id != 2].assign(mic_pair_id=[1, 2]),
+        coordinate_pairs=cp[cp.mic_pair_id != 2].assign(
+            mic_pair_id=cp.loc[cp.mic_pair_id != 2, "mic_pair_id"].map({1: 1, 3: 2})),
+        ctfs=full.ctfs)
+    out2 = tmp_path / "out2"
+    extract_pairs(subset, out2, params, client=client)
+    extract_pairs(full, out2, params, client=client)
+    fresh_full = extract_pairs(full, tmp_path / "full-fresh", params, client=client)
+    a, b = open_pairs(out2), open_pairs(fresh_full.out)
+    np.testing.assert_array_equal(a.pair_id.values, b.pair_id.values)
+    np.testing.assert_array_equal(a.micrograph_u.values, b.micrograph_u.values)
+    assert a["untilted"].values.tobytes() == b["untilted"].values.tobytes()
+    assert a["tilted"].values.tobytes() == b["tilted"].values.tobytes()
+
+
+def test_micrograph_rewritten_in_place_is_extracted_again(client, tmp_path):  # type: ignore[no-untyped-def]
+    import mrcfile
+
+    from pairextract import synth
+
+    ds = synth.make_dataset(tmp_path / "data", n_mic_pairs=1, shape=(384, 384),
+                            particles_per_pair=8, box=32, seed=23, n_edge=0)
+    inputs = read_pairs(ds.pair_table)
+    params = ExtractionParams(box_size=32, normalize=None)
+    extract_pairs(inputs, tmp_path / "out", params, client=client)
+    path = inputs.micrograph_pairs.micrograph_u.iloc[0]
+    with mrcfile.open(path, mode="r+") as m:
+        m.data[:] = m.data + 1.0
+    r = extract_pairs(inputs, tmp_path / "out", params, client=client)
+    assert (r.micrographs_extracted, r.micrographs_reused) == (1, 1)

@@ -200,6 +200,16 @@ def check_inputs(
                     f"have no CTF: {_listed(missing)}")
             elif missing:
                 no_ctf_views.append(view)
+        # The flip's frequency grid needs each flipped micrograph's sampling.
+        known = dict(zip(report.micrographs["micrograph"], report.micrographs["pixel_size"],
+                         strict=True))
+        unknown = [m for m in dict.fromkeys(list(mp["micrograph_u"]) + list(mp["micrograph_t"]))
+                   if inputs.ctf_for(m) is not None and math.isnan(float(known.get(m, math.nan)))
+                   and infos.get(m) is not None]
+        if unknown:
+            report.errors.append(
+                "phase flip requested but the pixel size of these micrographs is unknown "
+                f"(not in the input, the CTF file nor the header): {_listed(unknown)}")
         if len(no_ctf_views) == 2:
             report.errors.append("phase flip requested but no CTF was given for either view")
         elif no_ctf_views:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,8 +47,13 @@ class MicrographJob:
 
     @property
     def name(self) -> str:
-        """Stable name of the job, used for its part file and task key."""
+        """Stable name of the job: its view and micrograph pair."""
         return f"{self.view}-m{self.mic_pair_id:06d}"
+
+    @property
+    def part_name(self) -> str:
+        """Name of the job's part file: changes whenever anything deciding its output does."""
+        return f"{self.name}-{self.digest[:16]}"
 
     @property
     def n(self) -> int:
@@ -61,11 +67,21 @@ def _nan_to_none(v: Any) -> float | None:
     return None if math.isnan(v) else v
 
 
+def _file_stamp(path: str) -> list[int] | None:
+    """Size and modification time: a micrograph rewritten in place is extracted again."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return [st.st_size, st.st_mtime_ns]
+
+
 def job_digest(job: MicrographJob) -> str:
     """Hash of everything that decides a job's output apart from the run's parameters."""
     h = hashlib.sha256()
-    h.update(json.dumps([job.view, job.mic_pair_id, job.micrograph, job.pixel_size,
-                         job.coord_pixel_size, job.ctf.to_dict() if job.ctf else None],
+    h.update(json.dumps([job.view, job.mic_pair_id, job.micrograph, _file_stamp(job.micrograph),
+                         job.pixel_size, job.coord_pixel_size,
+                         job.ctf.to_dict() if job.ctf else None],
                         sort_keys=True).encode())
     h.update(np.ascontiguousarray(job.pair_ids, dtype=np.int64).tobytes())
     h.update(np.ascontiguousarray(job.coords, dtype=np.float64).tobytes())
@@ -132,17 +148,21 @@ class Layout:
         return cls(chunk=int(d["chunk"]), slots=dict(d["slots"]), jobs=dict(d["jobs"]))
 
     def place(self, jobs: list[MicrographJob]) -> list[MicrographJob]:
-        """Give each job its slots: the same as before when unchanged, else new ones at the end."""
+        """Give each job its slots: the same as before when unchanged, else new ones at the end.
+
+        Jobs are known by their digest: a micrograph whose coordinates, CTF or file changed
+        gets new rows (its old ones stay unused), and its old part file is never read again.
+        """
         placed = []
         for job in jobs:
-            known = self.jobs.get(job.name)
+            known = self.jobs.get(job.part_name)
             if known is not None and known["digest"] == job.digest:
                 placed.append(_with(job, slot_start=int(known["slot_start"])))
                 continue
             start = self.slots[job.view]
             padded = -(-job.n // self.chunk) * self.chunk
             self.slots[job.view] = start + padded
-            self.jobs[job.name] = {"digest": job.digest, "slot_start": start, "n": job.n}
+            self.jobs[job.part_name] = {"digest": job.digest, "slot_start": start, "n": job.n}
             placed.append(_with(job, slot_start=start))
         return placed
 

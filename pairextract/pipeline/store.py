@@ -142,7 +142,8 @@ def prepare_arrays(out: Path, layout: Layout, box: int, dtype: str,
 
 
 def part_path(out: Path, job: MicrographJob) -> Path:
-    return out / WORK / f"{job.name}.parquet"
+    """The job's part table; named with the job's digest, so a stale part is never reused."""
+    return out / WORK / f"{job.part_name}.parquet"
 
 
 def write_part(out: Path, job: MicrographJob, stack: np.ndarray, table: pd.DataFrame) -> None:
@@ -156,7 +157,7 @@ def write_part(out: Path, job: MicrographJob, stack: np.ndarray, table: pd.DataF
 
 
 def done_jobs(out: Path, jobs: list[MicrographJob]) -> set[str]:
-    """Names of the jobs whose part file exists (their rows are complete)."""
+    """Names of the jobs whose part file for their current digest exists (rows complete)."""
     return {j.name for j in jobs if part_path(out, j).exists()}
 
 
