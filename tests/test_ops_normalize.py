@@ -111,3 +111,75 @@ def test_ramp_speed():
     normalize_stack(stack, "Ramp", 128, out=stack)
     elapsed = time.perf_counter() - t0
     assert elapsed < 0.6, f"Ramp normalization of 300 x 256^2 took {elapsed:.2f} s"
+
+
+# Boxes with a large mean and a tiny spread: the one-pass shortcuts (sum x^2 - ...) cancel
+# catastrophically there; the results must match a float64 two-pass reference.
+
+def _two_pass_ramp(x, bg):
+    """Plane fit on the background, then explicit residual statistics (reference section 6)."""
+    i, j = np.indices(x.shape) - x.shape[0] // 2
+    design = np.stack([np.ones(bg.sum()), j[bg], i[bg]], axis=1)
+    coef = np.linalg.lstsq(design, x[bg], rcond=None)[0]
+    r = x - (coef[0] + coef[1] * j + coef[2] * i)
+    sd = r[bg].std(ddof=1)
+    return r / sd if sd > 1e-6 else r
+
+
+def _flat_boxes(box, mean, std, slope, seed=5, n=4):
+    rng = np.random.default_rng(seed)
+    i, j = np.indices((box, box)) - box // 2
+    return mean + slope * (0.5 * j - 0.3 * i) + rng.normal(scale=std, size=(n, box, box))
+
+
+@pytest.mark.parametrize("box", [63, 64])
+@pytest.mark.parametrize(("mean", "std", "slope"), [(1e4, 1e-3, 1.0), (3e4, 0.05, 2.0),
+                                                    (1e4, 1e-3, 0.0)])
+def test_ramp_large_mean_small_spread(box, mean, std, slope):
+    stack = _flat_boxes(box, mean, std, slope)   # float64: float32 cannot hold 1e4 +- 1e-3
+    out = normalize_stack(stack, "Ramp", -1).astype(np.float64)
+    bg = background_mask(box, -1)
+    for k in range(len(stack)):
+        v = out[k][bg]
+        assert abs(v.std(ddof=1) - 1.0) < 1e-6
+        assert abs(v.mean()) < 1e-6
+        np.testing.assert_allclose(out[k], _two_pass_ramp(stack[k], bg), rtol=0, atol=1e-5)
+
+
+def test_ramp_near_flat_box_keeps_the_sigma_rule():
+    # residual std 1e-7 < 1e-6: left unscaled, even on top of a large mean and a plane
+    stack = _flat_boxes(64, 1e4, 1e-7, 1.0)
+    out = normalize_stack(stack, "Ramp", -1).astype(np.float64)
+    bg = background_mask(64, -1)
+    for k in range(len(stack)):
+        assert out[k][bg].std(ddof=1) < 2e-7
+        np.testing.assert_allclose(out[k], _two_pass_ramp(stack[k], bg), rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("box", [63, 64])
+@pytest.mark.parametrize(("mean", "std", "slope"), [(1e4, 1e-3, 0.0), (1e4, 1e-3, 1e-5),
+                                                    (-3e4, 0.05, 0.0)])
+def test_newxmipp_large_mean_small_spread(box, mean, std, slope):
+    stack = _flat_boxes(box, mean, std, slope)
+    out = normalize_stack(stack, "NewXmipp", -1).astype(np.float64)
+    bg = background_mask(box, -1)
+    for k in range(len(stack)):
+        x = stack[k]
+        v = out[k][bg]
+        assert abs(v.std(ddof=1) - 1.0) < 1e-6
+        assert abs(v.mean()) < 1e-6
+        expect = (x - x[bg].mean()) / x[bg].std(ddof=1)
+        np.testing.assert_allclose(out[k], expect, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("box", [63, 64])
+@pytest.mark.parametrize(("mean", "std", "slope"), [(1e4, 1e-3, 0.0), (1e4, 1e-3, 1e-5),
+                                                    (-3e4, 0.05, 0.0)])
+def test_oldxmipp_large_mean_small_spread(box, mean, std, slope):
+    stack = _flat_boxes(box, mean, std, slope)
+    out = normalize_stack(stack, "OldXmipp", -1).astype(np.float64)
+    for k in range(len(stack)):
+        x = stack[k]
+        assert abs(out[k].std() - 1.0) < 1e-6      # population std
+        assert abs(out[k].mean()) < 1e-6
+        np.testing.assert_allclose(out[k], (x - x.mean()) / x.std(), rtol=0, atol=1e-5)

@@ -1,8 +1,10 @@
 """Normalization of a stack of boxes (``xmipp_transform_normalize``), vectorised.
 
-Logical coordinates have their origin at ``(B//2, B//2)``. Statistics are one-pass float64
-sums as in Xmipp; the stack is processed in chunks of a few MB so the float64 work stays in
-cache and the memory overhead is small.
+Logical coordinates have their origin at ``(B//2, B//2)``. Statistics are float64 sums of the
+Xmipp formulas, taken after shifting each box by its own mean (or, for Ramp, over the explicit
+residual) so that ``sum(v^2)/N - mean^2`` does not cancel for boxes with a large mean and a
+small spread; the shift leaves the results mathematically unchanged. The stack is processed in
+chunks of a few MB so the float64 work stays in cache and the memory overhead is small.
 """
 
 from __future__ import annotations
@@ -48,6 +50,17 @@ def background_mask(box: int, radius: int) -> NDArray[np.bool_]:
 def _sample_sigma(s1: NDArray, s2: NDArray, nb: int) -> NDArray[np.float64]:
     mean = s1 / nb
     return np.sqrt(np.abs(s2 / nb - mean * mean) * (nb / (nb - 1)))
+
+
+def _masked_sums(x: NDArray[np.float64], mask: NDArray[np.float64],
+                 buf: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Per-image ``sum_b x`` and ``sum_b x^2`` of a ``(k, P)`` chunk over a 0/1 mask ``(P,)``.
+
+    Masking into ``buf`` and then taking two-operand sums is faster than a three-operand
+    einsum.
+    """
+    y = np.multiply(x, mask, out=buf[:len(x)])
+    return np.einsum("kp->k", y), np.einsum("kp,kp->k", y, x)
 
 
 def normalize_stack(stack: ArrayLike, method: str, radius: int = -1,
@@ -99,10 +112,13 @@ def normalize_stack(stack: ArrayLike, method: str, radius: int = -1,
         with np.errstate(invalid="ignore", divide="ignore"):
             for k in range(0, n, chunk):
                 x = flat_in[k:k + chunk].astype(np.float64)
-                mu = np.einsum("kp->k", x) / npix
+                # Shift by the box mean first: mean(I^2) - mu^2 on raw values cancels
+                # catastrophically when |mu| >> sigma. The leftover mean m is rounding-sized.
+                x -= (np.einsum("kp->k", x) / npix)[:, None]
+                m = np.einsum("kp->k", x) / npix
                 s2 = np.einsum("kp,kp->k", x, x) / npix
-                sigma = np.sqrt(np.abs(s2 - mu * mu))
-                x -= mu[:, None]
+                sigma = np.sqrt(np.abs(s2 - m * m))
+                x -= m[:, None]
                 x /= sigma[:, None]
                 flat_out[k:k + chunk] = x
         return res[0] if single else res
@@ -112,22 +128,27 @@ def normalize_stack(stack: ArrayLike, method: str, radius: int = -1,
     if nb < 2:
         raise ValueError(f"background of box {box} with radius {radius} has {nb} pixel(s)")
     bg_flat = bg.reshape(npix)
+    buf = np.empty((min(chunk, n), npix))                 # background-masked copy of a chunk
 
     if method == "NewXmipp":
         with np.errstate(invalid="ignore", divide="ignore"):
             for k in range(0, n, chunk):
                 x = flat_in[k:k + chunk].astype(np.float64)
-                s1 = np.einsum("kp,p->k", x, bg_flat)
-                s2 = np.einsum("kp,kp,p->k", x, x, bg_flat)
+                # Shift by the background mean first (see OldXmipp); the sums below are then
+                # of values of the order of sigma_b and the one-pass formula is exact enough.
+                y = np.multiply(x, bg_flat, out=buf[:len(x)])
+                x -= (np.einsum("kp->k", y) / nb)[:, None]
+                s1, s2 = _masked_sums(x, bg_flat, buf)
                 sigma = _sample_sigma(s1, s2, nb)
                 x -= (s1 / nb)[:, None]
                 x /= sigma[:, None]
                 flat_out[k:k + chunk] = x
         return res[0] if single else res
 
-    # Ramp: plane p = c + a*j + b*i fitted on the background. The fit's residual over the
-    # background has zero mean and sum of squares  sum_b x^2 - beta . (X^T x)  (least-squares
-    # identity), so one pass of sums suffices before writing (x - p) / sigma.
+    # Ramp: plane p = c + a*j + b*i fitted on the background, then sigma from the sums of the
+    # explicit residual r = x - p over the background, as the reference does. (The shortcut
+    # sum_b x^2 - beta . (X^T x) needs no extra pass but cancels catastrophically for boxes
+    # with a large mean or a steep plane and a small spread.)
     ij = (np.arange(box) - box // 2).astype(np.float64)
     row_w = bg.sum(axis=1)                                # background pixels per row
     col_w = bg.sum(axis=0)
@@ -141,16 +162,16 @@ def normalize_stack(stack: ArrayLike, method: str, radius: int = -1,
     out3 = res.reshape(n, box, box)
     for k in range(0, n, chunk):
         x = in3[k:k + chunk].astype(np.float64)
-        rows = np.einsum("kab,ab->ka", x, bg)             # background sum of each row
-        cols = np.einsum("kab,ab->kb", x, bg)
+        y = np.multiply(x, bg, out=buf[:len(x)].reshape(-1, box, box))
+        rows = np.einsum("kab->ka", y)                    # background sum of each row
+        cols = np.einsum("kab->kb", y)
         xtx = np.stack([rows.sum(axis=1), cols @ ij, rows @ ij], axis=1)
         beta = xtx @ inv_normal                           # inv_normal is symmetric
-        ss = np.einsum("kab,kab,ab->k", x, x, bg)
-        rss = np.abs(ss - np.einsum("kc,kc->k", beta, xtx))
-        sigma = np.sqrt(rss / nb * (nb / (nb - 1)))
-        sigma = np.where(sigma > _RAMP_MIN_SIGMA, sigma, 1.0)
         x -= (beta[:, 0:1] + beta[:, 1:2] * ij)[:, None, :]
         x -= (beta[:, 2:3] * ij)[:, :, None]
+        s1, s2 = _masked_sums(x.reshape(-1, npix), bg_flat, buf)
+        sigma = _sample_sigma(s1, s2, nb)
+        sigma = np.where(sigma > _RAMP_MIN_SIGMA, sigma, 1.0)
         x /= sigma[:, None, None]
         out3[k:k + chunk] = x
     return res[0] if single else res
