@@ -88,6 +88,35 @@ def remove_ext(name: str) -> str:
     return os.path.splitext(os.path.basename(str(name)))[0]
 
 
+def int_column(
+    values: pd.Series | Sequence[Any], label: str, sources: Sequence[str] | None = None
+) -> np.ndarray:
+    """``values`` as int64, or an ``InputError`` naming the first entry that is not an integer.
+
+    ``sources`` (``"file:line"`` per entry) locate the entry in the input; without them the
+    error names the row (1-based).
+
+    Raises
+    ------
+    InputError
+        ``"<source>: <label> is not an integer (<value>)"`` for a missing, non-numeric,
+        infinite or fractional entry.
+    """
+    from pairextract.io.errors import InputError  # io is below model only for this error type
+
+    series = pd.Series(values).reset_index(drop=True)
+    if series.dtype.kind in "iu":
+        return series.to_numpy(dtype=np.int64)
+    num = pd.to_numeric(series, errors="coerce").astype("float64").to_numpy()
+    with np.errstate(invalid="ignore"):
+        bad = ~np.isfinite(num) | (num != np.round(num))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        where = sources[i] if sources is not None else f"row {i + 1}"
+        raise InputError(f"{where}: {label} is not an integer ({series.iloc[i]!r})")
+    return num.astype(np.int64)
+
+
 def _conform(
     df: pd.DataFrame, columns: Mapping[str, str], defaults: Mapping[str, Any]
 ) -> pd.DataFrame:
@@ -100,7 +129,7 @@ def _conform(
         if dtype == "str":
             df[col] = df[col].fillna("").astype(str)
         elif dtype == "int64":
-            df[col] = pd.to_numeric(df[col]).astype("int64")
+            df[col] = int_column(df[col], col)
         else:
             df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64")
     return df

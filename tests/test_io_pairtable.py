@@ -20,6 +20,8 @@ from pairextract.io import (
 from pairextract.io.mrc import write_mrc
 from pairextract.model import TiltPairInputs
 
+HEADER = "# XMIPP_STAR_1 *\n#\n"
+
 
 def _inputs(folder: Path) -> TiltPairInputs:
     mp = pd.DataFrame({"micrograph_u": [str(folder / "mics" / "u1.mrc"),
@@ -82,7 +84,7 @@ def test_flat_missing_column(tmp_path: Path) -> None:
 @pytest.mark.parametrize("fmt", ["star", "box", "pos"])
 def test_listed_round_trip(tmp_path: Path, fmt: str) -> None:
     inp = _inputs(tmp_path)
-    if fmt == "box":  # .box holds integer centres
+    if fmt in ("box", "star"):  # .box holds integer centres; .star is truncated on reading
         for c in ("x_u", "y_u"):
             inp.coordinate_pairs[c] = np.trunc(inp.coordinate_pairs[c])
     table = write_listed_pairs(inp, tmp_path / "c" / "list.star", fmt=fmt, box=63)
@@ -150,3 +152,73 @@ def test_other_micrographs_and_pixel_size(tmp_path: Path) -> None:
     (tmp_path / "other" / "t2.mrc").unlink()
     with pytest.raises(InputError, match=r"1 picking micrograph.*t2\.mrc"):
         read_pairs(table, other_micrographs=tmp_path / "other")
+
+
+def _picking_and_other(tmp_path: Path, picking_size: float | None) -> Path:
+    inp = _inputs(tmp_path)
+    for folder, size, n in (("mics", picking_size, 8), ("other", 2.0, 16)):
+        (tmp_path / folder).mkdir()
+        for name in ("u1", "u2", "t1", "t2"):
+            write_mrc(tmp_path / folder / f"{name}.mrc", np.zeros((n, n), np.float32), size)
+    return write_pair_table(inp, tmp_path / "p.csv")
+
+
+def test_other_micrographs_ctf_pixel_size_is_the_extraction_one(tmp_path: Path) -> None:
+    # Reviewer's repro: picking header 4.0 A, other micrographs 2.0 A, CTF STAR 2.0 A. The CTFs
+    # were estimated on the other micrographs: their pixel size must not become the picking one.
+    table = _picking_and_other(tmp_path, 4.0)
+    cu = [CTF(15000, 13000, 30, 300, 2.7, 0.1), CTF(16000, 13000, 30, 300, 2.7, 0.1)]
+    write_relion_ctf(tmp_path / "u.star", ["MotionCorr/u1.tif", "MotionCorr/u2.tif"], cu, 2.0)
+    (tmp_path / "list.txt").write_text("".join(f"other/{n}.mrc\n" for n in ("u1", "u2", "t1",
+                                                                            "t2")))
+    got = read_pairs(table, other_micrographs=tmp_path / "list.txt",
+                     ctf_untilted=tmp_path / "u.star")
+    mp = got.micrograph_pairs
+    assert mp["coord_pixel_size_u"].tolist() == [4.0, 4.0]
+    assert mp["coord_pixel_size_t"].tolist() == [4.0, 4.0]
+    assert mp["pixel_size_u"].tolist() == [2.0, 2.0]  # from the CTF, for the other micrographs
+    assert mp["pixel_size_t"].isna().all()  # no CTF: the other micrographs' headers decide
+    assert got.ctf_for(str(tmp_path / "other" / "u2.mrc")) == cu[1]
+
+
+def test_other_micrographs_unknown_picking_pixel_size_is_an_error(tmp_path: Path) -> None:
+    table = _picking_and_other(tmp_path, None)
+    with pytest.raises(InputError, match=r"pixel size of 4 picking micrograph\(s\) unknown.*"
+                                         r"u1\.mrc, u2\.mrc, t1\.mrc, t2\.mrc.*pixel_size"):
+        read_pairs(table, other_micrographs=tmp_path / "other")
+    got = read_pairs(table, other_micrographs=tmp_path / "other", pixel_size=4.0)
+    assert got.micrograph_pairs["coord_pixel_size_u"].tolist() == [4.0, 4.0]
+    assert not got.warnings
+
+
+def test_listed_pos_pairs_by_row_before_dropping_disabled(tmp_path: Path) -> None:
+    body = HEADER + "data_particles\nloop_\n _enabled\n _xcoor\n _ycoor\n{rows}"
+    (tmp_path / "u.pos").write_text(body.format(rows=" 1 10 10\n -1 20 20\n 1 30 30\n 1 40 40\n"))
+    (tmp_path / "t.pos").write_text(body.format(rows=" 1 11 11\n 1 21 21\n 1 31 31\n 0 41 41\n"))
+    (tmp_path / "l.csv").write_text("micrograph_u,micrograph_t,coords_u,coords_t\n"
+                                    "u.mrc,t.mrc,u.pos,t.pos\n")
+    cp = read_pairs(tmp_path / "l.csv").coordinate_pairs
+    assert cp["x_u"].tolist() == [10.0, 30.0] and cp["x_t"].tolist() == [11.0, 31.0]
+
+
+@pytest.mark.parametrize(("column", "value"), [("mic_pair_id", "abc"), ("mic_pair_id", ""),
+                                                ("pair_id", ""), ("pair_id", "2.5"),
+                                                ("pair_id", "inf")])
+def test_flat_bad_ids_name_file_line_column(tmp_path: Path, column: str, value: str) -> None:
+    rows = {"mic_pair_id": ["1", "1"], "pair_id": ["1", "2"]}
+    rows[column][1] = value
+    (tmp_path / "p.csv").write_text(
+        "pair_id,mic_pair_id,micrograph_u,x_u,y_u,micrograph_t,x_t,y_t\n"
+        f"{rows['pair_id'][0]},{rows['mic_pair_id'][0]},u.mrc,1,2,t.mrc,3,4\n"
+        f"{rows['pair_id'][1]},{rows['mic_pair_id'][1]},u.mrc,5,6,t.mrc,7,8\n"
+    )
+    with pytest.raises(InputError, match=rf"p\.csv:3: {column} is not an integer") as info:
+        read_pairs(tmp_path / "p.csv")
+    assert type(info.value) is InputError
+
+
+def test_listed_bad_mic_pair_id_names_file_line(tmp_path: Path) -> None:
+    (tmp_path / "l.csv").write_text("mic_pair_id,micrograph_u,micrograph_t,coords_u,coords_t\n"
+                                    "x1,u.mrc,t.mrc,u.pos,t.pos\n")
+    with pytest.raises(InputError, match=r"l\.csv:2: mic_pair_id is not an integer \('x1'\)"):
+        read_pairs(tmp_path / "l.csv")

@@ -22,8 +22,21 @@ def test_coords_round_trip(tmp_path: Path) -> None:
     y = np.array([982.0, 140.75, 3.0])
     write_relion_coords(tmp_path / "c.star", x, y)
     got = read_relion_coords(tmp_path / "c.star")
-    np.testing.assert_array_equal(got["x"], x)
-    np.testing.assert_array_equal(got["y"], y)
+    np.testing.assert_array_equal(got["x"], [1510.0, 377.0, 0.0])
+    np.testing.assert_array_equal(got["y"], [982.0, 140.0, 3.0])
+
+
+def test_coords_truncated_toward_zero_as_scipion_stores_them(tmp_path: Path) -> None:
+    # Scipion imports rlnCoordinateX/Y into Integer fields (reference 9.4): trunc, not round.
+    (tmp_path / "c.star").write_text("data_\nloop_\n_rlnCoordinateX #1\n_rlnCoordinateY #2\n"
+                                     " 10.9 20.5\n -3.7 7.999\n nan 1.2\n")
+    got = read_relion_coords(tmp_path / "c.star")
+    np.testing.assert_array_equal(got["x"], [10.0, -3.0, np.nan])
+    np.testing.assert_array_equal(got["y"], [20.0, 7.0, 1.0])
+    one = tmp_path / "one.star"
+    one.write_text("data_\n_rlnCoordinateX 5.75\n_rlnCoordinateY 6.25\n")
+    got = read_relion_coords(one)
+    assert got["x"].tolist() == [5.0] and got["y"].tolist() == [6.0]
 
 
 def test_coords_hand_written_with_bad_value(tmp_path: Path) -> None:

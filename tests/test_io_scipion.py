@@ -82,3 +82,17 @@ def test_not_a_scipion_folder(tmp_path: Path) -> None:
     (tmp_path / "x.sqlite").write_bytes(b"")
     with pytest.raises(InputError, match="no untilted and tilted Scipion coordinate sets"):
         read_pairs(tmp_path / "x.sqlite")
+
+
+def test_unforeseen_value_error_names_the_source(tmp_path: Path) -> None:
+    # A text value in an Integer coordinate column reaches pandas' float cast in the reader:
+    # read_pairs turns the bare ValueError into an InputError naming the input.
+    labels = [("_x", "c01", "Integer"), ("_y", "c02", "Integer"), ("_micId", "c03", "Integer")]
+    _hand_set(tmp_path / "coordinates_untilted.sqlite", "Coordinate", labels,
+              [(1, 1, "", "", "2020", "12a", 5, 1)])
+    _hand_set(tmp_path / "coordinates_tilted.sqlite", "Coordinate", labels,
+              [(1, 1, "", "", "2020", 11, 5, 1)])
+    with pytest.raises(InputError, match=rf"^{tmp_path}: cannot read \(ValueError: ") as info:
+        read_pairs(tmp_path)
+    assert isinstance(info.value.__cause__, ValueError)
+    assert not isinstance(info.value.__cause__, InputError)

@@ -167,3 +167,47 @@ def test_ctfparam_missing_label(tmp_path: Path) -> None:
     (tmp_path / "a.ctfparam").write_text(HEADER + "data_\n _ctfDefocusU 1\n _ctfDefocusV 1\n")
     with pytest.raises(InputError, match=r"a\.ctfparam.*ctfDefocusAngle"):
         read_ctfparam(tmp_path / "a.ctfparam")
+
+
+def _pos_pair(tmp_path: Path, rows_u: str, rows_t: str, item_ids: bool) -> Path:
+    labels = " _itemId\n _enabled\n" if item_ids else " _enabled\n"
+    body = HEADER + "data_particles\nloop_\n" + labels + " _xcoor\n _ycoor\n"
+    (tmp_path / "u.pos").write_text(body + rows_u)
+    (tmp_path / "t.pos").write_text(body + rows_t)
+    (tmp_path / "p.xmd").write_text(HEADER + "data_\nloop_\n _micrograph\n _micrographTilted\n"
+                                    " u.mrc t.mrc\n")
+    return tmp_path / "p.xmd"
+
+
+def test_row_order_pairing_counts_disabled_rows(tmp_path: Path) -> None:
+    # One disabled row, at a different place in each view: pair by row first, then drop the
+    # pairs with a disabled member; dropping first would shift every later pair.
+    xmd = _pos_pair(tmp_path, " 1 10 10\n -1 20 20\n 1 30 30\n 1 40 40\n 1 50 50\n",
+                    " 1 11 11\n 1 21 21\n 1 31 31\n 0 41 41\n 1 51 51\n", item_ids=False)
+    inp = read_pairs(xmd)
+    cp = inp.coordinate_pairs
+    assert cp["x_u"].tolist() == [10, 30, 50]
+    assert cp["x_t"].tolist() == [11, 31, 51]
+    assert cp["source_t"].tolist()[-1] == f"{tmp_path / 't.pos'}:12"
+    assert not inp.errors
+    # One file on its own still drops its disabled rows.
+    assert read_pos(tmp_path / "u.pos")["x"].tolist() == [10, 30, 40, 50]
+    full = read_pos(tmp_path / "u.pos", keep_disabled=True)
+    assert full["enabled"].tolist() == [True, False, True, True, True]
+
+
+def test_item_id_pairing_drops_pair_with_a_disabled_member(tmp_path: Path) -> None:
+    xmd = _pos_pair(tmp_path, " 1 1 10 10\n 2 1 20 20\n 3 1 30 30\n 4 0 40 40\n",
+                    " 3 1 31 31\n 2 0 21 21\n 1 1 11 11\n", item_ids=True)
+    inp = read_pairs(xmd)
+    cp = inp.coordinate_pairs
+    assert cp["pair_id"].tolist() == [1, 3]
+    assert cp["x_t"].tolist() == [11, 31]
+    assert not inp.errors  # item 4 has no partner but is disabled
+
+
+def test_bad_micrograph_item_id_names_file_line(tmp_path: Path) -> None:
+    (tmp_path / "p.xmd").write_text(HEADER + "data_\nloop_\n _itemId\n _micrograph\n"
+                                    " _micrographTilted\n 1 u1.mrc t1.mrc\n x2 u2.mrc t2.mrc\n")
+    with pytest.raises(InputError, match=r"p\.xmd:9: _itemId is not an integer \('x2'\)"):
+        read_pairs(tmp_path / "p.xmd")

@@ -15,6 +15,8 @@ from pairextract.model import (
     apply_other_micrographs,
     assign_ctfs,
     ctf_row,
+    make_coordinate_pairs,
+    make_micrograph_pairs,
     remove_ext,
 )
 
@@ -82,3 +84,14 @@ def test_apply_other_micrographs() -> None:
 def test_apply_other_micrographs_lists_unmatched() -> None:
     with pytest.raises(InputError, match=r"2 picking micrograph.*/d/u2.mrc.*/d/t2.mrc"):
         apply_other_micrographs(_inputs(), ["/x/u1.mrc", "/x/t1.mrc"])
+
+
+def test_integer_columns_that_are_not_integers_are_input_errors() -> None:
+    cp = pd.DataFrame({"pair_id": [1, "7b"], "mic_pair_id": [1, 1], "x_u": [1.0, 2.0],
+                       "y_u": [1.0, 2.0], "x_t": [1.0, 2.0], "y_t": [1.0, 2.0]})
+    with pytest.raises(InputError, match=r"row 2: pair_id is not an integer \('7b'\)"):
+        make_coordinate_pairs(cp)
+    with pytest.raises(InputError, match=r"row 1: mic_pair_id is not an integer"):
+        make_micrograph_pairs(pd.DataFrame({"mic_pair_id": [""], "micrograph_u": ["u"],
+                                            "micrograph_t": ["t"]}))
+    assert make_coordinate_pairs(cp.assign(pair_id=["3", 4.0]))["pair_id"].tolist() == [3, 4]

@@ -10,6 +10,13 @@ Listed pair table: one row per micrograph pair with ``micrograph_u``, ``microgra
 ``.box`` or Xmipp ``.pos``; row k of one pairs with row k of the other), relative to the table's
 folder.
 
+Flat-table coordinates are kept as floats (no truncation on reading): a flat table is
+pairextract's own format, its values are used as given and truncated once, after scaling, when
+the boxes are cut (reference section 2). Files listed per view follow their own format's
+reader: RELION ``.star`` coordinates are truncated on reading, as Scipion stores them as
+integers (reference 9.4); in ``.pos`` files a pair is dropped when either row has
+``enabled <= 0``, after pairing by row.
+
 Both forms may carry, per micrograph pair, ``mic_pair_id``, ``tilt_angle``, ``axis_angle_u``,
 ``axis_angle_t``, ``pixel_size_u``, ``pixel_size_t``, ``coord_pixel_size_u``,
 ``coord_pixel_size_t``.
@@ -27,9 +34,10 @@ from pairextract.io._star import block_lines, first_loop, numeric, read_star, wr
 from pairextract.io.eman import read_box, write_box
 from pairextract.io.errors import InputError
 from pairextract.io.relion import read_relion_coords, write_relion_coords
-from pairextract.io.xmipp import read_pos, resolve_path, write_pos
+from pairextract.io.xmipp import pair_by_row, read_pos, resolve_path, write_pos
 from pairextract.model import (
     TiltPairInputs,
+    int_column,
     make_coordinate_pairs,
     make_micrograph_pairs,
     mic_pair_rows,
@@ -116,7 +124,9 @@ def read_pair_table(path: str | os.PathLike[str]) -> TiltPairInputs:
         **_mic_extras(df, first_rows),
     })
     if "mic_pair_id" in df.columns:
-        mp.insert(0, "mic_pair_id", pd.to_numeric(df["mic_pair_id"].iloc[first_rows]).to_numpy())
+        # Every row is checked, not only the first of each micrograph pair.
+        ids = int_column(df["mic_pair_id"], "mic_pair_id", lines)
+        mp.insert(0, "mic_pair_id", ids[first_rows])
     mp = make_micrograph_pairs(mp)
     cp = pd.DataFrame({
         "mic_pair_id": mp["mic_pair_id"].to_numpy()[codes],
@@ -127,12 +137,7 @@ def read_pair_table(path: str | os.PathLike[str]) -> TiltPairInputs:
         "source_u": lines, "source_t": lines,
     })
     if "pair_id" in df.columns:
-        ids = pd.to_numeric(df["pair_id"], errors="coerce")
-        bad = np.flatnonzero(ids.isna().to_numpy() | (ids != ids.round()).to_numpy())
-        if len(bad):
-            raise InputError(f"{lines[bad[0]]}: pair_id is not an integer "
-                             f"({df['pair_id'].iloc[bad[0]]!r})")
-        cp.insert(0, "pair_id", ids.astype("int64").to_numpy())
+        cp.insert(0, "pair_id", int_column(df["pair_id"], "pair_id", lines))
     return TiltPairInputs(mp, make_coordinate_pairs(cp), source=str(p), warnings=warnings)
 
 
@@ -150,6 +155,13 @@ def read_coordinate_file(
     raise InputError(f"{path}: unknown coordinate file type {suffix!r} (.star, .box or .pos)")
 
 
+def _read_view(path: Path, warnings: list[str]) -> pd.DataFrame:
+    # .pos rows keep their disabled rows (and an ``enabled`` column) for pairing by row order.
+    if path.suffix.lower() == ".pos":
+        return read_pos(path, warnings, keep_disabled=True)
+    return read_coordinate_file(path, warnings)
+
+
 def _read_listed(p: Path, df: pd.DataFrame, lines: list[str]) -> TiltPairInputs:
     _require(df, LISTED_COLUMNS, p)
     base = p.parent.resolve()
@@ -161,7 +173,7 @@ def _read_listed(p: Path, df: pd.DataFrame, lines: list[str]) -> TiltPairInputs:
         **_mic_extras(df, np.arange(len(df))),
     })
     if "mic_pair_id" in df.columns:
-        mp.insert(0, "mic_pair_id", pd.to_numeric(df["mic_pair_id"]).to_numpy())
+        mp.insert(0, "mic_pair_id", int_column(df["mic_pair_id"], "mic_pair_id", lines))
     mp = make_micrograph_pairs(mp)
     frames = []
     for i, row in enumerate(df.itertuples(index=False)):
@@ -170,8 +182,8 @@ def _read_listed(p: Path, df: pd.DataFrame, lines: list[str]) -> TiltPairInputs:
         for f in (fu, ft):
             if not f.is_file():
                 raise InputError(f"{lines[i]}: coordinate file not found: {f}")
-        cu = read_coordinate_file(fu, warnings)
-        ct = read_coordinate_file(ft, warnings)
+        cu = _read_view(fu, warnings)
+        ct = _read_view(ft, warnings)
         n = min(len(cu), len(ct))
         if len(cu) != len(ct):
             errors.append(
@@ -179,12 +191,9 @@ def _read_listed(p: Path, df: pd.DataFrame, lines: list[str]) -> TiltPairInputs:
                 f"{len(ct)} (listed at {lines[i]}); rows are paired by order, so only the "
                 f"first {n} are used"
             )
-        frames.append(pd.DataFrame({
-            "mic_pair_id": int(mp["mic_pair_id"].iloc[i]),
-            "x_u": cu["x"].to_numpy()[:n], "y_u": cu["y"].to_numpy()[:n],
-            "x_t": ct["x"].to_numpy()[:n], "y_t": ct["y"].to_numpy()[:n],
-            "source_u": cu["source"].to_numpy()[:n], "source_t": ct["source"].to_numpy()[:n],
-        }))
+        pairs = pair_by_row(cu, ct)
+        pairs.insert(0, "mic_pair_id", int(mp["mic_pair_id"].iloc[i]))
+        frames.append(pairs)
     cp = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     return TiltPairInputs(mp, make_coordinate_pairs(cp), source=str(p), warnings=warnings,
                           errors=errors)

@@ -108,7 +108,12 @@ def _header_pixel_size(path: str) -> float:
 
 
 def _fill_pixel_sizes(inputs: TiltPairInputs, ctfs: pd.DataFrame, view: str) -> None:
-    """Pixel sizes given by a CTF table fill the view's unknown pixel sizes."""
+    """Pixel sizes given by a CTF table fill the view's unknown ``pixel_size_*``.
+
+    CTFs are estimated on the micrographs particles are extracted from, so they are matched by
+    name without extension against the extraction micrographs (``micrograph_*``), never used as
+    the picking pixel size.
+    """
     if "pixel_size" not in ctfs.columns or ctfs["pixel_size"].isna().all():
         return
     from pairextract.model import remove_ext
@@ -117,8 +122,52 @@ def _fill_pixel_sizes(inputs: TiltPairInputs, ctfs: pd.DataFrame, view: str) -> 
                                                strict=True) if not math.isnan(s)}
     mp = inputs.micrograph_pairs
     col = f"pixel_size_{view}"
-    found = mp[f"picking_{view}"].map(lambda m: by_key.get(remove_ext(m), math.nan))
+    found = mp[f"micrograph_{view}"].map(lambda m: by_key.get(remove_ext(m), math.nan))
     mp[col] = mp[col].fillna(found.astype("float64"))
+
+
+def _fill_from_headers(
+    inputs: TiltPairInputs, pixel_size: float | None, rows: dict[str, pd.Series]
+) -> None:
+    """Unknown ``pixel_size_*`` of the given rows: the MRC header, else ``pixel_size``."""
+    mp = inputs.micrograph_pairs
+    for view in ("u", "t"):
+        col = f"pixel_size_{view}"
+        unknown_rows = rows[view] & mp[col].isna()
+        if not unknown_rows.any():
+            continue
+        headers = [_header_pixel_size(m) if unk else math.nan
+                   for m, unk in zip(mp[f"micrograph_{view}"], unknown_rows, strict=True)]
+        filled = pd.Series(headers, index=mp.index, dtype="float64")
+        if pixel_size is not None:
+            filled = filled.fillna(float(pixel_size))
+        mp[col] = mp[col].where(~unknown_rows, filled)
+
+
+def _apply_other(inputs: TiltPairInputs, other: PathLike, options: dict[str, Any]
+                 ) -> TiltPairInputs:
+    """Resolve the picking pixel sizes, then swap in the "other" micrographs."""
+    mp = inputs.micrograph_pairs
+    # The picking pixel size is needed only where the input gives no coord_pixel_size.
+    need = {v: mp[f"coord_pixel_size_{v}"].isna() for v in ("u", "t")}
+    _fill_from_headers(inputs, options.get("pixel_size"), need)
+    unknown = [m for v in ("u", "t")
+               for m, n, ps in zip(mp[f"picking_{v}"], need[v], mp[f"pixel_size_{v}"],
+                                   strict=True) if n and math.isnan(ps)]
+    names, sizes = read_micrograph_list(other)
+    if options.get("other_pixel_size") is not None:
+        sizes = [float(options["other_pixel_size"])] * len(names)
+    out = apply_other_micrographs(inputs, names, sizes)
+    if unknown:
+        # Xmipp always knows the picking sampling; without it coordinates cannot be rescaled.
+        shown = ", ".join(os.path.basename(m) for m in unknown[:10])
+        raise InputError(
+            f"pixel size of {len(unknown)} picking micrograph(s) unknown (not in the input, no "
+            f"pixel size in the file header, no pixel_size option): {shown}"
+            f"{' ...' if len(unknown) > 10 else ''}; with other_micrographs the coordinates "
+            "must be rescaled, so give pixel_size"
+        )
+    return out
 
 
 def detect_form(source: PathLike) -> str:
@@ -150,11 +199,14 @@ def read_pairs(source: PathLike, **options: Any) -> TiltPairInputs:
         Folder of the Xmipp ``.pos`` files (default: beside the ``.xmd``).
     ctf_untilted, ctf_tilted
         CTFs of each view: RELION STAR, CTFFIND ``.txt``, Xmipp ``.ctfparam``, or a folder of them.
-        Matched to micrographs by name without folder and extension.
+        Matched to the extraction micrographs by name without folder and extension; a pixel
+        size in the file fills only the extraction micrographs' unknown pixel sizes (applied
+        after ``other_micrographs``, never taken as the picking pixel size).
     other_micrographs
         Extract from these micrographs instead (folder, STAR/xmd list or text list), matched to
         the picking micrographs by name without extension; coordinates are rescaled by the
-        ratio of pixel sizes.
+        ratio of pixel sizes. The picking pixel size (input, else MRC header, else
+        ``pixel_size``) must then be known: InputError otherwise.
     pixel_size
         Pixel size (Å/px) of the picking micrographs, used where neither the input nor the
         file header gives one.
@@ -177,51 +229,39 @@ def read_pairs(source: PathLike, **options: Any) -> TiltPairInputs:
     form = "scipion" if p.is_dir() else detect_form(p)
     if options.get("coords") is not None and form != "xmipp":
         raise InputError(f"{p}: the coords option is for Xmipp .xmd inputs (.pos files)")
-    if form == "xmipp":
-        inputs = read_xmipp_pairs(p, options.get("coords"))
-    elif form == "scipion":
-        from pairextract.io.scipion import read_scipion_pairs
+    try:
+        if form == "xmipp":
+            inputs = read_xmipp_pairs(p, options.get("coords"))
+        elif form == "scipion":
+            from pairextract.io.scipion import read_scipion_pairs
 
-        inputs = read_scipion_pairs(p)
-    else:
-        inputs = read_pair_table(p)
+            inputs = read_scipion_pairs(p)
+        else:
+            inputs = read_pair_table(p)
+    except InputError:
+        raise
+    except (ValueError, KeyError) as exc:  # a reader's unforeseen case: still name the file
+        raise InputError(f"{p}: cannot read ({type(exc).__name__}: {exc})") from exc
 
+    other = options.get("other_micrographs")
+    pixel_size = options.get("pixel_size")
+    if other is not None:
+        # Picking pixel sizes first: CTF files describe the extraction micrographs.
+        inputs = _apply_other(inputs, other, options)
     for view in ("u", "t"):
         path = options.get(f"ctf_{'untilted' if view == 'u' else 'tilted'}")
         if path is None:
             continue
-        ctfs = read_ctfs(path)
+        try:
+            ctfs = read_ctfs(path)
+        except InputError:
+            raise
+        except (ValueError, KeyError) as exc:
+            raise InputError(f"{path}: cannot read ({type(exc).__name__}: {exc})") from exc
         _fill_pixel_sizes(inputs, ctfs, view)
         inputs = assign_ctfs(inputs, make_ctfs(ctfs), view, source=str(path))
-
-    pixel_size = options.get("pixel_size")
-    if pixel_size is not None:
+    if other is None and pixel_size is not None:
         mp = inputs.micrograph_pairs
-        for view in ("u", "t"):
-            col = f"pixel_size_{view}"
-            unknown_rows = mp[col].isna()
-            headers = [_header_pixel_size(m) if unk else math.nan
-                       for m, unk in zip(mp[f"picking_{view}"], unknown_rows, strict=True)]
-            filled = pd.Series(headers, index=mp.index).fillna(float(pixel_size))
-            mp[col] = mp[col].where(~unknown_rows, filled)
-
-    other = options.get("other_micrographs")
-    if other is not None:
-        names, sizes = read_micrograph_list(other)
-        if options.get("other_pixel_size") is not None:
-            sizes = [float(options["other_pixel_size"])] * len(names)
-        picking = {}
-        mp = inputs.micrograph_pairs
-        for view in ("u", "t"):
-            for m, ps in zip(mp[f"picking_{view}"], mp[f"pixel_size_{view}"], strict=True):
-                picking[m] = ps if not math.isnan(ps) else _header_pixel_size(m)
-        inputs = apply_other_micrographs(inputs, names, sizes, picking)
-        for view in ("u", "t"):
-            col = f"coord_pixel_size_{view}"
-            if inputs.micrograph_pairs[col].isna().any():
-                inputs.warnings.append(
-                    f"pixel size of some {'untilted' if view == 'u' else 'tilted'} picking "
-                    "micrographs unknown (no file, no header, no pixel_size option): their "
-                    "coordinates are not rescaled"
-                )
+        _fill_from_headers(inputs, float(pixel_size),
+                           {v: pd.Series(True, index=mp.index) for v in ("u", "t")})
     return inputs

@@ -1,8 +1,10 @@
 """RELION-style STAR inputs: coordinate files and micrographs/CTF tables (reference 9.4).
 
-- Coordinates: a loop with ``_rlnCoordinateX`` and ``_rlnCoordinateY`` (box centres, pixels). RELION
-  has no tilt-pair format: pairextract pairs row k of the untilted file with row k of the tilted
-  file, the two files being listed in a pair table (:mod:`pairextract.io.pairtable`).
+- Coordinates: a loop with ``_rlnCoordinateX`` and ``_rlnCoordinateY`` (box centres, pixels),
+  truncated toward zero on reading: Scipion imports them into Integer fields, so Xmipp cuts at
+  ``trunc(trunc(x) * scale)`` (reference 9.4). RELION has no tilt-pair format: pairextract pairs
+  row k of the untilted file with row k of the tilted file, the two files being listed in a pair
+  table (:mod:`pairextract.io.pairtable`).
 - Micrographs/CTF: rows with ``_rlnMicrographName``, ``_rlnDefocusU``, ``_rlnDefocusV``,
   ``_rlnDefocusAngle`` and optionally ``_rlnPhaseShift`` (degrees); ``_rlnVoltage``,
   ``_rlnSphericalAberration``, ``_rlnAmplitudeContrast`` and the pixel size
@@ -33,7 +35,12 @@ _OPTICS_LABELS = ("rlnVoltage", "rlnSphericalAberration", "rlnAmplitudeContrast"
 def read_relion_coords(
     path: str | os.PathLike[str], warnings: list[str] | None = None
 ) -> pd.DataFrame:
-    """Coordinates of one RELION STAR file: columns ``x``, ``y``, ``source`` (``file:line``)."""
+    """Coordinates of one RELION STAR file: columns ``x``, ``y``, ``source`` (``file:line``).
+
+    ``x`` and ``y`` are truncated toward zero (float64; NaN where not a number), as Scipion
+    stores imported RELION coordinates as integers (reference 9.4); scaling for "other"
+    micrographs then truncates a second time, as Xmipp does.
+    """
     warnings = [] if warnings is None else warnings
     blocks = read_star(path)
     for name, df in blocks.items():
@@ -42,16 +49,17 @@ def read_relion_coords(
                 break
             src = block_lines(path, name, len(df))
             return pd.DataFrame({
-                "x": numeric(df["rlnCoordinateX"], src, "rlnCoordinateX", warnings),
-                "y": numeric(df["rlnCoordinateY"], src, "rlnCoordinateY", warnings),
+                "x": np.trunc(numeric(df["rlnCoordinateX"], src, "rlnCoordinateX", warnings)),
+                "y": np.trunc(numeric(df["rlnCoordinateY"], src, "rlnCoordinateY", warnings)),
                 "source": src,
             })
         if isinstance(df, dict) and "rlnCoordinateX" in df:  # a file with a single particle
             src = [f"{path}"]
             return pd.DataFrame({
-                "x": numeric(pd.Series([df["rlnCoordinateX"]]), src, "rlnCoordinateX", warnings),
-                "y": numeric(pd.Series([df.get("rlnCoordinateY")]), src, "rlnCoordinateY",
-                             warnings),
+                "x": np.trunc(numeric(pd.Series([df["rlnCoordinateX"]]), src,
+                                      "rlnCoordinateX", warnings)),
+                "y": np.trunc(numeric(pd.Series([df.get("rlnCoordinateY")]), src,
+                                      "rlnCoordinateY", warnings)),
                 "source": src,
             })
     raise InputError(f"{path}: no _rlnCoordinateX/_rlnCoordinateY table")

@@ -7,9 +7,10 @@ Layouts (reference sections 9.1, 9.2, 9.5):
   angle tilted), ``_angleTilt`` (tilt angle).
 - ``<micrograph base name>.pos`` per micrograph, beside the ``.xmd`` or in a coordinates folder:
   ``particles`` and ``particles_auto`` loops with ``_xcoor``, ``_ycoor`` and optionally
-  ``_enabled`` (rows with ``enabled <= 0`` are dropped) and ``_itemId``. Row k of the untilted file
-  pairs with row k of the tilted file; when both files have ``_itemId`` they are paired by it, and
-  the item ids become the pair ids (Scipion gives paired coordinates the same id).
+  ``_enabled`` and ``_itemId``. Row k of the untilted file pairs with row k of the tilted file
+  (disabled rows included: they hold their place in the order); when both files have
+  ``_itemId`` they are paired by it, and the item ids become the pair ids (Scipion gives paired
+  coordinates the same id). A pair is then dropped when either of its rows has ``enabled <= 0``.
 - ``.ctfparam``: one row-format block with ``_ctfDefocusU``, ``_ctfDefocusV``,
   ``_ctfDefocusAngle``, ``_ctfVoltage``, ``_ctfSphericalAberration``, ``_ctfQ0`` and optionally
   ``_ctfVPPphaseshift`` (degrees). Defocus positive for underfocus, as Scipion writes it.
@@ -32,6 +33,7 @@ from pairextract.io.errors import InputError
 from pairextract.model import (
     TiltPairInputs,
     ctf_row,
+    int_column,
     make_coordinate_pairs,
     make_ctfs,
     make_micrograph_pairs,
@@ -69,11 +71,19 @@ def resolve_path(name: str, base: Path) -> str:
     return str((base / p).resolve())
 
 
-def read_pos(path: str | os.PathLike[str], warnings: list[str] | None = None) -> pd.DataFrame:
+def read_pos(
+    path: str | os.PathLike[str],
+    warnings: list[str] | None = None,
+    keep_disabled: bool = False,
+) -> pd.DataFrame:
     """Coordinates of one ``.pos`` file: columns ``x``, ``y``, ``item_id`` (or absent), ``source``.
 
-    ``particles`` and ``particles_auto`` are read in that order; rows with ``enabled <= 0`` are
-    dropped. Coordinates that are not numbers become NaN and are noted in ``warnings``.
+    ``particles`` and ``particles_auto`` are read in that order. By default rows with
+    ``enabled <= 0`` are dropped (one file on its own). ``keep_disabled=True`` keeps every row and
+    adds a bool ``enabled`` column: pairing by row order must count disabled rows, or one
+    disabled row would shift every later pair. Coordinates that are not numbers become NaN and
+    are noted in ``warnings``; if any ``_itemId`` is not a number the ``item_id`` column is left
+    out (and noted), so the file pairs by row order.
     """
     warnings = [] if warnings is None else warnings
     blocks = read_star(path)
@@ -96,16 +106,25 @@ def read_pos(path: str | os.PathLike[str], warnings: list[str] | None = None) ->
             "source": src,
         })
         if "itemId" in df.columns:
-            out["item_id"] = pd.to_numeric(df["itemId"], errors="coerce")
-        if "enabled" in df.columns:
-            out = out[pd.to_numeric(df["enabled"], errors="coerce").fillna(1).to_numpy() > 0]
+            out["item_id"] = pd.to_numeric(df["itemId"], errors="coerce").to_numpy()
+        enabled = (pd.to_numeric(df["enabled"], errors="coerce").fillna(1).to_numpy() > 0
+                   if "enabled" in df.columns else np.ones(len(df), dtype=bool))
+        out["enabled"] = enabled
         parts.append(out)
     if not parts:
-        return pd.DataFrame({"x": [], "y": [], "source": []}).astype(
+        empty = pd.DataFrame({"x": [], "y": [], "source": []}).astype(
             {"x": "float64", "y": "float64", "source": "str"})
+        if keep_disabled:
+            empty["enabled"] = np.ones(0, dtype=bool)
+        return empty
     pos = pd.concat(parts, ignore_index=True)
     if "item_id" in pos.columns and pos["item_id"].isna().any():
+        first = int(np.flatnonzero(pos["item_id"].isna().to_numpy())[0])
+        warnings.append(f"{pos['source'].iloc[first]}: itemId missing or not a number; "
+                        f"{path} is paired by row order")
         pos = pos.drop(columns="item_id")
+    if not keep_disabled:
+        pos = pos[pos["enabled"].to_numpy()].drop(columns="enabled").reset_index(drop=True)
     return pos
 
 
@@ -145,19 +164,25 @@ def _find_pos(mic: str, folders: list[Path]) -> Path | None:
 def _pair_files(
     pos_u: pd.DataFrame, pos_t: pd.DataFrame, name_u: str, name_t: str, errors: list[str]
 ) -> tuple[pd.DataFrame, bool]:
-    """Pair rows of two ``.pos`` tables (by item id when both have it, else by row order)."""
+    """Pair rows of two ``.pos`` tables read with ``keep_disabled=True``.
+
+    By item id when both have it, else by row order counting every row; then a pair is dropped
+    when either row is disabled (a disabled row without partner is no error).
+    """
     if "item_id" in pos_u.columns and "item_id" in pos_t.columns:
         merged = pos_u.merge(pos_t, on="item_id", suffixes=("_u", "_t"), how="outer",
                              indicator=True, sort=False)
-        lonely_u = merged.loc[merged["_merge"] == "left_only", "item_id"]
-        lonely_t = merged.loc[merged["_merge"] == "right_only", "item_id"]
-        for ids, name in ((lonely_u, name_u), (lonely_t, name_t)):
+        for side, name, enabled in (("left_only", name_u, "enabled_u"),
+                                    ("right_only", name_t, "enabled_t")):
+            lonely = merged[merged["_merge"] == side]
+            ids = lonely.loc[lonely[enabled].astype(bool).to_numpy(), "item_id"]
             if len(ids):
                 errors.append(
                     f"{name}: itemId(s) {', '.join(str(int(i)) for i in ids[:10])}"
                     f"{' ...' if len(ids) > 10 else ''} have no partner in the other view"
                 )
         both = merged[merged["_merge"] == "both"]
+        both = both[(both["enabled_u"].astype(bool) & both["enabled_t"].astype(bool)).to_numpy()]
         return pd.DataFrame({
             "pair_id": both["item_id"].astype("int64").to_numpy(),
             "x_u": both["x_u"].to_numpy(), "y_u": both["y_u"].to_numpy(),
@@ -170,11 +195,27 @@ def _pair_files(
             f"untilted/tilted coordinate counts differ: {name_u} has {len(pos_u)}, "
             f"{name_t} has {len(pos_t)}; rows are paired by order, so only the first {n} are used"
         )
+    return pair_by_row(pos_u, pos_t), False
+
+
+def pair_by_row(coords_u: pd.DataFrame, coords_t: pd.DataFrame) -> pd.DataFrame:
+    """Pair row k of ``coords_u`` with row k of ``coords_t`` (the shorter length decides).
+
+    Tables with ``x``, ``y``, ``source`` and optionally a bool ``enabled``; pairs are formed
+    first and then dropped when either row is disabled, so a disabled row keeps its place.
+    Returns ``x_u``, ``y_u``, ``x_t``, ``y_t``, ``source_u``, ``source_t``.
+    """
+    n = min(len(coords_u), len(coords_t))
+    keep = np.ones(n, dtype=bool)
+    for c in (coords_u, coords_t):
+        if "enabled" in c.columns:
+            keep &= c["enabled"].to_numpy(dtype=bool)[:n]
     return pd.DataFrame({
-        "x_u": pos_u["x"].to_numpy()[:n], "y_u": pos_u["y"].to_numpy()[:n],
-        "x_t": pos_t["x"].to_numpy()[:n], "y_t": pos_t["y"].to_numpy()[:n],
-        "source_u": pos_u["source"].to_numpy()[:n], "source_t": pos_t["source"].to_numpy()[:n],
-    }), False
+        "x_u": coords_u["x"].to_numpy()[:n][keep], "y_u": coords_u["y"].to_numpy()[:n][keep],
+        "x_t": coords_t["x"].to_numpy()[:n][keep], "y_t": coords_t["y"].to_numpy()[:n][keep],
+        "source_u": coords_u["source"].to_numpy()[:n][keep],
+        "source_t": coords_t["source"].to_numpy()[:n][keep],
+    })
 
 
 def read_xmipp_pairs(
@@ -186,7 +227,7 @@ def read_xmipp_pairs(
     """
     path = Path(path)
     blocks = read_star(path)
-    _, mics = first_loop(blocks, path, ("", "micrographPairs", "micrographs"))
+    block, mics = first_loop(blocks, path, ("", "micrographPairs", "micrographs"))
     for col in ("micrograph", "micrographTilted"):
         if col not in mics.columns:
             raise InputError(f"{path}: no _{col} column (need _micrograph and _micrographTilted)")
@@ -196,7 +237,8 @@ def read_xmipp_pairs(
         "micrograph_t": [resolve_path(m, base) for m in mics["micrographTilted"]],
     })
     if "itemId" in mics.columns:
-        mp.insert(0, "mic_pair_id", pd.to_numeric(mics["itemId"]).astype("int64").to_numpy())
+        mp.insert(0, "mic_pair_id", int_column(mics["itemId"], "_itemId",
+                                               block_lines(path, block, len(mics))))
     for label, col in (("angleTilt", "tilt_angle"), ("angleY", "axis_angle_u"),
                        ("angleY2", "axis_angle_t")):
         if label in mics.columns:
@@ -223,7 +265,8 @@ def read_xmipp_pairs(
                           f"{remove_ext(miss)}.pos was not found in "
                           f"{', '.join(str(f) for f in folders)}")
             continue
-        pairs, by_id = _pair_files(read_pos(fu, warnings), read_pos(ft, warnings),
+        pairs, by_id = _pair_files(read_pos(fu, warnings, keep_disabled=True),
+                                   read_pos(ft, warnings, keep_disabled=True),
                                    str(fu), str(ft), errors)
         all_have_ids &= by_id
         pairs["mic_pair_id"] = mic_pair_id
