@@ -13,12 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import dask
-import dask.array as da
 import numpy as np
 import pandas as pd
 
 from pairextract.io.errors import InputError
-from pairextract.io.micrograph import micrograph_info, read_micrograph
+from pairextract.io.micrograph import lazy_micrograph, micrograph_info
 from pairextract.model import TiltPairInputs
 from pairextract.params import ExtractionParams
 from pairextract.pipeline import store
@@ -227,7 +226,7 @@ def run_extraction(
                 failed[job.name] = bad_files[job.micrograph]
             else:
                 todo.append(job)
-        results = _compute(todo, infos, out, params, client, progress, failed)
+        results = _compute(todo, out, params, client, progress, failed)
         extracted = sum(1 for j in todo if j.name not in failed)
 
         tables = _view_tables(out, jobs, failed)
@@ -273,7 +272,7 @@ def _output_sampling(jobs: list[MicrographJob], params: ExtractionParams) -> flo
     return None
 
 
-def _compute(todo: list[MicrographJob], infos: dict[str, Any], out: Path,
+def _compute(todo: list[MicrographJob], out: Path,
              params: ExtractionParams, client: Any, progress: bool | str,
              failed: dict[str, str]) -> list[dict[str, Any]]:
     """One task per micrograph: a lazy read (a Dask array) feeding the extraction."""
@@ -281,19 +280,20 @@ def _compute(todo: list[MicrographJob], infos: dict[str, Any], out: Path,
 
     if not todo:
         return []
-    tasks = []
+    tasks, submitted = [], []
     for job in todo:
-        info = infos[job.micrograph]
         token = dask.base.tokenize(job.digest, params.to_dict(), str(out))
-        image = da.from_delayed(
-            dask.delayed(read_micrograph, pure=True)(
-                job.micrograph, dask_key_name=f"read-{job.name}-{token}"),
-            shape=tuple(info.shape), dtype=np.float32,
-        )
+        # One chunk: the whole micrograph, memory-mapped on the worker that extracts it.
+        try:
+            image = lazy_micrograph(job.micrograph, chunks=-1)
+        except (InputError, OSError) as exc:  # changed since its header was checked
+            failed[job.name] = str(exc)
+            continue
         tasks.append(dask.delayed(run_job, pure=True)(
             image, job, str(out), params, dask_key_name=f"extract-{job.name}-{token}"))
+        submitted.append(job)
     futures = client.compute(tasks)
-    by_key = {f.key: job for f, job in zip(futures, todo, strict=True)}
+    by_key = {f.key: job for f, job in zip(futures, submitted, strict=True)}
     show = None
     if progress:
         if (_in_notebook() or progress == "notebook") and _has_widgets():
