@@ -306,9 +306,9 @@ def _compute(todo: list[MicrographJob], out: Path,
     results = []
     for n, fut in enumerate(as_completed(futures), start=1):
         job = by_key[fut.key]
-        exc = fut.exception()
-        if exc is not None:
-            failed[job.name] = f"{type(exc).__name__}: {exc}"
+        error = fut.exception()
+        if error is not None:
+            failed[job.name] = f"{type(error).__name__}: {error}"
         else:
             results.append(fut.result())
         fut.release()
