@@ -149,7 +149,11 @@ def part_path(out: Path, job: MicrographJob) -> Path:
 def write_part(out: Path, job: MicrographJob, stack: np.ndarray, table: pd.DataFrame) -> None:
     """Write one job's particles into its rows, then its table (the table marks it done)."""
     arr = zarr.open_array(str(out / ZARR_NAME / job.view / "images"), mode="r+")
-    arr[job.slot_start:job.slot_start + job.n] = stack.astype(arr.dtype, copy=False)
+    # Chunk by chunk: one assignment of the whole stack makes zarr hold a second copy of it.
+    rows = int(arr.chunks[0])
+    for k in range(0, job.n, rows):
+        arr[job.slot_start + k:job.slot_start + min(k + rows, job.n)] = \
+            stack[k:k + rows].astype(arr.dtype, copy=False)
     dest = part_path(out, job)
     tmp = dest.with_name(dest.name + f".{os.getpid()}.tmp")
     table.to_parquet(tmp, index=False)
