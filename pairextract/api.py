@@ -19,7 +19,8 @@ from pairextract.params import ExtractionParams
 from pairextract.pipeline import store
 from pairextract.pipeline.run import ExtractionResult, format_summary, run_extraction
 
-__all__ = ["extract_pairs", "open_pairs", "read_drops", "read_summary", "info"]
+__all__ = ["extract_pairs", "info", "open_pairs", "read_drops", "read_particles",
+           "read_provenance", "read_summary", "view_images"]
 
 
 def extract_pairs(
@@ -197,7 +198,23 @@ def open_pairs(out: str | Path) -> xr.Dataset:
     return xr.Dataset(data, coords=coords, attrs=attrs)
 
 
+def read_provenance(out: str | Path) -> dict[str, Any]:
+    """Parameters, sampling rate, input digest and version recorded in the Zarr store."""
+    root = zarr.open_group(str(_require_output(out) / store.ZARR_NAME), mode="r")
+    return dict(root.attrs["pairextract"])  # type: ignore[arg-type]
+
+
 def info(out: str | Path) -> str:
-    """A printable summary of an existing output folder."""
-    s = read_summary(out)
-    return format_summary(s)
+    """A printable summary of an existing output folder: the run's summary and parameters."""
+    prov = read_provenance(out)
+    params = ", ".join(f"{k}={v}" for k, v in prov.get("params", {}).items())
+    sampling = prov.get("sampling_rate")
+    lines = [
+        format_summary(read_summary(out)),
+        f"parameters:    {params}",
+        f"particles:     {prov.get('box_size')} px boxes, {prov.get('dtype')}, "
+        + (f"{sampling:.4g} Å/px" if isinstance(sampling, (int, float)) else "sampling unknown"),
+        f"written by:    pairextract {prov.get('version')} "
+        f"from {prov.get('inputs', {}).get('source')}",
+    ]
+    return "\n".join(lines)
