@@ -136,6 +136,7 @@ def test_cli_and_api_give_identical_arrays(default_run, small_dataset, tmp_path)
     info = subprocess.run([sys.executable, "-m", "pairextract.cli", "info", str(cli_out)],
                           capture_output=True, text=True, timeout=60)
     assert info.returncode == 0 and "pairs kept" in info.stdout
+    assert "box_size=48" in info.stdout and "2 Å/px" in info.stdout
 
 
 def _output_bytes(out: Path) -> dict[str, bytes]:
