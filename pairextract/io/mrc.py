@@ -19,6 +19,7 @@ import mrcfile.utils
 import numpy as np
 from dask.base import tokenize
 
+from pairextract.io._region import FileRegion
 from pairextract.io.errors import InputError
 
 PathLike = str | os.PathLike[str]
@@ -145,20 +146,6 @@ def read_micrograph(path: PathLike) -> np.ndarray[Any, np.dtype[np.float32]]:
     return out
 
 
-class _MrcRegion:
-    """Array-like that maps the file on each access, so pickling it ships only metadata."""
-
-    def __init__(self, info: MicrographInfo) -> None:
-        self.info = info
-        self.shape = info.shape
-        self.dtype = info.dtype.newbyteorder("=")
-        self.ndim = 2
-
-    def __getitem__(self, key: Any) -> np.ndarray[Any, Any]:
-        mm = _memmap(self.info)
-        return np.asarray(mm[key], dtype=self.dtype)
-
-
 def lazy_micrograph(path: PathLike, chunks: Any = "auto",
                     dtype: Any = np.float32) -> da.Array:
     """A Dask array ``(H, W)`` over a memory-mapped MRC micrograph.
@@ -176,7 +163,7 @@ def lazy_micrograph(path: PathLike, chunks: Any = "auto",
     The shape is known from the header; no pixel is read until computed.
     """
     info = micrograph_info(path)
-    proxy = _MrcRegion(info)
+    proxy = FileRegion(info, _memmap)
     arr = da.from_array(proxy, chunks=chunks, lock=False, asarray=True,
                         name=f"mrc-{Path(info.path).name}-{_token(info)}")
     if dtype is not None and np.dtype(dtype) != arr.dtype:

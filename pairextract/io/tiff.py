@@ -15,6 +15,7 @@ import numpy as np
 import tifffile
 from dask.base import tokenize
 
+from pairextract.io._region import FileRegion
 from pairextract.io.errors import InputError
 from pairextract.io.mrc import MicrographInfo
 
@@ -108,19 +109,6 @@ def read_micrograph(path: PathLike) -> np.ndarray[Any, np.dtype[np.float32]]:
         raise InputError(f"{info.path}: cannot read TIFF pixels ({exc})") from exc
 
 
-class _TiffRegion:
-    """Array-like that maps (or decodes) the file on access; pickles as metadata only."""
-
-    def __init__(self, info: MicrographInfo) -> None:
-        self.info = info
-        self.shape = info.shape
-        self.dtype = info.dtype.newbyteorder("=")
-        self.ndim = 2
-
-    def __getitem__(self, key: Any) -> np.ndarray[Any, Any]:
-        return np.asarray(_read_native(self.info)[key], dtype=self.dtype)
-
-
 def lazy_micrograph(path: PathLike, chunks: Any = "auto",
                     dtype: Any = np.float32) -> da.Array:
     """A Dask array ``(H, W)`` over a TIFF micrograph (memory-mapped when uncompressed).
@@ -131,7 +119,7 @@ def lazy_micrograph(path: PathLike, chunks: Any = "auto",
     if info.offset is None:
         chunks = info.shape
     st = os.stat(info.path)
-    arr = da.from_array(_TiffRegion(info), chunks=chunks, lock=False, asarray=True,
+    arr = da.from_array(FileRegion(info, _read_native), chunks=chunks, lock=False, asarray=True,
                         name=f"tiff-{tokenize(os.path.abspath(info.path), st.st_mtime_ns)}")
     if dtype is not None and np.dtype(dtype) != arr.dtype:
         arr = arr.astype(dtype)
