@@ -15,19 +15,31 @@ from pairextract.api import (  # noqa: E402
     open_pairs,
     read_drops,
     read_particles,
+    read_provenance,
     read_summary,
+    view_images,
 )
 from pairextract.ctf import CTF  # noqa: E402
+from pairextract.errors import (  # noqa: E402
+    ClusterError,
+    InputError,
+    MicrographError,
+    OutputFolderError,
+    OutputIOError,
+    PairextractError,
+    ParameterError,
+)
 from pairextract.extract import MicrographExtraction, extract_micrograph  # noqa: E402
-from pairextract.io import InputError, read_pairs  # noqa: E402
+from pairextract.io import read_pairs  # noqa: E402
 from pairextract.model import TiltPairInputs  # noqa: E402
-from pairextract.params import ExtractionParams, ParameterError  # noqa: E402
+from pairextract.params import ExtractionParams  # noqa: E402
 from pairextract.pipeline.run import ExtractionResult  # noqa: E402
 
 # Plotting and exports pull in matplotlib and mrcfile writers: loaded on first use, so that
 # workers and the CLI start fast.
+# The cluster module pulls in dask-jobqueue glue: also loaded on first use.
 _LAZY = {"export": "pairextract.export", "montage": "pairextract.montage",
-         "geometry_plot": "pairextract.montage"}
+         "geometry_plot": "pairextract.montage", "open_client": "pairextract.pipeline.cluster"}
 
 
 def __getattr__(name: str) -> object:
@@ -40,10 +52,15 @@ def __getattr__(name: str) -> object:
 
 __all__ = [
     "CTF",
+    "ClusterError",
     "ExtractionParams",
     "ExtractionResult",
     "InputError",
+    "MicrographError",
     "MicrographExtraction",
+    "OutputFolderError",
+    "OutputIOError",
+    "PairextractError",
     "ParameterError",
     "TiltPairInputs",
     "__version__",
@@ -53,9 +70,12 @@ __all__ = [
     "geometry_plot",
     "info",
     "montage",
+    "open_client",
     "open_pairs",
     "read_drops",
     "read_pairs",
     "read_particles",
+    "read_provenance",
     "read_summary",
+    "view_images",
 ]

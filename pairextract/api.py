@@ -12,8 +12,8 @@ import pandas as pd
 import xarray as xr
 import zarr
 
+from pairextract.errors import MICROGRAPH, InputError, kind_of
 from pairextract.io import read_pairs
-from pairextract.io.errors import InputError
 from pairextract.model import TiltPairInputs
 from pairextract.params import ExtractionParams
 from pairextract.pipeline import store
@@ -105,20 +105,14 @@ def _check(inputs: TiltPairInputs, params: ExtractionParams,
     params.check_ctf(_has_ctf(inputs, "u"), _has_ctf(inputs, "t"))
     report = check_inputs(inputs, params)
     warnings = list(report.warnings)
-    run_wide = [e for e in report.errors if not _is_micrograph_error(e)]
+    # Problems with single micrographs do not stop the run: those pairs are dropped.
+    run_wide = [e for e in report.errors if kind_of(e) != MICROGRAPH]
     if run_wide and strict:
         raise InputError("the input cannot be extracted as it stands:\n  - "
                          + "\n  - ".join(run_wide))
     warnings.extend(run_wide)
     geometry = check_geometry(inputs, threshold=residual_threshold)
     return geometry, warnings
-
-
-def _is_micrograph_error(message: str) -> bool:
-    """Errors that concern single micrographs: the run goes on without them."""
-    per_file = message.startswith(("untilted micrograph ", "tilted micrograph ")) and (
-        "file not found" in message or "unreadable" in message)
-    return per_file or message.startswith("micrographs smaller than the box")
 
 
 def _has_ctf(inputs: TiltPairInputs, s: str) -> bool:

@@ -41,6 +41,7 @@ import numpy as np
 import pandas as pd
 
 from pairextract.ctf import CTF
+from pairextract.errors import InputError
 
 MIC_PAIR_COLUMNS: dict[str, str] = {
     "mic_pair_id": "int64",
@@ -102,8 +103,6 @@ def int_column(
         ``"<source>: <label> is not an integer (<value>)"`` for a missing, non-numeric,
         infinite or fractional entry.
     """
-    from pairextract.io.errors import InputError  # io is below model only for this error type
-
     series = pd.Series(values).reset_index(drop=True)
     if series.dtype.kind in "iu":
         return series.to_numpy(dtype=np.int64)
@@ -319,8 +318,6 @@ def apply_other_micrographs(
     InputError
         Listing every picking micrograph that matched no other micrograph.
     """
-    from pairextract.io.errors import InputError  # io is below model only for this error type
-
     others = [str(m) for m in micrographs]
     if isinstance(pixel_size, (int, float)) or pixel_size is None:
         sizes = [np.nan if pixel_size is None else float(pixel_size)] * len(others)

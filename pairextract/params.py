@@ -6,11 +6,11 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from pairextract.errors import ParameterError
+
 NORMALIZATIONS = ("OldXmipp", "NewXmipp", "Ramp")
 
-
-class ParameterError(ValueError):
-    """An option value the protocol refuses."""
+__all__ = ["NORMALIZATIONS", "ExtractionParams", "ParameterError"]
 
 
 @dataclass(frozen=True)

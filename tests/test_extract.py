@@ -167,7 +167,7 @@ def test_dust_removed_before_cut():
 
 
 def test_synthetic_dataset_centred_and_bright(tmp_path):
-    synth = pytest.importorskip("pairextract.synth")
+    from pairextract import synth
     from pairextract.io.mrc import read_micrograph
 
     box = 48

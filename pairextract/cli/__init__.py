@@ -4,8 +4,19 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+import tempfile
+import traceback
 from collections.abc import Sequence
+
+from pairextract.errors import (
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    EXIT_IO,
+    EXIT_USAGE,
+    PairextractError,
+)
 
 # Each module exposes register(subparsers); order here is the order of --help.
 _COMMANDS = ("_demo", "_check", "_extract", "_info", "_export", "_montage")
@@ -38,12 +49,56 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
-        return 2
+        return EXIT_USAGE
+    name = f"pairextract {args.command}"
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+        print(f"{name}: interrupted; what was finished is kept and the same command resumes",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except PairextractError as exc:
+        _debug_traceback()
+        print(f"{name}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except OSError as exc:
+        # Not ours and not classified: the machine (a file, a disk, the network) failed.
+        _debug_traceback()
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"{name}: error: {exc.strerror or exc}{where}; fix the cause and run again "
+              "(an interrupted extraction resumes)", file=sys.stderr)
+        return EXIT_IO
+    except Exception as exc:  # a bug: a short message, the traceback in a file
+        return _internal_error(name, exc)
+
+
+def _debug() -> bool:
+    return os.environ.get("PAIREXTRACT_DEBUG", "") not in ("", "0")
+
+
+def _debug_traceback() -> None:
+    if _debug():
+        traceback.print_exc()
+
+
+def _internal_error(name: str, exc: BaseException) -> int:
+    """Report an unexpected exception in one paragraph; the traceback goes to a file."""
+    text = "".join(traceback.format_exception(exc))
+    if _debug():
+        sys.stderr.write(text)
+        saved = "printed above"
+    else:
+        try:
+            fd, path = tempfile.mkstemp(prefix="pairextract-error-", suffix=".txt")
+            with os.fdopen(fd, "w") as f:
+                f.write(f"{' '.join(sys.argv)}\n\n{text}")
+            saved = f"saved in {path}"
+        except OSError:
+            saved = "not saved (the temporary folder is not writable)"
+    print(f"{name}: internal error: {type(exc).__name__}: {exc}. This is a bug in pairextract, "
+          f"not in your input; the full traceback is {saved} (PAIREXTRACT_DEBUG=1 prints it). "
+          "Please report it with that traceback.", file=sys.stderr)
+    return EXIT_INTERNAL
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
-"""Errors for bad input: each names the file, line or micrograph at fault."""
+"""The input error type, re-exported for ``io``'s users; it lives in :mod:`pairextract.errors`."""
 
 from __future__ import annotations
 
+from pairextract.errors import InputError, MicrographError
 
-class InputError(ValueError):
-    """Input that cannot be used, with the place (file, line, micrograph) in the message."""
+__all__ = ["InputError", "MicrographError"]

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pairextract.errors import MICROGRAPH, Problem
 from pairextract.model import TiltPairInputs, mic_pair_rows, remove_ext
 from pairextract.ops.boxes import inside_micrograph
 from pairextract.ops.downsample import downsampled_shape
@@ -148,9 +149,11 @@ def check_inputs(
             except Exception as exc:  # any failure to read a header is reported, not raised
                 infos[path] = None
                 err = str(exc) if os.path.exists(path) else "file not found"
-                report.errors.append(
+                # One micrograph: its pairs are dropped and the run goes on.
+                report.errors.append(Problem(
                     f"{view} micrograph {path}: " + (
-                        "file not found" if err == "file not found" else f"unreadable ({err})"))
+                        "file not found" if err == "file not found" else f"unreadable ({err})"),
+                    kind=MICROGRAPH, micrograph=str(path)))
             info = infos[path]
             ps = float(given_ps)
             if math.isnan(ps) and info is not None and info.pixel_size:
@@ -293,6 +296,7 @@ def _check_boxes(inputs: TiltPairInputs, report: CheckReport, infos: dict[str, A
         out[f"xi_{s}"] = xi[:, 0]
         out[f"yi_{s}"] = xi[:, 1]
     if small:
-        report.errors.append(f"micrographs smaller than the box ({box} px): {_listed(small)}")
+        report.errors.append(Problem(
+            f"micrographs smaller than the box ({box} px): {_listed(small)}", kind=MICROGRAPH))
     report.outside = pd.DataFrame(out)[["pair_id", "mic_pair_id", "outside_u", "outside_t",
                                         "xi_u", "yi_u", "xi_t", "yi_t"]]

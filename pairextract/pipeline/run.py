@@ -16,7 +16,7 @@ import dask
 import numpy as np
 import pandas as pd
 
-from pairextract.io.errors import InputError
+from pairextract.errors import ENVIRONMENT, InputError, PairextractError, kind_of
 from pairextract.io.micrograph import lazy_micrograph, micrograph_info
 from pairextract.model import TiltPairInputs
 from pairextract.params import ExtractionParams
@@ -307,8 +307,13 @@ def _compute(todo: list[MicrographJob], out: Path,
     for n, fut in enumerate(as_completed(futures), start=1):
         job = by_key[fut.key]
         error = fut.exception()
+        if error is not None and kind_of(error) == ENVIRONMENT:
+            # The output cannot be written: the run fails; finished parts stay for a resume.
+            client.cancel(futures)
+            raise error
         if error is not None:
-            failed[job.name] = f"{type(error).__name__}: {error}"
+            failed[job.name] = (str(error) if isinstance(error, PairextractError)
+                                else f"{type(error).__name__}: {error}")
         else:
             results.append(fut.result())
         fut.release()

@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 import zarr
 
-from pairextract.io.errors import InputError
+from pairextract.errors import OutputFolderError
 from pairextract.pipeline.plan import VIEWS, Layout, MicrographJob
 
 ZARR_NAME = "pairs.zarr"
@@ -43,11 +43,11 @@ WORK = "_work"
 STATUS_CODES = {"padding": 0, "ok": 1, "outside_border": 2, "error": 3}
 
 
-class StoreBusyError(RuntimeError):
+class StoreBusyError(OutputFolderError):
     """Another run holds the output folder."""
 
 
-class StoreMismatchError(InputError):
+class StoreMismatchError(OutputFolderError):
     """The output folder holds a run with other parameters."""
 
 

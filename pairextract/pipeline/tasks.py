@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pairextract.errors import MicrographError, output_io_error
 from pairextract.extract import extract_micrograph
 from pairextract.params import ExtractionParams
 from pairextract.pipeline.plan import MicrographJob
@@ -83,13 +84,22 @@ def run_job(image: np.ndarray, job: MicrographJob, out: str,
     image = np.asarray(image)
     if not np.isfinite(image).all():
         bad = int(np.size(image) - np.count_nonzero(np.isfinite(image)))
-        raise ValueError(f"micrograph {job.micrograph} has {bad} NaN or infinite pixels")
-    res = extract_micrograph(image, job.coords, params, ctf=job.ctf,
-                             pixel_size=job.pixel_size, coord_pixel_size=job.coord_pixel_size,
-                             consume_image=True)
+        raise MicrographError(f"{job.view} micrograph {job.micrograph} has {bad} NaN or "
+                              "infinite pixels", job.micrograph, job.view)
+    try:
+        res = extract_micrograph(image, job.coords, params, ctf=job.ctf,
+                                 pixel_size=job.pixel_size,
+                                 coord_pixel_size=job.coord_pixel_size, consume_image=True)
+    except ValueError as exc:  # what this micrograph's pixels or metadata do not allow
+        raise MicrographError(f"{job.view} micrograph {job.micrograph}: {exc}",
+                              job.micrograph, job.view) from None
     t1 = time.perf_counter()
     table = particle_table(job, res.status, res.xy, res.phase_flipped, res.local_average)
-    write_part(Path(out), job, res.stack, table)
+    try:
+        write_part(Path(out), job, res.stack, table)
+    except OSError as exc:  # disk full, read-only, I/O error: the run fails, not the micrograph
+        raise output_io_error(exc, f"the particles of {job.view} micrograph {job.micrograph}",
+                              exc.filename or out) from None
     t2 = time.perf_counter()
     return {"name": job.name, "n": job.n, "ok": int((res.status == "ok").sum()),
             "seconds_extract": t1 - t0, "seconds_write": t2 - t1}

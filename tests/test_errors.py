@@ -1,0 +1,98 @@
+"""Error kinds and exit statuses: decided by the error's class, never by its text."""
+
+from __future__ import annotations
+
+import errno
+import os
+import pickle
+
+import pytest
+
+import pairextract
+from pairextract import cli
+from pairextract.errors import (
+    ENVIRONMENT,
+    EXIT_INTERNAL,
+    EXIT_IO,
+    EXIT_USAGE,
+    MICROGRAPH,
+    RUN,
+    InputError,
+    MicrographError,
+    OutputIOError,
+    ParameterError,
+    Problem,
+    is_io_failure,
+    kind_of,
+    output_io_error,
+)
+
+
+def test_kinds_and_exit_codes() -> None:
+    assert kind_of(InputError("x")) == RUN and InputError.exit_code == EXIT_USAGE
+    assert kind_of(ParameterError("x")) == RUN and issubclass(ParameterError, ValueError)
+    assert kind_of(MicrographError("x", "a.mrc")) == MICROGRAPH
+    assert kind_of(OutputIOError("x")) == ENVIRONMENT and OutputIOError.exit_code == EXIT_IO
+    assert kind_of("plain message") == RUN
+    assert kind_of(Problem("m", MICROGRAPH, "a.mrc")) == MICROGRAPH
+
+
+def test_errors_keep_their_fields_through_pickling() -> None:
+    # Raised on Dask workers, they travel pickled to the client.
+    e = pickle.loads(pickle.dumps(MicrographError("bad", "a.mrc", "tilted")))
+    assert (str(e), e.micrograph, e.view, e.kind) == ("bad", "a.mrc", "tilted", MICROGRAPH)
+    o = pickle.loads(pickle.dumps(OutputIOError("full", "/o", errno.ENOSPC)))
+    assert (str(o), o.path, o.errno_code) == ("full", "/o", errno.ENOSPC)
+    p = pickle.loads(pickle.dumps(Problem("m", MICROGRAPH, "b.mrc")))
+    assert (p, p.kind, p.micrograph) == ("m", MICROGRAPH, "b.mrc")
+
+
+def test_io_failures_are_told_apart_from_bad_input() -> None:
+    full = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "/out/pairs.parquet")
+    assert is_io_failure(full)
+    assert not is_io_failure(OSError(errno.ENOENT, "gone"))
+    assert not is_io_failure(ValueError("x"))
+    msg = str(output_io_error(full, "the tables"))
+    assert "/out/pairs.parquet" in msg and "No space left" in msg and "resumes" in msg
+
+
+def test_public_names_at_the_top() -> None:
+    for name in ("open_client", "view_images", "read_provenance", "InputError",
+                 "MicrographError", "OutputIOError"):
+        assert name in pairextract.__all__
+        assert getattr(pairextract, name) is not None
+    from pairextract.pipeline.cluster import open_client
+
+    assert pairextract.open_client is open_client
+    assert pairextract.InputError is pairextract.io.InputError
+
+
+def test_package_ships_py_typed() -> None:
+    assert os.path.isfile(os.path.join(os.path.dirname(pairextract.__file__), "py.typed"))
+
+
+def test_unexpected_exception_is_one_paragraph_with_the_traceback_saved(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        tmp_path: object) -> None:
+    from pairextract.cli import _info
+
+    def broken(args: object) -> int:
+        raise RuntimeError("boom in the middle")
+
+    monkeypatch.setattr(_info, "run", broken)
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.delenv("PAIREXTRACT_DEBUG", raising=False)
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    assert cli.main(["info", "somewhere"]) == EXIT_INTERNAL
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert "internal error: RuntimeError: boom in the middle" in err
+    saved = err.split("saved in ")[1].split(" ")[0]
+    text = open(saved).read()
+    assert "Traceback" in text and "boom in the middle" in text
+
+    monkeypatch.setenv("PAIREXTRACT_DEBUG", "1")
+    assert cli.main(["info", "somewhere"]) == EXIT_INTERNAL
+    assert "Traceback" in capsys.readouterr().err
