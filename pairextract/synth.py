@@ -53,9 +53,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import scipy.fft
-import starfile
 
 from pairextract.ctf import CTF
+from pairextract.io._star import write_star
 from pairextract.io.mrc import write_mrc
 
 __all__ = [
@@ -574,11 +574,7 @@ def make_dataset(
                                      "micrograph_t", "x_t", "y_t"]).to_csv(pair_table,
                                                                           index=False)
     ctf_star = root / "micrographs_ctf.star"
-    starfile.write({"micrographs": pd.DataFrame(ctf_rows)}, ctf_star)
-    # starfile stamps the time in its first comment line; drop it to keep bytes reproducible.
-    text = ctf_star.read_text()
-    if text.startswith("# Created by"):
-        ctf_star.write_text("# pairextract synthetic dataset\n" + text.split("\n", 1)[1])
+    write_star(ctf_star, {"micrographs": pd.DataFrame(ctf_rows)})
     angles = root / "angles.csv"
     pd.DataFrame(angle_rows).to_csv(angles, index=False)
     truth = pd.DataFrame(truth_rows)

@@ -96,3 +96,21 @@ def test_unforeseen_value_error_names_the_source(tmp_path: Path) -> None:
         read_pairs(tmp_path)
     assert isinstance(info.value.__cause__, ValueError)
     assert not isinstance(info.value.__cause__, InputError)
+
+
+def test_written_sets_carry_no_wall_clock_time(tmp_path: Path) -> None:
+    """Scipion sets written twice from the same inputs are byte-identical."""
+    mp = pd.DataFrame({"mic_pair_id": [1], "micrograph_u": ["u1.mrc"], "micrograph_t": ["t1.mrc"],
+                       "pixel_size_u": [1.5], "pixel_size_t": [1.5]})
+    cp = pd.DataFrame({"pair_id": [4, 5], "mic_pair_id": [1, 1], "x_u": [10.0, 20],
+                       "y_u": [11.0, 21], "x_t": [12.0, 22], "y_t": [13.0, 23]})
+    inp = TiltPairInputs(mp, cp)
+    a = write_scipion_pairs(inp, tmp_path / "a")
+    b = write_scipion_pairs(inp, tmp_path / "b")
+    names = sorted(p.name for p in a.glob("*.sqlite"))
+    assert names
+    for name in names:
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+        with sqlite3.connect(a / name) as con:
+            created = {row[0] for row in con.execute("SELECT creation FROM Objects")}
+        assert created == {None}, name

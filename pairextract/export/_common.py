@@ -13,6 +13,8 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from pairextract.io.mrc import fixed_label
+
 VIEWS = ("untilted", "tilted")
 SUFFIX = {"untilted": "u", "tilted": "t"}
 
@@ -174,6 +176,7 @@ def write_stack(path: Path, da: xr.DataArray, pixel_size: float | None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with mrcfile.new_mmap(str(path), shape=(n, ny, nx), mrc_mode=2, overwrite=True) as mrc:
         mrc.set_image_stack()
+        fixed_label(mrc)
         if pixel_size is not None:
             mrc.voxel_size = (pixel_size, pixel_size, pixel_size)
         dmin, dmax, total, total_sq = math.inf, -math.inf, 0.0, 0.0

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import starfile
 import xarray as xr
 
 from pairextract.export._common import (
@@ -31,6 +30,7 @@ from pairextract.export._common import (
     sampling_rate,
     write_stack,
 )
+from pairextract.io._star import write_star
 
 STACK_NAME = "particles.mrcs"
 STAR_NAME = "particles.star"
@@ -147,10 +147,10 @@ def write_relion(ds: xr.Dataset, dest: Path) -> list[Path]:
         stack = folder / STACK_NAME
         write_stack(stack, ds[view], pixel_size)
         star = folder / STAR_NAME
-        starfile.write({"optics": optics, "particles": particles}, star, overwrite=True)
+        write_star(star, {"optics": optics, "particles": particles})
         files += [stack, star]
     pairs = pairs_table(table, names, best_angles(ds, table))
-    starfile.write({"pairs": pairs}, dest / "pairs.star", overwrite=True)
+    write_star(dest / "pairs.star", {"pairs": pairs})
     pairs.to_csv(dest / "pairs.csv", index=False)
     files += [dest / "pairs.star", dest / "pairs.csv"]
     return files

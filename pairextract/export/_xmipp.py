@@ -15,10 +15,7 @@ micrograph, as ``xmipp_micrograph_scissor`` writes them.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -33,41 +30,12 @@ from pairextract.export._common import (
     sampling_rate,
     write_stack,
 )
-
-HEADER = "# XMIPP_STAR_1 *\n#\n"
+from pairextract.io._star import write_xmipp as write_xmd
 
 
 def stack_name(view: str) -> str:
     """The stack file of a view, relative to DEST."""
     return f"{view}.mrcs"
-
-
-def _fmt(v: Any) -> str:
-    if isinstance(v, (bool, np.bool_)):
-        return str(int(v))
-    if isinstance(v, (int, np.integer)):
-        return str(int(v))
-    if isinstance(v, (float, np.floating)):
-        f = float(v)
-        return "nan" if math.isnan(f) else f"{f:.10g}"
-    s = str(v)
-    if not s or any(c.isspace() for c in s):
-        return '"' + s.replace('"', '\\"') + '"'
-    return s
-
-
-def write_xmd(path: Path, df: pd.DataFrame, formats: dict[str, str] | None = None) -> None:
-    """Write ``df`` as an Xmipp loop metadata file; ``formats`` gives %-formats per column."""
-    formats = formats or {}
-    cols: list[Sequence[str]] = []
-    for name in df.columns:
-        fmt = formats.get(str(name))
-        values = df[name].to_numpy()
-        cols.append([fmt % v if fmt else _fmt(v) for v in values])
-    lines = [HEADER, "data_\nloop_\n"]
-    lines += [f" _{name}\n" for name in df.columns]
-    lines += [" " + " ".join(row) + "\n" for row in zip(*cols, strict=True)]
-    path.write_text("".join(lines))
 
 
 def _int_coords(table: pd.DataFrame, s: str) -> tuple[np.ndarray, np.ndarray]:
@@ -130,16 +98,15 @@ def write_xmipp(ds: xr.Dataset, dest: Path) -> list[Path]:
     table = pair_table(ds)
     pixel_size = sampling_rate(ds)
     dest.mkdir(parents=True, exist_ok=True)
-    ids = {"itemId": "%06d", "micrographId": "%06d"}
     files: list[Path] = []
     for view in VIEWS:
         stack = dest / stack_name(view)
         write_stack(stack, ds[view], pixel_size)
         xmd = dest / f"images_{view}.xmd"
-        write_xmd(xmd, images_block(table, view), ids)
+        write_xmd(xmd, {"": images_block(table, view)})
         files += [stack, xmd]
     if "mic_pair_id" in table and len(table):
         mics = dest / "micrograph_pairs.xmd"
-        write_xmd(mics, micrograph_pairs_block(table, best_angles(ds, table)), ids)
+        write_xmd(mics, {"": micrograph_pairs_block(table, best_angles(ds, table))})
         files.append(mics)
     return files

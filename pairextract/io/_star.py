@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import starfile
+from starfile.writer import loop_block, simple_block
 
 from pairextract.io.errors import InputError
 
@@ -84,11 +85,72 @@ def first_loop(
     raise InputError(f"{path}: no table (loop_ block) found")
 
 
-def _fmt(value: Any) -> str:
+# Labels Xmipp stores as size_t ids and prints zero-padded to 6 digits (``000001``).
+XMIPP_ID_LABELS = ("itemId", "micrographId", "objId")
+
+# One header line instead of starfile's, which carries the wall-clock time: files written
+# from the same inputs must be byte-identical.
+STAR_HEADER = "# written by pairextract\n"
+
+
+def _plain(value: Any) -> Any:
+    """Python scalar for a row-block value: bools as 0/1, numpy floats as float64."""
+    if isinstance(value, (bool, np.bool_)):
+        return int(value)
+    if isinstance(value, np.integer):
+        return int(value)
     if isinstance(value, (float, np.floating)):
-        return repr(float(value)) if not np.isnan(value) else "nan"
-    text = str(value)
-    return text if text and not any(c.isspace() for c in text) else f'"{text}"'
+        return float(value)
+    return value
+
+
+def _loop_frame(df: pd.DataFrame, xmipp: bool) -> pd.DataFrame:
+    """``df`` ready for starfile's loop writer: bools as 0/1, floats as float64 (written with
+    their shortest round-trip repr), Xmipp id labels zero-padded."""
+    out = pd.DataFrame(index=range(len(df)))
+    for col in df.columns:
+        values = df[col].to_numpy()
+        if values.dtype == bool:
+            values = values.astype(np.int64)
+        elif values.dtype.kind == "f":
+            values = values.astype(np.float64)
+        if xmipp and col in XMIPP_ID_LABELS and values.dtype.kind in "iu":
+            values = np.array([f"{int(v):06d}" for v in values], dtype=object)
+        out[col] = values
+    return out
+
+
+def star_lines(blocks: Mapping[str, pd.DataFrame | Mapping[str, Any]], xmipp: bool = False
+               ) -> list[str]:
+    """The lines of a STAR file, written by starfile's block writers with one float format.
+
+    Floats get their shortest round-trip repr (a read gives back the same float64), missing
+    values ``nan``, columns are tab-separated, strings with spaces quoted. ``xmipp=True``
+    writes Xmipp's dialect: labels without RELION's ``#N`` column numbers and 6-digit ids.
+    """
+    lines: list[str] = []
+    for name, value in blocks.items():
+        if isinstance(value, pd.DataFrame):
+            frame = _loop_frame(value, xmipp)
+            block = loop_block(name, frame, float_format=None, separator="\t", na_rep="nan")
+        else:
+            block = simple_block(name, {str(k): _plain(v) for k, v in value.items()})
+        for line in block:
+            if xmipp and line.startswith("_"):
+                if "\t" not in line:  # a loop label: drop RELION's column number
+                    line = line.split(" #")[0]
+                line = " " + line
+            lines.append(line)
+    while lines and not lines[-1]:  # starfile ends each block with blank lines
+        lines.pop()
+    return lines
+
+
+def write_star(path: str | os.PathLike[str],
+               blocks: Mapping[str, pd.DataFrame | Mapping[str, Any]]) -> None:
+    """Write a RELION-style STAR file (see :func:`star_lines`); no timestamp."""
+    text = STAR_HEADER + "\n" + "".join(f"{line}\n" for line in star_lines(blocks))
+    Path(path).write_text(text, encoding="utf-8")
 
 
 def write_xmipp(
@@ -96,24 +158,10 @@ def write_xmipp(
 ) -> None:
     """Write Xmipp metadata (``# XMIPP_STAR_1 *``): DataFrames as loops, mappings as row blocks.
 
-    Floats are written with ``repr`` so that a read gives back the same float64.
+    The same writer and float format as :func:`write_star`, in Xmipp's dialect.
     """
-    parts = [XMIPP_HEADER]
-    for name, value in blocks.items():
-        parts.append(f"data_{name}\n")
-        if isinstance(value, pd.DataFrame):
-            parts.append("loop_\n")
-            parts.extend(f" _{col}\n" for col in value.columns)
-            for row in value.itertuples(index=False):
-                parts.append(" " + " ".join(_fmt(v) for v in row) + "\n")
-        else:
-            parts.extend(f" _{key} {_fmt(v)}\n" for key, v in value.items())
-    Path(path).write_text("".join(parts), encoding="utf-8")
-
-
-def write_star(path: str | os.PathLike[str], blocks: Mapping[str, pd.DataFrame]) -> None:
-    """Write a RELION-style STAR file with ``starfile`` (full float precision)."""
-    starfile.write(dict(blocks), path, overwrite=True, float_format="%.10g", na_rep="nan")
+    text = XMIPP_HEADER + "".join(f"{line}\n" for line in star_lines(blocks, xmipp=True))
+    Path(path).write_text(text, encoding="utf-8")
 
 
 def numeric(series: pd.Series, sources: list[str], label: str, warnings: list[str]) -> np.ndarray:

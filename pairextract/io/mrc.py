@@ -176,6 +176,11 @@ def _token(info: MicrographInfo) -> str:
     return str(tokenize(os.path.abspath(info.path), st.st_mtime_ns, st.st_size))
 
 
+def fixed_label(mrc: Any) -> None:
+    """Replace mrcfile's time-stamped label 0 by a fixed one: files stay reproducible."""
+    mrc.header.label[0] = b"pairextract".ljust(80)
+
+
 def write_mrc(path: PathLike, data: np.ndarray[Any, Any], pixel_size: float | None) -> None:
     """Write a 2-D array as an MRC file with the pixel size (Angstrom) in the header.
 
@@ -191,5 +196,4 @@ def write_mrc(path: PathLike, data: np.ndarray[Any, Any], pixel_size: float | No
         mrc.set_data(np.ascontiguousarray(arr))
         if pixel_size is not None:
             mrc.voxel_size = float(pixel_size)
-        # mrcfile stamps a creation time in label 0; a fixed label keeps files reproducible.
-        mrc.header.label[0] = b"pairextract".ljust(80)
+        fixed_label(mrc)

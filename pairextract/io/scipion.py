@@ -196,7 +196,7 @@ def write_set(
                     "label TEXT DEFAULT NULL, comment TEXT DEFAULT NULL, creation DATE"
                     + "".join(f", {c} {t} DEFAULT NULL" for _, c, t in cols) + ")")
         sql = ("INSERT INTO Objects (id, enabled, label, comment, creation"
-               + "".join(f", {c}" for _, c, _ in cols) + ") VALUES (?, ?, '', '', datetime('now')"
+               + "".join(f", {c}" for _, c, _ in cols) + ") VALUES (?, ?, '', '', NULL"
                + ", ?" * len(cols) + ")")
         for row in rows:
             con.execute(sql, (int(row["id"]), int(row.get("enabled", 1)),

@@ -243,7 +243,7 @@ def run_extraction(
             micrographs_reused=len(done),
             micrographs_failed={_job_label(jobs, k): v for k, v in failed.items()},
             seconds=time.perf_counter() - t0,
-            particles_extracted=int(sum(r.get("n", 0) for r in results)),
+            particles_extracted=int(sum(r.get("ok", 0) for r in results)),
             warnings=warnings,
         )
         store.write_json(out / "summary.json", result.summary())
