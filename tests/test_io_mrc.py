@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pickle
-import time
 from pathlib import Path
 
 import dask.array as da
@@ -109,18 +108,15 @@ def test_mrc_info_and_lazy_do_not_read_pixels(tmp_path: Path) -> None:
     assert after - before < 64 * 1024
 
 
-def test_mrc_metadata_of_many_files_is_fast(tmp_path: Path) -> None:
+def test_mrc_metadata_of_many_files(tmp_path: Path) -> None:
+    # Its speed is measured by benchmarks/bench_kernels.py, not asserted here.
     paths = []
     for i in range(200):
         p = tmp_path / f"m{i:03d}.mrc"
         write_mrc(p, np.zeros((16, 16), np.float32), 1.0)
         paths.append(p)
-    t0 = time.perf_counter()
     infos = [micrograph_info(p) for p in paths]
-    dt = time.perf_counter() - t0
-    print(f"micrograph_info: {1000 * dt / len(paths):.3f} ms per MRC file")
     assert all(i.shape == (16, 16) for i in infos)
-    assert dt < 2.0  # 10 ms per file at most; typically ~0.1 ms
 
 
 def test_lazy_mrc_matches_eager_and_pickles_small(tmp_path: Path) -> None:

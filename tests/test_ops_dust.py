@@ -1,4 +1,3 @@
-import time
 
 import numpy as np
 
@@ -96,16 +95,14 @@ def test_mask_strict_and_population_std():
     assert dust_mask(img, k * (1 - 1e-9))[0, 0]
 
 
-def test_fast_on_gaussian_micrograph():
+def test_gaussian_micrograph_outlier_count():
+    # Its speed is measured by benchmarks/bench_kernels.py, not asserted here.
     shape = (4096, 4096)
     rng = np.random.default_rng(4)
     img = rng.standard_normal(size=shape, dtype=np.float32)
-    t0 = time.perf_counter()
     out = remove_dust(img, 3.5)
-    elapsed = time.perf_counter() - t0
     n_bad = int((out != img).sum())
     assert 5000 < n_bad < 11000
-    assert elapsed < 1.0, f"dust removal took {elapsed:.2f} s"
 
 
 def test_overwrite_in_place():
