@@ -77,6 +77,10 @@ def extract_pairs(
     elif read_options:
         raise TypeError(f"read options {sorted(read_options)} given with an in-memory input")
     geometry, warnings = _check(inputs, params, residual_threshold, strict_checks)
+    from pairextract.pipeline.tiltctf import with_specimen_tilts
+
+    inputs, tilt_warnings = with_specimen_tilts(inputs, params, geometry)
+    warnings += tilt_warnings
     if client is not None:
         return run_extraction(inputs, out, params, client, dtype=dtype, geometry=geometry,
                               drop_flagged=drop_flagged, overwrite=overwrite,

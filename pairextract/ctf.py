@@ -26,6 +26,12 @@ class CTF:
     phase_shift
         Phase-plate phase shift in degrees, or None. Xmipp ignores the phase shift of
         CTFFIND/Gctf estimates when flipping; pairextract applies it when given.
+    specimen_tilt, specimen_tilt_axis
+        Tilt of the specimen plane ``theta`` and the direction of its axis ``phi`` in degrees,
+        or None (a flat specimen). ``phi`` turns from +x towards +y, as CTFFIND5's tilt axis
+        angle; the defocus values are those at the micrograph centre. See
+        :mod:`pairextract.ops.tilt` for the sign conventions. Only the tilt-aware phase flip
+        reads them.
     """
 
     defocus_u: float
@@ -35,6 +41,8 @@ class CTF:
     cs: float
     amplitude_contrast: float
     phase_shift: float | None = None
+    specimen_tilt: float | None = None
+    specimen_tilt_axis: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("defocus_u", "defocus_v", "defocus_angle", "voltage", "cs",
@@ -53,9 +61,27 @@ class CTF:
         if self.phase_shift is not None:
             ps = float(self.phase_shift)
             object.__setattr__(self, "phase_shift", None if math.isnan(ps) else ps)
+        for name in ("specimen_tilt", "specimen_tilt_axis"):
+            v = getattr(self, name)
+            if v is not None:
+                f = float(v)
+                object.__setattr__(self, name, None if math.isnan(f) else f)
+        if (self.specimen_tilt is None) != (self.specimen_tilt_axis is None):
+            raise ValueError("CTF.specimen_tilt and specimen_tilt_axis go together: give both "
+                             f"or neither (got {self.specimen_tilt!r}, "
+                             f"{self.specimen_tilt_axis!r})")
+
+    @property
+    def tilted(self) -> bool:
+        """Whether the estimate carries a specimen tilt."""
+        return self.specimen_tilt is not None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # The tilt keys only when set: a flat CTF keeps the dict (and resume digests) it had.
+        d = asdict(self)
+        if self.specimen_tilt is None:
+            del d["specimen_tilt"], d["specimen_tilt_axis"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> CTF:
@@ -67,4 +93,4 @@ class CTF:
         if v > u:
             u, v, a = v, u, a + 90.0
         return CTF(u, v, a % 180.0, self.voltage, self.cs, self.amplitude_contrast,
-                   self.phase_shift)
+                   self.phase_shift, self.specimen_tilt, self.specimen_tilt_axis)

@@ -1,6 +1,10 @@
 """Extraction of the particles of one micrograph, composing the kernels in the protocol's order.
 
 downsample -> dust removal -> phase flip -> cut (+ inversion, + fill borders) -> normalize.
+
+With ``params.tilt_defocus`` and a CTF that carries a specimen tilt, the phase flip moves after
+the cut: each box is cut with padding, flipped with its own defocus and cropped
+(:func:`pairextract.ops.flip_boxes`); inversion then uses the range of the unflipped micrograph.
 """
 
 from __future__ import annotations
@@ -14,7 +18,9 @@ from pairextract.ctf import CTF
 from pairextract.ops import (
     box_scale,
     cut_boxes,
+    defocus_offsets,
     downsampled_shape,
+    flip_boxes,
     fmt6,
     fourier_downsample,
     invert_contrast,
@@ -53,6 +59,9 @@ class MicrographExtraction:
     local_average
         ``(n,)`` float64 mean of each box on the original (non-inverted) scale, as Xmipp's
         ``localAverage``; NaN for skipped rows.
+    defocus_offset
+        ``(n,)`` float64 Å added to the CTF's defocus U and V for each particle by the
+        tilt-aware flip; 0 when the micrograph was flipped whole, NaN when not flipped.
     """
 
     stack: NDArray[np.float32]
@@ -61,6 +70,11 @@ class MicrographExtraction:
     sampling: float | None
     phase_flipped: bool
     local_average: NDArray[np.float64]
+    defocus_offset: NDArray[np.float64] | None = None
+
+    def __post_init__(self) -> None:
+        if self.defocus_offset is None:
+            self.defocus_offset = np.full(len(self.status), 0.0 if self.phase_flipped else np.nan)
 
 
 def _check_inputs(image: ArrayLike, coords: ArrayLike) -> tuple[NDArray, NDArray[np.float64]]:
@@ -159,15 +173,27 @@ def extract_micrograph(image: ArrayLike, coords: ArrayLike, params: ExtractionPa
         work = fixed
     # 3. Phase flip at the 6-decimal downsampled sampling.
     sampling = output_sampling(pixel_size, d) if pixel_size is not None else None
-    if flip:
+    per_box = bool(flip and params.tilt_defocus is not None and ctf is not None and ctf.tilted)
+    if flip and not per_box:
         assert ctf is not None and sampling is not None
         work = phase_flip(work, fmt6(sampling), ctf.defocus_u, ctf.defocus_v,
                           ctf.defocus_angle, ctf.voltage, ctf.cs, ctf.amplitude_contrast,
                           ctf.phase_shift, overwrite=own)
     # 4. Cut (+ invert over the whole micrograph's range).
     xy = scale_coordinates(xy_in, scale)
-    stack, valid = cut_boxes(work, xy, box, fill_borders=params.fill_borders)
     n = len(xy)
+    offset = None
+    if per_box:
+        assert ctf is not None and sampling is not None
+        assert ctf.specimen_tilt is not None and ctf.specimen_tilt_axis is not None
+        offset = defocus_offsets(xy, work.shape, fmt6(sampling), ctf.specimen_tilt,
+                                 ctf.specimen_tilt_axis, params.tilt_sign)
+        stack, valid = flip_boxes(work, xy, box, fmt6(sampling), ctf.defocus_u + offset,
+                                  ctf.defocus_v + offset, ctf.defocus_angle, ctf.voltage,
+                                  ctf.cs, ctf.amplitude_contrast, ctf.phase_shift,
+                                  fill_borders=params.fill_borders)
+    else:
+        stack, valid = cut_boxes(work, xy, box, fill_borders=params.fill_borders)
     local_average = np.full(n, np.nan)
     idx = np.flatnonzero(valid)
     dmin = dmax = 0.0
@@ -189,4 +215,5 @@ def extract_micrograph(image: ArrayLike, coords: ArrayLike, params: ExtractionPa
         stack[sel] = part
     status = np.where(valid, STATUS_OK, STATUS_OUTSIDE)
     return MicrographExtraction(stack=stack, status=status, xy=xy, sampling=sampling,
-                                phase_flipped=flip, local_average=local_average)
+                                phase_flipped=flip, local_average=local_average,
+                                defocus_offset=offset)

@@ -26,7 +26,8 @@ Tables (pandas DataFrames; the column order below is the order kept by the const
 
 ``ctfs``, one row per micrograph with a CTF (may be empty): ``micrograph`` (str, the same string
 as ``micrograph_u``/``_t``), ``defocus_u``, ``defocus_v``, ``defocus_angle``, ``voltage``, ``cs``,
-``amplitude_contrast``, ``phase_shift`` (float64; NaN ``phase_shift``: none). Units as :class:`CTF`.
+``amplitude_contrast``, ``phase_shift``, ``specimen_tilt``, ``specimen_tilt_axis`` (float64; NaN:
+none). Units as :class:`CTF`.
 """
 
 from __future__ import annotations
@@ -78,6 +79,8 @@ CTF_COLUMNS: dict[str, str] = {
     "cs": "float64",
     "amplitude_contrast": "float64",
     "phase_shift": "float64",
+    "specimen_tilt": "float64",
+    "specimen_tilt_axis": "float64",
 }
 
 # Micrograph file extensions used when a folder of micrographs is given.
@@ -233,11 +236,15 @@ class TiltPairInputs:
         if hit.empty:
             return None
         row = hit.iloc[0]
-        ps = float(row["phase_shift"])
+
+        def opt(name: str) -> float | None:
+            v = float(row[name])
+            return None if math.isnan(v) else v
+
         return CTF(
             float(row["defocus_u"]), float(row["defocus_v"]), float(row["defocus_angle"]),
             float(row["voltage"]), float(row["cs"]), float(row["amplitude_contrast"]),
-            None if math.isnan(ps) else ps,
+            opt("phase_shift"), opt("specimen_tilt"), opt("specimen_tilt_axis"),
         )
 
     def pairs_of(self, mic_pair_id: int) -> pd.DataFrame:

@@ -9,6 +9,7 @@ from typing import Any
 from pairextract.errors import ParameterError
 
 NORMALIZATIONS = ("OldXmipp", "NewXmipp", "Ramp")
+TILT_DEFOCUS_SOURCES = ("ctf", "geometry")
 
 __all__ = ["NORMALIZATIONS", "ExtractionParams", "ParameterError"]
 
@@ -37,6 +38,18 @@ class ExtractionParams:
         ``"OldXmipp"``, ``"NewXmipp"``, ``"Ramp"`` (default) or ``None``.
     bg_radius
         Background radius in output pixels; <= 0 means ``box_size // 2``.
+    tilt_defocus
+        Beyond Xmipp, off (None) by default. Phase flip each particle of a tilted specimen with
+        its own defocus, ``df_centre + tilt_sign * d * tan(theta)`` at signed distance ``d``
+        from the tilt axis (conventions in :mod:`pairextract.ops.tilt`), instead of the whole
+        micrograph with the centre's. ``"ctf"``: the tilt and axis of each micrograph's CTF
+        estimate (CTFFIND5's tilt columns; micrographs without them are flipped whole);
+        ``"geometry"``: the tilted micrographs take the pair's tilt angle and ``angleY2`` axis
+        (given, else fitted), the untilted ones are flat. Needs ``phase_flip``.
+    tilt_sign
+        ``s`` = +1 or -1: which side of the axis is farther from the objective. With
+        ``"geometry"`` the coordinates cannot tell, so it is the user's; with ``"ctf"``, -1
+        reverses the estimate's slope.
     """
 
     box_size: int
@@ -48,6 +61,8 @@ class ExtractionParams:
     phase_flip: bool = False
     normalize: str | None = "Ramp"
     bg_radius: int = -1
+    tilt_defocus: str | None = None
+    tilt_sign: int = 1
 
     def __post_init__(self) -> None:
         problems = []
@@ -77,12 +92,22 @@ class ExtractionParams:
             problems.append(
                 f"bg_radius {self.bg_radius} is larger than half the box ({self.box_size // 2})"
             )
+        if self.tilt_defocus is not None:
+            if self.tilt_defocus not in TILT_DEFOCUS_SOURCES:
+                problems.append(f"tilt_defocus must be one of {', '.join(TILT_DEFOCUS_SOURCES)} "
+                                f"or None, got {self.tilt_defocus!r}")
+            elif not self.phase_flip:
+                problems.append("tilt_defocus needs phase_flip=True (it changes how particles "
+                                "are phase flipped)")
+        if isinstance(self.tilt_sign, bool) or self.tilt_sign not in (1, -1):
+            problems.append(f"tilt_sign must be +1 or -1, got {self.tilt_sign!r}")
         if problems:
             raise ParameterError("; ".join(problems))
         object.__setattr__(self, "box_size", int(self.box_size))
         object.__setattr__(self, "bg_radius", int(self.bg_radius))
         object.__setattr__(self, "downsample", float(self.downsample))
         object.__setattr__(self, "dust_threshold", float(self.dust_threshold))
+        object.__setattr__(self, "tilt_sign", int(self.tilt_sign))
 
     @property
     def radius(self) -> int:
@@ -90,8 +115,15 @@ class ExtractionParams:
         return self.bg_radius if self.bg_radius > 0 else self.box_size // 2
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain dict, for provenance and JSON."""
-        return dataclasses.asdict(self)
+        """Plain dict, for provenance and JSON.
+
+        The tilt-aware options appear only when used, so that a run with Xmipp's behaviour
+        records (and resumes with) the same parameters as before they existed.
+        """
+        d = dataclasses.asdict(self)
+        if self.tilt_defocus is None:
+            del d["tilt_defocus"], d["tilt_sign"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ExtractionParams:

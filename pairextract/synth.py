@@ -35,10 +35,17 @@ Image model
 -----------
 ``micrograph = 1 + ramp - CTF * projections + noise``, then a few hot pixels at
 ``mean + 30 std``. Projections are positive (protein density), so protein is dark on a
-bright background; the CTF (reference 7.2 conventions, positive at low frequency,
-``CTF(0) = Q0``) is applied to the projection signal in Fourier space over the whole
-micrograph. :meth:`SynthDataset.render_particle` returns the positive (inverted-contrast)
-noiseless particle on the same scale, with or without the CTF.
+bright background; the CTF (:func:`pairextract.ops.ctf_half_plane`: reference 7.2, positive
+at low frequency, ``CTF(0) = Q0``) is applied to the projection signal in Fourier space over
+the whole micrograph. With ``tilt_defocus_sign`` = +1 or -1 each particle of a tilted
+micrograph is instead rendered with the CTF at its own height: defocus
+``df + s * d * tan(gamma)`` at signed distance ``d`` from the tilt axis
+(:mod:`pairextract.ops.tilt`, axis angle ``phi = 90 - alpha_t``). With ``s = +1`` that is the
+height ``z`` of the rotation ``M`` above, with +z pointing away from the objective lens.
+:meth:`SynthDataset.render_particle` returns the positive (inverted-contrast) noiseless
+particle on the same scale, with or without its CTF, or phase flipped with it.
+
+The physics (wavelength, CTF, tilt matrix, box-inside rule) is :mod:`pairextract.ops`'.
 """
 
 from __future__ import annotations
@@ -57,6 +64,10 @@ import scipy.fft
 from pairextract.ctf import CTF
 from pairextract.io._star import write_star
 from pairextract.io.mrc import write_mrc
+from pairextract.ops import axis_from_xmipp, ctf_delocalisation, defocus_offsets
+from pairextract.ops import ctf_half_plane as _ops_ctf_half_plane
+from pairextract.ops.boxes import inside_micrograph
+from pairextract.ops.geometry import tilt_matrix as _ops_tilt_matrix
 
 __all__ = [
     "Phantom",
@@ -129,8 +140,12 @@ def tilt_matrix_3d(tilt_angle: float, axis_angle_u: float, axis_angle_t: float) 
 
 
 def tilt_matrix(tilt_angle: float, axis_angle_u: float, axis_angle_t: float) -> FloatArray:
-    """``R(-alpha_t) diag(cos gamma, 1) R(alpha_u)``: linear part of the untilted-to-tilted map."""
-    return tilt_matrix_3d(tilt_angle, axis_angle_u, axis_angle_t)[:2, :2].copy()
+    """``R(-alpha_t) diag(cos gamma, 1) R(alpha_u)``: linear part of the untilted-to-tilted map.
+
+    :func:`pairextract.ops.geometry.tilt_matrix`, the upper-left block of
+    :func:`tilt_matrix_3d`.
+    """
+    return _ops_tilt_matrix(tilt_angle, axis_angle_u, axis_angle_t)
 
 
 def phantom(box: int, contrast: float = 1.0) -> Phantom:
@@ -180,38 +195,34 @@ def _stamp(img: np.ndarray[Any, Any], x: int, y: int, m2: FloatArray, c2: FloatA
 
 
 def ctf_half_plane(shape: tuple[int, int], sampling: float, ctf: CTF) -> FloatArray:
-    """CTF on the r2c half plane ``(H, W//2+1)`` with Xmipp's grid and signs (reference 7.2).
+    """CTF of ``ctf`` on the r2c half plane ``(H, W//2+1)``: :func:`pairextract.ops.ctf_half_plane`.
 
-    Frequency rows ``i <= H//2`` are positive (Xmipp maps ``H/2`` to +0.5), the angle runs
-    from +x towards +y (rows); ``CTF = sqrt(1-Q0^2) sin g + Q0 cos g`` with
-    ``g = pi lambda df(theta) u^2 - pi/2 Cs lambda^3 u^4`` (positive at low frequency). The
-    phase shift, if any, is ignored.
+    Xmipp's grid and signs (reference 7.2): positive at low frequency, ``CTF(0) = Q0``.
     """
-    h, w = shape
-    ky = np.arange(h)
-    ky = np.where(ky <= h // 2, ky, ky - h)
-    fy = (ky / (h * sampling))[:, None]
-    fx = (np.arange(w // 2 + 1) / (w * sampling))[None, :]
-    u2 = fx * fx + fy * fy
-    volts = ctf.voltage * 1e3
-    lam = 12.2643247 / math.sqrt(volts * (1.0 + 0.978466e-6 * volts))
-    alpha = math.radians(ctf.defocus_angle)
-    # df(theta) u^2 with cos(2(theta - alpha)) expanded: no arctan2, exact at DC.
-    df_u2 = (0.5 * (ctf.defocus_u + ctf.defocus_v) * u2
-             + 0.5 * (ctf.defocus_u - ctf.defocus_v)
-             * ((fx * fx - fy * fy) * math.cos(2.0 * alpha)
-                + 2.0 * fx * fy * math.sin(2.0 * alpha)))
-    gamma = math.pi * lam * df_u2 - 0.5 * math.pi * ctf.cs * 1e7 * lam**3 * u2 * u2
-    q0 = ctf.amplitude_contrast
-    out: FloatArray = math.sqrt(1.0 - q0 * q0) * np.sin(gamma) + q0 * np.cos(gamma)
-    return out
+    return _ops_ctf_half_plane(shape, sampling, ctf.defocus_u, ctf.defocus_v, ctf.defocus_angle,
+                               ctf.voltage, ctf.cs, ctf.amplitude_contrast, ctf.phase_shift)
 
 
-def _apply_ctf(img: np.ndarray[Any, Any], sampling: float, ctf: CTF) -> np.ndarray[Any, Any]:
+def _apply_ctf(img: np.ndarray[Any, Any], sampling: float, ctf: CTF,
+               flipped: bool = False) -> np.ndarray[Any, Any]:
+    """``img`` filtered by the CTF, or by ``|CTF|`` (the CTF after an ideal phase flip)."""
     spec = scipy.fft.rfft2(img)
-    spec *= ctf_half_plane(img.shape, sampling, ctf).astype(spec.real.dtype)
+    h = ctf_half_plane(img.shape, sampling, ctf)
+    spec *= (np.abs(h) if flipped else h).astype(spec.real.dtype)
     out: np.ndarray[Any, Any] = scipy.fft.irfft2(spec, s=img.shape)
     return out
+
+
+def _shifted(ctf: CTF, offset: float) -> CTF:
+    """``ctf`` with ``offset`` Å added to both defocus values."""
+    return CTF(ctf.defocus_u + offset, ctf.defocus_v + offset, ctf.defocus_angle, ctf.voltage,
+               ctf.cs, ctf.amplitude_contrast, ctf.phase_shift)
+
+
+def _ctf_pad(box: int, sampling: float, ctf: CTF) -> int:
+    """Canvas margin that holds the CTF-delocalised signal of a box (capped at 1024)."""
+    deloc = ctf_delocalisation(ctf.voltage, max(ctf.defocus_u, ctf.defocus_v), ctf.cs, sampling)
+    return max(box // 2, min(int(math.ceil(deloc)) + 8, 1024))
 
 
 @dataclass
@@ -269,40 +280,40 @@ class SynthDataset:
             return tilt_matrix_3d(self.tilt_angles[k], au, at) @ q
         raise ValueError(f"view must be 'u' or 't', got {view!r}")
 
+    def particle_ctf(self, pair_id: int, view: str) -> CTF:
+        """The CTF the particle was rendered with: its micrograph's, at its own height."""
+        row = self.truth.loc[self.truth["pair_id"] == pair_id].iloc[0]
+        c = self.ctf_for(row["micrograph_" + view])
+        return _shifted(c, float(row.get(f"defocus_offset_{view}", 0.0)))
+
     def render_particle(self, pair_id: int, view: str, box: int,
-                        ctf: bool = False) -> FloatArray:
+                        ctf: bool | str = False) -> FloatArray:
         """The noiseless particle of ``pair_id`` in view ``'u'`` or ``'t'``, centred at box//2.
 
         Positive density (protein bright, i.e. the contrast after ``--invert``), on the
         micrograph's scale: the micrograph holds ``1 + ramp - particle + noise``. With
-        ``ctf=True`` the micrograph's CTF is applied on a padded canvas before cropping.
+        ``ctf=True`` the particle's CTF (:meth:`particle_ctf`) is applied on a padded canvas
+        before cropping; ``ctf="flipped"`` applies ``|CTF|``: the ideal phase-flipped particle.
         """
+        if ctf not in (False, True, "flipped"):
+            raise ValueError(f"ctf must be False, True or 'flipped', got {ctf!r}")
         v = self.view_matrix(pair_id, view)
-        row = self.truth.loc[self.truth["pair_id"] == pair_id].iloc[0]
         pad = box // 2
-        if ctf:
-            c = self.ctf_for(row["micrograph_" + view])
-            volts = c.voltage * 1e3
-            lam = 12.2643247 / math.sqrt(volts * (1.0 + 0.978466e-6 * volts))
-            # CTF delocalisation at Nyquist: how far the signal spreads around the particle.
-            deloc = lam * max(c.defocus_u, c.defocus_v) / (2.0 * self.pixel_size**2)
-            pad = max(pad, min(int(math.ceil(deloc)) + 8, 1024))
+        c = self.particle_ctf(pair_id, view) if ctf else None
+        if c is not None:
+            pad = _ctf_pad(box, self.pixel_size, c)
         n = scipy.fft.next_fast_len(box + 2 * pad, real=True)
         canvas = np.zeros((n, n))
         cc = pad + box // 2
         _stamp(canvas, cc, cc, *_project(self.phantom, v))
-        if ctf:
-            canvas = _apply_ctf(canvas, self.pixel_size, c)
+        if c is not None:
+            canvas = _apply_ctf(canvas, self.pixel_size, c, flipped=ctf == "flipped")
         out: FloatArray = canvas[pad:pad + box, pad:pad + box].copy()
         return out
 
 
 def _inside(p: np.ndarray[Any, Any], box: int, shape: tuple[int, int]) -> np.ndarray[Any, Any]:
-    h, w = shape
-    lo, hi = box // 2, -(-box // 2)
-    ok: np.ndarray[Any, Any] = ((p[:, 0] >= lo) & (p[:, 0] <= w - hi)
-                                & (p[:, 1] >= lo) & (p[:, 1] <= h - hi))
-    return ok
+    return inside_micrograph(p, box, shape)
 
 
 def _in_image(p: np.ndarray[Any, Any], shape: tuple[int, int]) -> np.ndarray[Any, Any]:
@@ -405,6 +416,7 @@ def make_dataset(
     n_edge: int = 3,
     n_hot_pixels: int = 5,
     swap_fraction: float = 0.0,
+    tilt_defocus_sign: int = 0,
     seed: int = 0,
 ) -> SynthDataset:
     """Write a synthetic tilt-pair dataset with known truth into ``out_dir``.
@@ -442,6 +454,11 @@ def make_dataset(
         Fraction of the pairs of each micrograph pair (among those with both boxes inside)
         whose tilted coordinates are permuted cyclically in ``pairs.csv`` (at least 2 when
         nonzero); ``truth.swapped`` marks them.
+    tilt_defocus_sign
+        0 (default): one CTF per micrograph. +1 or -1: each particle of a tilted micrograph is
+        rendered with the CTF at its own height, ``s`` of :mod:`pairextract.ops.tilt` (axis
+        angle ``90 - alpha_t`` through the micrograph centre); ``truth.defocus_offset_t``
+        holds the offset (Å) added to its micrograph's defocus U and V.
     seed
         Random seed; the output is a deterministic function of all arguments.
 
@@ -451,8 +468,8 @@ def make_dataset(
         Paths, truth table (``pair_id, mic_pair_id, micrograph_u, micrograph_t, x_u, y_u,
         x_t, y_t`` (true tilted centre), ``x_t_listed, y_t_listed`` (as in pairs.csv),
         ``inside_u, inside_t`` (listed boxes), ``swapped``, ``edge`` ('none', 'u' or 't':
-        the view whose box crosses an edge), ``rot, tilt, psi``), CTFs and a renderer of
-        the noiseless particles.
+        the view whose box crosses an edge), ``rot, tilt, psi``, ``defocus_offset_u``,
+        ``defocus_offset_t`` (Å)), CTFs and a renderer of the noiseless particles.
     """
     h, w = int(shape[0]), int(shape[1])
     shape = (h, w)
@@ -461,6 +478,8 @@ def make_dataset(
                          f"particles_per_pair={particles_per_pair}")
     if box < 2 or min(h, w) < 2 * box:
         raise ValueError(f"box {box} does not fit micrographs of shape {shape} twice over")
+    if tilt_defocus_sign not in (0, 1, -1):
+        raise ValueError(f"tilt_defocus_sign must be 0, 1 or -1, got {tilt_defocus_sign!r}")
     if not 0.0 <= swap_fraction <= 1.0:
         raise ValueError(f"swap_fraction must be in [0, 1], got {swap_fraction}")
     tilts = [float(t) for t in (tilt_angle if isinstance(tilt_angle, Sequence)
@@ -517,15 +536,23 @@ def make_dataset(
         names = (f"mics/u{k + 1:03d}.mrc", f"mics/t{k + 1:03d}.mrc")
         inside = {"u": _inside(pu, box, shape), "t": _inside(listed, box, shape)}
         rots = [euler_matrix(rot[i], tlt[i], psi[i]) for i in range(n)]
+        offsets = {"u": np.zeros(n), "t": np.zeros(n)}
+        if tilt_defocus_sign:
+            offsets["t"] = defocus_offsets(pt, shape, pixel_size, gamma, axis_from_xmipp(at),
+                                           tilt_defocus_sign)
         for view, centres, name in (("u", pu, names[0]), ("t", pt, names[1])):
             m = 2 * k + (view == "t")
             ctf = CTF(defocus[0] + 250.0 * m, defocus[1] + 250.0 * m, defocus[2] + 7.0 * m,
                       voltage, cs, amplitude_contrast)
-            proj = np.zeros(shape, np.float32)
-            for i in range(n):
-                v = rots[i] if view == "u" else m3 @ rots[i]
-                _stamp(proj, int(centres[i, 0]), int(centres[i, 1]), *_project(ph, v))
-            signal = _apply_ctf(proj, pixel_size, ctf)
+            views = [rots[i] if view == "u" else m3 @ rots[i] for i in range(n)]
+            if view == "t" and tilt_defocus_sign:
+                signal = _render_at_heights(ph, views, centres, offsets["t"], shape, box,
+                                            pixel_size, ctf)
+            else:
+                proj = np.zeros(shape, np.float32)
+                for i in range(n):
+                    _stamp(proj, int(centres[i, 0]), int(centres[i, 1]), *_project(ph, views[i]))
+                signal = _apply_ctf(proj, pixel_size, ctf)
             gx, gy = rng.uniform(-_RAMP_AMPLITUDE, _RAMP_AMPLITUDE, 2).astype(np.float32)
             mic = rng.standard_normal(shape, dtype=np.float32)
             mic *= np.float32(noise_sigma)
@@ -567,6 +594,8 @@ def make_dataset(
                 "inside_u": bool(inside["u"][i]), "inside_t": bool(inside["t"][i]),
                 "swapped": bool(swapped[i]), "edge": kinds[i] or "none",
                 "rot": float(rot[i]), "tilt": float(tlt[i]), "psi": float(psi[i]),
+                "defocus_offset_u": float(offsets["u"][i]),
+                "defocus_offset_t": float(offsets["t"][i]),
             })
 
     pair_table = root / "pairs.csv"
@@ -582,6 +611,29 @@ def make_dataset(
     truth.to_csv(truth_csv, index=False)
     return SynthDataset(root, pair_table, ctf_star, angles, truth_csv, truth, mics_u, mics_t,
                         ctfs, hot, shape, box, float(pixel_size), tilts, axes, ph, orientation)
+
+
+def _render_at_heights(ph: Phantom, views: list[FloatArray], centres: np.ndarray[Any, Any],
+                       offsets: FloatArray, shape: tuple[int, int], box: int, sampling: float,
+                       ctf: CTF) -> np.ndarray[Any, Any]:
+    """Sum of the particles, each filtered by the CTF at its own defocus on a padded canvas."""
+    h, w = shape
+    signal = np.zeros(shape, np.float64)
+    for i, v in enumerate(views):
+        c = _shifted(ctf, float(offsets[i]))
+        pad = _ctf_pad(box, sampling, c)
+        size = scipy.fft.next_fast_len(box + 2 * pad, real=True)
+        canvas = np.zeros((size, size))
+        _stamp(canvas, pad + box // 2, pad + box // 2, *_project(ph, v))
+        canvas = _apply_ctf(canvas, sampling, c)
+        # Canvas pixel (r, q) is micrograph pixel (y - pad - box//2 + r, x - pad - box//2 + q).
+        x0 = int(centres[i, 0]) - pad - box // 2
+        y0 = int(centres[i, 1]) - pad - box // 2
+        r0, q0 = max(0, -y0), max(0, -x0)
+        r1, q1 = min(size, h - y0), min(size, w - x0)
+        if r0 < r1 and q0 < q1:
+            signal[y0 + r0:y0 + r1, x0 + q0:x0 + q1] += canvas[r0:r1, q0:q1]
+    return signal.astype(np.float32)
 
 
 def _hot_positions(rng: np.random.Generator, n: int, shape: tuple[int, int], box: int,

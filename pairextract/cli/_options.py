@@ -26,6 +26,13 @@ def add_protocol_arguments(p: argparse.ArgumentParser) -> None:
                    help="normalization (default Ramp)")
     g.add_argument("--bg-radius", type=int, default=-1, metavar="PX",
                    help="background radius in output pixels; <= 0 means box/2")
+    b = p.add_argument_group("beyond Xmipp (off by default)")
+    b.add_argument("--tilt-defocus", choices=["ctf", "geometry"],
+                   help="phase flip each particle with its own defocus on a tilted specimen: "
+                        "tilt from the CTF estimates (CTFFIND5) or from the pair geometry")
+    b.add_argument("--tilt-sign", type=int, choices=[1, -1], default=1,
+                   help="which side of the tilt axis is farther from the objective "
+                        "(README: tilt-pair options); default +1")
 
 
 def add_input_arguments(p: argparse.ArgumentParser) -> None:
@@ -44,7 +51,7 @@ def params_from_args(args: argparse.Namespace) -> ExtractionParams:
         box_size=args.box, downsample=args.downsample, fill_borders=args.fill_borders,
         dust_removal=not args.no_dust, dust_threshold=args.dust_threshold, invert=args.invert,
         phase_flip=args.phase_flip, normalize=None if args.norm == "none" else args.norm,
-        bg_radius=args.bg_radius,
+        bg_radius=args.bg_radius, tilt_defocus=args.tilt_defocus, tilt_sign=args.tilt_sign,
     )
 
 

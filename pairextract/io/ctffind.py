@@ -1,4 +1,4 @@
-"""CTFFIND4 output text files (``diagnostic_output.txt``).
+"""CTFFIND4 and CTFFIND5 output text files (``diagnostic_output.txt``).
 
 Header lines start with ``#``; one gives the pixel size, voltage, Cs and amplitude contrast
 (``# Pixel size: 1.000 Angstroms ; acceleration voltage: 300.0 keV ; spherical aberration: 2.70
@@ -6,6 +6,12 @@ mm ; amplitude contrast: 0.07``), another may give the input file. Each data row
 number, defocus 1, defocus 2 (Å), astigmatism azimuth (deg), additional phase shift (rad), cross
 correlation, fit resolution (Å). Defocus 1 -> U, defocus 2 -> V, azimuth -> angle (as Scipion's
 plugin); the phase shift is converted to degrees and left out when it is zero.
+
+CTFFIND5 with tilt estimation adds three columns (its header names them): #8 estimated tilt axis
+angle (deg), #9 estimated tilt angle (deg), #10 estimated sample thickness (Å). They become the
+CTF's ``specimen_tilt_axis`` and ``specimen_tilt`` (CTFFIND5's axis angle turns counter-clockwise
+from x, which is :mod:`pairextract.ops.tilt`'s ``phi``; its defocus columns are the values at the
+micrograph centre). A tilt angle of exactly 0 (tilt not estimated) means a flat specimen.
 """
 
 from __future__ import annotations
@@ -76,7 +82,7 @@ def read_ctffind(path: str | os.PathLike[str], micrograph: str | None = None) ->
                 continue
             where = f"{p}:{lineno}"
             try:
-                row = [float(f) for f in line.split()[:7]]
+                row = [float(f) for f in line.split()[:10]]
             except ValueError:
                 raise InputError(f"{where}: CTFFIND row is not numeric ({line!r})") from None
             if len(row) < 5:
@@ -96,9 +102,12 @@ def read_ctffind(path: str | os.PathLike[str], micrograph: str | None = None) ->
                          " acceleration voltage ... spherical aberration ... amplitude contrast'"
                          " line)")
     phase = math.degrees(row[4])
+    tilt: tuple[float | None, float | None] = (None, None)
+    if len(row) >= 9 and re.search(r"tilt axis", header, re.IGNORECASE) and row[8] != 0.0:
+        tilt = (row[8], row[7])
     try:
         ctf = CTF(row[1], row[2], row[3], values["voltage"], values["cs"],
-                  values["amplitude_contrast"], phase if phase != 0.0 else None)
+                  values["amplitude_contrast"], phase if phase != 0.0 else None, *tilt)
     except ValueError as exc:
         raise InputError(f"{where}: {exc}") from None
     name = micrograph if micrograph is not None else _micrograph_name(p, header)
@@ -110,20 +119,28 @@ def read_ctffind(path: str | os.PathLike[str], micrograph: str | None = None) ->
 def write_ctffind(
     path: str | os.PathLike[str], ctf: CTF, pixel_size: float, micrograph: str | None = None
 ) -> None:
-    """Write a CTFFIND4-style output file for one micrograph."""
+    """Write a CTFFIND4-style output file for one micrograph (CTFFIND5's when tilted)."""
     phase = math.radians(ctf.phase_shift) if ctf.phase_shift is not None else 0.0
+    five = ctf.specimen_tilt is not None
+    columns = ("# Columns: #1 - micrograph number; #2 - defocus 1 [Angstroms]; #3 - defocus 2; "
+               "#4 - azimuth of astigmatism; #5 - additional phase shift [radians]; "
+               "#6 - cross correlation; #7 - spacing (in Angstroms) up to which CTF rings were "
+               "fit successfully")
+    values = (f"1.000000 {ctf.defocus_u!r} {ctf.defocus_v!r} {ctf.defocus_angle!r} {phase!r} "
+              "0.100000 4.000000")
+    if five:
+        columns += ("; #8 - Estimated tilt axis angle; #9 - Estimated tilt angle ; "
+                    "#10 Estimated sample thickness (in Angstroms)")
+        values += f" {ctf.specimen_tilt_axis!r} {ctf.specimen_tilt!r} 1000.000000"
     lines = [
-        "# Output from CTFFind version 4.1.14, run on 2026-01-01 00:00:00\n",
+        f"# Output from CTFFind version {'5.0.2' if five else '4.1.14'}, "
+        "run on 2026-01-01 00:00:00\n",
         f"# Input file: {micrograph} ; Number of micrographs: 1\n" if micrograph else "",
         f"# Pixel size: {pixel_size!r} Angstroms ; acceleration voltage: {ctf.voltage!r} keV ;"
         f" spherical aberration: {ctf.cs!r} mm ; amplitude contrast: {ctf.amplitude_contrast!r}\n",
         "# Box size: 512 pixels ; min. res.: 30.0 Angstroms ; max. res.: 5.0 Angstroms ;"
         " min. def.: 5000.0 um; max. def. 50000.0 um\n",
-        "# Columns: #1 - micrograph number; #2 - defocus 1 [Angstroms]; #3 - defocus 2; "
-        "#4 - azimuth of astigmatism; #5 - additional phase shift [radians]; "
-        "#6 - cross correlation; #7 - spacing (in Angstroms) up to which CTF rings were fit "
-        "successfully\n",
-        f"1.000000 {ctf.defocus_u!r} {ctf.defocus_v!r} {ctf.defocus_angle!r} {phase!r} "
-        "0.100000 4.000000\n",
+        columns + "\n",
+        values + "\n",
     ]
     Path(path).write_text("".join(lines), encoding="utf-8")

@@ -13,17 +13,28 @@ from .downsample import downsampled_shape, fourier_downsample
 from .dust import dust_mask, remove_dust
 from .normalize import METHODS, background_mask, normalize_stack
 from .scale import box_scale, fmt6, output_sampling, runs_downsample, scale_coordinates
+from .tilt import (
+    axis_from_xmipp,
+    ctf_delocalisation,
+    defocus_offsets,
+    flip_boxes,
+    signed_distance,
+)
 
 __all__ = [
     "METHODS",
+    "axis_from_xmipp",
     "background_mask",
     "box_origin",
     "box_scale",
+    "ctf_delocalisation",
     "ctf_half_plane",
     "cut_boxes",
+    "defocus_offsets",
     "downsampled_shape",
     "dust_mask",
     "electron_wavelength",
+    "flip_boxes",
     "fmt6",
     "fourier_downsample",
     "inside_micrograph",
@@ -34,4 +45,5 @@ __all__ = [
     "remove_dust",
     "runs_downsample",
     "scale_coordinates",
+    "signed_distance",
 ]

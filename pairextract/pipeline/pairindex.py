@@ -7,7 +7,7 @@ import pandas as pd
 
 # Per-view columns carried into the pair index, renamed with the view's suffix.
 _VIEW_COLUMNS = ("slot", "micrograph", "x", "y", "xi", "yi", "phase_flipped",
-                 "defocus_u", "defocus_v", "defocus_angle", "phase_shift",
+                 "defocus_u", "defocus_v", "defocus_angle", "phase_shift", "defocus_offset",
                  "pixel_size", "coord_pixel_size")
 _FITTED = ("fitted_tilt_angle", "fitted_axis_angle_u", "fitted_axis_angle_t")
 _SHARED_CTF = ("voltage", "cs", "amplitude_contrast")

@@ -21,8 +21,12 @@ CTF_COLUMNS = ("defocus_u", "defocus_v", "defocus_angle", "voltage", "cs",
 
 def particle_table(job: MicrographJob, status: np.ndarray, xy: np.ndarray,
                    phase_flipped: bool, local_average: np.ndarray | None = None,
-                   error: str = "") -> pd.DataFrame:
-    """One row per coordinate of a job: where its image is and what happened to it."""
+                   error: str = "", defocus_offset: np.ndarray | None = None) -> pd.DataFrame:
+    """One row per coordinate of a job: where its image is and what happened to it.
+
+    ``defocus_offset`` (Å per particle, from the tilt-aware flip) is added to the CTF's
+    defocus U and V: the table then holds each particle's own defocus.
+    """
     n = job.n
     table = pd.DataFrame({
         "slot": np.arange(job.slot_start, job.slot_start + n, dtype=np.int64),
@@ -46,6 +50,13 @@ def particle_table(job: MicrographJob, status: np.ndarray, xy: np.ndarray,
     for name in CTF_COLUMNS:
         v = ctf.get(name)
         table[name] = np.full(n, np.nan if v is None else float(v))
+    offset = (np.full(n, 0.0 if job.ctf is not None else np.nan) if defocus_offset is None
+              else np.asarray(defocus_offset, np.float64))
+    table["defocus_offset"] = offset
+    if defocus_offset is not None:
+        shift = np.nan_to_num(offset, nan=0.0)
+        table["defocus_u"] += shift
+        table["defocus_v"] += shift
     return table
 
 
@@ -94,7 +105,8 @@ def run_job(image: np.ndarray, job: MicrographJob, out: str,
         raise MicrographError(f"{job.view} micrograph {job.micrograph}: {exc}",
                               job.micrograph, job.view) from None
     t1 = time.perf_counter()
-    table = particle_table(job, res.status, res.xy, res.phase_flipped, res.local_average)
+    table = particle_table(job, res.status, res.xy, res.phase_flipped, res.local_average,
+                           defocus_offset=res.defocus_offset)
     try:
         write_part(Path(out), job, res.stack, table)
     except OSError as exc:  # disk full, read-only, I/O error: the run fails, not the micrograph

@@ -1,0 +1,137 @@
+"""Defocus across a tilted specimen, and phase flipping each box with its own defocus.
+
+Conventions (pixel coordinates ``(x, y)`` = (column, row), pixel index = coordinate):
+
+- the **tilt axis** passes through the micrograph centre ``c = (W/2, H/2)``; its direction is
+  ``a = (cos phi, sin phi)``, with ``phi`` turning from +x towards +y (the same sense as a CTF's
+  astigmatism angle, and CTFFIND5's "tilt axis angle", counter-clockwise from x with y up);
+- the **signed distance** of a point ``p`` from the axis is ``d = (p - c) . n`` with
+  ``n = (-sin phi, cos phi)`` (``a`` turned by +90 degrees), in pixels, times the sampling in Å;
+- defocus is positive for underfocus (RELION/CTFFIND); the **local defocus** is
+  ``df(p) = df_centre + s * d * tan(theta)``: with ``s = +1`` the side ``d > 0`` is farther from
+  the objective lens (higher up the column), so its underfocus is larger; ``s = -1`` swaps the
+  sides. Astigmatism (U - V) and its angle do not change across the micrograph.
+
+Xmipp's tilt-pair angles give the axis as the angle from the Y axis (``angleY``, ``angleY2``):
+the axis direction ``(sin alpha, cos alpha)`` is ``phi = 90 - alpha`` here
+(:func:`axis_from_xmipp`). Pure numpy; no I/O.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from .boxes import box_origin, inside_micrograph
+from .ctf import electron_wavelength, phase_flip
+
+
+def axis_from_xmipp(alpha: float) -> float:
+    """Axis angle ``phi`` (from +x towards +y) of an Xmipp axis angle measured from the Y axis."""
+    return 90.0 - float(alpha)
+
+
+def signed_distance(xy: ArrayLike, shape: tuple[int, int], axis_angle: float
+                    ) -> NDArray[np.float64]:
+    """Signed distance (pixels) of points ``(n, 2)`` x, y from the axis through the centre.
+
+    Positive on the side of ``n = (-sin phi, cos phi)``; the centre is ``(W/2, H/2)``.
+    """
+    p = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
+    h, w = shape
+    phi = math.radians(float(axis_angle))
+    out: NDArray[np.float64] = ((p[:, 0] - w / 2.0) * -math.sin(phi)
+                                + (p[:, 1] - h / 2.0) * math.cos(phi))
+    return out
+
+
+def defocus_offsets(xy: ArrayLike, shape: tuple[int, int], sampling: float, tilt_angle: float,
+                    axis_angle: float, sign: int = 1) -> NDArray[np.float64]:
+    """``s * d * tan(theta)`` in Å for each point: add to the centre's defocus U and V.
+
+    Parameters
+    ----------
+    xy
+        ``(n, 2)`` x, y in pixels of the micrograph of ``shape`` ``(H, W)``.
+    sampling
+        Å per pixel of that micrograph.
+    tilt_angle, axis_angle
+        Specimen tilt ``theta`` and axis angle ``phi`` in degrees (module conventions).
+    sign
+        ``s``: +1 when the side ``d > 0`` is farther from the objective, -1 otherwise.
+    """
+    if sign not in (1, -1):
+        raise ValueError(f"sign must be +1 or -1, got {sign!r}")
+    d = signed_distance(xy, shape, axis_angle) * float(sampling)
+    out: NDArray[np.float64] = sign * d * math.tan(math.radians(float(tilt_angle)))
+    return out
+
+
+def ctf_delocalisation(voltage: float, defocus: float, cs: float, sampling: float) -> float:
+    """How far (pixels) the CTF moves signal at Nyquist: ``(lambda |df| u + Cs lambda^3 u^3)/Tm``.
+
+    ``u = 1/(2 Tm)``; the gradient of the CTF phase over ``2 pi`` is the displacement of a
+    frequency's wave packet, largest at the highest frequency.
+    """
+    lam = electron_wavelength(voltage)
+    u = 1.0 / (2.0 * float(sampling))
+    shift = lam * abs(float(defocus)) * u + float(cs) * 1e7 * lam ** 3 * u ** 3
+    return shift / float(sampling)
+
+
+def flip_boxes(image: ArrayLike, xy_int: ArrayLike, box: int, sampling: float,
+               defocus_u: ArrayLike, defocus_v: ArrayLike, defocus_angle: float, voltage: float,
+               cs: float, amplitude_contrast: float, phase_shift: float | None = None,
+               pad: int | None = None, fill_borders: bool = False
+               ) -> tuple[NDArray[np.float32], NDArray[np.bool_]]:
+    """Cut ``B x B`` boxes as :func:`~pairextract.ops.boxes.cut_boxes`, each phase flipped alone.
+
+    Each box is cut with ``pad`` extra pixels on every side, flipped where its own CTF
+    (``defocus_u[k]``, ``defocus_v[k]``; the rest shared) is negative, and cropped back, so the
+    flip of one box does not wrap its far side into it. Pixels of the padded region outside the
+    micrograph take the micrograph's mean (with ``fill_borders``, the nearest edge pixel, as the
+    cut does). ``pad`` defaults to the CTF delocalisation at Nyquist of the largest defocus
+    plus 8 pixels.
+
+    Returns
+    -------
+    stack : float32 ``(n, B, B)`` (zero rows for invalid boxes)
+    valid : bool ``(n,)``: the box lies inside the micrograph, or ``fill_borders``
+    """
+    img = np.asarray(image)
+    if img.ndim != 2:
+        raise ValueError(f"flip_boxes needs a 2-D image, got shape {img.shape}")
+    xy = np.asarray(xy_int, dtype=np.int64).reshape(-1, 2)
+    n = len(xy)
+    du = np.broadcast_to(np.asarray(defocus_u, dtype=np.float64), (n,))
+    dv = np.broadcast_to(np.asarray(defocus_v, dtype=np.float64), (n,))
+    box = int(box)
+    h, w = img.shape
+    if pad is None:
+        worst = float(np.max(np.abs(np.concatenate([du, dv])))) if n else 0.0
+        pad = int(math.ceil(ctf_delocalisation(voltage, worst, cs, sampling))) + 8
+    size = box + 2 * int(pad)
+    inside = inside_micrograph(xy, box, (h, w))
+    valid = np.ones(n, dtype=bool) if fill_borders else inside
+    stack = np.zeros((n, box, box), dtype=np.float32)
+    mean = float(img.mean(dtype=np.float64)) if n else 0.0
+    ramp = np.arange(size)
+    for k in np.flatnonzero(valid):
+        c0 = int(xy[k, 0]) - box_origin(box) - pad
+        r0 = int(xy[k, 1]) - box_origin(box) - pad
+        if c0 >= 0 and r0 >= 0 and c0 + size <= w and r0 + size <= h:
+            region = np.array(img[r0:r0 + size, c0:c0 + size], dtype=np.float32)
+        else:
+            rr, cc = r0 + ramp, c0 + ramp
+            region = np.array(img[np.ix_(np.clip(rr, 0, h - 1), np.clip(cc, 0, w - 1))],
+                              dtype=np.float32)
+            if not fill_borders:
+                out_r = (rr < 0) | (rr >= h)
+                out_c = (cc < 0) | (cc >= w)
+                region[out_r[:, None] | out_c[None, :]] = mean
+        flipped = phase_flip(region, sampling, float(du[k]), float(dv[k]), defocus_angle,
+                             voltage, cs, amplitude_contrast, phase_shift, overwrite=True)
+        stack[k] = flipped[pad:pad + box, pad:pad + box]
+    return stack, valid
