@@ -9,18 +9,9 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from pairextract.api import (  # noqa: E402
-    extract_pairs,
-    info,
-    open_pairs,
-    read_drops,
-    read_particles,
-    read_provenance,
-    read_summary,
-    view_images,
-)
-from pairextract.ctf import CTF  # noqa: E402
-from pairextract.errors import (  # noqa: E402
+from typing import TYPE_CHECKING
+
+from pairextract.errors import (  # noqa: E402  (imports nothing: cheap)
     ClusterError,
     InputError,
     MicrographError,
@@ -29,24 +20,51 @@ from pairextract.errors import (  # noqa: E402
     PairextractError,
     ParameterError,
 )
-from pairextract.extract import MicrographExtraction, extract_micrograph  # noqa: E402
-from pairextract.io import read_pairs  # noqa: E402
-from pairextract.model import TiltPairInputs  # noqa: E402
-from pairextract.params import ExtractionParams  # noqa: E402
-from pairextract.pipeline.run import ExtractionResult  # noqa: E402
 
-# Plotting and exports pull in matplotlib and mrcfile writers: loaded on first use, so that
-# workers and the CLI start fast.
-# The cluster module pulls in dask-jobqueue glue: also loaded on first use.
-_LAZY = {"export": "pairextract.export", "montage": "pairextract.montage",
-         "geometry_plot": "pairextract.montage", "open_client": "pairextract.pipeline.cluster"}
+if TYPE_CHECKING:
+    from pairextract.api import (
+        extract_pairs,
+        info,
+        open_pairs,
+        read_drops,
+        read_particles,
+        read_provenance,
+        read_summary,
+        view_images,
+    )
+    from pairextract.ctf import CTF
+    from pairextract.export import export
+    from pairextract.extract import MicrographExtraction, extract_micrograph
+    from pairextract.io import read_pairs
+    from pairextract.model import TiltPairInputs
+    from pairextract.montage import geometry_plot, montage
+    from pairextract.params import ExtractionParams
+    from pairextract.pipeline.cluster import open_client
+    from pairextract.pipeline.run import ExtractionResult
+
+# Every other public name is loaded on first use (PEP 562): `pairextract --version` and the
+# workers must not pay for pandas, Dask arrays, xarray and zarr before they need them.
+_LAZY = {
+    "extract_pairs": "pairextract.api", "info": "pairextract.api",
+    "open_pairs": "pairextract.api", "read_drops": "pairextract.api",
+    "read_particles": "pairextract.api", "read_provenance": "pairextract.api",
+    "read_summary": "pairextract.api", "view_images": "pairextract.api",
+    "CTF": "pairextract.ctf",
+    "MicrographExtraction": "pairextract.extract", "extract_micrograph": "pairextract.extract",
+    "read_pairs": "pairextract.io", "TiltPairInputs": "pairextract.model",
+    "ExtractionParams": "pairextract.params", "ExtractionResult": "pairextract.pipeline.run",
+    "export": "pairextract.export", "montage": "pairextract.montage",
+    "geometry_plot": "pairextract.montage", "open_client": "pairextract.pipeline.cluster",
+}
 
 
 def __getattr__(name: str) -> object:
     if name in _LAZY:
         import importlib
 
-        return getattr(importlib.import_module(_LAZY[name]), name)
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
     raise AttributeError(f"module 'pairextract' has no attribute {name!r}")
 
 

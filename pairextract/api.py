@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import dask.array as da
 import numpy as np
 import pandas as pd
-import xarray as xr
-import zarr
 
 from pairextract.errors import MICROGRAPH, InputError, kind_of
 from pairextract.io import read_pairs
@@ -19,8 +16,12 @@ from pairextract.params import ExtractionParams
 from pairextract.pipeline import store
 from pairextract.pipeline.run import ExtractionResult, format_summary, run_extraction
 
-__all__ = ["extract_pairs", "info", "open_pairs", "read_drops", "read_particles",
-           "read_provenance", "read_summary", "view_images"]
+if TYPE_CHECKING:  # imported where used: extracting needs neither
+    import dask.array as da
+    import xarray as xr
+
+__all__ = ["DamagedOutputError", "check_output", "extract_pairs", "info", "open_pairs",
+           "read_drops", "read_particles", "read_provenance", "read_summary", "view_images"]
 
 
 def extract_pairs(
@@ -150,8 +151,37 @@ def read_particles(out: str | Path, view: str) -> pd.DataFrame:
 
 
 def view_images(out: str | Path, view: str) -> da.Array:
-    """All slots of one view's image array, lazily (dropped and skipped rows included)."""
-    return da.from_zarr(str(Path(out) / store.ZARR_NAME / view / "images"))
+    """All slots of one view's image array, lazily (dropped and skipped rows included).
+
+    One Dask chunk per shard (a micrograph's particles), not per stored particle.
+    """
+    import dask.array as da
+    import zarr
+
+    arr = zarr.open_array(str(Path(out) / store.ZARR_NAME / view / "images"), mode="r")
+    return da.from_zarr(arr, chunks=arr.shards or arr.chunks)
+
+
+def check_output(out: str | Path) -> list[str]:
+    """What is damaged in a finished output folder: unreadable tables, missing or damaged
+    particle files (empty when the folder is whole). ``extract`` with the same options into
+    the same folder repairs missing or damaged particle files."""
+    return store.check_output(_require_output(out))
+
+
+class DamagedOutputError(InputError):
+    """The output folder is damaged (see :func:`check_output`)."""
+
+
+def _require_whole(out: str | Path) -> Path:
+    path = _require_output(out)
+    problems = store.check_output(path)
+    if problems:
+        raise DamagedOutputError(
+            f"{path} is damaged: " + "; ".join(problems[:5])
+            + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
+            + ". Run the same extract command into it again to repair it.")
+    return path
 
 
 def open_pairs(out: str | Path) -> xr.Dataset:
@@ -162,7 +192,10 @@ def open_pairs(out: str | Path) -> xr.Dataset:
     ``x_t``, ``y_t`` (input pixels), ``xi_*``/``yi_*`` (pixels of the cut micrograph), the
     tilt angles, the geometry residual and the CTF values per view.
     """
-    path = _require_output(out)
+    import xarray as xr
+    import zarr
+
+    path = _require_whole(out)
     pairs = pd.read_parquet(path / "pairs.parquet")
     root = zarr.open_group(str(path / store.ZARR_NAME), mode="r")
     prov = dict(root.attrs["pairextract"])  # type: ignore[arg-type]
@@ -198,6 +231,8 @@ def open_pairs(out: str | Path) -> xr.Dataset:
 
 def read_provenance(out: str | Path) -> dict[str, Any]:
     """Parameters, sampling rate, input digest and version recorded in the Zarr store."""
+    import zarr
+
     root = zarr.open_group(str(_require_output(out) / store.ZARR_NAME), mode="r")
     return dict(root.attrs["pairextract"])  # type: ignore[arg-type]
 
@@ -215,4 +250,11 @@ def info(out: str | Path) -> str:
         f"written by:    pairextract {prov.get('version')} "
         f"from {prov.get('inputs', {}).get('source')}",
     ]
+    problems = store.check_output(Path(out))
+    if problems:
+        lines.append(f"DAMAGED:       {len(problems)} problem(s); run the same extract command "
+                     "into this folder again to repair:")
+        lines.extend(f"  - {p}" for p in problems)
+    else:
+        lines.append("store:         whole (tables readable, every particle file present)")
     return "\n".join(lines)

@@ -18,11 +18,16 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pairextract.api import info, read_summary
+    from pairextract.api import check_output, info, read_summary
 
     try:
         print(json.dumps(read_summary(args.out), indent=2) if args.json else info(args.out))
+        damaged = check_output(args.out)
     except InputError as exc:
         print(f"pairextract info: error: {exc}", file=sys.stderr)
         return 2
+    if damaged:
+        print(f"pairextract info: error: {args.out} is damaged ({len(damaged)} problem(s)); "
+              "run the same extract command into it again to repair it", file=sys.stderr)
+        return 1
     return 0

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import dask.array as da
 import numpy as np
 
 from pairextract.io import mrc, tiff
 from pairextract.io.errors import InputError
 from pairextract.io.mrc import MicrographInfo
+
+if TYPE_CHECKING:
+    import dask.array as da
 
 PathLike = str | os.PathLike[str]
 
@@ -25,6 +27,7 @@ __all__ = [
     "MicrographInfo",
     "lazy_micrograph",
     "micrograph_info",
+    "pixels",
     "read_micrograph",
 ]
 
@@ -55,6 +58,21 @@ def micrograph_info(path: PathLike) -> MicrographInfo:
 def read_micrograph(path: PathLike) -> np.ndarray[Any, np.dtype[np.float32]]:
     """The micrograph as a float32 ``(H, W)`` array."""
     out: np.ndarray[Any, np.dtype[np.float32]] = _module(path).read_micrograph(path)
+    return out
+
+
+def pixels(info: MicrographInfo) -> np.ndarray[Any, Any]:
+    """The pixels of a micrograph whose header was read, in its native type.
+
+    A copy-on-write memory map where the format allows (MRC): nothing is read until used,
+    and a kernel that fixes a few pixels in place copies only their pages.
+    """
+    try:
+        out: np.ndarray[Any, Any] = _module(info.path).pixels(info)
+    except InputError:
+        raise
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{info.path}: cannot read the micrograph's pixels ({exc})") from exc
     return out
 
 

@@ -11,16 +11,17 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import dask.array as da
 import mrcfile
 import mrcfile.utils
 import numpy as np
-from dask.base import tokenize
 
 from pairextract.io._region import FileRegion
 from pairextract.io.errors import InputError
+
+if TYPE_CHECKING:
+    import dask.array as da
 
 PathLike = str | os.PathLike[str]
 
@@ -130,6 +131,12 @@ def _memmap(info: MicrographInfo) -> np.memmap[Any, Any]:
                      shape=info.shape, order="C")
 
 
+def pixels(info: MicrographInfo) -> np.ndarray[Any, Any]:
+    """The pixels as a copy-on-write memory map in the native type (see io.micrograph)."""
+    return np.memmap(info.path, dtype=info.dtype, mode="c", offset=info.offset or 0,
+                     shape=info.shape, order="C")
+
+
 def read_micrograph(path: PathLike) -> np.ndarray[Any, np.dtype[np.float32]]:
     """Read a single-section MRC micrograph as a float32 ``(H, W)`` array.
 
@@ -162,6 +169,8 @@ def lazy_micrograph(path: PathLike, chunks: Any = "auto",
 
     The shape is known from the header; no pixel is read until computed.
     """
+    import dask.array as da
+
     info = micrograph_info(path)
     proxy = FileRegion(info, _memmap)
     arr = da.from_array(proxy, chunks=chunks, lock=False, asarray=True,
@@ -172,6 +181,8 @@ def lazy_micrograph(path: PathLike, chunks: Any = "auto",
 
 
 def _token(info: MicrographInfo) -> str:
+    from dask.base import tokenize
+
     st = os.stat(info.path)
     return str(tokenize(os.path.abspath(info.path), st.st_mtime_ns, st.st_size))
 

@@ -8,16 +8,17 @@ image editors) gives None.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import dask.array as da
 import numpy as np
 import tifffile
-from dask.base import tokenize
 
 from pairextract.io._region import FileRegion
 from pairextract.io.errors import InputError
 from pairextract.io.mrc import MicrographInfo
+
+if TYPE_CHECKING:
+    import dask.array as da
 
 PathLike = str | os.PathLike[str]
 
@@ -100,6 +101,14 @@ def _read_native(info: MicrographInfo) -> np.ndarray[Any, Any]:
     return np.asarray(tifffile.imread(info.path)).reshape(info.shape)
 
 
+def pixels(info: MicrographInfo) -> np.ndarray[Any, Any]:
+    """The pixels in the native type: a copy-on-write memory map when uncompressed."""
+    if info.offset is not None:
+        return np.memmap(info.path, dtype=info.dtype, mode="c", offset=info.offset,
+                         shape=info.shape, order="C")
+    return np.asarray(tifffile.imread(info.path)).reshape(info.shape)
+
+
 def read_micrograph(path: PathLike) -> np.ndarray[Any, np.dtype[np.float32]]:
     """Read a single-image TIFF as a float32 ``(H, W)`` array (memory-mapped when possible)."""
     info = micrograph_info(path)
@@ -115,6 +124,9 @@ def lazy_micrograph(path: PathLike, chunks: Any = "auto",
 
     A compressed TIFF cannot be mapped and is read as a single chunk.
     """
+    import dask.array as da
+    from dask.base import tokenize
+
     info = micrograph_info(path)
     if info.offset is None:
         chunks = info.shape

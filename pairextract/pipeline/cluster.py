@@ -28,12 +28,12 @@ import subprocess
 import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
-import dask.config
-import yaml
-from dask.system import CPU_COUNT
-from distributed import Client, LocalCluster
+if TYPE_CHECKING:
+    from distributed import Client
+# dask, distributed and yaml are imported where used: the CLI imports this module to build
+# its parser, and `pairextract --help` must stay fast.
 
 __all__ = [
     "CLUSTER_KINDS",
@@ -86,6 +86,8 @@ def load_jobqueue_config(path: str | os.PathLike[str]) -> dict[str, Any]:
         text = p.read_text()
     except OSError as exc:
         raise ClusterConfigError(f"jobqueue config {p}: cannot read ({exc.strerror})") from exc
+    import yaml
+
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -107,6 +109,8 @@ def _merged_config(path: str | os.PathLike[str] | None) -> Iterator[None]:
     if path is None:
         yield
         return
+    import dask.config
+
     data = load_jobqueue_config(path)
     merged = {
         key: dask.config.merge(dask.config.config.get(key, {}), value)
@@ -412,6 +416,9 @@ def open_client(
         raise ClusterConfigError(
             f"cluster options {sorted(cluster_kwargs)} cannot be used with an existing scheduler"
         )
+
+    from dask.system import CPU_COUNT
+    from distributed import Client, LocalCluster
 
     client: Client | None = None
     started: Any | None = None

@@ -2,8 +2,8 @@
 
 Every input coordinate gets a row (a *slot*) in its view's image array, skipped ones
 included, so a micrograph's rows are known before any pixel is read. Each micrograph's
-slots start on a chunk boundary and are padded to whole chunks: parallel writers never
-share a chunk, and a resumed run writes the same bytes to the same chunks.
+slots start on a shard boundary and are padded to whole shards: parallel writers never
+share a shard file, and a resumed run writes the same bytes to the same files.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from pairextract.ctf import CTF
 from pairextract.model import TiltPairInputs
 
 VIEWS = ("untilted", "tilted")
+# Version of the store layout (2: one zarr shard per micrograph); older folders are refused.
+LAYOUT_FORMAT = 2
 _SUFFIX = {"untilted": "u", "tilted": "t"}
 
 
@@ -127,21 +129,37 @@ def _with(job: MicrographJob, **changes: Any) -> MicrographJob:
     return MicrographJob(**d)
 
 
-def chunk_rows(box_size: int, itemsize: int) -> int:
-    """Rows per chunk of an image array: about 8 MiB a chunk, 1..64 particles."""
-    return int(max(1, min(64, (8 << 20) // (box_size * box_size * itemsize))))
+def shard_rows(jobs: list[MicrographJob], box_size: int, itemsize: int) -> int:
+    """Rows per shard: the largest micrograph's particle count, so each micrograph is one file.
+
+    Capped at 1 GiB a shard, and at the 90th percentile of the counts when the largest would
+    pad the slot space to more than twice the particles (a few outsized micrographs then
+    take several shards each rather than every micrograph taking their size).
+    """
+    counts = np.array([j.n for j in jobs if j.n > 0], dtype=np.int64)
+    if counts.size == 0:
+        return 1
+    rows = int(counts.max())
+    if rows * counts.size > 2 * int(counts.sum()):
+        rows = int(np.ceil(np.percentile(counts, 90)))
+    cap = max(1, (1 << 30) // (box_size * box_size * itemsize))
+    return max(1, min(rows, cap))
 
 
 @dataclass
 class Layout:
-    """Where each job's rows lie in its view's arrays; persisted for resume."""
+    """Where each job's rows lie in its view's arrays; persisted for resume.
+
+    ``chunk`` is the number of rows per shard: every job starts on a shard boundary.
+    """
 
     chunk: int
     slots: dict[str, int] = field(default_factory=lambda: dict.fromkeys(VIEWS, 0))
     jobs: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return {"chunk": self.chunk, "slots": self.slots, "jobs": self.jobs}
+        return {"format": LAYOUT_FORMAT, "chunk": self.chunk, "slots": self.slots,
+                "jobs": self.jobs}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Layout:

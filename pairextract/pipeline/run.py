@@ -12,17 +12,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import dask
 import numpy as np
 import pandas as pd
 
 from pairextract.errors import ENVIRONMENT, InputError, PairextractError, kind_of
-from pairextract.io.micrograph import lazy_micrograph, micrograph_info
+from pairextract.io.micrograph import micrograph_info
 from pairextract.model import TiltPairInputs
 from pairextract.params import ExtractionParams
 from pairextract.pipeline import store
 from pairextract.pipeline.pairindex import build_pair_index
-from pairextract.pipeline.plan import VIEWS, MicrographJob, chunk_rows, make_jobs
+from pairextract.pipeline.plan import VIEWS, MicrographJob, make_jobs, shard_rows
 from pairextract.pipeline.tasks import particle_table, run_job
 
 FORMAT_VERSION = 1
@@ -204,7 +203,7 @@ def run_extraction(
         pixel_sizes = _pixel_sizes(inputs, infos)
         jobs = make_jobs(inputs, pixel_sizes)
         itemsize = np.dtype(dtype).itemsize
-        layout = store.open_layout(out, provenance, chunk_rows(params.box_size, itemsize))
+        layout = store.open_layout(out, provenance, shard_rows(jobs, params.box_size, itemsize))
         jobs = layout.place(jobs)
         sampling = _output_sampling(jobs, params)
         provenance.update({
@@ -216,7 +215,7 @@ def run_extraction(
         store.save_layout(out, layout, provenance)
         store.prepare_arrays(out, layout, params.box_size, dtype, provenance)
 
-        done = store.done_jobs(out, jobs)
+        done = store.done_jobs(out, jobs, layout.chunk, params.box_size, itemsize)
         failed: dict[str, str] = {}
         todo: list[MicrographJob] = []
         for job in jobs:
@@ -226,10 +225,11 @@ def run_extraction(
                 failed[job.name] = bad_files[job.micrograph]
             else:
                 todo.append(job)
-        results = _compute(todo, out, params, client, progress, failed)
+        results = _compute(todo, infos, out, params, layout.chunk, dtype, client, progress,
+                           failed)
         extracted = sum(1 for j in todo if j.name not in failed)
 
-        tables = _view_tables(out, jobs, failed)
+        tables = _view_tables(out, jobs, done, results, failed)
         pairs, dropped = build_pair_index(
             inputs.coordinate_pairs, inputs.micrograph_pairs,
             tables["untilted"], tables["tilted"], geometry, drop_flagged)
@@ -272,28 +272,22 @@ def _output_sampling(jobs: list[MicrographJob], params: ExtractionParams) -> flo
     return None
 
 
-def _compute(todo: list[MicrographJob], out: Path,
-             params: ExtractionParams, client: Any, progress: bool | str,
-             failed: dict[str, str]) -> list[dict[str, Any]]:
-    """One task per micrograph: a lazy read (a Dask array) feeding the extraction."""
+def _compute(todo: list[MicrographJob], infos: dict[str, Any], out: Path,
+             params: ExtractionParams, shard: int, dtype: str, client: Any,
+             progress: bool | str, failed: dict[str, str]) -> list[dict[str, Any]]:
+    """One task per micrograph: the worker memory-maps the file and writes its shards.
+
+    Tasks are submitted directly (no graph to build or optimise); each returns its table.
+    """
     from distributed import as_completed
 
     if not todo:
         return []
-    tasks, submitted = [], []
-    for job in todo:
-        token = dask.base.tokenize(job.digest, params.to_dict(), str(out))
-        # One chunk: the whole micrograph, memory-mapped on the worker that extracts it.
-        try:
-            image = lazy_micrograph(job.micrograph, chunks=-1)
-        except (InputError, OSError) as exc:  # changed since its header was checked
-            failed[job.name] = str(exc)
-            continue
-        tasks.append(dask.delayed(run_job, pure=True)(
-            image, job, str(out), params, dask_key_name=f"extract-{job.name}-{token}"))
-        submitted.append(job)
-    futures = client.compute(tasks)
-    by_key = {f.key: job for f, job in zip(futures, submitted, strict=True)}
+    token = _run_token(params, out)
+    futures = [client.submit(run_job, infos[job.micrograph], job, str(out), params, shard, dtype,
+                             key=f"extract-{job.name}-{job.digest[:12]}-{token}", pure=False)
+               for job in todo]
+    by_key = {f.key: job for f, job in zip(futures, todo, strict=True)}
     show = None
     if progress:
         if (_in_notebook() or progress == "notebook") and _has_widgets():
@@ -322,9 +316,19 @@ def _compute(todo: list[MicrographJob], out: Path,
     return results
 
 
-def _view_tables(out: Path, jobs: list[MicrographJob],
+def _run_token(params: ExtractionParams, out: Path) -> str:
+    h = hashlib.sha256(repr((sorted(params.to_dict().items()), str(out))).encode())
+    return h.hexdigest()[:12]
+
+
+def _view_tables(out: Path, jobs: list[MicrographJob], done: set[str],
+                 results: list[dict[str, Any]],
                  failed: dict[str, str]) -> dict[str, pd.DataFrame]:
-    """Each view's particle table: part files of finished jobs, error rows for failed ones."""
+    """Each view's particle table: returned by this run's tasks, read back only for jobs
+    finished by an earlier run, and error rows for failed ones."""
+    fresh = {r["name"]: r["table"] for r in results}
+    earlier = [j for j in jobs if j.name in done]
+    fresh.update(zip((j.name for j in earlier), store.read_parts(out, earlier), strict=True))
     tables: dict[str, pd.DataFrame] = {}
     for view in VIEWS:
         parts = []
@@ -334,7 +338,7 @@ def _view_tables(out: Path, jobs: list[MicrographJob],
                 parts.append(particle_table(job, status, np.full((job.n, 2), -1, np.int64),
                                             False, error=failed[job.name]))
             else:
-                parts.append(pd.read_parquet(store.part_path(out, job)))
+                parts.append(fresh[job.name])
         table = pd.concat(parts, ignore_index=True) if parts else particle_table(
             MicrographJob(view, 0, "", np.zeros(0, np.int64), np.zeros((0, 2)), None, None, None),
             np.zeros(0, dtype=str), np.zeros((0, 2), np.int64), False)
@@ -345,13 +349,14 @@ def _view_tables(out: Path, jobs: list[MicrographJob],
 def _write_outputs(out: Path, inputs: TiltPairInputs, layout: Any,
                    tables: dict[str, pd.DataFrame], pairs: pd.DataFrame,
                    dropped: pd.DataFrame, geometry: pd.DataFrame | None) -> None:
+    # Each table atomically (temporary file + rename): a reader never sees half a file.
     for view, table in tables.items():
-        table.to_parquet(out / f"{view}.parquet", index=False)
+        store.write_table(out / f"{view}.parquet", table)
         store.write_slot_metadata(out, view, table, int(layout.slots[view]))
-    pairs.to_parquet(out / "pairs.parquet", index=False)
-    dropped.to_parquet(out / "dropped.parquet", index=False)
+    store.write_table(out / "pairs.parquet", pairs)
+    store.write_table(out / "dropped.parquet", dropped)
     mics = inputs.micrograph_pairs.copy()
     if geometry is not None and "fitted" in geometry.attrs:
         fitted = geometry.attrs["fitted"]
         mics = mics.merge(fitted, on="mic_pair_id", how="left")
-    mics.to_parquet(out / "micrographs.parquet", index=False)
+    store.write_table(out / "micrographs.parquet", mics)

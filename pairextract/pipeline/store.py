@@ -3,7 +3,8 @@
 Layout of ``OUT``::
 
     pairs.zarr/            zarr v3 group; attrs["pairextract"] = provenance
-      untilted/images      (slots, box, box) float32|float16, chunks (chunk, box, box)
+      untilted/images      (slots, box, box) float32|float16, sharded: one shard file of
+                           (shard, box, box) per micrograph, inner chunks of one particle
       untilted/<column>    per-slot metadata (pair_id, x, y, xi, yi, status, ...)
       tilted/...           the same for the tilted view
     untilted.parquet       one row per extracted slot of the untilted view
@@ -12,7 +13,7 @@ Layout of ``OUT``::
     dropped.parquet        every coordinate pair that was not kept, with its reason
     micrographs.parquet    micrograph pairs with given and fitted tilt angles
     summary.json           counts, timings, output path
-    _work/                 layout.json and one part file per finished micrograph (resume)
+    _work/                 layout.json and one part table per finished micrograph (resume)
     .lock                  held while a run writes into OUT
 """
 
@@ -31,13 +32,16 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import zarr
 
 from pairextract.errors import OutputFolderError
-from pairextract.pipeline.plan import VIEWS, Layout, MicrographJob
+from pairextract.pipeline.plan import LAYOUT_FORMAT, VIEWS, Layout, MicrographJob
 
 ZARR_NAME = "pairs.zarr"
 WORK = "_work"
+TABLES = ("untilted.parquet", "tilted.parquet", "pairs.parquet", "dropped.parquet",
+          "micrographs.parquet")
+# zarr v3 sharding: an "empty" inner chunk's index entry (offset and length both 2**64 - 1).
+_EMPTY = np.uint64(2**64 - 1)
 
 # Status codes stored per slot in the zarr groups; the strings are what the tables hold.
 STATUS_CODES = {"padding": 0, "ok": 1, "outside_border": 2, "error": 3}
@@ -83,11 +87,25 @@ def read_json(path: Path) -> dict[str, Any] | None:
         return None
 
 
+def _tmp(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
 def write_json(path: Path, obj: Any) -> None:
     """Write JSON atomically (a reader never sees half a file)."""
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = _tmp(path)
     tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
     os.replace(tmp, path)
+
+
+def write_table(path: Path, table: pd.DataFrame) -> None:
+    """Write a Parquet table atomically: a temporary file renamed over ``path``."""
+    tmp = _tmp(path)
+    try:
+        table.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def open_layout(out: Path, provenance: dict[str, Any], chunk: int) -> Layout:
@@ -97,9 +115,18 @@ def open_layout(out: Path, provenance: dict[str, Any], chunk: int) -> Layout:
     """
     work = out / WORK
     work.mkdir(parents=True, exist_ok=True)
-    old = read_json(work / "layout.json")
+    try:
+        old = read_json(work / "layout.json")
+    except ValueError as exc:  # not JSON: written by something else, or damaged
+        raise StoreMismatchError(
+            f"{work / 'layout.json'} is not a readable pairextract layout ({exc}); "
+            "choose another output folder or pass overwrite") from None
     if old is None:
         return Layout(chunk=chunk)
+    if old.get("layout", {}).get("format") != LAYOUT_FORMAT:
+        raise StoreMismatchError(
+            f"{out} was written by an older pairextract (unsharded store); "
+            "choose another output folder or pass overwrite")
     before = old.get("provenance", {})
     if before.get("params") != provenance["params"] or before.get("dtype") != provenance["dtype"]:
         diffs = [f"{k}: {before.get('params', {}).get(k)!r} there, {v!r} now"
@@ -121,7 +148,13 @@ def save_layout(out: Path, layout: Layout, provenance: dict[str, Any]) -> None:
 
 def prepare_arrays(out: Path, layout: Layout, box: int, dtype: str,
                    provenance: dict[str, Any]) -> None:
-    """Create (or grow) the image arrays so that every placed job has its rows."""
+    """Create (or grow) the image arrays so that every placed job has its rows.
+
+    One shard file per micrograph (``layout.chunk`` rows) with inner chunks of one particle:
+    few files on parallel file systems, and reading one particle reads its index and its box.
+    """
+    import zarr
+
     root = zarr.open_group(str(out / ZARR_NAME), mode="a")
     root.attrs["pairextract"] = provenance
     for view in VIEWS:
@@ -135,7 +168,7 @@ def prepare_arrays(out: Path, layout: Layout, box: int, dtype: str,
             continue
         group.create_array(
             "images", shape=(rows, box, box), dtype=dtype,
-            chunks=(layout.chunk, box, box), fill_value=0,
+            shards=(layout.chunk, box, box), chunks=(1, box, box), fill_value=0,
             # Particle noise does not compress; plain bytes are the fastest to write and read.
             compressors=None, dimension_names=("slot", "y", "x"),
         )
@@ -146,27 +179,147 @@ def part_path(out: Path, job: MicrographJob) -> Path:
     return out / WORK / f"{job.part_name}.parquet"
 
 
-def write_part(out: Path, job: MicrographJob, stack: np.ndarray, table: pd.DataFrame) -> None:
-    """Write one job's particles into its rows, then its table (the table marks it done)."""
-    arr = zarr.open_array(str(out / ZARR_NAME / job.view / "images"), mode="r+")
-    # Chunk by chunk: one assignment of the whole stack makes zarr hold a second copy of it.
-    rows = int(arr.chunks[0])
-    for k in range(0, job.n, rows):
-        arr[job.slot_start + k:job.slot_start + min(k + rows, job.n)] = \
-            stack[k:k + rows].astype(arr.dtype, copy=False)
-    dest = part_path(out, job)
-    tmp = dest.with_name(dest.name + f".{os.getpid()}.tmp")
-    table.to_parquet(tmp, index=False)
-    os.replace(tmp, dest)
+def shard_path(out: Path, view: str, index: int) -> Path:
+    """The file of shard ``index`` of a view's image array (zarr v3 default key encoding)."""
+    return out / ZARR_NAME / view / "images" / "c" / str(index) / "0" / "0"
 
 
-def done_jobs(out: Path, jobs: list[MicrographJob]) -> set[str]:
-    """Names of the jobs whose part file for their current digest exists (rows complete)."""
-    return {j.name for j in jobs if part_path(out, j).exists()}
+def shard_bytes(rows: int, shard: int, box: int, itemsize: int) -> int:
+    """Size of a shard file holding ``rows`` particles: the boxes, the index, its CRC32C."""
+    return rows * box * box * itemsize + 16 * shard + 4
+
+
+def _job_shards(job: MicrographJob, shard: int) -> Iterator[tuple[int, int, int]]:
+    """(shard index, first row of the job in it, rows in it) for each shard of a job."""
+    for k in range(0, job.n, shard):
+        yield (job.slot_start + k) // shard, k, min(shard, job.n - k)
+
+
+def write_shards(out: Path, job: MicrographJob, stack: np.ndarray, shard: int,
+                 dtype: str) -> None:
+    """Write a job's particles as whole shard files, each atomically (temp file + rename).
+
+    The job owns its shards (its slots start on a shard boundary), so no other writer ever
+    touches them, and a shard on disk is always complete. The layout is zarr v3's
+    ``sharding_indexed`` codec: inner chunks of one particle, back to back, then the index
+    of (offset, length) pairs and its CRC32C.
+    """
+    import google_crc32c
+
+    box = int(stack.shape[-1])
+    item = np.dtype(dtype).newbyteorder("<")
+    nbytes = box * box * item.itemsize
+    for index, first, rows in _job_shards(job, shard):
+        table = np.full((shard, 2), _EMPTY, dtype="<u8")
+        table[:rows, 0] = np.arange(rows, dtype=np.uint64) * np.uint64(nbytes)
+        table[:rows, 1] = nbytes
+        path = shard_path(out, job.view, index)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _tmp(path)
+        try:
+            with open(tmp, "wb") as f:
+                # in blocks: a float16 cast never copies the whole stack
+                for k in range(first, first + rows, 64):
+                    block = stack[k:min(k + 64, first + rows)]
+                    f.write(np.ascontiguousarray(block, dtype=item).data)
+                index_bytes = table.tobytes()
+                f.write(index_bytes)
+                f.write(np.uint32(google_crc32c.value(index_bytes)).astype("<u4").tobytes())
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
+def write_part(out: Path, job: MicrographJob, table: pd.DataFrame) -> None:
+    """Write one job's table; written after its shards, it marks the job done (resume)."""
+    write_table(part_path(out, job), table)
+
+
+def shards_ok(out: Path, job: MicrographJob, shard: int, box: int, itemsize: int) -> bool:
+    """Whether every shard file of the job is there with the size its rows give."""
+    for index, _, rows in _job_shards(job, shard):
+        try:
+            size = shard_path(out, job.view, index).stat().st_size
+        except OSError:
+            return False
+        if size != shard_bytes(rows, shard, box, itemsize):
+            return False
+    return True
+
+
+def done_jobs(out: Path, jobs: list[MicrographJob], shard: int, box: int,
+              itemsize: int) -> set[str]:
+    """Names of the jobs that are complete: part table for their digest and intact shards.
+
+    A job whose shard file was deleted or damaged since is not done: it is extracted again.
+    """
+    return {j.name for j in jobs
+            if part_path(out, j).exists() and shards_ok(out, j, shard, box, itemsize)}
+
+
+def read_parts(out: Path, jobs: list[MicrographJob]) -> list[pd.DataFrame]:
+    """The part tables of finished jobs (from an earlier run)."""
+    return [pd.read_parquet(part_path(out, j)) for j in jobs]
+
+
+def check_output(out: Path) -> list[str]:
+    """What is wrong with a finished output folder (empty when nothing is).
+
+    Every table must be readable whole, and every shard of every extracted micrograph must
+    be there, with the size its particles give and an intact index (CRC32C). Cheap: the
+    tables' footers, one ``stat`` and one index read per micrograph.
+    """
+    import google_crc32c
+    import pyarrow.parquet as pq
+
+    problems: list[str] = []
+    for name in TABLES:
+        try:
+            pq.read_metadata(out / name)
+        except FileNotFoundError:
+            problems.append(f"{name} is missing")
+        except (OSError, ValueError) as exc:
+            problems.append(f"{name} is unreadable (truncated or damaged: {exc})")
+    for view in VIEWS:
+        meta = read_json(out / ZARR_NAME / view / "images" / "zarr.json")
+        if meta is None:
+            problems.append(f"{ZARR_NAME}/{view}/images has no zarr.json")
+            continue
+        if any(p.startswith(f"{view}.parquet") for p in problems):
+            continue  # its shards cannot be checked without the table
+        box = int(meta["shape"][-1])
+        shard = int(meta["chunk_grid"]["configuration"]["chunk_shape"][0])
+        itemsize = np.dtype(meta["data_type"]).itemsize
+        table = pd.read_parquet(out / f"{view}.parquet", columns=["slot", "status", "micrograph"])
+        table = table[table["status"] != "error"]
+        counts = table.groupby(table["slot"].to_numpy(np.int64) // shard).agg(
+            rows=("slot", "size"), micrograph=("micrograph", "first"))
+        for index, rows, mic in zip(counts.index.to_numpy(np.int64),
+                                    counts["rows"].to_numpy(np.int64),
+                                    counts["micrograph"].astype(str), strict=True):
+            path = shard_path(out, view, int(index))
+            expected = shard_bytes(int(rows), shard, box, itemsize)
+            where = f"{view} particles of {mic} ({path.relative_to(out)})"
+            try:
+                size = path.stat().st_size
+                with open(path, "rb") as f:
+                    f.seek(max(size - 16 * shard - 4, 0))
+                    tail = f.read()
+            except OSError:
+                problems.append(f"{where}: file missing")
+                continue
+            crc = int(np.frombuffer(tail[-4:], "<u4")[0]) if len(tail) >= 4 else -1
+            if size != expected:
+                problems.append(f"{where}: {size} bytes, {expected} expected")
+            elif crc != google_crc32c.value(tail[:-4]):
+                problems.append(f"{where}: damaged index (checksum mismatch)")
+    return problems
 
 
 def write_slot_metadata(out: Path, view: str, table: pd.DataFrame, rows: int) -> None:
     """Per-slot metadata arrays beside the images, from the view's particle table."""
+    import zarr
+
     group = zarr.open_group(str(out / ZARR_NAME / view), mode="a")
     slots = table["slot"].to_numpy(np.int64)
     columns: dict[str, tuple[np.ndarray, Any]] = {

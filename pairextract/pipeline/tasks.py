@@ -9,11 +9,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pairextract.errors import MicrographError, output_io_error
+from pairextract.errors import MicrographError, PairextractError, output_io_error
 from pairextract.extract import extract_micrograph
+from pairextract.io.micrograph import MicrographInfo, pixels
 from pairextract.params import ExtractionParams
 from pairextract.pipeline.plan import MicrographJob
-from pairextract.pipeline.store import write_part
+from pairextract.pipeline.store import write_part, write_shards
 
 CTF_COLUMNS = ("defocus_u", "defocus_v", "defocus_angle", "voltage", "cs",
                "amplitude_contrast", "phase_shift")
@@ -87,12 +88,22 @@ def tune_malloc(threshold: int = 32 << 20) -> bool:
     return ok
 
 
-def run_job(image: np.ndarray, job: MicrographJob, out: str,
-            params: ExtractionParams) -> dict[str, Any]:
-    """Extract one micrograph into its rows of the store; returns counts."""
+def run_job(info: MicrographInfo, job: MicrographJob, out: str, params: ExtractionParams,
+            shard: int, dtype: str) -> dict[str, Any]:
+    """Extract one micrograph into its shards of the store; returns counts and its table.
+
+    The table goes back to the client, which builds the index from it without re-reading
+    part files; the part file written here is only for resuming an interrupted run.
+    """
     tune_malloc()
     t0 = time.perf_counter()
-    image = np.asarray(image)
+    try:
+        image = np.asarray(pixels(info))
+    except (PairextractError, OSError, ValueError) as exc:  # changed since it was checked
+        raise MicrographError(f"{job.view} micrograph {job.micrograph}: {exc}",
+                              job.micrograph, job.view) from None
+    if image.dtype != np.float32:
+        image = image.astype(np.float32)
     if not np.isfinite(image).all():
         bad = int(np.size(image) - np.count_nonzero(np.isfinite(image)))
         raise MicrographError(f"{job.view} micrograph {job.micrograph} has {bad} NaN or "
@@ -104,14 +115,16 @@ def run_job(image: np.ndarray, job: MicrographJob, out: str,
     except ValueError as exc:  # what this micrograph's pixels or metadata do not allow
         raise MicrographError(f"{job.view} micrograph {job.micrograph}: {exc}",
                               job.micrograph, job.view) from None
+    del image
     t1 = time.perf_counter()
     table = particle_table(job, res.status, res.xy, res.phase_flipped, res.local_average,
                            defocus_offset=res.defocus_offset)
     try:
-        write_part(Path(out), job, res.stack, table)
+        write_shards(Path(out), job, res.stack, shard, dtype)
+        write_part(Path(out), job, table)
     except OSError as exc:  # disk full, read-only, I/O error: the run fails, not the micrograph
         raise output_io_error(exc, f"the particles of {job.view} micrograph {job.micrograph}",
                               exc.filename or out) from None
     t2 = time.perf_counter()
     return {"name": job.name, "n": job.n, "ok": int((res.status == "ok").sum()),
-            "seconds_extract": t1 - t0, "seconds_write": t2 - t1}
+            "table": table, "seconds_extract": t1 - t0, "seconds_write": t2 - t1}

@@ -1,0 +1,313 @@
+"""Cold command-line benchmark: workloads B1, B24, B8k, Bmany as users run them.
+
+Each run is one ``pairextract extract`` process started from nothing (no cluster running,
+micrographs in the page cache, a fresh output folder). Printed per workload and worker count:
+wall time, CPU seconds of every process of the run (children included) and the peak resident
+memory (VmHWM) of the largest single process, best of ``--repeat`` runs (and the median).
+
+The workload generator (cached in ``--data``, outside the repository) also writes the inputs that
+RELION (micrographs STAR + one coordinate STAR per micrograph) and Xmipp (one ``.pos`` per
+micrograph) read; with ``--relion-bin``/``--xmipp-bin`` the same workloads are timed with
+``relion_preprocess`` and with Xmipp's programs run as the protocol runs them. Usage::
+
+    python3 benchmarks/bench_cli.py --workload B1 B24 B8k Bmany --workers 1 2 --repeat 3
+    python3 benchmarks/bench_cli.py --workload B1 --tree /work/main --tree .   # before/after
+
+``--tree DIR`` runs the CLI of the checkout DIR (``PYTHONPATH=DIR``); several trees are run
+interleaved, which is the fair way to compare on a busy machine. ``--help-time`` also times
+``pairextract --help`` and ``--version``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+# name: (micrograph pairs, size, particles per micrograph, box, background radius)
+WORKLOADS = {
+    "B1": (4, 4096, 300, 256, 128),
+    "B24": (24, 4096, 300, 256, 128),
+    "B8k": (2, 8192, 600, 512, 256),
+    "Bmany": (2000, 512, 10, 64, 32),
+}
+
+
+def make_workload(name: str, data: Path) -> Path:
+    """Write (once) the micrographs, the pair table and the RELION and Xmipp inputs."""
+    n_pairs, size, per_mic, box, _ = WORKLOADS[name]
+    folder = data / name
+    done = folder / "pairs.csv"
+    if done.exists():
+        return folder
+    import pandas as pd
+
+    from pairextract.io.mrc import write_mrc
+    from pairextract.io.xmipp import write_pos
+
+    for sub in ("mics", "coords_relion", "coords_xmipp"):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(7)
+    rows, mic_rows = [], []
+    for k in range(1, n_pairs + 1):
+        xy = rng.integers(box // 2 + 1, size - box // 2 - 1, size=(per_mic, 2))
+        # the tilted view: a foreshortened copy, so both boxes are inside
+        xy_t = np.column_stack([xy[:, 0], (size / 2 + (xy[:, 1] - size / 2) * 0.8)]).astype(int)
+        for view, pts in (("u", xy), ("t", xy_t)):
+            mic = folder / "mics" / f"{view}{k:05d}.mrc"
+            # Gaussian noise with a few dust pixels: what dust removal and Ramp see in practice
+            img = rng.standard_normal((size, size), dtype=np.float32)
+            hot = rng.integers(0, size, size=(max(5, size // 256), 2))
+            img[hot[:, 1], hot[:, 0]] = 40.0
+            write_mrc(mic, img, 1.5)
+            mic_rows.append(str(mic))
+            coords = pd.DataFrame({"rlnCoordinateX": pts[:, 0].astype(float),
+                                   "rlnCoordinateY": pts[:, 1].astype(float)})
+            _write_star(folder / "coords_relion" / f"{mic.stem}_pick.star", "", coords)
+            write_pos(folder / "coords_xmipp" / f"{mic.stem}.pos", pts[:, 0], pts[:, 1])
+        for i in range(per_mic):
+            rows.append(((k - 1) * per_mic + i + 1, str(folder / "mics" / f"u{k:05d}.mrc"),
+                         xy[i, 0], xy[i, 1], str(folder / "mics" / f"t{k:05d}.mrc"),
+                         xy_t[i, 0], xy_t[i, 1]))
+    _write_star(folder / "micrographs.star", "micrographs",
+                pd.DataFrame({"rlnMicrographName": mic_rows}))
+    pd.DataFrame(rows, columns=["pair_id", "micrograph_u", "x_u", "y_u", "micrograph_t",
+                                "x_t", "y_t"]).to_csv(folder / "pairs.tmp", index=False)
+    os.replace(folder / "pairs.tmp", done)
+    return folder
+
+
+def _write_star(path: Path, block: str, df: object) -> None:
+    import pandas as pd
+
+    assert isinstance(df, pd.DataFrame)
+    lines = [f"data_{block}", "", "loop_"]
+    lines += [f"_{c} #{i + 1}" for i, c in enumerate(df.columns)]
+    lines += [" ".join(str(v) for v in row) for row in df.itertuples(index=False)]
+    path.write_text("\n".join(lines) + "\n")
+
+
+@dataclass
+class Measure:
+    wall: float
+    cpu: float
+    peak_mib: float
+    rc: int
+
+
+def _proc_stats(pid: int) -> tuple[float, int] | None:
+    """CPU seconds and VmHWM (KiB) of one live process, or None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        hwm = 0
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    hwm = int(line.split()[1])
+        return cpu, hwm
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _descendants(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(d))
+    out, todo = [], [root]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out
+
+
+def run_measured(cmd: list[str], env: dict[str, str], log: Path) -> Measure:
+    """Run ``cmd``; wall, CPU of it and all its descendants, largest VmHWM of any of them.
+
+    Descendants are sampled every 20 ms (their last CPU reading is kept); the process's own
+    rusage from wait4 covers every child it reaped, so the larger of the two sums is reported.
+    """
+    with open(log, "wb") as f:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, env=env, stdout=f, stderr=subprocess.STDOUT)
+        seen: dict[int, tuple[float, int]] = {}
+        stop = threading.Event()
+
+        def sample() -> None:
+            while not stop.is_set():
+                for pid in _descendants(proc.pid):
+                    s = _proc_stats(pid)
+                    if s is not None:
+                        seen[pid] = (s[0], max(s[1], seen.get(pid, (0.0, 0))[1]))
+                stop.wait(0.02)
+
+        th = threading.Thread(target=sample, daemon=True)
+        th.start()
+        _, status, ru = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+        stop.set()
+        th.join()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    cpu = max(ru.ru_utime + ru.ru_stime, sum(c for c, _ in seen.values()))
+    peak = max([ru.ru_maxrss] + [h for _, h in seen.values()]) / 1024
+    return Measure(wall, cpu, peak, proc.returncode)
+
+
+def _cli(tree: Path | None) -> tuple[list[str], dict[str, str]]:
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    if tree is not None:
+        env["PYTHONPATH"] = str(tree.resolve())
+    exe = shutil.which("pairextract")
+    return ([exe] if exe else [sys.executable, "-m", "pairextract"]), env
+
+
+def _warm_page_cache(folder: Path) -> None:
+    for p in (folder / "mics").iterdir():
+        with open(p, "rb") as f:
+            while f.read(1 << 24):
+                pass
+
+
+def _report(label: str, ms: list[Measure]) -> None:
+    ok = [m for m in ms if m.rc == 0]
+    if not ok:
+        print(f"  {label}: FAILED (exit {[m.rc for m in ms]})", flush=True)
+        return
+    best = min(ok, key=lambda m: m.wall)
+    median = statistics.median(m.wall for m in ok)
+    print(f"  {label}: wall {best.wall:6.2f} s (median {median:.2f}),"
+          f" cpu {min(m.cpu for m in ok):6.1f} s, peak {max(m.peak_mib for m in ok):5.0f} MiB"
+          f"  [walls {', '.join(f'{m.wall:.2f}' for m in ms)}]", flush=True)
+
+
+def _extract_cmd(base: list[str], folder: Path, out: Path, name: str, workers: int,
+                 extra: list[str]) -> list[str]:
+    _, _, _, box, radius = WORKLOADS[name]
+    return base + ["extract", str(folder / "pairs.csv"), "--out", str(out), "--box", str(box),
+                   "--invert", "--norm", "Ramp", "--bg-radius", str(radius),
+                   "--workers", str(workers), "--no-progress"] + extra
+
+
+def _relion_cmd(binary: str, folder: Path, out: Path, name: str, ranks: int) -> list[str]:
+    _, _, _, box, radius = WORKLOADS[name]
+    cmd = [binary, "--i", str(folder / "micrographs.star"),
+           "--coord_dir", str(folder / "coords_relion") + "/", "--coord_suffix", "_pick.star",
+           "--part_star", str(out / "particles.star"), "--part_dir", str(out) + "/",
+           "--extract", "--extract_size", str(box), "--norm", "--bg_radius", str(radius),
+           "--white_dust", "-1", "--black_dust", "3.5", "--invert_contrast"]
+    if ranks > 1:
+        mpi = binary if binary.endswith("_mpi") else binary + "_mpi"
+        cmd = ["mpirun", "-np", str(ranks), mpi] + cmd[1:]
+    return cmd
+
+
+def _xmipp_script(bindir: str, folder: Path, out: Path, name: str) -> list[str]:
+    """Xmipp's programs on every micrograph at once, in the protocol's order (one shell)."""
+    _, _, _, box, radius = WORKLOADS[name]
+    b = Path(bindir)
+    steps = []
+    for mic in sorted((folder / "mics").glob("*.mrc")):
+        dust = out / f"{mic.stem}_noDust.mrc"
+        stk = out / mic.stem
+        steps.append(
+            f"{b / 'xmipp_transform_filter'} -i {mic} -o {dust} --bad_pixels outliers 3.500000"
+            f" && {b / 'xmipp_micrograph_scissor'} -i {dust} --pos "
+            f"particles@{folder / 'coords_xmipp' / (mic.stem + '.pos')} -o {stk} --Xdim {box}"
+            f" --invert && {b / 'xmipp_transform_normalize'} -i {stk}.stk --method Ramp"
+            f" --background circle {radius}")
+    return ["bash", "-c", " & ".join(f"({s})" for s in steps) + " & wait"]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--workload", nargs="+", default=["B1"], choices=list(WORKLOADS))
+    ap.add_argument("--workers", nargs="+", type=int, default=[1, 2])
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--data", type=Path, default=Path("/tmp/pairextract-bench"),
+                    help="where the generated inputs are cached (outside the repository)")
+    ap.add_argument("--tree", type=Path, action="append",
+                    help="checkout whose CLI to run (PYTHONPATH); repeat to interleave trees")
+    ap.add_argument("--float16", action="store_true")
+    ap.add_argument("--relion-bin", help="relion_preprocess to time on the same inputs")
+    ap.add_argument("--xmipp-bin", help="folder of Xmipp's programs to time on the same inputs")
+    ap.add_argument("--help-time", action="store_true", help="time --help and --version too")
+    ap.add_argument("--keep-out", action="store_true", help="keep the last output folders")
+    args = ap.parse_args()
+    trees: list[Path | None] = list(args.tree or [None])
+    extra = ["--float16"] if args.float16 else []
+    args.data.mkdir(parents=True, exist_ok=True)
+    scratch = args.data / "runs"
+
+    if args.help_time:
+        for tree in trees:
+            base, env = _cli(tree)
+            for flag in ("--help", "--version"):
+                walls = []
+                for _ in range(max(args.repeat, 3)):
+                    t = time.perf_counter()
+                    subprocess.run(base + [flag], env=env, capture_output=True, check=True)
+                    walls.append(time.perf_counter() - t)
+                print(f"pairextract {flag} [{tree or 'installed'}]: best {min(walls):.3f} s")
+
+    for name in args.workload:
+        t = time.perf_counter()
+        folder = make_workload(name, args.data)
+        n_pairs, size, per_mic, box, _ = WORKLOADS[name]
+        print(f"{name}: {2 * n_pairs} x {size}^2, {2 * n_pairs * per_mic} particles, box {box}"
+              f" (inputs ready in {time.perf_counter() - t:.1f} s: {folder})", flush=True)
+        _warm_page_cache(folder)
+        results: dict[str, list[Measure]] = {}
+        for _ in range(args.repeat):
+            for workers in args.workers:
+                for tree in trees:
+                    base, env = _cli(tree)
+                    out = scratch / "out"
+                    shutil.rmtree(scratch, ignore_errors=True)
+                    scratch.mkdir(parents=True)
+                    os.sync()  # dirty pages of the previous run would throttle this one
+                    m = run_measured(_extract_cmd(base, folder, out, name, workers, extra), env,
+                                     args.data / "last.log")
+                    label = f"pairextract {workers} worker(s)" + (f" [{tree}]" if tree else "")
+                    results.setdefault(label, []).append(m)
+            for ranks, label in ((1, "relion_preprocess"), (2, "relion_preprocess MPI 2")):
+                if args.relion_bin:
+                    shutil.rmtree(scratch, ignore_errors=True)
+                    scratch.mkdir(parents=True)
+                    os.sync()
+                    results.setdefault(label, []).append(run_measured(
+                        _relion_cmd(args.relion_bin, folder, scratch, name, ranks),
+                        dict(os.environ), args.data / "relion.log"))
+            if args.xmipp_bin:
+                shutil.rmtree(scratch, ignore_errors=True)
+                scratch.mkdir(parents=True)
+                os.sync()
+                results.setdefault("Xmipp programs", []).append(run_measured(
+                    _xmipp_script(args.xmipp_bin, folder, scratch, name), dict(os.environ),
+                    args.data / "xmipp.log"))
+        for label, ms in results.items():
+            _report(label, ms)
+        if any(m.rc for ms in results.values() for m in ms):
+            print(f"  (a run failed: see {args.data / 'last.log'})")
+    if not args.keep_out:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

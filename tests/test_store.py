@@ -1,0 +1,136 @@
+"""The output store: one shard file per micrograph and view, damage found and repaired,
+tables replaced atomically."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import zarr
+
+from pairextract import ExtractionParams
+from pairextract.api import DamagedOutputError, check_output, extract_pairs, info, open_pairs
+from pairextract.io import read_pairs
+from pairextract.pipeline import store
+
+
+def _files(out: Path) -> dict[str, bytes]:
+    return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*"))
+            if p.is_file() and not p.relative_to(out).as_posix().startswith(
+                ("_work", ".lock", "summary.json"))}
+
+
+def _shards(out: Path, view: str) -> list[Path]:
+    return sorted(p for p in (out / "pairs.zarr" / view / "images" / "c").rglob("*")
+                  if p.is_file())
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "pairextract", *args], capture_output=True,
+                          text=True, timeout=300)
+
+
+@pytest.fixture()
+def run(client, small_dataset, tmp_path):  # type: ignore[no-untyped-def]
+    out = tmp_path / "out"
+    inputs = read_pairs(small_dataset.pair_table)
+    params = ExtractionParams(box_size=48, invert=True)
+    extract_pairs(inputs, out, params, client=client)
+    return inputs, params, out
+
+
+def test_one_shard_file_per_micrograph_and_view(run):  # type: ignore[no-untyped-def]
+    inputs, _, out = run
+    n_pairs = len(inputs.micrograph_pairs)
+    for view in ("untilted", "tilted"):
+        shards = _shards(out, view)
+        assert len(shards) == n_pairs
+    parts = list((out / "_work").glob("*.parquet"))
+    # particle files and resume tables: 4 per micrograph pair, whatever the particle count
+    assert len(shards) * 2 + len(parts) == 4 * n_pairs
+    arr = zarr.open_array(str(out / "pairs.zarr" / "untilted" / "images"), mode="r")
+    table = pd.read_parquet(out / "untilted.parquet")
+    slot = int(table.loc[table["status"] == "ok", "slot"].iloc[3])
+    # one particle read through zarr's own shard reader equals the same row of the Dataset
+    ds = open_pairs(out)
+    k = int(np.flatnonzero(ds.slot_u.values == slot)[0])
+    np.testing.assert_array_equal(arr[slot], ds["untilted"][k].values)
+    assert check_output(out) == []
+    assert "store:         whole" in info(out)
+
+
+def test_deleted_shard_is_reported_refused_and_repaired(run, client, tmp_path):  # type: ignore[no-untyped-def]
+    inputs, params, out = run
+    before = _files(out)
+    shard = _shards(out, "tilted")[-1]
+    shard.unlink()
+    problems = check_output(out)
+    assert len(problems) == 1 and "file missing" in problems[0], problems
+    assert "DAMAGED" in info(out)
+    r = _cli("info", str(out))
+    assert r.returncode == 1 and "damaged" in r.stderr
+    with pytest.raises(DamagedOutputError, match="file missing"):
+        open_pairs(out)
+    r = _cli("export", str(out), "--to", "relion", str(tmp_path / "exp"))
+    assert r.returncode != 0 and "damaged" in r.stderr
+    assert not (tmp_path / "exp" / "untilted.mrcs").exists()
+
+    again = extract_pairs(inputs, out, params, client=client)
+    assert (again.micrographs_extracted, again.micrographs_reused) == (1, 3)
+    assert check_output(out) == []
+    assert _files(out) == before
+
+
+def test_truncated_shard_is_extracted_again(run, client):  # type: ignore[no-untyped-def]
+    inputs, params, out = run
+    before = _files(out)
+    shard = _shards(out, "untilted")[0]
+    shard.write_bytes(shard.read_bytes()[:1000])
+    assert "bytes" in " ".join(check_output(out))
+    again = extract_pairs(inputs, out, params, client=client)
+    assert again.micrographs_extracted == 1
+    assert _files(out) == before
+
+
+def test_damaged_shard_index_is_reported(run):  # type: ignore[no-untyped-def]
+    _, _, out = run
+    shard = _shards(out, "untilted")[0]
+    data = bytearray(shard.read_bytes())
+    data[-10] ^= 0xFF  # flip bits inside the index: same size, wrong checksum
+    shard.write_bytes(bytes(data))
+    assert "checksum" in " ".join(check_output(out))
+
+
+def test_truncated_table_is_reported_not_success(run):  # type: ignore[no-untyped-def]
+    _, _, out = run
+    pairs = out / "pairs.parquet"
+    pairs.write_bytes(pairs.read_bytes()[:100])
+    problems = check_output(out)
+    assert any("pairs.parquet is unreadable" in p for p in problems), problems
+    r = _cli("info", str(out))
+    assert r.returncode == 1 and "pairs.parquet" in r.stdout
+
+
+def test_failed_table_write_leaves_the_old_file_whole(tmp_path):  # type: ignore[no-untyped-def]
+    path = tmp_path / "t.parquet"
+    store.write_table(path, pd.DataFrame({"a": [1, 2, 3]}))
+    old = path.read_bytes()
+    bad = pd.DataFrame({"a": [1, "two", object()]})  # pyarrow refuses mixed objects
+    with pytest.raises(Exception):  # noqa: B017 - pyarrow's error type varies by version
+        store.write_table(path, bad)
+    assert path.read_bytes() == old
+    assert [p.name for p in tmp_path.iterdir()] == ["t.parquet"]
+
+
+def test_store_of_the_older_layout_is_refused(run, client):  # type: ignore[no-untyped-def]
+    inputs, params, out = run
+    layout = store.read_json(out / "_work" / "layout.json")
+    assert layout is not None
+    del layout["layout"]["format"]
+    store.write_json(out / "_work" / "layout.json", layout)
+    with pytest.raises(store.StoreMismatchError, match="older pairextract"):
+        extract_pairs(inputs, out, params, client=client)
