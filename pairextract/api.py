@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -11,6 +12,7 @@ import pandas as pd
 
 from pairextract.errors import MICROGRAPH, InputError, kind_of
 from pairextract.io import read_pairs
+from pairextract.io.shifts import Shifts, read_shifts
 from pairextract.model import TiltPairInputs
 from pairextract.params import ExtractionParams
 from pairextract.pipeline import store
@@ -37,6 +39,8 @@ def extract_pairs(
     progress: bool | str = False,
     workers: int | None = None,
     strict_checks: bool = True,
+    recenter: str | Path | Shifts | None = None,
+    recenter_pairs: str | Path | None = None,
     **read_options: Any,
 ) -> ExtractionResult:
     """Extract every coordinate pair of ``inputs`` into the output folder ``out``.
@@ -65,6 +69,15 @@ def extract_pairs(
         Show a progress bar (Dask's widget in a notebook, text otherwise).
     strict_checks
         Refuse the run when the input checks find errors that concern the whole run.
+    recenter
+        Beyond Xmipp: a RELION particles STAR or Xmipp metadata with the 2-D alignment shifts
+        of untilted particles this input gave (or :class:`~pairextract.io.shifts.Shifts`).
+        Only those pairs are extracted, each view's coordinate moved to the refined centre
+        (the tilted one through the tilt geometry); what is below a pixel becomes the output
+        origin (``recenter.parquet``, ``open_pairs``, the exports).
+    recenter_pairs
+        The RELION export's ``pairs.star``/``pairs.csv`` that maps image names to pair ids
+        (default: found next to the STAR file or above it).
 
     Returns
     -------
@@ -82,16 +95,40 @@ def extract_pairs(
 
     inputs, tilt_warnings = with_specimen_tilts(inputs, params, geometry)
     warnings += tilt_warnings
-    if client is not None:
-        return run_extraction(inputs, out, params, client, dtype=dtype, geometry=geometry,
-                              drop_flagged=drop_flagged, overwrite=overwrite,
-                              progress=progress, warnings=warnings)
-    from pairextract.pipeline.cluster import open_client
+    recentred = None
+    if recenter is not None:
+        from pairextract.pipeline.recenter import recenter_inputs
 
-    with open_client("local", workers=workers) as own:
-        return run_extraction(inputs, out, params, own, dtype=dtype, geometry=geometry,
-                              drop_flagged=drop_flagged, overwrite=overwrite,
-                              progress=progress, warnings=warnings)
+        shifts = recenter if isinstance(recenter, Shifts) else read_shifts(recenter,
+                                                                           recenter_pairs)
+        inputs, recentred, more = recenter_inputs(inputs, shifts, params, geometry)
+        warnings += more
+    if client is not None:
+        result = run_extraction(inputs, out, params, client, dtype=dtype, geometry=geometry,
+                                drop_flagged=drop_flagged, overwrite=overwrite,
+                                progress=progress, warnings=warnings)
+    else:
+        from pairextract.pipeline.cluster import open_client
+
+        with open_client("local", workers=workers) as own:
+            result = run_extraction(inputs, out, params, own, dtype=dtype, geometry=geometry,
+                                    drop_flagged=drop_flagged, overwrite=overwrite,
+                                    progress=progress, warnings=warnings)
+    _write_recenter(Path(out), recentred)
+    return result
+
+
+def _write_recenter(out: Path, table: pd.DataFrame | None) -> None:
+    """``recenter.parquet`` of a re-centring run; a stale one (ours) goes when not re-centring."""
+    from pairextract.pipeline.recenter import RECENTER_NAME
+
+    path = out / RECENTER_NAME
+    if table is None:
+        path.unlink(missing_ok=True)
+        return
+    tmp = path.with_name(f".{RECENTER_NAME}.tmp")
+    table.to_parquet(tmp, index=False)
+    os.replace(tmp, path)
 
 
 def _check(inputs: TiltPairInputs, params: ExtractionParams,
@@ -190,7 +227,9 @@ def open_pairs(out: str | Path) -> xr.Dataset:
     Data variables ``untilted`` and ``tilted`` have dims ``(pair, y, x)``; per-pair
     coordinates include ``pair_id``, ``micrograph_u``, ``x_u``, ``y_u``, ``micrograph_t``,
     ``x_t``, ``y_t`` (input pixels), ``xi_*``/``yi_*`` (pixels of the cut micrograph), the
-    tilt angles, the geometry residual and the CTF values per view.
+    tilt angles, the geometry residual and the CTF values per view (per particle with the
+    tilt-aware flip: ``defocus_offset_*``); after re-centring, ``shift_*`` and ``origin_*``
+    (``pairextract.pipeline.recenter``).
     """
     import xarray as xr
     import zarr
@@ -215,6 +254,11 @@ def open_pairs(out: str | Path) -> xr.Dataset:
         coords[col] = ("pair", values)
     coords["slot_u"] = ("pair", pairs["slot_u"].to_numpy(np.int64))
     coords["slot_t"] = ("pair", pairs["slot_t"].to_numpy(np.int64))
+    recentred = path / "recenter.parquet"
+    if recentred.exists():
+        extra = pd.read_parquet(recentred).set_index("pair_id")
+        for col in extra.columns:
+            coords[col] = ("pair", extra[col].reindex(pairs["pair_id"]).to_numpy(np.float64))
     params = prov.get("params", {})
     attrs = {
         "sampling_rate": prov.get("sampling_rate") or float("nan"),

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from scipy import fft
+from _images import peak_offset
 
 import pairextract
 from pairextract import ExtractionParams
@@ -21,23 +21,7 @@ from pairextract.api import extract_pairs, open_pairs, read_drops, read_summary
 from pairextract.io import read_pairs
 from pairextract.pipeline.store import StoreBusyError, StoreMismatchError, run_lock
 
-
-def _peak_offset(image: np.ndarray, ref: np.ndarray) -> tuple[float, float, float]:
-    """Sub-pixel (dy, dx) shift of ``image`` relative to ``ref`` and the peak height."""
-    a = image - image.mean()
-    b = ref - ref.mean()
-    cc = fft.irfft2(fft.rfft2(a) * np.conj(fft.rfft2(b)), s=a.shape)
-    cc = fft.fftshift(cc) / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-30)
-    iy, ix = np.unravel_index(np.argmax(cc), cc.shape)
-    c = np.array(cc.shape) // 2
-
-    def refine(m1: float, m0: float, p1: float) -> float:
-        d = m1 - 2 * m0 + p1
-        return 0.0 if d == 0 else 0.5 * (m1 - p1) / d
-
-    dy = iy - c[0] + refine(cc[iy - 1, ix], cc[iy, ix], cc[(iy + 1) % cc.shape[0], ix])
-    dx = ix - c[1] + refine(cc[iy, ix - 1], cc[iy, ix], cc[iy, (ix + 1) % cc.shape[1]])
-    return float(dy), float(dx), float(cc[iy, ix])
+_peak_offset = peak_offset
 
 
 def _inputs(ds: object) -> pairextract.model.TiltPairInputs:

@@ -35,6 +35,14 @@ def register(sub: Any) -> None:
     g.add_argument("--strict", action="store_true",
                    help="exit with status 3 when any micrograph failed")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    r = p.add_argument_group("re-centring (beyond Xmipp)")
+    r.add_argument("--recenter", metavar="FILE",
+                   help="2-D alignment of the untilted particles (RELION particles STAR or "
+                        "Xmipp .xmd): extract only those pairs, both views moved to the "
+                        "refined centre")
+    r.add_argument("--recenter-pairs", metavar="FILE",
+                   help="the RELION export's pairs.star/pairs.csv (default: found next to "
+                        "--recenter's file or above it)")
     add_cluster_arguments(p)
     p.set_defaults(func=run)
 
@@ -53,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
                 inputs, args.out, params, client=client,
                 dtype="float16" if args.float16 else "float32",
                 residual_threshold=args.residual_threshold, drop_flagged=args.drop_flagged,
-                overwrite=args.overwrite, progress=not args.no_progress)
+                overwrite=args.overwrite, progress=not args.no_progress,
+                recenter=args.recenter, recenter_pairs=args.recenter_pairs)
     except (InputError, ParameterError, StoreBusyError) as exc:
         print(f"pairextract extract: error: {exc}", file=sys.stderr)
         return 2

@@ -126,6 +126,46 @@ def best_angles(ds: xr.Dataset, table: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+GIVEN = ("given_tilt_angle", "given_axis_angle_u", "given_axis_angle_t")
+
+
+def pair_geometry(ds: xr.Dataset, table: pd.DataFrame) -> pd.DataFrame:
+    """Per pair, its micrograph pair's tilt geometry and the pair's residual from it.
+
+    ``tilt_angle, axis_angle_u, axis_angle_t`` (given, else fitted: what Xmipp's
+    ``angleTilt, angleY, angleY2`` hold), ``given_*`` (the input's, NaN when unknown),
+    ``fitted_*`` (the geometry check's fit), ``residual`` (pixels, from the fitted map).
+    """
+    n = len(table)
+    out = best_angles(ds, table)
+    for name, given in zip(GIVEN, ("tilt_angle", "axis_angle_u", "axis_angle_t"), strict=True):
+        out[name] = table[given].to_numpy(np.float64) if given in table else np.full(n, np.nan)
+    fitted = fitted_angles(ds)
+    for name in FITTED:
+        out[name] = fitted[name].to_numpy(np.float64)
+    out["residual"] = (table["residual"].to_numpy(np.float64) if "residual" in table
+                       else np.full(n, np.nan))
+    return out
+
+
+def origins(table: pd.DataFrame, s: str, pixel_size: float | None
+            ) -> tuple[np.ndarray, np.ndarray] | None:
+    """The re-centring origin of view ``s`` in (pixels, Å) per pair, or None when not re-centred.
+
+    Returns ``((n, 2) pixels, (n, 2) Å)``; Å from the recorded values, else pixels times
+    ``pixel_size`` (NaN when unknown).
+    """
+    if not finite_column(table, f"origin_x_{s}"):
+        return None
+    px = table[[f"origin_x_{s}", f"origin_y_{s}"]].to_numpy(np.float64)
+    cols = [f"origin_x_{s}_angst", f"origin_y_{s}_angst"]
+    if all(finite_column(table, c) for c in cols):
+        angst = table[cols].to_numpy(np.float64)
+    else:
+        angst = px * (pixel_size if pixel_size is not None else np.nan)
+    return px, angst
+
+
 def sampling_rate(ds: xr.Dataset) -> float | None:
     """Output pixel size in Å/px from the attrs, or None when unknown."""
     v = ds.attrs.get("sampling_rate")

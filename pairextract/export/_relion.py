@@ -6,6 +6,13 @@ Layout (DEST is meant to be the RELION project directory)::
     DEST/tilted/particles.star     DEST/tilted/particles.mrcs
     DEST/pairs.star                DEST/pairs.csv
 
+``pairs.star``/``pairs.csv`` (pairextract's own table, not a RELION one) give per pair its images,
+micrographs and tilt geometry: ``tilt_angle, axis_angle_u, axis_angle_t`` (given, else fitted;
+Xmipp's angleTilt, angleY, angleY2), ``given_*``, ``fitted_*`` and the geometry ``residual``
+(pixels). The particles STAR files carry only labels RELION knows: per-particle
+``rlnDefocusU/V`` (each particle's own with the tilt-aware flip) and, after re-centring,
+``rlnOriginXAngst/YAngst``.
+
 ``rlnImageName`` is ``NNNNNN@untilted/particles.mrcs`` (6 digits, 1-based), relative to DEST, the
 way RELION stores paths relative to its project directory: run RELION from DEST, or import the STAR
 files from there. Row k of both particles files is the same pair.
@@ -23,8 +30,9 @@ import xarray as xr
 from pairextract.export._common import (
     SUFFIX,
     VIEWS,
-    best_angles,
     finite_column,
+    origins,
+    pair_geometry,
     pair_table,
     phase_flipped,
     sampling_rate,
@@ -96,8 +104,9 @@ def _optics(table: pd.DataFrame, view: str, box: int, pixel_size: float | None,
     return optics, particle_group
 
 
-def particles_block(table: pd.DataFrame, view: str, group: np.ndarray) -> pd.DataFrame:
-    """The data_particles block of one view."""
+def particles_block(table: pd.DataFrame, view: str, group: np.ndarray,
+                    pixel_size: float | None = None) -> pd.DataFrame:
+    """The data_particles block of one view (with ``rlnOriginXAngst/YAngst`` when re-centred)."""
     s = SUFFIX[view]
     x, y = micrograph_coordinates(table, s)
     df = pd.DataFrame({
@@ -112,12 +121,17 @@ def particles_block(table: pd.DataFrame, view: str, group: np.ndarray) -> pd.Dat
     for label, col in ctf_cols:
         if finite_column(table, col):
             df[label] = table[col].to_numpy(np.float64)
+    origin = origins(table, s, pixel_size)
+    if origin is not None:
+        # RELION's origin: the shift that centres the particle (centre = box centre - origin).
+        df["rlnOriginXAngst"] = origin[1][:, 0]
+        df["rlnOriginYAngst"] = origin[1][:, 1]
     return df
 
 
 def pairs_table(table: pd.DataFrame, names: dict[str, list[str]],
                 angles: pd.DataFrame) -> pd.DataFrame:
-    """pair_id -> untilted image -> tilted image (plus micrographs and angles)."""
+    """pair_id -> untilted image -> tilted image (plus micrographs, tilt geometry, residual)."""
     df = pd.DataFrame({
         "pair_id": table["pair_id"].to_numpy(np.int64),
         "image_untilted": names["untilted"],
@@ -142,14 +156,14 @@ def write_relion(ds: xr.Dataset, dest: Path) -> list[Path]:
         folder = dest / view
         folder.mkdir(parents=True, exist_ok=True)
         optics, group = _optics(table, view, box, pixel_size, phase_flipped(ds, view))
-        particles = particles_block(table, view, group)
+        particles = particles_block(table, view, group, pixel_size)
         names[view] = particles["rlnImageName"].tolist()
         stack = folder / STACK_NAME
         write_stack(stack, ds[view], pixel_size)
         star = folder / STAR_NAME
         write_star(star, {"optics": optics, "particles": particles})
         files += [stack, star]
-    pairs = pairs_table(table, names, best_angles(ds, table))
+    pairs = pairs_table(table, names, pair_geometry(ds, table))
     write_star(dest / "pairs.star", {"pairs": pairs})
     pairs.to_csv(dest / "pairs.csv", index=False)
     files += [dest / "pairs.star", dest / "pairs.csv"]

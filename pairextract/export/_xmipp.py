@@ -5,6 +5,14 @@ Layout::
     DEST/images_untilted.xmd   DEST/untilted.mrcs
     DEST/images_tilted.xmd     DEST/tilted.mrcs
     DEST/micrograph_pairs.xmd  (one row per micrograph pair: names and tilt angles)
+    DEST/pairs.csv             (per pair: pair_id, both images, tilt geometry, residual)
+
+``micrograph_pairs.xmd`` holds ``angleY`` (axis in the untilted micrograph, from the Y axis),
+``angleY2`` (the same in the tilted one) and ``angleTilt``: the given angles where the input had
+them, else the fitted ones. Xmipp has no labels for both at once nor for the residual, so
+``pairs.csv`` carries ``given_*``, ``fitted_*`` and ``residual`` (as the RELION export's pairs
+table). After re-centring the images carry ``shiftX/shiftY`` (pixels): the particle's centre is
+at ``(xcoor, ycoor) - shift``.
 
 ``_image`` is ``NNNNNN@untilted.mrcs`` (6 digits, 1-based), relative to the ``.xmd`` file's folder,
 which Xmipp and Scipion's "import particles" (Xmipp metadata) resolve. ``_itemId`` is the pair id in
@@ -26,6 +34,8 @@ from pairextract.export._common import (
     VIEWS,
     best_angles,
     finite_column,
+    origins,
+    pair_geometry,
     pair_table,
     sampling_rate,
     write_stack,
@@ -47,7 +57,7 @@ def _int_coords(table: pd.DataFrame, s: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def images_block(table: pd.DataFrame, view: str) -> pd.DataFrame:
-    """The ``images_<view>.xmd`` rows, in pair order."""
+    """The ``images_<view>.xmd`` rows, in pair order (``shiftX/shiftY`` when re-centred)."""
     s = SUFFIX[view]
     n = len(table)
     x, y = _int_coords(table, s)
@@ -69,6 +79,11 @@ def images_block(table: pd.DataFrame, view: str) -> pd.DataFrame:
     for label, col in ctf:
         if finite_column(table, col):
             df[label] = table[col].to_numpy(np.float64)
+    origin = origins(table, s, None)
+    if origin is not None:
+        # Xmipp's shift centres the particle (no rotation): centre = (xcoor, ycoor) - shift.
+        df["shiftX"] = origin[0][:, 0]
+        df["shiftY"] = origin[0][:, 1]
     return df
 
 
@@ -109,4 +124,13 @@ def write_xmipp(ds: xr.Dataset, dest: Path) -> list[Path]:
         mics = dest / "micrograph_pairs.xmd"
         write_xmd(mics, {"": micrograph_pairs_block(table, best_angles(ds, table))})
         files.append(mics)
+    n = len(table)
+    images = pd.DataFrame({
+        "pair_id": table["pair_id"].to_numpy(np.int64),
+        "image_untilted": [f"{k:06d}@{stack_name('untilted')}" for k in range(1, n + 1)],
+        "image_tilted": [f"{k:06d}@{stack_name('tilted')}" for k in range(1, n + 1)],
+    })
+    geometry = pd.concat([images, pair_geometry(ds, table).reset_index(drop=True)], axis=1)
+    geometry.to_csv(dest / "pairs.csv", index=False)
+    files.append(dest / "pairs.csv")
     return files
