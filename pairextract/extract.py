@@ -21,7 +21,6 @@ from pairextract.ops import (
     defocus_offsets,
     downsampled_shape,
     flip_boxes,
-    fmt6,
     fourier_downsample,
     invert_contrast,
     normalize_stack,
@@ -30,6 +29,7 @@ from pairextract.ops import (
     remove_dust,
     runs_downsample,
     scale_coordinates,
+    xmipp_param,
 )
 from pairextract.params import ExtractionParams
 
@@ -166,17 +166,17 @@ def extract_micrograph(image: ArrayLike, coords: ArrayLike, params: ExtractionPa
         own = True
     else:
         work = img
-    # 2. Dust removal, with the 6-decimal threshold of the command line.
+    # 2. Dust removal, with the threshold as Xmipp parses its command line.
     if params.dust_removal:
-        fixed = remove_dust(work, fmt6(params.dust_threshold), overwrite=own)
+        fixed = remove_dust(work, xmipp_param(params.dust_threshold), overwrite=own)
         own = own or fixed is not work
         work = fixed
-    # 3. Phase flip at the 6-decimal downsampled sampling.
+    # 3. Phase flip at the downsampled sampling as Xmipp parses it (6 decimals, C float).
     sampling = output_sampling(pixel_size, d) if pixel_size is not None else None
     per_box = bool(flip and params.tilt_defocus is not None and ctf is not None and ctf.tilted)
     if flip and not per_box:
         assert ctf is not None and sampling is not None
-        work = phase_flip(work, fmt6(sampling), ctf.defocus_u, ctf.defocus_v,
+        work = phase_flip(work, xmipp_param(sampling), ctf.defocus_u, ctf.defocus_v,
                           ctf.defocus_angle, ctf.voltage, ctf.cs, ctf.amplitude_contrast,
                           ctf.phase_shift, overwrite=own)
     # 4. Cut (+ invert over the whole micrograph's range).
@@ -186,9 +186,9 @@ def extract_micrograph(image: ArrayLike, coords: ArrayLike, params: ExtractionPa
     if per_box:
         assert ctf is not None and sampling is not None
         assert ctf.specimen_tilt is not None and ctf.specimen_tilt_axis is not None
-        offset = defocus_offsets(xy, work.shape, fmt6(sampling), ctf.specimen_tilt,
+        offset = defocus_offsets(xy, work.shape, xmipp_param(sampling), ctf.specimen_tilt,
                                  ctf.specimen_tilt_axis, params.tilt_sign)
-        stack, valid = flip_boxes(work, xy, box, fmt6(sampling), ctf.defocus_u + offset,
+        stack, valid = flip_boxes(work, xy, box, xmipp_param(sampling), ctf.defocus_u + offset,
                                   ctf.defocus_v + offset, ctf.defocus_angle, ctf.voltage,
                                   ctf.cs, ctf.amplitude_contrast, ctf.phase_shift,
                                   fill_borders=params.fill_borders)

@@ -92,6 +92,22 @@ def remove_ext(name: str) -> str:
     return os.path.splitext(os.path.basename(str(name)))[0]
 
 
+_INT64_MAX = 2 ** 63 - 1
+
+
+def _exact_int(value: Any) -> int:
+    """The exact integer of a large id given as int, integral float or text."""
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            return int(text)
+        except ValueError:
+            pass
+    return int(float(value))
+
+
 def int_column(
     values: pd.Series | Sequence[Any], label: str, sources: Sequence[str] | None = None
 ) -> np.ndarray:
@@ -104,19 +120,41 @@ def int_column(
     ------
     InputError
         ``"<source>: <label> is not an integer (<value>)"`` for a missing, non-numeric,
-        infinite or fractional entry.
+        infinite or fractional entry; an entry beyond the int64 range is refused too (it
+        would otherwise wrap to another id).
     """
     series = pd.Series(values).reset_index(drop=True)
-    if series.dtype.kind in "iu":
+
+    def where(i: int) -> str:
+        return sources[i] if sources is not None else f"row {i + 1}"
+
+    def refuse_beyond_int64(beyond: np.ndarray) -> None:
+        # Ids are stored as int64 (Parquet, Zarr, Scipion's sqlite): wrapping would silently
+        # give another id (2**63 became -2**63), so such an id is refused, not carried.
+        if beyond.any():
+            i = int(np.flatnonzero(beyond)[0])
+            raise InputError(
+                f"{where(i)}: {label} {series.iloc[i]} is beyond the 64-bit integer range "
+                f"(-2**63 .. 2**63-1) that pairextract and Scipion store ids in; renumber "
+                f"the ids (or leave the column out to number them 1, 2, 3, ...)")
+
+    if series.dtype.kind == "i":
+        return series.to_numpy(dtype=np.int64)
+    if series.dtype.kind == "u":
+        refuse_beyond_int64(series.to_numpy() > _INT64_MAX)
         return series.to_numpy(dtype=np.int64)
     num = pd.to_numeric(series, errors="coerce").astype("float64").to_numpy()
     with np.errstate(invalid="ignore"):
         bad = ~np.isfinite(num) | (num != np.round(num))
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        where = sources[i] if sources is not None else f"row {i + 1}"
-        raise InputError(f"{where}: {label} is not an integer ({series.iloc[i]!r})")
-    return num.astype(np.int64)
+        raise InputError(f"{where(i)}: {label} is not an integer ({series.iloc[i]!r})")
+    # float64 is exact only up to 2**53: take large ids from their exact value instead.
+    exact = [_exact_int(v) if abs(f) >= 2.0 ** 53 else int(f)
+             for v, f in zip(series.tolist(), num.tolist(), strict=True)]
+    refuse_beyond_int64(np.array([not -_INT64_MAX - 1 <= v <= _INT64_MAX for v in exact],
+                                 dtype=bool))
+    return np.array(exact, dtype=np.int64)
 
 
 def _conform(

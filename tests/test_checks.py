@@ -207,3 +207,32 @@ def test_phase_flip_needs_the_pixel_size_of_flipped_micrographs(tmp_path) -> Non
     assert any("pixel size of these micrographs is unknown" in e and u in e and t not in e
                for e in report.errors), report.errors
     assert not any("pixel size" in e for e in check_inputs(inputs, box_size=16).errors)
+
+
+def test_box_fit_uses_the_size_xmipp_downsamples_to(tmp_path: Path) -> None:
+    """1000 px / --step 1.6 is 624 px in Xmipp (the step is a C float), not 625: a box 32
+    centred at x' = 609 fits 625 px but not 624. The check agrees with the kernels."""
+    paths = _mics(tmp_path, shape=(1001, 1000))
+    xy = [[975.0, 500, 973.0, 500], [500.0, 878, 500, 876]]  # x' = 609 / 608
+    rep = check_inputs(_inputs(paths, xy), ExtractionParams(box_size=32, downsample=1.6))
+    out = rep.outside
+    assert out["xi_u"].tolist() == [609, 312] and out["xi_t"].tolist() == [608, 312]
+    assert out["outside_u"].tolist() == [True, False]
+    assert out["outside_t"].tolist() == [False, False]
+    # 1001 rows / 1.82 -> 549 rows (550 in double): y' = trunc(y / 1.82).
+    rep = check_inputs(_inputs(paths, [[500.0, 972.9, 500, 970.0]]),
+                       ExtractionParams(box_size=32, downsample=1.82))
+    assert rep.outside["yi_u"].tolist() == [534] and rep.outside["yi_t"].tolist() == [532]
+    assert rep.outside["outside_u"].tolist() == [True]  # 534 > 549 - 16 (fits 550 - 16)
+    assert rep.outside["outside_t"].tolist() == [False]
+
+
+def test_complex_micrograph_is_an_error_in_check(tmp_path: Path) -> None:
+    import mrcfile
+
+    paths = _mics(tmp_path)
+    with mrcfile.new(paths[1], overwrite=True) as mrc:
+        mrc.set_data(np.ones((100, 120), np.complex64))
+    rep = check_inputs(_inputs(paths), box_size=32)
+    assert not rep.ok
+    assert any(paths[1] in e and "holds complex numbers" in e for e in rep.errors), rep.errors

@@ -51,3 +51,11 @@ def test_header_without_voltage(tmp_path: Path) -> None:
     (tmp_path / "a.txt").write_text("# CTFFind\n1 1 1 1 0 0 0\n")
     with pytest.raises(InputError, match=r"a\.txt: header gives no voltage"):
         read_ctffind(tmp_path / "a.txt")
+
+
+def test_header_nan_voltage_is_not_reported_missing(tmp_path: Path) -> None:
+    (tmp_path / "u001_ctffind4.txt").write_text(
+        HAND.replace("acceleration voltage: 300.0", "acceleration voltage: nan"))
+    with pytest.raises(InputError, match=r"u001_ctffind4\.txt: the header's acceleration "
+                       r"voltage is 'nan', not a finite number"):
+        read_ctffind(tmp_path / "u001_ctffind4.txt")

@@ -215,3 +215,22 @@ def test_tiff_multi_page_and_truncated_are_input_errors(tmp_path: Path,
     junk.write_bytes(b"II*\x00garbage")
     with pytest.raises(InputError, match=r"junk\.tiff"):
         micrograph_info(junk)
+
+
+@pytest.mark.parametrize("mode", [3, 4])
+def test_complex_mrc_is_refused_not_cut_from_its_real_part(tmp_path: Path, mode: int) -> None:
+    from pairextract.errors import MicrographError
+
+    p = tmp_path / "fft.mrc"
+    with mrcfile.new(p) as mrc:
+        mrc.set_data(np.zeros((40, 40), np.complex64) + 1j)
+    if mode == 3:  # complex int16 pairs: same byte count as mode 4 over half the columns
+        with mrcfile.open(p, "r+", permissive=True) as mrc:
+            mrc.header.mode = 3
+            mrc.header.nx = 80
+    with pytest.raises(MicrographError, match=rf"fft\.mrc: MRC mode {mode} holds complex "
+                       "numbers") as info:
+        micrograph_info(p)
+    assert info.value.micrograph == str(p)
+    with pytest.raises(MicrographError):
+        read_micrograph(p)

@@ -222,3 +222,28 @@ def test_listed_bad_mic_pair_id_names_file_line(tmp_path: Path) -> None:
                                     "x1,u.mrc,t.mrc,u.pos,t.pos\n")
     with pytest.raises(InputError, match=r"l\.csv:2: mic_pair_id is not an integer \('x1'\)"):
         read_pairs(tmp_path / "l.csv")
+
+
+@pytest.mark.parametrize("value", ["9223372036854775808", "99999999999999999999",
+                                   "-9223372036854775809"])
+def test_ids_beyond_int64_are_refused_naming_file_line(tmp_path: Path, value: str) -> None:
+    """Ids are stored as int64; 2**63 used to wrap silently to -2**63."""
+    (tmp_path / "p.csv").write_text(
+        "pair_id,mic_pair_id,micrograph_u,x_u,y_u,micrograph_t,x_t,y_t\n"
+        "1,1,u.mrc,1,2,t.mrc,3,4\n"
+        f"{value},1,u.mrc,5,6,t.mrc,7,8\n"
+    )
+    with pytest.raises(InputError, match=rf"p\.csv:3: pair_id {value} is beyond the 64-bit"):
+        read_pairs(tmp_path / "p.csv")
+
+
+def test_large_ids_within_int64_are_kept_exactly(tmp_path: Path) -> None:
+    big = 2 ** 63 - 1
+    (tmp_path / "p.csv").write_text(
+        "pair_id,mic_pair_id,micrograph_u,x_u,y_u,micrograph_t,x_t,y_t\n"
+        f"{2 ** 53 + 1},1,u.mrc,1,2,t.mrc,3,4\n"
+        f"{big},1,u.mrc,5,6,t.mrc,7,8\n"
+        f"5,1,u.mrc,5,6,t.mrc,7,\n"
+    )
+    cp = read_pairs(tmp_path / "p.csv").coordinate_pairs
+    assert sorted(cp["pair_id"].tolist()) == [5, 2 ** 53 + 1, big]

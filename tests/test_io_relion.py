@@ -119,3 +119,21 @@ a.mrc 1 1 1
 """)
     with pytest.raises(InputError, match=r"m\.star:7: missing _rlnVoltage"):
         read_relion_ctf(tmp_path / "m.star")
+
+
+@pytest.mark.parametrize("where", ["loop", "optics"])
+def test_ctf_nan_voltage_is_not_reported_missing(tmp_path: Path, where: str) -> None:
+    optics = ("data_optics\nloop_\n_rlnOpticsGroup #1\n_rlnVoltage #2\n"
+              "_rlnSphericalAberration #3\n_rlnAmplitudeContrast #4\n1 nan 2.7 0.1\n\n")
+    loop = ("data_micrographs\nloop_\n_rlnMicrographName #1\n_rlnDefocusU #2\n_rlnDefocusV #3\n"
+            "_rlnDefocusAngle #4\n_rlnOpticsGroup #5\n")
+    if where == "loop":
+        text = (loop + "_rlnVoltage #6\n_rlnSphericalAberration #7\n_rlnAmplitudeContrast #8\n"
+                "a.mrc 1 1 1 1 nan 2.7 0.1\n")
+    else:
+        text = optics + loop + "a.mrc 1 1 1 1\n"
+    (tmp_path / "m.star").write_text(text)
+    with pytest.raises(InputError, match=r"m\.star:\d+: _rlnVoltage = nan is not a finite number"
+                       r".*correct the CTF file .*m\.star") as info:
+        read_relion_ctf(tmp_path / "m.star")
+    assert "missing" not in str(info.value)

@@ -211,3 +211,21 @@ def test_bad_micrograph_item_id_names_file_line(tmp_path: Path) -> None:
                                     " _micrographTilted\n 1 u1.mrc t1.mrc\n x2 u2.mrc t2.mrc\n")
     with pytest.raises(InputError, match=r"p\.xmd:9: _itemId is not an integer \('x2'\)"):
         read_pairs(tmp_path / "p.xmd")
+
+
+def test_pos_item_id_beyond_int64_is_refused(tmp_path: Path) -> None:
+    body = "data_particles\nloop_\n _itemId\n _xcoor\n _ycoor\n{rows}"
+    (tmp_path / "u.pos").write_text(HEADER + body.format(rows=" 1 10 11\n 9223372036854775808 20 21\n"))
+    (tmp_path / "t.pos").write_text(HEADER + body.format(rows=" 1 13 14\n 9223372036854775808 23 24\n"))
+    (tmp_path / "p.xmd").write_text(HEADER + "data_\nloop_\n _micrograph\n _micrographTilted\n"
+                                    " u.mrc t.mrc\n")
+    with pytest.raises(InputError, match=r"u\.pos:\d+: _itemId 9223372036854775808 is beyond"):
+        read_xmipp_pairs(tmp_path / "p.xmd")
+
+
+def test_ctfparam_nan_voltage_names_the_file(tmp_path: Path) -> None:
+    (tmp_path / "a.ctfparam").write_text(
+        HEADER + "data_\n _ctfDefocusU 1\n _ctfDefocusV 1\n _ctfDefocusAngle 0\n _ctfQ0 0.1\n"
+        " _ctfSphericalAberration 2\n _ctfVoltage nan\n")
+    with pytest.raises(InputError, match=r"a\.ctfparam: CTF\.voltage must be a finite number"):
+        read_ctfparam(tmp_path / "a.ctfparam")

@@ -42,6 +42,27 @@ def test_output_size_floor_rule():
     assert int(4096 / 2.0000004) == 2047
 
 
+def test_output_size_uses_the_step_as_xmipp_parses_it():
+    """Xmipp parses --step into a C float: 1.6 acts as 1.60000002, 1.82 as 1.82000005.
+
+    W / step is whole in double for these (1000 / 1.6 = 625, 1001 / 1.82 = 550) but just
+    below in float, so Xmipp's output is one pixel smaller; the double rule would fail here.
+    """
+    assert 1000 / 1.6 == 625.0 and 1001 / 1.82 == 550.0
+    assert downsampled_shape((1001, 1000), 1.6) == (625, 624)
+    assert downsampled_shape((1001, 1000), 1.82) == (549, 549)
+    img = np.random.default_rng(0).normal(size=(1001, 1000)).astype(np.float32)
+    assert fourier_downsample(img, 1.6).shape == (625, 624)
+    out = fourier_downsample(img, 1.82)
+    assert out.shape == (549, 549)
+    # The crop and scale follow the sizes only: equal to the crop to 549 x 549 by the formula.
+    spec = np.fft.rfft2(img.astype(np.float64))
+    keep = 549 // 2 + 1
+    rows = np.r_[0:keep, 1001 - 549 + keep:1001]
+    ref = np.fft.irfft2(spec[rows][:, :549 // 2 + 1], s=(549, 549)) * (549 * 549) / (1001 * 1000)
+    np.testing.assert_allclose(out, ref, atol=1e-5)
+
+
 def test_factor_below_one_refused():
     with pytest.raises(ValueError, match=">= 1"):
         downsampled_shape((10, 10), 0.5)

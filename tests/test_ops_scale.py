@@ -1,3 +1,5 @@
+from fractions import Fraction
+
 import numpy as np
 import pytest
 
@@ -7,6 +9,7 @@ from pairextract.ops.scale import (
     output_sampling,
     runs_downsample,
     scale_coordinates,
+    xmipp_param,
 )
 
 
@@ -49,3 +52,27 @@ def test_runs_downsample(d, expected):
 def test_output_sampling_nominal():
     assert output_sampling(1.5, 1.0) == 1.5
     assert output_sampling(1.5, 4 / 3) == 1.5 * (4 / 3)
+
+
+def test_xmipp_param_is_the_c_float_of_the_6_decimal_text():
+    # Scipion's "%f" then Xmipp's sscanf("%f") into a C float (reference, "%f formatting").
+    assert xmipp_param(1.6) == 1.600000023841858 != 1.6
+    assert xmipp_param(1.7) == 1.7000000476837158 != 1.7
+    assert xmipp_param(1.82) == 1.8200000524520874 != 1.82
+    assert xmipp_param(4 / 3) == float(np.float32(1.333333))
+    assert xmipp_param(3.5) == 3.5 and xmipp_param(2.0) == 2.0
+    assert xmipp_param(2.0000004) == 2.0  # the 6 decimals first
+
+
+def test_xmipp_param_rounds_the_decimal_text_once():
+    """The nearest float32 to the exact decimal text (ties to even), as strtof gives."""
+    rng = np.random.default_rng(0)
+    for v in np.concatenate([rng.uniform(1, 10, 500), rng.uniform(0.5, 5000, 500)]):
+        text = f"{v:f}"
+        got = xmipp_param(v)
+        assert np.float32(got) == got
+        exact = Fraction(text)
+        f = np.float32(got)
+        for nb in (np.nextafter(f, np.float32(0)), np.nextafter(f, np.float32(np.inf))):
+            assert abs(Fraction(float(f)) - exact) <= abs(Fraction(float(nb)) - exact)
+        assert got == float(np.float32(float(text)))  # the reference's formula agrees here

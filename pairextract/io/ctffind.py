@@ -29,10 +29,10 @@ from pairextract.io.errors import InputError
 from pairextract.model import ctf_row, make_ctfs, remove_ext
 
 _HEADER_FIELDS = {
-    "pixel_size": r"pixel size:\s*([-+0-9.eE]+)",
-    "voltage": r"acceleration voltage:\s*([-+0-9.eE]+)",
-    "cs": r"spherical aberration:\s*([-+0-9.eE]+)",
-    "amplitude_contrast": r"amplitude contrast:\s*([-+0-9.eE]+)",
+    "pixel_size": r"pixel size:\s*([^\s;]+)",
+    "voltage": r"acceleration voltage:\s*([^\s;]+)",
+    "cs": r"spherical aberration:\s*([^\s;]+)",
+    "amplitude_contrast": r"amplitude contrast:\s*([^\s;]+)",
 }
 _SUFFIXES = ("_ctffind4", "_ctffind", "_ctf", "_diag", "_output")
 
@@ -95,7 +95,16 @@ def read_ctffind(path: str | os.PathLike[str], micrograph: str | None = None) ->
     for key, pattern in _HEADER_FIELDS.items():
         m = re.search(pattern, header, re.IGNORECASE)
         if m:
-            values[key] = float(m.group(1))
+            # A field that is there but not a finite number is an error, not "missing".
+            try:
+                value = float(m.group(1))
+            except ValueError:
+                value = math.nan
+            if not math.isfinite(value):
+                raise InputError(
+                    f"{p}: the header's {m.group(0).split(':')[0].strip().lower()} is "
+                    f"{m.group(1)!r}, not a finite number; correct this CTFFIND file")
+            values[key] = value
     missing = [k for k in ("voltage", "cs", "amplitude_contrast") if k not in values]
     if missing:
         raise InputError(f"{p}: header gives no {', '.join(missing)} (need the '# Pixel size: ..."

@@ -18,7 +18,7 @@ import mrcfile.utils
 import numpy as np
 
 from pairextract.io._region import FileRegion
-from pairextract.io.errors import InputError
+from pairextract.io.errors import InputError, MicrographError
 
 if TYPE_CHECKING:
     import dask.array as da
@@ -34,6 +34,8 @@ __all__ = [
 ]
 
 _HEADER_BYTES = 1024
+# MRC modes of complex pixels: 3 (int16 pairs, unknown to mrcfile) and 4 (float32 pairs).
+_COMPLEX_MODES = (3, 4)
 
 
 @dataclass(frozen=True)
@@ -85,8 +87,9 @@ def micrograph_info(path: PathLike) -> MicrographInfo:
     Raises
     ------
     InputError
-        Missing or unreadable file, corrupt header, more than one section, or a file shorter
-        than its header promises (truncated).
+        Missing or unreadable file, corrupt header, more than one section, complex values
+        (modes 3 and 4, a :class:`MicrographError`), or a file shorter than its header
+        promises (truncated).
     """
     p = os.fspath(path)
     if not os.path.isfile(p):
@@ -100,7 +103,8 @@ def micrograph_info(path: PathLike) -> MicrographInfo:
                     raise ValueError("no valid MRC header")
                 nx, ny, nz = int(header.nx), int(header.ny), int(header.nz)
                 mode = int(header.mode)
-                dtype = mrcfile.utils.data_dtype_from_header(header)
+                dtype = (np.dtype(np.complex64) if mode in _COMPLEX_MODES
+                         else mrcfile.utils.data_dtype_from_header(header))
                 nsymbt = int(header.nsymbt)
                 mx = int(header.mx)
                 cella_x = float(header.cella.x)
@@ -108,6 +112,13 @@ def micrograph_info(path: PathLike) -> MicrographInfo:
         raise
     except Exception as exc:  # mrcfile raises ValueError, OSError, struct errors...
         raise InputError(f"{p}: not a readable MRC file ({exc})") from exc
+    if mode in _COMPLEX_MODES:
+        # Modes 3/4 hold complex values (e.g. a Fourier transform): cutting their real part
+        # would give meaningless particles without any error.
+        raise MicrographError(
+            f"{p}: MRC mode {mode} holds complex numbers, not a real-valued micrograph; "
+            "give the real-space micrograph (pairextract does not cut the real part)",
+            micrograph=p)
     if nx <= 0 or ny <= 0 or nz <= 0:
         raise InputError(f"{p}: MRC header gives an empty image ({nx} x {ny} x {nz})")
     if nz != 1:

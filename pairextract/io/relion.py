@@ -15,8 +15,10 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -99,12 +101,22 @@ def read_relion_ctf(path: str | os.PathLike[str]) -> pd.DataFrame:
             table[col] = joined[col].to_numpy()
     rows = []
     sizes = []
+    lines_cols = set(blocks[name].columns) if isinstance(blocks[name], pd.DataFrame) else set()
     for i, rec in enumerate(table.to_dict("records")):
         where = lines[i]
-        missing = [c for c in (*_CTF_REQUIRED, "rlnVoltage", "rlnSphericalAberration",
-                               "rlnAmplitudeContrast") if c not in rec or pd.isna(rec[c])]
+        needed = (*_CTF_REQUIRED, "rlnVoltage", "rlnSphericalAberration", "rlnAmplitudeContrast")
+        missing = [c for c in needed if c not in rec or rec[c] is None]
         if missing:
             raise InputError(f"{where}: missing {', '.join('_' + m for m in missing)}")
+        # A value that is there but not a number (``nan``, ``inf``, text) is not "missing".
+        bad = [c for c in needed if not _finite(rec[c])]
+        if bad:
+            optics_note = (" (taken from data_optics)"
+                           if any(c in _OPTICS_LABELS and c not in lines_cols for c in bad)
+                           else "")
+            raise InputError(
+                f"{where}: {', '.join(f'_{c} = {rec[c]!r}' for c in bad)} is not a finite "
+                f"number{optics_note}; correct the CTF file {path}")
         try:
             ps = rec.get("rlnPhaseShift")
             ctf = CTF(float(rec["rlnDefocusU"]), float(rec["rlnDefocusV"]),
@@ -120,6 +132,13 @@ def read_relion_ctf(path: str | os.PathLike[str]) -> pd.DataFrame:
     out = make_ctfs(pd.DataFrame(rows))
     out["pixel_size"] = np.asarray(sizes, dtype=np.float64)
     return out
+
+
+def _finite(value: Any) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
 
 
 def write_relion_ctf(

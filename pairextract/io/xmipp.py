@@ -106,7 +106,10 @@ def read_pos(
             "source": src,
         })
         if "itemId" in df.columns:
-            out["item_id"] = pd.to_numeric(df["itemId"], errors="coerce").to_numpy()
+            ids = pd.to_numeric(df["itemId"], errors="coerce")
+            # Exact int64 ids (refusing those beyond int64) when every row has one.
+            out["item_id"] = (int_column(df["itemId"], "_itemId", src) if ids.notna().all()
+                              else ids.to_numpy())
         enabled = (pd.to_numeric(df["enabled"], errors="coerce").fillna(1).to_numpy() > 0
                    if "enabled" in df.columns else np.ones(len(df), dtype=bool))
         out["enabled"] = enabled

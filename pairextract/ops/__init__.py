@@ -12,7 +12,14 @@ from .ctf import ctf_half_plane, electron_wavelength, phase_flip
 from .downsample import downsampled_shape, fourier_downsample
 from .dust import dust_mask, remove_dust
 from .normalize import METHODS, background_mask, normalize_stack
-from .scale import box_scale, fmt6, output_sampling, runs_downsample, scale_coordinates
+from .scale import (
+    box_scale,
+    fmt6,
+    output_sampling,
+    runs_downsample,
+    scale_coordinates,
+    xmipp_param,
+)
 from .tilt import (
     axis_from_xmipp,
     ctf_delocalisation,
@@ -46,4 +53,5 @@ __all__ = [
     "runs_downsample",
     "scale_coordinates",
     "signed_distance",
+    "xmipp_param",
 ]

@@ -91,7 +91,7 @@ def ctf_half_plane(shape: tuple[int, int], sampling: float, defocus_u: float, de
     shape
         ``(H, W)`` of the real image.
     sampling
-        Å/px (Xmipp's ``--sampling``, i.e. ``fmt6`` of the downsampled pixel size).
+        Å/px (Xmipp's ``--sampling``: ``xmipp_param`` of the downsampled pixel size).
     defocus_u, defocus_v, defocus_angle, voltage, cs, amplitude_contrast, phase_shift
         RELION/CTFFIND units (Å underfocus positive, deg, kV, mm, fraction, deg or None).
 

@@ -8,20 +8,23 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from ._fft import irfft2_f32, rfft2_f64
-from .scale import fmt6
+from .scale import xmipp_param
 
 
 def downsampled_shape(shape: tuple[int, int], factor: float) -> tuple[int, int]:
-    """Output size ``(floor(H / step), floor(W / step))`` with ``step = fmt6(factor)``.
+    """Output size ``(floor(H / step), floor(W / step))`` with ``step = xmipp_param(factor)``.
 
-    Xmipp receives the factor as a 6-decimal string, so ``4/3`` acts as ``1.333333``.
+    Xmipp receives the factor as a 6-decimal string and parses it into a C float, so ``4/3``
+    acts as ``1.33333301544`` and ``1.6`` as ``1.60000002384``: 1000 / 1.6 gives 624, not 625
+    (the division itself is in double). Only the size depends on the step: the crop and the
+    scale follow from the sizes.
 
     Raises
     ------
     ValueError
         If the factor is < 1 or the output would be empty.
     """
-    step = fmt6(factor)
+    step = xmipp_param(factor)
     if not step >= 1.0:
         raise ValueError(f"downsampling factor must be >= 1, got {factor}")
     h, w = (int(s) for s in shape)
@@ -43,7 +46,7 @@ def fourier_downsample(image: ArrayLike, factor: float) -> NDArray[np.float32]:
     image
         2-D micrograph.
     factor
-        Downsampling factor >= 1 (non-integer allowed), applied after 6-decimal formatting.
+        Downsampling factor >= 1 (non-integer allowed), as Xmipp parses it (``xmipp_param``).
 
     Returns
     -------

@@ -131,8 +131,8 @@ def remove_dust(image: ArrayLike, threshold: float, overwrite: bool = False
         2-D micrograph (any real dtype).
     threshold
         ``k``: pixels with ``v < mu - k*sigma`` or ``v > mu + k*sigma`` are bad, where mu
-        and sigma (population) are taken over the whole image. Pass the 6-decimal value
-        (``fmt6``) to mirror the protocol's command line.
+        and sigma (population) are taken over the whole image. Pass ``xmipp_param`` of the
+        protocol's value to mirror its command line (6 decimals, parsed into a C float).
 
     overwrite
         Fix a writeable, C-contiguous float32 ``image`` in place instead of copying it.

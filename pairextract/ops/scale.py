@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
@@ -24,6 +26,40 @@ def fmt6(x: float) -> float:
         e.g. ``fmt6(4/3) == 1.333333``.
     """
     return float(f"{float(x):f}")
+
+
+def xmipp_param(x: float) -> float:
+    """The value an Xmipp program computes with for a numeric parameter ``x`` of the protocol.
+
+    Scipion writes the parameter with Python ``"%f"`` (6 decimals) and Xmipp parses that text
+    with ``sscanf("%f")`` into a C ``float``, then computes in double. So ``--step 1.6`` acts
+    as 1.60000002384 and ``--sampling 1.7`` as 1.70000004768. This is
+    ``float(np.float32(fmt6(x)))`` except that the decimal text is rounded to float32 once,
+    correctly (ties to even), as ``strtof`` does, never through a double first.
+
+    Parameters
+    ----------
+    x
+        Any finite float (downsampling factor, dust threshold, sampling in Å/px).
+
+    Returns
+    -------
+    float
+        A float64 holding a float32 value, e.g. ``xmipp_param(1.6) == 1.600000023841858``.
+    """
+    text = f"{float(x):f}"
+    exact = Fraction(text)
+    near = np.float32(float(text))
+    if not np.isfinite(near):
+        return float(near)
+    # The double nearest to the text can sit exactly on a float32 midpoint that the text
+    # itself does not: decide between the neighbours from the exact decimal value.
+    best = near
+    for cand in (np.nextafter(near, np.float32(-np.inf)), np.nextafter(near, np.float32(np.inf))):
+        d_best, d_cand = abs(Fraction(float(best)) - exact), abs(Fraction(float(cand)) - exact)
+        if d_cand < d_best or (d_cand == d_best and int(cand.view(np.uint32)) % 2 == 0):
+            best = cand
+    return float(best)
 
 
 def runs_downsample(downsample: float) -> bool:
@@ -75,7 +111,8 @@ def scale_coordinates(xy: ArrayLike, scale: float) -> NDArray[np.int64]:
 def output_sampling(mic_sampling: float, downsample: float) -> float:
     """Å/px of the extracted particles: ``micS * d`` when ``d > 1``, else ``micS``.
 
-    This is the nominal value (not ``micS * W / W'``), as in the protocol.
+    This is the nominal value (not ``micS * W / W'``), as in the protocol, computed by Scipion
+    in Python (float64). The phase flip runs at ``xmipp_param`` of it.
     """
     d = float(downsample)
     return float(mic_sampling) * d if d > 1.0 else float(mic_sampling)

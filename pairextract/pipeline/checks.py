@@ -19,7 +19,7 @@
 It also decides up front, for each coordinate pair, whether each box falls outside its
 micrograph: ``floor(B/2) <= trunc(x * scale) <= W' - ceil(B/2)`` (same for y with H'), with
 ``scale = box_scale(coord_pixel_size, pixel_size, d)`` (``box_scale(1, 1, d)`` when the
-coordinates are in the micrograph's pixels) and ``W' = floor(W / fmt6(d))`` when the
+coordinates are in the micrograph's pixels) and ``W' = floor(W / xmipp_param(d))`` when the
 downsampling runs.
 """
 
