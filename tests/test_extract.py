@@ -225,8 +225,9 @@ def _ctf_by_formula(h: int, w: int, tm: float, ctf: CTF) -> np.ndarray:
     theta = np.arctan2(fy, fx)
     v = ctf.voltage * 1e3
     lam = 12.2643247 / np.sqrt(v * (1 + 0.978466e-6 * v))
+    alpha = np.radians(ctf.defocus_angle)
     df = (-(ctf.defocus_u + ctf.defocus_v) / 2
-          - (ctf.defocus_u - ctf.defocus_v) / 2 * np.cos(2 * (theta - np.radians(ctf.defocus_angle))))
+          - (ctf.defocus_u - ctf.defocus_v) / 2 * np.cos(2 * (theta - alpha)))
     df = np.where(u2 == 0, 0.0, df)
     chi = np.pi * lam * df * u2 + np.pi / 2 * ctf.cs * 1e7 * lam ** 3 * u2 ** 2
     q0 = ctf.amplitude_contrast
@@ -254,7 +255,7 @@ def _downsample_by_formula(img: np.ndarray, h2: int, w2: int) -> np.ndarray:
 def test_phase_flip_samples_at_the_c_float_of_the_sampling(downsample):
     """The flip uses --sampling as Xmipp parses it: a double 1.7 flips coefficient (17, 32)
     the other way, and the particle differs from the independent computation."""
-    tm_xmipp = float(np.float32(float("%f" % 1.7)))
+    tm_xmipp = float(np.float32(float(f"{1.7:f}")))
     at_double = _ctf_by_formula(64, 64, 1.7, EDGE_CTF)
     at_xmipp = _ctf_by_formula(64, 64, tm_xmipp, EDGE_CTF)
     assert np.flatnonzero((at_double < 0) != (at_xmipp < 0)).tolist() == [17 * 33 + 32]
@@ -279,7 +280,7 @@ def test_dust_threshold_as_xmipp_parses_it():
     rng = np.random.default_rng(2)
     img = rng.normal(size=(64, 64))
     img -= img.mean() + 3.3 * img.std()  # mu + 3.3 sigma near 0, where float32 is fine-grained
-    k32 = float(np.float32(float("%f" % 3.3)))
+    k32 = float(np.float32(float(f"{3.3:f}")))
     for _ in range(5):  # the pixel moves mu and sigma: settle it between the two limits
         mu, sigma = img.mean(), np.sqrt(abs(np.mean(img * img) - img.mean() ** 2))
         img[10, 10] = mu + (k32 + 3.3) / 2 * sigma

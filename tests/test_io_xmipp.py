@@ -215,8 +215,9 @@ def test_bad_micrograph_item_id_names_file_line(tmp_path: Path) -> None:
 
 def test_pos_item_id_beyond_int64_is_refused(tmp_path: Path) -> None:
     body = "data_particles\nloop_\n _itemId\n _xcoor\n _ycoor\n{rows}"
-    (tmp_path / "u.pos").write_text(HEADER + body.format(rows=" 1 10 11\n 9223372036854775808 20 21\n"))
-    (tmp_path / "t.pos").write_text(HEADER + body.format(rows=" 1 13 14\n 9223372036854775808 23 24\n"))
+    big = 2 ** 63
+    (tmp_path / "u.pos").write_text(HEADER + body.format(rows=f" 1 10 11\n {big} 20 21\n"))
+    (tmp_path / "t.pos").write_text(HEADER + body.format(rows=f" 1 13 14\n {big} 23 24\n"))
     (tmp_path / "p.xmd").write_text(HEADER + "data_\nloop_\n _micrograph\n _micrographTilted\n"
                                     " u.mrc t.mrc\n")
     with pytest.raises(InputError, match=r"u\.pos:\d+: _itemId 9223372036854775808 is beyond"):

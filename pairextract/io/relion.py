@@ -18,8 +18,8 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -89,6 +89,7 @@ def read_relion_ctf(path: str | os.PathLike[str]) -> pd.DataFrame:
         raise InputError(f"{path}: data_{name} has no _rlnMicrographName column")
     lines = block_lines(path, name, len(table))
     table = table.copy()
+    lines_cols = set(table.columns)  # before the optics labels are joined in
     if isinstance(optics, pd.DataFrame) and "rlnOpticsGroup" in optics.columns:
         if "rlnOpticsGroup" not in table.columns:
             if len(optics) != 1:
@@ -101,7 +102,6 @@ def read_relion_ctf(path: str | os.PathLike[str]) -> pd.DataFrame:
             table[col] = joined[col].to_numpy()
     rows = []
     sizes = []
-    lines_cols = set(blocks[name].columns) if isinstance(blocks[name], pd.DataFrame) else set()
     for i, rec in enumerate(table.to_dict("records")):
         where = lines[i]
         needed = (*_CTF_REQUIRED, "rlnVoltage", "rlnSphericalAberration", "rlnAmplitudeContrast")
