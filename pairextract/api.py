@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -229,7 +230,11 @@ def open_pairs(out: str | Path) -> xr.Dataset:
     ``x_t``, ``y_t`` (input pixels), ``xi_*``/``yi_*`` (pixels of the cut micrograph), the
     tilt angles, the geometry residual and the CTF values per view (per particle with the
     tilt-aware flip: ``defocus_offset_*``); after re-centring, ``shift_*`` and ``origin_*``
-    (``pairextract.pipeline.recenter``).
+    (``pairextract.pipeline.recenter``);
+    ``sampling_u``/``_t``, each pair's output pixel size (Å/px) in each view. Attrs:
+    ``sampling_rate_untilted``, ``sampling_rate_tilted`` (NaN when unknown or mixed within
+    the view), ``sampling_rate`` (the untilted one, as before), ``box_size``, ``params``,
+    ``dtype``, ``version``.
     """
     import xarray as xr
     import zarr
@@ -260,8 +265,18 @@ def open_pairs(out: str | Path) -> xr.Dataset:
         for col in extra.columns:
             coords[col] = ("pair", extra[col].reindex(pairs["pair_id"]).to_numpy(np.float64))
     params = prov.get("params", {})
+    down = float(params.get("downsample", 1.0))  # type: ignore[union-attr,arg-type]
+    for s in ("u", "t"):
+        if f"pixel_size_{s}" in pairs:
+            # Each pair's own output sampling in each view (the views may differ).
+            size = pairs[f"pixel_size_{s}"].to_numpy(np.float64)
+            coords[f"sampling_{s}"] = ("pair", size * down if down > 1.0 else size)
+    samplings = view_sampling_rates(prov)
     attrs = {
-        "sampling_rate": prov.get("sampling_rate") or float("nan"),
+        # ``sampling_rate`` is the untilted view's, as before; each view has its own below.
+        "sampling_rate": samplings["untilted"],
+        "sampling_rate_untilted": samplings["untilted"],
+        "sampling_rate_tilted": samplings["tilted"],
         "box_size": int(prov.get("box_size", 0)),  # type: ignore[arg-type]
         "params": json.dumps(params, sort_keys=True),
         "version": str(prov.get("version", "")),
@@ -271,6 +286,33 @@ def open_pairs(out: str | Path) -> xr.Dataset:
         "source": str(path.resolve()),
     }
     return xr.Dataset(data, coords=coords, attrs=attrs)
+
+
+def view_sampling_rates(provenance: dict[str, Any]) -> dict[str, float]:
+    """Output sampling (Å/px) of each view from the store's provenance; NaN when unknown or
+    when the micrographs of a view have different pixel sizes.
+
+    Stores written before the views had their own value carry only ``sampling_rate`` (the
+    untilted view's); their tilted view is then unknown rather than assumed equal.
+    """
+    def value(key: str) -> float:
+        v = provenance.get(key)
+        return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else math.nan
+
+    per_view = "sampling_rate_untilted" in provenance
+    return {"untilted": value("sampling_rate_untilted" if per_view else "sampling_rate"),
+            "tilted": value("sampling_rate_tilted")}
+
+
+def _sampling_text(samplings: dict[str, float]) -> str:
+    u, t = samplings["untilted"], samplings["tilted"]
+
+    def fmt(v: float) -> str:
+        return f"{v:.4g} Å/px" if math.isfinite(v) else "sampling unknown or mixed"
+
+    if u == t or not (math.isfinite(u) or math.isfinite(t)):
+        return fmt(u)
+    return f"{fmt(u)} untilted, {fmt(t)} tilted"
 
 
 def read_provenance(out: str | Path) -> dict[str, Any]:
@@ -285,12 +327,11 @@ def info(out: str | Path) -> str:
     """A printable summary of an existing output folder: the run's summary and parameters."""
     prov = read_provenance(out)
     params = ", ".join(f"{k}={v}" for k, v in prov.get("params", {}).items())
-    sampling = prov.get("sampling_rate")
     lines = [
         format_summary(read_summary(out)),
         f"parameters:    {params}",
         f"particles:     {prov.get('box_size')} px boxes, {prov.get('dtype')}, "
-        + (f"{sampling:.4g} Å/px" if isinstance(sampling, (int, float)) else "sampling unknown"),
+        + _sampling_text(view_sampling_rates(prov)),
         f"written by:    pairextract {prov.get('version')} "
         f"from {prov.get('inputs', {}).get('source')}",
     ]

@@ -148,12 +148,12 @@ def pair_geometry(ds: xr.Dataset, table: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def origins(table: pd.DataFrame, s: str, pixel_size: float | None
+def origins(table: pd.DataFrame, s: str, pixel_size: float | np.ndarray | None
             ) -> tuple[np.ndarray, np.ndarray] | None:
     """The re-centring origin of view ``s`` in (pixels, Å) per pair, or None when not re-centred.
 
     Returns ``((n, 2) pixels, (n, 2) Å)``; Å from the recorded values, else pixels times
-    ``pixel_size`` (NaN when unknown).
+    ``pixel_size`` (one value, or one per pair: :func:`pair_samplings`; NaN when unknown).
     """
     if not finite_column(table, f"origin_x_{s}"):
         return None
@@ -162,20 +162,40 @@ def origins(table: pd.DataFrame, s: str, pixel_size: float | None
     if all(finite_column(table, c) for c in cols):
         angst = table[cols].to_numpy(np.float64)
     else:
-        angst = px * (pixel_size if pixel_size is not None else np.nan)
+        size = np.asarray(np.nan if pixel_size is None else pixel_size, np.float64)
+        angst = px * (size[:, None] if size.ndim == 1 else size)
     return px, angst
 
 
-def sampling_rate(ds: xr.Dataset) -> float | None:
-    """Output pixel size in Å/px from the attrs, or None when unknown."""
-    v = ds.attrs.get("sampling_rate")
-    if v is None:
-        return None
+def _positive(v: Any) -> float | None:
     try:
         f = float(v)
     except (TypeError, ValueError):
         return None
     return f if math.isfinite(f) and f > 0 else None
+
+
+def sampling_rate(ds: xr.Dataset, view: str = "untilted") -> float | None:
+    """Output pixel size of ``view`` in Å/px from the attrs, or None when unknown or mixed.
+
+    ``sampling_rate_<view>`` when the Dataset has it (pairextract's own); a Dataset with only
+    ``sampling_rate`` has that one value for both views.
+    """
+    key = f"sampling_rate_{view}"
+    return _positive(ds.attrs[key] if key in ds.attrs else ds.attrs.get("sampling_rate"))
+
+
+def pair_samplings(ds: xr.Dataset, table: pd.DataFrame, view: str) -> np.ndarray:
+    """Each pair's output pixel size in ``view`` (Å/px; NaN where unknown): the per-pair
+    ``sampling_u/_t`` coordinate where finite, else the view's value."""
+    view_value = sampling_rate(ds, view)
+    out = np.full(len(table), np.nan if view_value is None else view_value)
+    col = f"sampling_{SUFFIX[view]}"
+    if col in table:
+        own = pd.to_numeric(table[col], errors="coerce").to_numpy(np.float64)
+        ok = np.isfinite(own) & (own > 0)
+        out[ok] = own[ok]
+    return out
 
 
 def phase_flipped(ds: xr.Dataset, view: str) -> bool:

@@ -33,6 +33,7 @@ from pairextract.export._common import (
     finite_column,
     origins,
     pair_geometry,
+    pair_samplings,
     pair_table,
     phase_flipped,
     sampling_rate,
@@ -68,14 +69,23 @@ def micrograph_coordinates(table: pd.DataFrame, s: str) -> tuple[np.ndarray, np.
     return x, y
 
 
-def _optics(table: pd.DataFrame, view: str, box: int, pixel_size: float | None,
+def _optics(table: pd.DataFrame, view: str, box: int, samplings: np.ndarray,
             flipped: bool) -> tuple[pd.DataFrame, np.ndarray]:
-    """The optics block and each particle's optics group (1-based)."""
+    """The optics block and each particle's optics group (1-based).
+
+    One group per distinct (voltage, Cs, Q0, pixel size) of the view: each view, and each
+    micrograph of a view, keeps its own pixel size.
+    """
     known = [(col, label) for col, label in _OPTICS_CTF if finite_column(table, col)]
-    if known:
-        keys = table[[c for c, _ in known]].astype(np.float64).round(9)
+    keys = pd.DataFrame({col: table[col].to_numpy(np.float64) for col, _ in known},
+                        index=range(len(table)))
+    has_size = bool(np.isfinite(samplings).any())
+    if has_size:
+        keys["rlnImagePixelSize"] = samplings
+    if len(keys.columns):
+        keys = keys.round(9)
         groups = keys.drop_duplicates().reset_index(drop=True)
-        group_of = keys.merge(groups.reset_index(), how="left", on=[c for c, _ in known])
+        group_of = keys.merge(groups.reset_index(), how="left", on=list(keys.columns))
         particle_group = group_of["index"].to_numpy(np.int64) + 1
     else:
         groups = pd.DataFrame(index=[0])
@@ -91,8 +101,8 @@ def _optics(table: pd.DataFrame, view: str, box: int, pixel_size: float | None,
     })
     for col, label in known:
         optics[label] = groups[col].to_numpy(np.float64)
-    if pixel_size is not None:
-        optics["rlnImagePixelSize"] = pixel_size
+    if has_size:
+        optics["rlnImagePixelSize"] = groups["rlnImagePixelSize"].to_numpy(np.float64)
     else:
         warnings.warn(f"RELION export ({view}): pixel size unknown; rlnImagePixelSize left out",
                       stacklevel=3)
@@ -105,7 +115,7 @@ def _optics(table: pd.DataFrame, view: str, box: int, pixel_size: float | None,
 
 
 def particles_block(table: pd.DataFrame, view: str, group: np.ndarray,
-                    pixel_size: float | None = None) -> pd.DataFrame:
+                    pixel_size: float | np.ndarray | None = None) -> pd.DataFrame:
     """The data_particles block of one view (with ``rlnOriginXAngst/YAngst`` when re-centred)."""
     s = SUFFIX[view]
     x, y = micrograph_coordinates(table, s)
@@ -149,17 +159,17 @@ def write_relion(ds: xr.Dataset, dest: Path) -> list[Path]:
     """Write the RELION export of ``ds`` into ``dest``; returns the files written."""
     table = pair_table(ds)
     box = int(ds.sizes["x"])
-    pixel_size = sampling_rate(ds)
     files: list[Path] = []
     names: dict[str, list[str]] = {}
     for view in VIEWS:
         folder = dest / view
         folder.mkdir(parents=True, exist_ok=True)
-        optics, group = _optics(table, view, box, pixel_size, phase_flipped(ds, view))
-        particles = particles_block(table, view, group, pixel_size)
+        samplings = pair_samplings(ds, table, view)
+        optics, group = _optics(table, view, box, samplings, phase_flipped(ds, view))
+        particles = particles_block(table, view, group, samplings)
         names[view] = particles["rlnImageName"].tolist()
         stack = folder / STACK_NAME
-        write_stack(stack, ds[view], pixel_size)
+        write_stack(stack, ds[view], sampling_rate(ds, view))
         star = folder / STAR_NAME
         write_star(star, {"optics": optics, "particles": particles})
         files += [stack, star]

@@ -36,6 +36,7 @@ from pairextract.export._common import (
     finite_column,
     origins,
     pair_geometry,
+    pair_samplings,
     pair_table,
     sampling_rate,
     write_stack,
@@ -111,14 +112,18 @@ def micrograph_pairs_block(table: pd.DataFrame, angles: pd.DataFrame) -> pd.Data
 def write_xmipp(ds: xr.Dataset, dest: Path) -> list[Path]:
     """Write the Xmipp export of ``ds`` into ``dest``; returns the files written."""
     table = pair_table(ds)
-    pixel_size = sampling_rate(ds)
     dest.mkdir(parents=True, exist_ok=True)
     files: list[Path] = []
     for view in VIEWS:
         stack = dest / stack_name(view)
-        write_stack(stack, ds[view], pixel_size)
+        write_stack(stack, ds[view], sampling_rate(ds, view))
         xmd = dest / f"images_{view}.xmd"
-        write_xmd(xmd, {"": images_block(table, view)})
+        block = images_block(table, view)
+        samplings = pair_samplings(ds, table, view)
+        if np.isfinite(samplings).any():
+            # Xmipp's samplingRate label (Å/px): each view, each particle, its own.
+            block["samplingRate"] = samplings
+        write_xmd(xmd, {"": block})
         files += [stack, xmd]
     if "mic_pair_id" in table and len(table):
         mics = dest / "micrograph_pairs.xmd"

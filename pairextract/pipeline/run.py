@@ -205,11 +205,14 @@ def run_extraction(
         itemsize = np.dtype(dtype).itemsize
         layout = store.open_layout(out, provenance, shard_rows(jobs, params.box_size, itemsize))
         jobs = layout.place(jobs)
-        sampling = _output_sampling(jobs, params)
+        sampling = view_samplings(jobs, params)
         provenance.update({
             "software": "pairextract",
             "version": _version(),
-            "sampling_rate": sampling,
+            # ``sampling_rate`` keeps its old meaning (the untilted view's) for old readers.
+            "sampling_rate": sampling["untilted"],
+            "sampling_rate_untilted": sampling["untilted"],
+            "sampling_rate_tilted": sampling["tilted"],
             "inputs": {"source": inputs.source, "digest": _input_digest(inputs)},
         })
         store.save_layout(out, layout, provenance)
@@ -263,13 +266,22 @@ def _version() -> str:
     return __version__
 
 
-def _output_sampling(jobs: list[MicrographJob], params: ExtractionParams) -> float | None:
+def view_samplings(jobs: list[MicrographJob], params: ExtractionParams
+                   ) -> dict[str, float | None]:
+    """Each view's output sampling (Å/px): the value shared by its micrographs, else None.
+
+    The views may differ (each is cut at its own pixel size); a view whose micrographs differ
+    among themselves has no single value (each pair then carries its own, ``sampling_u/_t``
+    of :func:`pairextract.open_pairs`).
+    """
     from pairextract.ops.scale import output_sampling
 
-    for j in jobs:
-        if j.view == "untilted" and j.pixel_size:
-            return float(output_sampling(j.pixel_size, params.downsample))
-    return None
+    out: dict[str, float | None] = {}
+    for view in VIEWS:
+        values = {float(output_sampling(j.pixel_size, params.downsample))
+                  for j in jobs if j.view == view and j.pixel_size}
+        out[view] = values.pop() if len(values) == 1 else None
+    return out
 
 
 def _compute(todo: list[MicrographJob], infos: dict[str, Any], out: Path,
