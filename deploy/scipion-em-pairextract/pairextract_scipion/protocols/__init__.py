@@ -1,0 +1,1 @@
+from .protocol_extract_pairs import ProtPairextractExtractPairs  # noqa: F401

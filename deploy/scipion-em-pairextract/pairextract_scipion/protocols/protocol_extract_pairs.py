@@ -1,0 +1,480 @@
+"""The protocol: Xmipp's *Extract Particle Pairs* form, run by pairextract."""
+
+import os
+import shlex
+import subprocess
+
+import pyworkflow.protocol.params as params
+import pyworkflow.utils as pwutils
+from pwem.objects import Particle, ParticlesTiltPair, TiltPair
+from pwem.protocols import ProtExtractParticlesPair
+from pyworkflow.protocol.constants import LEVEL_ADVANCED
+
+from .. import Plugin, convert
+from ..constants import (
+    CLUSTER_ADDRESS,
+    CLUSTER_LOCAL,
+    CLUSTER_SLURM,
+    NORM_TYPES,
+    OTHER,
+    SAME_AS_PICKING,
+)
+
+
+class PairextractError(Exception):
+    """pairextract refused or failed; the message is its own one-paragraph explanation."""
+
+
+class ProtPairextractExtractPairs(ProtExtractParticlesPair):
+    """Extract particle pairs from untilted/tilted micrograph pairs with pairextract.
+
+    The same form, defaults and output as Xmipp's *extract particle pairs*: a
+    ParticlesTiltPair whose untilted and tilted particles share the ids of the input
+    coordinate pairs, kept only where both boxes were extracted. pairextract reproduces
+    Xmipp's programs (downsampling, dust removal, phase flip, inversion, box cutting,
+    normalization) on a Dask cluster (this computer, SLURM, or a running scheduler), checks
+    every pair against the fitted tilt geometry, reports each dropped pair with its reason,
+    and on *Continue* reuses the micrographs already extracted.
+
+    The particles are written as MRC stacks (extra/xmipp/untilted.mrcs, tilted.mrcs) that
+    Xmipp, RELION and Scipion read; pairextract's own output (Zarr store and Parquet tables,
+    among them dropped.parquet) is in extra/pairextract.
+    """
+
+    _label = "extract particle pairs (pairextract)"
+    _possibleOutputs = {"outputParticlesTiltPair": ParticlesTiltPair}
+
+    # --------------------------- DEFINE param functions ----------------------------------------
+    def _defineParams(self, form):
+        form.addSection(label="Input")
+        form.addParam("inputCoordinatesTiltedPairs", params.PointerParam,
+                      important=True, label="Coordinates tilted pairs",
+                      pointerClass="CoordinatesTiltPair",
+                      help="The untilted and tilted coordinates, paired by id.")
+        form.addParam("downsampleType", params.EnumParam,
+                      choices=["same as picking", "other"], default=SAME_AS_PICKING,
+                      important=True, label="Micrographs source",
+                      display=params.EnumParam.DISPLAY_HLIST,
+                      help="_same as picking_: extract from the micrographs the coordinates "
+                           "were picked on.\n_other_: extract from another pair of micrograph "
+                           "sets, matched to the picking micrographs by micName (without "
+                           "extension); coordinates are rescaled by the ratio of pixel sizes.")
+        form.addParam("inputMicrographsTiltedPair", params.PointerParam,
+                      pointerClass="MicrographsTiltPair",
+                      condition=f"downsampleType != {SAME_AS_PICKING}",
+                      important=True, label="Input tilt pair micrographs",
+                      help="The tilt pair micrographs to extract from.")
+        form.addParam("ctfUntilt", params.PointerParam, allowsNull=True,
+                      pointerClass="SetOfCTF",
+                      label="CTF estimation (untilted mics)",
+                      help="CTFs of the UNTILTED micrographs: needed to phase flip them, and "
+                           "carried to the untilted particles.")
+        form.addParam("ctfTilt", params.PointerParam, allowsNull=True,
+                      pointerClass="SetOfCTF",
+                      label="CTF estimation (tilted mics)",
+                      help="CTFs of the TILTED micrographs: needed to phase flip them, and "
+                           "carried to the tilted particles.")
+        form.addParam("downFactor", params.FloatParam, default=1.0,
+                      validators=[params.GE(1.0, error="Value should be greater or equal "
+                                                       "than 1.0")],
+                      label="Downsampling factor",
+                      help="Fourier-downsample the micrographs by this factor before "
+                           "extraction (1.0: none; non-integer factors are allowed).")
+        form.addParam("boxSize", params.IntParam, default=0,
+                      label="Particle box size", validators=[params.Positive],
+                      help="In pixels of the output particles, i.e. after downsampling.")
+        form.addParam("doBorders", params.BooleanParam, default=False,
+                      label="Fill pixels outside borders",
+                      help="By default a particle whose box leaves the micrograph is skipped "
+                           "(and so is its pair). With this option such boxes are kept, the "
+                           "pixels outside filled with the nearest edge pixel.")
+
+        form.addSection(label="Preprocess")
+        form.addParam("doRemoveDust", params.BooleanParam, default=True,
+                      important=True, label="Dust removal (Recommended)",
+                      help="Replace pixels further than the threshold (in standard "
+                           "deviations of the micrograph) from its mean, as Xmipp's "
+                           "bad-pixel filter does.")
+        form.addParam("thresholdDust", params.FloatParam, default=3.5,
+                      condition="doRemoveDust", expertLevel=LEVEL_ADVANCED,
+                      label="Threshold for dust removal",
+                      help="In standard deviations of the micrograph. 3.5 suits cryo data; "
+                           "high-contrast negative stain may need more.")
+        form.addParam("doInvert", params.BooleanParam, default=None,
+                      label="Invert contrast",
+                      help="Invert the contrast if your particles are black over a white "
+                           "background (Xmipp, Spider, RELION and EMAN expect white "
+                           "particles).")
+        form.addParam("doFlip", params.BooleanParam, default=False,
+                      label="Phase flipping",
+                      help="Flip the phases of each micrograph where its CTF is negative. "
+                           "Needs a CTF estimation for the views to flip.")
+        form.addParam("doNormalize", params.BooleanParam, default=True,
+                      label="Normalize (Recommended)",
+                      help="Background to zero mean and unit standard deviation.")
+        form.addParam("normType", params.EnumParam, choices=list(NORM_TYPES), default=2,
+                      condition="doNormalize", expertLevel=LEVEL_ADVANCED,
+                      display=params.EnumParam.DISPLAY_COMBO,
+                      label="Normalization type",
+                      help="OldXmipp: whole image to mean 0, std 1.\n"
+                           "NewXmipp: background to mean 0, std 1.\n"
+                           "Ramp: subtract a fitted background plane, then NewXmipp.")
+        form.addParam("backRadius", params.IntParam, default=-1,
+                      condition="doNormalize",
+                      label="Background radius", expertLevel=LEVEL_ADVANCED,
+                      help="Pixels outside this circle (radius in output pixels) are the "
+                           "background. A value <= 0 means half the box size.")
+
+        form.addSection(label="pairextract")
+        form.addParam("clusterType", params.EnumParam,
+                      choices=["local", "SLURM", "scheduler address"], default=CLUSTER_LOCAL,
+                      display=params.EnumParam.DISPLAY_HLIST, label="Run on",
+                      help="_local_: Dask worker processes on this computer.\n"
+                           "_SLURM_: Dask workers started as SLURM jobs through dask-jobqueue "
+                           "(queue, account, memory from dask-jobqueue's jobqueue.yaml).\n"
+                           "_scheduler address_: a Dask scheduler that is already running.")
+        form.addParam("workers", params.IntParam, default=2,
+                      condition=f"clusterType != {CLUSTER_ADDRESS}",
+                      validators=[params.Positive], label="Workers",
+                      help="local: worker processes (one core each). SLURM: worker "
+                           "processes to request.")
+        form.addParam("slurmJobs", params.IntParam, default=1,
+                      condition=f"clusterType == {CLUSTER_SLURM}",
+                      validators=[params.Positive], label="SLURM jobs",
+                      help="Batch jobs that run the workers.")
+        form.addParam("jobqueueConfig", params.PathParam, default="",
+                      condition=f"clusterType == {CLUSTER_SLURM}",
+                      expertLevel=LEVEL_ADVANCED, label="jobqueue.yaml",
+                      help="A dask-jobqueue configuration used on top of "
+                           "~/.config/dask/jobqueue.yaml (optional).")
+        form.addParam("schedulerAddress", params.StringParam, default="",
+                      condition=f"clusterType == {CLUSTER_ADDRESS}",
+                      label="Scheduler address or file",
+                      help="tcp://host:8786, or a scheduler file written by "
+                           "`dask scheduler --scheduler-file`.")
+        form.addParam("useFloat16", params.BooleanParam, default=False,
+                      expertLevel=LEVEL_ADVANCED, label="Store particles as float16",
+                      help="Halves pairextract's own store (extra/pairextract); the stacks "
+                           "registered in Scipion are float32 either way.")
+        form.addParam("residualThreshold", params.FloatParam, default=-1,
+                      label="Geometry threshold (px)",
+                      help="Each micrograph pair's coordinates are fitted with the tilt "
+                           "geometry; pairs whose tilted coordinate is further than this from "
+                           "the fit are flagged. A value <= 0 means automatic: max(5 px, 5 "
+                           "robust standard deviations) per micrograph pair.")
+        form.addParam("dropFlagged", params.BooleanParam, default=False,
+                      label="Drop flagged pairs",
+                      help="Leave out the pairs flagged by the geometry check (they are listed "
+                           "with reason geometry_flagged in the drop report).")
+        form.addParallelSection(threads=0, mpi=0)
+
+    # --------------------------- INSERT steps functions ----------------------------------------
+    def _insertAllSteps(self):
+        # The arguments make Scipion's Continue rerun a step whose parameters changed.
+        args = self._extractArgs()
+        self._insertFunctionStep(self.convertInputStep, self._inputSignature(), needsGPU=False)
+        self._insertFunctionStep(self.extractStep, args, needsGPU=False)
+        self._insertFunctionStep(self.exportStep, args, needsGPU=False)
+        self._insertFunctionStep(self.createOutputStep, args, needsGPU=False)
+
+    # --------------------------- STEPS functions -----------------------------------------------
+    def convertInputStep(self, signature):
+        """Write the pair table and the CTF files pairextract reads."""
+        pwutils.makePath(self._inputsPath())
+        coords = self.getCoords()
+        mic_pairs = self._micPairs()
+        rows, warnings = convert.coordinate_pairs(coords, mic_pairs)
+        for w in warnings:
+            self.warning(w)
+        convert.write_pair_table(self._inputsPath("pairs.csv"), mic_pairs, rows,
+                                 self._samplings(), convert.angles_by_mic(coords))
+        for view, pointer in (("untilted", self.ctfUntilt), ("tilted", self.ctfTilt)):
+            if not pointer.hasValue():
+                continue
+            mics = [getattr(mp, "mic_" + view[0]) for mp in mic_pairs]
+            ctfs = convert.ctfs_by_mic(pointer.get(), mics)
+            if len(ctfs) < len(mics):
+                self.warning(f"{len(mics) - len(ctfs)} of {len(mics)} {view} micrographs have "
+                             "no CTF in the CTF estimation given")
+            acquisition = self._extractionMics()[0 if view == "untilted" else 1]
+            convert.write_ctf_star(self._inputsPath(f"ctf_{view}.star"), mics, ctfs,
+                                   acquisition.getAcquisition())
+
+    def extractStep(self, args):
+        """``pairextract extract``: resumes what an earlier (stopped) run left in the folder."""
+        self._runPairextract("extract " + args)
+
+    def exportStep(self, args):
+        """``pairextract export --to xmipp``: the MRC stacks and .xmd files of the kept pairs."""
+        source = shlex.quote(os.path.abspath(self._pairextractPath()))
+        dest = shlex.quote(os.path.abspath(self._exportPath()))
+        self._runPairextract(f"export {source} --to xmipp {dest}")
+
+    def createOutputStep(self, args):
+        coords = self.getCoords()
+        mics_u, mics_t = self._extractionMics()
+        sampling = self._samplings()
+        mic_pairs = self._micPairs()
+        ctf_u = convert.ctfs_by_mic(self.ctfUntilt.get(), [m.mic_u for m in mic_pairs])
+        ctf_t = convert.ctfs_by_mic(self.ctfTilt.get(), [m.mic_t for m in mic_pairs])
+        extract_id = {}
+        for mp in mic_pairs:
+            extract_id[("u", mp.pick_u.getObjId())] = mp.mic_u.getObjId()
+            extract_id[("t", mp.pick_t.getObjId())] = mp.mic_t.getObjId()
+
+        imgSetU = self._createSetOfParticles(suffix="Untilted")
+        imgSetU.copyInfo(mics_u)
+        imgSetU.setSamplingRate(self._outputSampling(sampling["u"]))
+        imgSetU.setCoordinates(coords.getUntilted())
+        imgSetT = self._createSetOfParticles(suffix="Tilted")
+        imgSetT.copyInfo(mics_t)
+        imgSetT.setSamplingRate(self._outputSampling(sampling["t"]))
+        imgSetT.setCoordinates(coords.getTilted())
+
+        rows_u = convert.read_xmd(self._exportPath("images_untilted.xmd"))
+        rows_t = convert.read_xmd(self._exportPath("images_tilted.xmd"))
+        if [r["itemId"] for r in rows_u] != [r["itemId"] for r in rows_t]:
+            raise PairextractError(f"{self._exportPath()}: the untilted and tilted .xmd files "
+                                   "do not list the same pairs in the same order")
+        coordsU = {c.getObjId(): c.clone() for c in coords.getUntilted().iterItems()}
+        coordsT = {c.getObjId(): c.clone() for c in coords.getTilted().iterItems()}
+        factor = self._coordFactor(sampling)
+        for rowU, rowT in zip(rows_u, rows_t):
+            pair_id = int(rowU["itemId"])
+            for row, view, coord_set, ctfs, img_set in (
+                    (rowU, "u", coordsU, ctf_u, imgSetU), (rowT, "t", coordsT, ctf_t, imgSetT)):
+                coord = coord_set[pair_id]
+                if factor[view] is not None:
+                    coord.setX(int(coord.getX() * factor[view]))
+                    coord.setY(int(coord.getY() * factor[view]))
+                particle = Particle()
+                particle.setObjId(pair_id)
+                particle.setLocation(convert.image_location(row["image"], self._exportPath()))
+                particle.setCoordinate(coord)
+                particle.setMicId(coord.getMicId())
+                ctf = ctfs.get(extract_id[(view, coord.getMicId())])
+                if ctf is not None:
+                    particle.setCTF(ctf.clone())
+                img_set.append(particle)
+
+        # Per view, as Xmipp's protocol: a view is phase flipped when its CTFs were given.
+        # Unlike Xmipp, hasCTF also says so without flipping: the particles carry the CTFs.
+        for img_set, pointer in ((imgSetU, self.ctfUntilt), (imgSetT, self.ctfTilt)):
+            img_set.setHasCTF(pointer.hasValue())
+            img_set.setIsPhaseFlipped(bool(self.doFlip) and pointer.hasValue())
+        imgSetU.write()
+        imgSetT.write()
+
+        pairs_fn = self._getPath("particles_pairs.sqlite")
+        pwutils.cleanPath(pairs_fn)
+        output = ParticlesTiltPair(filename=pairs_fn)
+        output.setUntilted(imgSetU)
+        output.setTilted(imgSetT)
+        for imgU, imgT in zip(imgSetU, imgSetT):
+            output.append(TiltPair(imgU, imgT))
+        output.setCoordsPair(self.inputCoordinatesTiltedPairs.get())
+        self._defineOutputs(outputParticlesTiltPair=output)
+        self._defineSourceRelation(self.inputCoordinatesTiltedPairs, output)
+
+    # --------------------------- INFO functions ------------------------------------------------
+    def _validate(self):
+        errors = []
+        if self.doFlip and not self._useCTF():
+            errors.append("Phase flipping cannot be performed unless "
+                          "CTF information is provided.")
+        if self.doNormalize and self.backRadius > int(self.boxSize.get() / 2):
+            errors.append("Background radius for normalization should be "
+                          "equal or less than half of the box size.")
+        if self.clusterType == CLUSTER_ADDRESS and not self.schedulerAddress.get("").strip():
+            errors.append("Run on 'scheduler address' needs the scheduler's address or file.")
+        return errors
+
+    def _summary(self):
+        summary = [f"Micrographs source: {self.getEnumText('downsampleType')}",
+                   f"Particle box size: {self.boxSize.get()}"]
+        if not hasattr(self, "outputParticlesTiltPair"):
+            summary.append("Output images not ready yet.")
+        else:
+            summary.append("Particle pairs extracted: "
+                           f"{self.outputParticlesTiltPair.getSize()}")
+        if self.doFlip:
+            if self.ctfTilt.hasValue() and self.ctfUntilt.hasValue():
+                summary.append("Phase flipped for both untilted and tilted particles.")
+            elif self.ctfUntilt.hasValue():
+                summary.append("Phase flipped only for untilted particles.")
+            else:
+                summary.append("Phase flipped only for tilted particles.")
+        summary += convert.summary_lines(self.getRunSummary())
+        return summary
+
+    def _methods(self):
+        if not hasattr(self, "outputParticlesTiltPair"):
+            return []
+        msg = (f"A total of {self.outputParticlesTiltPair.getSize()} particle pairs of size "
+               f"{self.boxSize.get()} were extracted with pairextract")
+        if self._micsOther():
+            msg += (" from another set of micrographs: "
+                    + self.getObjectTag("inputMicrographsTiltedPair"))
+        msg += f" using coordinates {self.getObjectTag('inputCoordinatesTiltedPairs')}."
+        methods = [msg]
+        if self.doRemoveDust:
+            methods.append(f"Removed dust over a threshold of {self.thresholdDust.get()}.")
+        if self.doInvert:
+            methods.append("Inverted contrast on images.")
+        if self._doDownsample():
+            methods.append(f"Particles downsampled by a factor of {self.downFactor.get():0.2f}.")
+        if self.doNormalize:
+            methods.append(f"Normalization performed of type {self.getEnumText('normType')}.")
+        if self.doFlip:
+            methods.append("Phase flipping was performed.")
+        return methods
+
+    # --------------------------- UTILS functions -----------------------------------------------
+    def getCoords(self):
+        return self.inputCoordinatesTiltedPairs.get()
+
+    def getRunSummary(self):
+        """pairextract's summary.json of the last run (counts, dropped by reason, failures)."""
+        return convert.read_summary(self._pairextractPath("summary.json"))
+
+    def _inputsPath(self, *names):
+        return self._getExtraPath("inputs", *names)
+
+    def _pairextractPath(self, *names):
+        return self._getExtraPath("pairextract", *names)
+
+    def _exportPath(self, *names):
+        return self._getExtraPath("xmipp", *names)
+
+    def _micsOther(self):
+        return self.downsampleType == OTHER
+
+    def _useCTF(self):
+        return self.ctfUntilt.hasValue() or self.ctfTilt.hasValue()
+
+    def _doDownsample(self):
+        return self.downFactor > 1.0
+
+    def _micPairs(self):
+        other = self.inputMicrographsTiltedPair.get() if self._micsOther() else None
+        try:
+            return convert.micrograph_pairs(self.getCoords(), other)
+        except convert.ConversionError as exc:
+            raise PairextractError(str(exc)) from None
+
+    def _extractionMics(self):
+        """The untilted and tilted SetOfMicrographs particles are cut from."""
+        if self._micsOther():
+            pair = self.inputMicrographsTiltedPair.get()
+            return pair.getUntilted(), pair.getTilted()
+        coords = self.getCoords()
+        return coords.getUntilted().getMicrographs(), coords.getTilted().getMicrographs()
+
+    def _samplings(self):
+        """Per view ``(picking, extraction)`` pixel sizes in A/px."""
+        coords = self.getCoords()
+        mics_u, mics_t = self._extractionMics()
+        return {"u": (coords.getUntilted().getMicrographs().getSamplingRate(),
+                      mics_u.getSamplingRate()),
+                "t": (coords.getTilted().getMicrographs().getSamplingRate(),
+                      mics_t.getSamplingRate())}
+
+    def _outputSampling(self, view_sampling):
+        sampling = view_sampling[1]
+        return sampling * self.downFactor.get() if self._doDownsample() else sampling
+
+    def _coordFactor(self, sampling):
+        """Per view, the factor scaling the input coordinates onto the output particles (as
+        Xmipp's createOutputStep), or None where they are kept as they are."""
+        if not (self._micsOther() or self._doDownsample()):
+            return {"u": None, "t": None}
+        out = {}
+        for view, (coord_s, mic_s) in sampling.items():
+            factor = 1 / (mic_s / coord_s)
+            out[view] = factor / self.downFactor.get() if self._doDownsample() else factor
+        return out
+
+    def _inputSignature(self):
+        """What the converted inputs depend on (Continue reconverts when it changes)."""
+        parts = [self.inputCoordinatesTiltedPairs.getUniqueId(), self.downsampleType.get()]
+        for pointer in (self.inputMicrographsTiltedPair, self.ctfUntilt, self.ctfTilt):
+            parts.append(pointer.getUniqueId() if pointer.hasValue() else "")
+        return " ".join(str(p) for p in parts)
+
+    def _extractArgs(self):
+        """Arguments of ``pairextract extract`` for this form (no shell expansion needed)."""
+        q = shlex.quote
+        args = [q(os.path.abspath(self._inputsPath("pairs.csv"))),
+                "--out", q(os.path.abspath(self._pairextractPath())),
+                "--box", str(self.boxSize.get()),
+                "--downsample", repr(float(self.downFactor.get()))]
+        if self.doBorders:
+            args.append("--fill-borders")
+        if self.doRemoveDust:
+            args += ["--dust-threshold", repr(float(self.thresholdDust.get()))]
+        else:
+            args.append("--no-dust")
+        if self.doInvert:
+            args.append("--invert")
+        if self.doFlip:
+            args.append("--phase-flip")
+        if self.doNormalize:
+            args += ["--norm", NORM_TYPES[self.normType.get()],
+                     "--bg-radius", str(self.backRadius.get())]
+        else:
+            args += ["--norm", "none"]
+        for view, pointer in (("untilted", self.ctfUntilt), ("tilted", self.ctfTilt)):
+            if pointer.hasValue():
+                path = os.path.abspath(self._inputsPath(f"ctf_{view}.star"))
+                args += [f"--ctf-{view}", q(path)]
+        if self.useFloat16:
+            args.append("--float16")
+        if self.residualThreshold.get() > 0:
+            args += ["--residual-threshold", repr(float(self.residualThreshold.get()))]
+        if self.dropFlagged:
+            args.append("--drop-flagged")
+        args.append("--no-progress")
+        cluster = self.clusterType.get()
+        if cluster == CLUSTER_LOCAL:
+            args += ["--cluster", "local", "--workers", str(self.workers.get())]
+        elif cluster == CLUSTER_SLURM:
+            args += ["--cluster", "slurm", "--workers", str(self.workers.get()),
+                     "--jobs", str(self.slurmJobs.get())]
+            if self.jobqueueConfig.get("").strip():
+                args += ["--jobqueue-config", q(self.jobqueueConfig.get().strip())]
+        else:
+            args += ["--scheduler", q(self.schedulerAddress.get().strip())]
+        return " ".join(args)
+
+    def _runPairextract(self, args):
+        """Run pairextract from its own environment; its error paragraph becomes the
+        protocol's error message."""
+        errors = self._getExtraPath("pairextract-stderr.log")
+        # stderr goes to the run log as it comes and to a file whose last error paragraph
+        # becomes the message Scipion shows; bash waits for tee before returning the status.
+        command = (f"{args} 2> >(tee {shlex.quote(errors)} >&2); status=$?; wait $!; "
+                   "exit $status")
+        try:
+            self.runJob(Plugin.getProgram(), command, env=Plugin.getEnviron(),
+                        executable="/bin/bash")
+        except subprocess.CalledProcessError as exc:
+            raise PairextractError(self._errorMessage(errors, exc)) from None
+
+    @staticmethod
+    def _errorMessage(errors_path, exc):
+        text = ""
+        if os.path.exists(errors_path):
+            with open(errors_path, errors="replace") as f:
+                text = f.read()
+        lines = text.strip().splitlines()
+        start = next((i for i in range(len(lines) - 1, -1, -1)
+                      if lines[i].startswith("pairextract ") and ": error:" in lines[i]), None)
+        if start is None:
+            detail = "\n".join(lines[-20:]) or "(nothing on its standard error)"
+            return (f"pairextract exited with status {exc.returncode}:\n{detail}\n"
+                    f"Command: {exc.cmd}")
+        message = "\n".join(lines[start:])
+        if "holds a run with other parameters" in message:
+            message += ("\nIn Scipion: Continue reuses a run only with the parameters it was "
+                        "started with; use Restart to extract again with the new ones.")
+        return message
