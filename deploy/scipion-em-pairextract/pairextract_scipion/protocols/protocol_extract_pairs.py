@@ -109,6 +109,20 @@ class ProtPairextractExtractPairs(ProtExtractParticlesPair):
                       label="Phase flipping",
                       help="Flip the phases of each micrograph where its CTF is negative. "
                            "Needs a CTF estimation for the views to flip.")
+        form.addParam("tiltAwareFlip", params.BooleanParam, default=False,
+                      condition="doFlip", expertLevel=LEVEL_ADVANCED,
+                      label="Tilt-aware phase flip",
+                      help="Not in Xmipp. Flip each tilted particle with its own defocus, which "
+                           "changes across a tilted specimen with the distance from the tilt "
+                           "axis, using the pair's tilt angle and tilted axis (given, else "
+                           "fitted from the coordinates); untilted micrographs are flat. "
+                           "Off: the whole micrograph with one defocus, as Xmipp.")
+        form.addParam("tiltSign", params.EnumParam, choices=["+1", "-1"], default=0,
+                      condition="doFlip and tiltAwareFlip", expertLevel=LEVEL_ADVANCED,
+                      display=params.EnumParam.DISPLAY_HLIST, label="Tilt sign",
+                      help="Which side of the tilt axis is farther from the objective: the "
+                           "coordinates cannot tell; check with a few particles or your "
+                           "microscope's convention.")
         form.addParam("doNormalize", params.BooleanParam, default=True,
                       label="Normalize (Recommended)",
                       help="Background to zero mean and unit standard deviation.")
@@ -418,6 +432,9 @@ class ProtPairextractExtractPairs(ProtExtractParticlesPair):
             args.append("--invert")
         if self.doFlip:
             args.append("--phase-flip")
+            if self.tiltAwareFlip:
+                args += ["--tilt-defocus", "geometry",
+                         "--tilt-sign", "1" if self.tiltSign.get() == 0 else "-1"]
         if self.doNormalize:
             args += ["--norm", NORM_TYPES[self.normType.get()],
                      "--bg-radius", str(self.backRadius.get())]

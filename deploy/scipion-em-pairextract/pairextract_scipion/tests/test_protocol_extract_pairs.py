@@ -300,14 +300,17 @@ class TestPairextractExtractPairs(BaseTest):
             self.assertEqual(args[k:k + len(option)], option)
         for absent in ("--invert", "--phase-flip", "--ctf-untilted", "--dust-threshold"):
             self.assertNotIn(absent, args)
+        self.assertNotIn("--tilt-defocus", args)
         prot = self.newExtraction("scheduler", clusterType=CLUSTER_ADDRESS,
-                                  schedulerAddress="tcp://127.0.0.1:8786")
+                                  schedulerAddress="tcp://127.0.0.1:8786",
+                                  tiltAwareFlip=True, tiltSign=1)
         self.setCTFs(prot)
         args = prot._extractArgs().split()
         self.assertEqual(args[-2:], ["--scheduler", "tcp://127.0.0.1:8786"])
         self.assertNotIn("--workers", args)
         for option in (["--invert"], ["--phase-flip"], ["--norm", "Ramp", "--bg-radius", "-1"],
-                       ["--dust-threshold", "3.5"], ["--ctf-tilted"]):
+                       ["--dust-threshold", "3.5"], ["--ctf-tilted"],
+                       ["--tilt-defocus", "geometry", "--tilt-sign", "-1"]):
             k = args.index(option[0])
             self.assertEqual(args[k:k + len(option)], option)
         self.assertEqual(self.newExtraction("no address", clusterType=CLUSTER_ADDRESS)
