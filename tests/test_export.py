@@ -353,3 +353,34 @@ def test_export_floats_are_exact(tmp_path: Path) -> None:
     np.testing.assert_array_equal(xmd["ctfDefocusU"], ds.defocus_u_u.values)
     pairs = starfile.read(tmp_path / "r" / "pairs.star")
     np.testing.assert_array_equal(pairs["tilt_angle"], ds.tilt_angle.values)
+
+
+# ------------------------------------------------------------------- each view its own sampling
+
+
+def test_views_and_micrographs_keep_their_own_pixel_size(tmp_path: Path) -> None:
+    ds = pairs_dataset()
+    n = ds.sizes["pair"]
+    ds.attrs.update(sampling_rate=2.0, sampling_rate_untilted=2.0,
+                    sampling_rate_tilted=float("nan"))
+    # The tilted micrographs differ among themselves: each pair carries its own value.
+    ds = ds.assign_coords(sampling_u=("pair", np.full(n, 2.0)),
+                          sampling_t=("pair", np.where(ds.mic_pair_id.values == 1, 3.0, 3.5)),
+                          origin_x_t=("pair", np.full(n, 1.5)),
+                          origin_y_t=("pair", np.full(n, -2.0)))
+    export(ds, "relion", tmp_path / "r")
+    u = starfile.read(tmp_path / "r" / "untilted" / "particles.star")
+    t = starfile.read(tmp_path / "r" / "tilted" / "particles.star")
+    assert u["optics"]["rlnImagePixelSize"].tolist() == [2.0]
+    assert sorted(t["optics"]["rlnImagePixelSize"].tolist()) == [3.0, 3.5]
+    size_of_group = dict(zip(t["optics"]["rlnOpticsGroup"], t["optics"]["rlnImagePixelSize"],
+                             strict=True))
+    sizes = t["particles"]["rlnOpticsGroup"].map(size_of_group).to_numpy()
+    np.testing.assert_array_equal(sizes, ds.sampling_t.values)
+    # Re-centring origins in Å use each particle's own pixel size.
+    np.testing.assert_allclose(t["particles"]["rlnOriginXAngst"], 1.5 * ds.sampling_t.values)
+    with mrcfile.open(tmp_path / "r" / "untilted" / "particles.mrcs") as mrc:
+        assert float(mrc.voxel_size.x) == pytest.approx(2.0)
+    export(ds, "xmipp", tmp_path / "x")
+    xmd = starfile.read(tmp_path / "x" / "images_tilted.xmd")
+    np.testing.assert_array_equal(xmd["samplingRate"], ds.sampling_t.values)
