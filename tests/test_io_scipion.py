@@ -114,3 +114,20 @@ def test_written_sets_carry_no_wall_clock_time(tmp_path: Path) -> None:
         with sqlite3.connect(a / name) as con:
             created = {row[0] for row in con.execute("SELECT creation FROM Objects")}
         assert created == {None}, name
+
+
+def test_micrograph_id_beyond_int64_is_refused(tmp_path: Path) -> None:
+    """SQLite keeps an integer beyond int64 as a REAL: it used to wrap to another id."""
+    mp = pd.DataFrame({"mic_pair_id": [1], "micrograph_u": ["u1.mrc"], "micrograph_t": ["t1.mrc"],
+                       "pixel_size_u": [1.5], "pixel_size_t": [1.5]})
+    cp = pd.DataFrame({"pair_id": [4], "mic_pair_id": [1], "x_u": [10.0], "y_u": [11.0],
+                       "x_t": [12.0], "y_t": [13.0]})
+    folder = write_scipion_pairs(TiltPairInputs(mp, cp), tmp_path / "run")
+    for name in ("coordinates_untilted.sqlite", "coordinates_tilted.sqlite"):
+        with sqlite3.connect(folder / name) as con:
+            col = con.execute("SELECT column_name FROM Classes WHERE label_property = '_micId'"
+                              ).fetchone()[0]
+            con.execute(f"UPDATE Objects SET {col} = 9223372036854775808")
+    with pytest.raises(InputError, match=r"coordinates_untilted\.sqlite:id 4: _micId "
+                       r"9\.22337\d*e\+18 is beyond the 64-bit"):
+        read_pairs(folder)

@@ -30,7 +30,12 @@ import pandas as pd
 
 from pairextract.io.errors import InputError
 from pairextract.io.xmipp import resolve_path
-from pairextract.model import TiltPairInputs, make_coordinate_pairs, make_micrograph_pairs
+from pairextract.model import (
+    TiltPairInputs,
+    int_column,
+    make_coordinate_pairs,
+    make_micrograph_pairs,
+)
 
 _SQL_TYPES = {"Integer": "INTEGER", "Float": "REAL", "Boolean": "INTEGER"}
 
@@ -156,8 +161,8 @@ def read_scipion_pairs(path: str | os.PathLike[str]) -> TiltPairInputs:
                       "whose id differs from their untilted partner's (e.g. id "
                       f"{int(mismatch['id'].iloc[0])})")
     cp = pd.DataFrame({
-        "pair_id": both["id"].astype("int64").to_numpy(),
-        "mic_pair_id": both["_micId_u"].astype("int64").to_numpy(),
+        "pair_id": int_column(both["id"], "id", list(both["source_u"])),
+        "mic_pair_id": int_column(both["_micId_u"], "_micId", list(both["source_u"])),
         "x_u": both["_x_u"].astype(float).to_numpy(), "y_u": both["_y_u"].astype(float).to_numpy(),
         "x_t": both["_x_t"].astype(float).to_numpy(), "y_t": both["_y_t"].astype(float).to_numpy(),
         "source_u": both["source_u"].to_numpy(), "source_t": both["source_t"].to_numpy(),
