@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -14,6 +15,7 @@ import pandas as pd
 from pairextract.errors import MICROGRAPH, InputError, kind_of
 from pairextract.io import read_pairs
 from pairextract.io.shifts import Shifts, read_shifts
+from pairextract.io.reader import PATH_OPTIONS
 from pairextract.model import TiltPairInputs
 from pairextract.params import ExtractionParams
 from pairextract.pipeline import store
@@ -42,6 +44,7 @@ def extract_pairs(
     strict_checks: bool = True,
     recenter: str | Path | Shifts | None = None,
     recenter_pairs: str | Path | None = None,
+    protect: Sequence[str | os.PathLike[str]] = (),
     **read_options: Any,
 ) -> ExtractionResult:
     """Extract every coordinate pair of ``inputs`` into the output folder ``out``.
@@ -65,7 +68,9 @@ def extract_pairs(
         Geometry check: pairs whose residual from the fitted tilt geometry exceeds the
         threshold (pixels) are flagged; with ``drop_flagged`` they are dropped.
     overwrite
-        Delete an existing output folder first instead of resuming it.
+        Start again instead of resuming: deletes the files an earlier run wrote into ``out``
+        (only those; other files stay and are reported). ``out`` must be new, empty or a
+        pairextract output, and must not hold the inputs.
     progress
         Show a progress bar (Dask's widget in a notebook, text otherwise).
     strict_checks
@@ -79,6 +84,9 @@ def extract_pairs(
     recenter_pairs
         The RELION export's ``pairs.star``/``pairs.csv`` that maps image names to pair ids
         (default: found next to the STAR file or above it).
+    protect
+        More input paths (CTF files, coordinate folders) that ``out`` must not contain; the
+        pair table, micrographs and coordinate files are always protected.
 
     Returns
     -------
@@ -88,6 +96,8 @@ def extract_pairs(
     if params is None:
         raise TypeError("extract_pairs needs params=ExtractionParams(box_size=...)")
     if not isinstance(inputs, TiltPairInputs):
+        protect = [*protect, *(str(v) for k, v in read_options.items()
+                               if k in PATH_OPTIONS and v is not None)]
         inputs = read_pairs(inputs, **read_options)
     elif read_options:
         raise TypeError(f"read options {sorted(read_options)} given with an in-memory input")
@@ -107,14 +117,14 @@ def extract_pairs(
     if client is not None:
         result = run_extraction(inputs, out, params, client, dtype=dtype, geometry=geometry,
                                 drop_flagged=drop_flagged, overwrite=overwrite,
-                                progress=progress, warnings=warnings)
+                                progress=progress, warnings=warnings, protect=protect)
     else:
         from pairextract.pipeline.cluster import open_client
 
         with open_client("local", workers=workers) as own:
             result = run_extraction(inputs, out, params, own, dtype=dtype, geometry=geometry,
                                     drop_flagged=drop_flagged, overwrite=overwrite,
-                                    progress=progress, warnings=warnings)
+                                    progress=progress, warnings=warnings, protect=protect)
     _write_recenter(Path(out), recentred)
     return result
 

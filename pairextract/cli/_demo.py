@@ -17,16 +17,32 @@ def register(sub: Any) -> None:
     p.add_argument("--particles", type=int, default=40, help="particles per micrograph pair")
     p.add_argument("--box", type=int, default=64, help="box size (default 64)")
     p.add_argument("--workers", type=int, default=None, help="local worker processes")
+    p.add_argument("--force", action="store_true",
+                   help="write into a non-empty OUTDIR (files pairextract did not write are "
+                        "never replaced)")
     p.set_defaults(func=run)
 
 
+def demo_files(pairs: int) -> list[str]:
+    """What ``demo`` writes into its folder (besides ``extracted/``, an extraction output)."""
+    mics = [f"data/mics/{v}{k + 1:03d}.mrc" for k in range(pairs) for v in "ut"]
+    return [*mics, "data/pairs.csv", "data/micrographs_ctf.star", "data/angles.csv",
+            "data/truth.csv", "montage.png"]
+
+
 def run(args: argparse.Namespace) -> int:
+    """Make the data, extract it, print the summary and write the montage."""
     from pairextract import synth
     from pairextract.api import extract_pairs
     from pairextract.io import read_pairs
     from pairextract.params import ExtractionParams
+    from pairextract.pipeline.outdir import claim_destination, write_marker
 
     root = Path(args.outdir)
+    names = demo_files(args.pairs)
+    claim_destination(root, "demo", names, args.force)
+    root.mkdir(parents=True, exist_ok=True)
+    write_marker(root, "demo", names)
     data = synth.make_dataset(root / "data", n_mic_pairs=args.pairs,
                               shape=(args.size, args.size),
                               particles_per_pair=args.particles, box=args.box, seed=0)

@@ -7,7 +7,7 @@ import sys
 import warnings
 from typing import Any
 
-from pairextract.io.errors import InputError
+from pairextract.errors import EXIT_USAGE, PairextractError, output_io_error
 
 
 def register(sub: Any) -> None:
@@ -18,7 +18,10 @@ def register(sub: Any) -> None:
                     "rlnImageName are relative to DEST (use DEST as the project folder).")
     p.add_argument("out", help="output folder of pairextract extract")
     p.add_argument("--to", required=True, choices=["relion", "xmipp"], help="target format")
-    p.add_argument("dest", help="destination folder (created)")
+    p.add_argument("dest", help="destination folder (created; must be new or empty)")
+    p.add_argument("--force", action="store_true",
+                   help="write into a non-empty DEST (files pairextract did not write are "
+                        "never replaced)")
     p.set_defaults(func=run)
 
 
@@ -28,10 +31,14 @@ def run(args: argparse.Namespace) -> int:
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            result = export(args.out, args.to, args.dest)
-    except (InputError, ValueError, OSError) as exc:
+            result = export(args.out, args.to, args.dest, force=args.force)
+    except PairextractError:
+        raise
+    except OSError as exc:
+        raise output_io_error(exc, "the export", exc.filename or args.dest) from None
+    except ValueError as exc:  # the folder or Dataset is not what the exporters read
         print(f"pairextract export: error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     for w in caught:
         print(f"pairextract export: warning: {w.message}", file=sys.stderr)
     print(f"exported {result.n_pairs} pairs to {result.dest} ({result.format}):")

@@ -7,13 +7,13 @@ import sys
 from typing import Any
 
 from pairextract.cli._options import (
+    PATH_OPTIONS,
     add_input_arguments,
     add_protocol_arguments,
     params_from_args,
     read_options_from_args,
 )
-from pairextract.io.errors import InputError
-from pairextract.params import ParameterError
+from pairextract.errors import EXIT_STRICT
 
 
 def register(sub: Any) -> None:
@@ -31,7 +31,9 @@ def register(sub: Any) -> None:
     g.add_argument("--residual-threshold", type=float, metavar="PX",
                    help="flag pairs off the fitted tilt geometry by more than PX pixels")
     g.add_argument("--drop-flagged", action="store_true", help="drop the flagged pairs")
-    g.add_argument("--overwrite", action="store_true", help="delete OUT first, do not resume")
+    g.add_argument("--overwrite", action="store_true",
+                   help="start again: delete the files an earlier run wrote in OUT (only "
+                        "those), do not resume")
     g.add_argument("--strict", action="store_true",
                    help="exit with status 3 when any micrograph failed")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -48,25 +50,31 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run the extraction; exit status as documented in README ("Exit status")."""
+    from pathlib import Path
+
     from pairextract.api import extract_pairs
     from pairextract.io import read_pairs
+    from pairextract.pipeline import outdir
     from pairextract.pipeline.cluster import client_from_args
-    from pairextract.pipeline.store import StoreBusyError
 
-    try:
-        params = params_from_args(args)
-        inputs = read_pairs(args.input, **read_options_from_args(args))
-        with client_from_args(args) as client:
-            result = extract_pairs(
-                inputs, args.out, params, client=client,
-                dtype="float16" if args.float16 else "float32",
-                residual_threshold=args.residual_threshold, drop_flagged=args.drop_flagged,
-                overwrite=args.overwrite, progress=not args.no_progress,
-                recenter=args.recenter, recenter_pairs=args.recenter_pairs)
-    except (InputError, ParameterError, StoreBusyError) as exc:
-        print(f"pairextract extract: error: {exc}", file=sys.stderr)
-        return 2
+    params = params_from_args(args)
+    read_options = read_options_from_args(args)
+    inputs = read_pairs(args.input, **read_options)
+    protect = [v for k, v in read_options.items() if k in PATH_OPTIONS]
+    protect += [p for p in (args.recenter, args.recenter_pairs) if p]
+    # Before a cluster is started: an unusable --out is known now.
+    outdir.check_output_folder(Path(args.out).resolve(), outdir.input_paths(inputs, protect))
+    with client_from_args(args) as client:
+        result = extract_pairs(
+            inputs, args.out, params, client=client,
+            dtype="float16" if args.float16 else "float32",
+            residual_threshold=args.residual_threshold, drop_flagged=args.drop_flagged,
+            overwrite=args.overwrite, progress=not args.no_progress,
+            recenter=args.recenter, recenter_pairs=args.recenter_pairs, protect=protect)
     print(result)
     if args.strict and result.micrographs_failed:
-        return 3
+        print(f"pairextract extract: {len(result.micrographs_failed)} micrograph(s) failed "
+              "(listed above) and --strict was given", file=sys.stderr)
+        return EXIT_STRICT
     return 0

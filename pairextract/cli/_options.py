@@ -5,7 +5,11 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from pairextract.io.reader import PATH_OPTIONS
 from pairextract.params import ExtractionParams
+
+__all__ = ["PATH_OPTIONS", "add_input_arguments", "add_protocol_arguments", "params_from_args",
+           "read_options_from_args"]
 
 
 def add_protocol_arguments(p: argparse.ArgumentParser) -> None:
@@ -47,6 +51,7 @@ def add_input_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def params_from_args(args: argparse.Namespace) -> ExtractionParams:
+    """The :class:`ExtractionParams` of the protocol options."""
     return ExtractionParams(
         box_size=args.box, downsample=args.downsample, fill_borders=args.fill_borders,
         dust_removal=not args.no_dust, dust_threshold=args.dust_threshold, invert=args.invert,
@@ -56,6 +61,7 @@ def params_from_args(args: argparse.Namespace) -> ExtractionParams:
 
 
 def read_options_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``read_pairs`` options given on the command line."""
     opts = {
         "coords": args.coords, "ctf_untilted": args.ctf_untilted,
         "ctf_tilted": args.ctf_tilted, "other_micrographs": args.other_micrographs,

@@ -12,17 +12,32 @@ from pathlib import Path
 
 import xarray as xr
 
+from pairextract.errors import OutputFolderError
 from pairextract.export._common import ExportResult, check_dataset, load_dataset
 from pairextract.export._relion import write_relion
 from pairextract.export._xmipp import write_xmipp
+from pairextract.pipeline.outdir import claim_destination, read_marker, write_marker
 
 FORMATS = ("relion", "xmipp")
 
-__all__ = ["FORMATS", "ExportResult", "export"]
+__all__ = ["FORMATS", "ExportResult", "export", "planned_files"]
+
+
+def planned_files(to: str) -> list[str]:
+    """The files (relative to DEST) an export to ``to`` writes."""
+    from pairextract.export._relion import STACK_NAME, STAR_NAME
+    from pairextract.export._xmipp import stack_name
+
+    views = ("untilted", "tilted")
+    if to == "relion":
+        return [f"{v}/{n}" for v in views for n in (STAR_NAME, STACK_NAME)] + [
+            "pairs.star", "pairs.csv"]
+    return [n for v in views for n in (stack_name(v), f"images_{v}.xmd")] + [
+        "micrograph_pairs.xmd"]
 
 
 def export(out: str | os.PathLike[str] | xr.Dataset, to: str,
-           dest: str | os.PathLike[str]) -> ExportResult:
+           dest: str | os.PathLike[str], force: bool = False) -> ExportResult:
     """Export kept pairs to RELION or Xmipp/Scipion.
 
     Parameters
@@ -32,7 +47,11 @@ def export(out: str | os.PathLike[str] | xr.Dataset, to: str,
     to
         ``"relion"`` or ``"xmipp"``.
     dest
-        Destination folder (created; files already there with the same names are overwritten).
+        Destination folder, created. A folder that is not empty is refused unless ``force``;
+        even then only files pairextract's export wrote there earlier are replaced (a
+        same-named file it did not write is refused).
+    force
+        Write into a non-empty destination.
 
     Returns
     -------
@@ -47,9 +66,16 @@ def export(out: str | os.PathLike[str] | xr.Dataset, to: str,
     fmt = str(to).lower()
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {to!r}; choose one of {', '.join(FORMATS)}")
+    dest_path = Path(dest)
+    if not isinstance(out, xr.Dataset) and os.path.realpath(out) == os.path.realpath(dest_path):
+        raise OutputFolderError(f"the destination {dest_path} is the extraction output itself; "
+                                "choose another folder for the export")
+    names = planned_files(fmt)
+    claim_destination(dest_path, f"export-{fmt}", names, force)
     ds = load_dataset(out)
     check_dataset(ds)
-    dest_path = Path(dest)
     dest_path.mkdir(parents=True, exist_ok=True)
+    marker = read_marker(dest_path) or {}
+    write_marker(dest_path, f"export-{fmt}", [*marker.get("files", []), *names])
     files = write_relion(ds, dest_path) if fmt == "relion" else write_xmipp(ds, dest_path)
     return ExportResult(format=fmt, dest=dest_path, n_pairs=int(ds.sizes["pair"]), files=files)

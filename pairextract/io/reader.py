@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pairextract.errors import ParameterError
 from pairextract.io._star import first_loop, read_star
 from pairextract.io.ctffind import is_ctffind, read_ctffind
 from pairextract.io.errors import InputError
@@ -186,6 +187,10 @@ def detect_form(source: PathLike) -> str:
     )
 
 
+# read_pairs options that name input files or folders (an output folder must not hold them).
+PATH_OPTIONS = ("coords", "ctf_untilted", "ctf_tilted", "other_micrographs")
+
+
 def read_pairs(source: PathLike, **options: Any) -> TiltPairInputs:
     """Read tilt-pair inputs in any supported form.
 
@@ -223,6 +228,11 @@ def read_pairs(source: PathLike, **options: Any) -> TiltPairInputs:
     unknown = set(options) - known
     if unknown:
         raise TypeError(f"read_pairs: unknown option(s) {sorted(unknown)}; known: {sorted(known)}")
+    for key in ("pixel_size", "other_pixel_size"):
+        value = options.get(key)
+        if value is not None and not float(value) > 0:
+            raise ParameterError(f"{key.replace('_', ' ')} must be > 0 Å/px, got {value} "
+                                 f"(--{key.replace('_', '-')})")
     p = Path(source)
     if not p.exists():
         raise InputError(f"{p}: input not found")

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pairextract.errors import ParameterError
 from pairextract.model import TiltPairInputs
 from pairextract.ops.geometry import robust_affine
 
@@ -50,7 +51,16 @@ def check_geometry(
         ``n_fitted`` (pairs with numeric coordinates), ``fitted_tilt_angle``,
         ``fitted_axis_angle_u``, ``fitted_axis_angle_t`` (degrees; NaN with fewer than 4
         pairs), ``residual_sigma``, ``residual_threshold`` (px), ``n_flagged``.
+
+    Raises
+    ------
+    ParameterError
+        For a threshold that is negative or not a number (it would flag every pair).
     """
+    if threshold is not None and not float(threshold) >= 0:
+        raise ParameterError(
+            f"residual threshold must be >= 0 pixels, got {threshold} (--residual-threshold); "
+            "leave it out for the automatic max(5, 5 sigma) per micrograph pair")
     cp = inputs.coordinate_pairs
     residual = np.full(len(cp), np.nan)
     flagged = np.zeros(len(cp), dtype=bool)

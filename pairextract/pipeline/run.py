@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import math
-import shutil
+import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,11 +16,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pairextract.errors import ENVIRONMENT, InputError, PairextractError, kind_of
+from pairextract.errors import (
+    ENVIRONMENT,
+    InputError,
+    OutputFolderError,
+    PairextractError,
+    kind_of,
+    output_io_error,
+)
 from pairextract.io.micrograph import micrograph_info
 from pairextract.model import TiltPairInputs
 from pairextract.params import ExtractionParams
-from pairextract.pipeline import store
+from pairextract.pipeline import outdir, store
 from pairextract.pipeline.pairindex import build_pair_index
 from pairextract.pipeline.plan import VIEWS, MicrographJob, make_jobs, shard_rows
 from pairextract.pipeline.tasks import particle_table, run_job
@@ -174,83 +182,132 @@ def run_extraction(
     overwrite: bool = False,
     progress: bool | str = False,
     warnings: list[str] | None = None,
+    protect: Sequence[str | os.PathLike[str]] = (),
 ) -> ExtractionResult:
     """Run the extraction of ``inputs`` into ``out`` on the Dask ``client``.
 
     ``geometry`` is the per-pair table of the geometry check (``pair_id, residual,
     flagged``); with ``drop_flagged`` its flagged pairs are dropped. Micrographs already
     complete in ``out`` from an earlier run with the same parameters are not recomputed.
+
+    ``out`` must be new, empty or a pairextract output, and must not hold any input (the
+    table, micrographs, coordinate files, nor the ``protect`` paths, e.g. CTF files);
+    ``overwrite`` clears only the files pairextract wrote there, under the run's lock.
+    Writing failures (disk full, read-only, I/O error) raise
+    :class:`~pairextract.errors.OutputIOError`.
     """
     out = Path(out).resolve()
     if dtype not in ("float32", "float16"):
         raise ValueError(f"dtype must be float32 or float16, got {dtype!r}")
     warnings = list(warnings or [])
     t0 = time.perf_counter()
-    if overwrite and out.exists():
-        with store.run_lock(out):
-            for child in out.iterdir():
-                if child.name != ".lock":
-                    shutil.rmtree(child) if child.is_dir() else child.unlink()
-    with store.run_lock(out):
-        provenance = {
-            "format_version": FORMAT_VERSION,
-            "params": params.to_dict(),
-            "dtype": dtype,
-            "box_size": params.box_size,
-        }
-        paths = [str(p) for s in ("u", "t") for p in inputs.micrograph_pairs[f"micrograph_{s}"]]
-        infos, bad_files = _read_infos(paths)
-        pixel_sizes = _pixel_sizes(inputs, infos)
-        jobs = make_jobs(inputs, pixel_sizes)
-        itemsize = np.dtype(dtype).itemsize
+    outdir.check_output_folder(out, outdir.input_paths(inputs, protect))
+    with ExitStack() as held:
+        # One locked step: nothing can start writing between the clearing and this run.
+        with _writing("the output folder", out):
+            held.enter_context(store.run_lock(out))
+            if overwrite and outdir.is_extract_output(out):
+                kept = outdir.clear_output(out)
+                if kept:
+                    warnings.append(
+                        f"--overwrite kept {len(kept)} file(s) in {out} that pairextract did "
+                        f"not write: {', '.join(kept[:5])}{' ...' if len(kept) > 5 else ''}")
+            outdir.write_marker(out, "extract")
+        return _run_locked(inputs, out, params, client, dtype, geometry, drop_flagged,
+                           progress, warnings, t0)
+
+
+def _run_locked(inputs: TiltPairInputs, out: Path, params: ExtractionParams, client: Any,
+                dtype: str, geometry: pd.DataFrame | None, drop_flagged: bool,
+                progress: bool | str, warnings: list[str], t0: float) -> ExtractionResult:
+    provenance = {
+        "format_version": FORMAT_VERSION,
+        "params": params.to_dict(),
+        "dtype": dtype,
+        "box_size": params.box_size,
+    }
+    paths = [str(p) for s in ("u", "t") for p in inputs.micrograph_pairs[f"micrograph_{s}"]]
+    infos, bad_files = _read_infos(paths)
+    pixel_sizes = _pixel_sizes(inputs, infos)
+    jobs = make_jobs(inputs, pixel_sizes)
+    itemsize = np.dtype(dtype).itemsize
+    with _damaged(out, f"{store.WORK}/layout.json"):
         layout = store.open_layout(out, provenance, shard_rows(jobs, params.box_size, itemsize))
-        jobs = layout.place(jobs)
-        sampling = view_samplings(jobs, params)
-        provenance.update({
-            "software": "pairextract",
-            "version": _version(),
-            # ``sampling_rate`` keeps its old meaning (the untilted view's) for old readers.
-            "sampling_rate": sampling["untilted"],
-            "sampling_rate_untilted": sampling["untilted"],
-            "sampling_rate_tilted": sampling["tilted"],
-            "inputs": {"source": inputs.source, "digest": _input_digest(inputs)},
-        })
+    jobs = layout.place(jobs)
+    sampling = view_samplings(jobs, params)
+    provenance.update({
+        "software": "pairextract",
+        "version": _version(),
+        # ``sampling_rate`` keeps its old meaning (the untilted view's) for old readers.
+        "sampling_rate": sampling["untilted"],
+        "sampling_rate_untilted": sampling["untilted"],
+        "sampling_rate_tilted": sampling["tilted"],
+        "inputs": {"source": inputs.source, "digest": _input_digest(inputs)},
+    })
+    with _writing("the run's layout and Zarr store", out), \
+            _damaged(out, f"the metadata (zarr.json) of {store.ZARR_NAME}"):
         store.save_layout(out, layout, provenance)
         store.prepare_arrays(out, layout, params.box_size, dtype, provenance)
 
-        done = store.done_jobs(out, jobs, layout.chunk, params.box_size, itemsize)
-        failed: dict[str, str] = {}
-        todo: list[MicrographJob] = []
-        for job in jobs:
-            if job.name in done:
-                continue
-            if job.micrograph in bad_files:
-                failed[job.name] = bad_files[job.micrograph]
-            else:
-                todo.append(job)
-        results = _compute(todo, infos, out, params, layout.chunk, dtype, client, progress,
-                           failed)
-        extracted = sum(1 for j in todo if j.name not in failed)
+    done = store.done_jobs(out, jobs, layout.chunk, params.box_size, itemsize)
+    failed: dict[str, str] = {}
+    todo: list[MicrographJob] = []
+    for job in jobs:
+        if job.name in done:
+            continue
+        if job.micrograph in bad_files:
+            failed[job.name] = bad_files[job.micrograph]
+        else:
+            todo.append(job)
+    results = _compute(todo, infos, out, params, layout.chunk, dtype, client, progress,
+                       failed)
+    extracted = sum(1 for j in todo if j.name not in failed)
 
-        tables = _view_tables(out, jobs, done, results, failed)
-        pairs, dropped = build_pair_index(
-            inputs.coordinate_pairs, inputs.micrograph_pairs,
-            tables["untilted"], tables["tilted"], geometry, drop_flagged)
+    tables = _view_tables(out, jobs, done, results, failed)
+    pairs, dropped = build_pair_index(
+        inputs.coordinate_pairs, inputs.micrograph_pairs,
+        tables["untilted"], tables["tilted"], geometry, drop_flagged)
+    with _writing("the tables", out):
         _write_outputs(out, inputs, layout, tables, pairs, dropped, geometry)
-        result = ExtractionResult(
-            out=out,
-            pairs_in=int(len(inputs.coordinate_pairs)),
-            pairs_kept=int(len(pairs)),
-            dropped=dropped,
-            micrographs_extracted=extracted,
-            micrographs_reused=len(done),
-            micrographs_failed={_job_label(jobs, k): v for k, v in failed.items()},
-            seconds=time.perf_counter() - t0,
-            particles_extracted=int(sum(r.get("ok", 0) for r in results)),
-            warnings=warnings,
-        )
+    result = ExtractionResult(
+        out=out,
+        pairs_in=int(len(inputs.coordinate_pairs)),
+        pairs_kept=int(len(pairs)),
+        dropped=dropped,
+        micrographs_extracted=extracted,
+        micrographs_reused=len(done),
+        micrographs_failed={_job_label(jobs, k): v for k, v in failed.items()},
+        seconds=time.perf_counter() - t0,
+        particles_extracted=int(sum(r.get("ok", 0) for r in results)),
+        warnings=warnings,
+    )
+    with _writing("the summary", out / "summary.json"):
         store.write_json(out / "summary.json", result.summary())
     return result
+
+
+@contextmanager
+def _writing(what: str, where: Path) -> Iterator[None]:
+    """Turn a failure to write into an :class:`OutputIOError` that fails the run."""
+    try:
+        yield
+    except OSError as exc:
+        raise output_io_error(exc, what, exc.filename or where) from None
+
+
+@contextmanager
+def _damaged(out: Path, what: str) -> Iterator[None]:
+    """A resume that finds the run's own metadata unreadable: name it, say what to do."""
+    try:
+        yield
+    except (ValueError, KeyError, TypeError) as exc:
+        if isinstance(exc, PairextractError):
+            raise
+        raise OutputFolderError(
+            f"the output folder {out} is damaged: {what} cannot be read "
+            f"({type(exc).__name__}: {exc}); "
+            "run again with --overwrite to start afresh (it clears only pairextract's files)"
+        ) from None
 
 
 def _job_label(jobs: list[MicrographJob], name: str) -> str:

@@ -1,0 +1,212 @@
+"""Folders pairextract writes into, and the rule that it never deletes what it did not write.
+
+Every folder pairextract writes (an extraction output, an export, a demo) carries a marker file,
+``.pairextract``, a small JSON object naming what wrote it. The rules:
+
+- An extraction writes only into a new or empty folder, or one that is already a pairextract
+  output (marker, or an output written before markers existed: ``_work/layout.json``). A folder
+  that contains or is one of the inputs (pair table, micrographs, coordinate and CTF files) is
+  refused, with or without ``overwrite``.
+- ``overwrite`` clears, under the run's lock, only the files an extraction writes (its tables,
+  its Zarr store's metadata and chunks, its ``_work`` files); anything else in the folder stays
+  and is reported.
+- ``demo`` and ``export`` refuse a non-empty destination unless forced; forced, they write only
+  their own file names, and refuse to replace a same-named file they did not write (the marker
+  lists the files they wrote).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from pairextract.errors import OutputFolderError
+
+MARKER = ".pairextract"
+LOCK = ".lock"
+
+# What an extraction writes at the top of its folder (besides the Zarr store and _work/).
+_EXTRACT_FILES = frozenset({MARKER, "summary.json", "pairs.parquet", "dropped.parquet",
+                            "untilted.parquet", "tilted.parquet", "micrographs.parquet"})
+_ZARR = "pairs.zarr"
+_WORK = "_work"
+_WORK_SUFFIXES = (".parquet", ".json", ".tmp")
+
+
+def read_marker(folder: Path) -> dict[str, Any] | None:
+    """The marker of ``folder``, or None when there is none (or it is not one of ours)."""
+    try:
+        data = json.loads((folder / MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("software") != "pairextract":
+        return None
+    return data
+
+
+def write_marker(folder: Path, kind: str, files: Iterable[str] = ()) -> None:
+    """Mark ``folder`` as written by pairextract (``kind``: extract, export, demo).
+
+    The content is deterministic (no time, no host), so that outputs stay byte-identical.
+    """
+    data: dict[str, Any] = {"software": "pairextract", "kind": kind}
+    listed = sorted(set(files))
+    if listed:
+        data["files"] = listed
+    tmp = folder / (MARKER + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, folder / MARKER)
+
+
+def is_extract_output(folder: Path) -> bool:
+    """Whether ``folder`` was written by ``pairextract extract`` (marker or legacy layout)."""
+    marker = read_marker(folder)
+    if marker is not None:
+        return marker.get("kind") == "extract"
+    try:  # outputs written before the marker existed
+        legacy = json.loads((folder / _WORK / "layout.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(legacy, dict) and "layout" in legacy and "provenance" in legacy
+
+
+def _inside(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def input_paths(inputs: Any, extra: Iterable[str | os.PathLike[str]] = ()) -> list[str]:
+    """The files an extraction reads: table, micrographs, coordinate files, and ``extra``."""
+    paths: list[str] = []
+    if getattr(inputs, "source", ""):
+        paths.append(str(inputs.source))
+    mp = inputs.micrograph_pairs
+    paths += [str(m) for s in ("u", "t") for m in mp[f"micrograph_{s}"]]
+    cp = inputs.coordinate_pairs
+    for s in ("u", "t"):
+        col = f"source_{s}"
+        if col in cp:
+            # "file:line"; the line number is the part after the last colon.
+            paths += [src.rsplit(":", 1)[0] for src in dict.fromkeys(cp[col]) if src]
+    paths += [os.fspath(p) for p in extra]
+    return list(dict.fromkeys(p for p in paths if p))
+
+
+def check_output_folder(out: Path, inputs_read: Iterable[str]) -> None:
+    """Refuse an output folder that is a file, holds the inputs, or is someone else's.
+
+    Raises
+    ------
+    OutputFolderError
+        Naming the folder, the reason and what to do.
+    """
+    if out.exists() and not out.is_dir():
+        raise OutputFolderError(
+            f"the output folder {out} is a file, not a folder; give --out a new folder name")
+    real_out = os.path.realpath(out)
+    for p in inputs_read:
+        if _inside(os.path.realpath(p), real_out) or _inside(os.path.abspath(p), str(out)):
+            raise OutputFolderError(
+                f"the output folder {out} contains the input {p}; pairextract writes (and "
+                "--overwrite clears) its output folder, so it must not hold the inputs: choose "
+                f"a new folder, e.g. {out / 'extracted'}")
+    if not out.is_dir() or is_extract_output(out):
+        return
+    foreign = sorted(e.name for e in out.iterdir() if e.name != LOCK)
+    if foreign:
+        raise OutputFolderError(
+            f"the output folder {out} is not empty and is not a pairextract output (it holds "
+            f"{_names(foreign)}); pairextract writes only into a new or empty folder or one of "
+            "its own outputs: choose another --out")
+
+
+def _names(names: list[str], limit: int = 5) -> str:
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
+
+
+def _is_extract_file(rel: PurePosixPath, out: Path) -> bool:
+    parts = rel.parts
+    if len(parts) == 1:
+        name = parts[0]
+        # Temporary files of atomic writes: "<name>.tmp", ".<name>.<pid>.tmp".
+        bare = name[1:] if name.startswith(".") else name
+        return name in _EXTRACT_FILES or (
+            name.endswith(".tmp") and any(bare.startswith(f + ".") for f in _EXTRACT_FILES))
+    if parts[0] == _WORK:
+        return rel.name.endswith(_WORK_SUFFIXES)
+    if parts[0] == _ZARR:
+        if rel.name == "zarr.json":
+            return True
+        # Chunks live under "<array>/c/..." (zarr v3's default chunk key encoding).
+        for i in range(1, len(parts) - 1):
+            if parts[i] == "c" and (out.joinpath(*parts[:i]) / "zarr.json").exists():
+                return True
+    return False
+
+
+def clear_output(out: Path) -> list[str]:
+    """Delete the files an extraction wrote in ``out``; returns those it left (not ours).
+
+    Call with the run's lock held. Folders left empty are removed; ``out`` and its lock stay.
+    """
+    if not is_extract_output(out):
+        raise OutputFolderError(
+            f"{out} is not a pairextract output: --overwrite clears only pairextract's own "
+            "outputs; choose another --out")
+    # Decide first, delete after: chunk files are recognised by their array's zarr.json.
+    ours: list[Path] = []
+    kept: list[str] = []
+    for root, _dirs, files in os.walk(out):
+        for name in files:
+            path = Path(root) / name
+            rel = PurePosixPath(path.relative_to(out).as_posix())
+            if rel.as_posix() == LOCK:
+                continue
+            (ours.append(path) if _is_extract_file(rel, out) else kept.append(rel.as_posix()))
+    for path in ours:
+        path.unlink()
+    for root, dirs, _files in os.walk(out, topdown=False):
+        for name in dirs:
+            sub = Path(root) / name
+            top = sub.relative_to(out).parts[0]
+            if top in (_ZARR, _WORK) and not sub.is_symlink() and not any(sub.iterdir()):
+                sub.rmdir()
+    return sorted(kept)
+
+
+def claim_destination(dest: Path, kind: str, names: Iterable[str], force: bool) -> None:
+    """Check that ``demo``/``export`` may write ``names`` (relative paths) into ``dest``.
+
+    A destination that does not exist or is empty is fine. A non-empty one needs ``force``;
+    even then, a file of the same name as one to be written is replaced only if pairextract
+    wrote it (listed in the marker).
+
+    Raises
+    ------
+    OutputFolderError
+        Naming the destination or the file that would be replaced.
+    """
+    if dest.exists() and not dest.is_dir():
+        raise OutputFolderError(f"the destination {dest} is a file, not a folder; give a new "
+                                "folder name")
+    if not dest.is_dir():
+        return
+    entries = sorted(e.name for e in dest.iterdir())
+    if not entries:
+        return
+    if not force:
+        raise OutputFolderError(
+            f"the destination {dest} is not empty (it holds {_names(entries)}); choose a new "
+            f"folder, or pass --force to write the {kind} files into it (files pairextract "
+            "did not write are never replaced)")
+    marker = read_marker(dest)
+    ours = set(marker.get("files", [])) if marker and marker.get("kind") == kind else set()
+    clash = sorted(n for n in names if (dest / n).exists() and n not in ours)
+    if clash:
+        raise OutputFolderError(
+            f"{_names([str(dest / n) for n in clash])} already exist and were not written by "
+            f"pairextract {kind}; move them away or choose another destination (--force "
+            "replaces only pairextract's own files)")
