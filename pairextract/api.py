@@ -329,8 +329,14 @@ def read_provenance(out: str | Path) -> dict[str, Any]:
     """Parameters, sampling rate, input digest and version recorded in the Zarr store."""
     import zarr
 
-    root = zarr.open_group(str(_require_output(out) / store.ZARR_NAME), mode="r")
-    return dict(root.attrs["pairextract"])  # type: ignore[arg-type]
+    path = _require_output(out) / store.ZARR_NAME
+    try:
+        root = zarr.open_group(str(path), mode="r")
+        return dict(root.attrs["pairextract"])  # type: ignore[arg-type]
+    except (ValueError, KeyError, TypeError, FileNotFoundError) as exc:
+        raise InputError(f"{path} is damaged: its metadata cannot be read "
+                         f"({type(exc).__name__}: {exc}); extract again with --overwrite"
+                         ) from None
 
 
 def info(out: str | Path) -> str:

@@ -109,10 +109,41 @@ def test_phase_flip_needs_ctf_for_every_micrograph(tmp_path: Path) -> None:
 
 
 def test_micrograph_smaller_than_box(tmp_path: Path) -> None:
-    inp = _inputs(_mics(tmp_path, shape=(40, 200)))
+    from pairextract.errors import MICROGRAPH, RUN, kind_of
+
+    paths = _mics(tmp_path, shape=(40, 200))
+    small = str(tmp_path / "small.mrc")
+    write_mrc(small, np.zeros((40, 200), np.float32), 2.0)
+    write_mrc(paths[0], np.zeros((100, 200), np.float32), 2.0)
+    inp = _inputs(paths)
     rep = check_inputs(inp, box_size=48)
-    assert rep.errors[0].startswith("micrographs smaller than the box (48 px): untilted ")
-    assert "(40x200)" in rep.errors[0]
+    # One micrograph too small: its pairs are dropped, the run goes on.
+    assert rep.errors[0].startswith("micrographs smaller than the box (48 px): tilted ")
+    assert "(40x200)" in rep.errors[0] and kind_of(rep.errors[0]) == MICROGRAPH
+    # None fits: the box (or the downsampling) is wrong, the run is refused.
+    rep = check_inputs(_inputs([small, paths[1]]), box_size=48)
+    assert rep.errors[0].startswith("every micrograph is smaller than the box (48 px): ")
+    assert rep.errors[0].endswith("lower --box or --downsample") and kind_of(rep.errors[0]) == RUN
+
+
+def test_downsampling_to_nothing_is_a_clear_error(tmp_path: Path, client: object,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    # Issue 9: --box 8 --downsample 1000 printed a traceback (check and extract).
+    rep = check_inputs(_inputs(_mics(tmp_path)), box_size=8, downsample=1000)
+    assert rep.errors == [rep.errors[0]] and "after downsampling by 1000" in rep.errors[0]
+    assert "(0x0 after downsampling)" in rep.errors[0]
+    table = tmp_path / "p.csv"
+    table.write_text(f"micrograph_u,x_u,y_u,micrograph_t,x_t,y_t\n"
+                     f"{tmp_path}/u1.mrc,50,50,{tmp_path}/t1.mrc,50,50\n")
+    assert main(["check", str(table), "--box", "8", "--downsample", "1000"]) == 1
+    cap = capsys.readouterr()
+    assert "lower --box or --downsample" in cap.out and "Traceback" not in cap.out + cap.err
+    assert main(["extract", str(table), "--out", str(tmp_path / "o"), "--box", "8",
+                 "--downsample", "1000", "--no-progress",
+                 "--scheduler", client.scheduler.address]) == 2  # type: ignore[attr-defined]
+    cap = capsys.readouterr()
+    assert "lower --box or --downsample" in cap.err and "Traceback" not in cap.out + cap.err
+    assert not (tmp_path / "o" / "pairs.parquet").exists()
 
 
 def test_output_names(tmp_path: Path) -> None:
@@ -236,3 +267,75 @@ def test_complex_micrograph_is_an_error_in_check(tmp_path: Path) -> None:
     rep = check_inputs(_inputs(paths), box_size=32)
     assert not rep.ok
     assert any(paths[1] in e and "holds complex numbers" in e for e in rep.errors), rep.errors
+
+
+def _two_pairs(tmp_path: Path, table_rows: list[str]) -> Path:
+    for name in ("u001", "t001", "t002"):
+        rng = np.random.default_rng(len(name))
+        write_mrc(tmp_path / f"{name}.mrc", rng.standard_normal((128, 128)).astype(np.float32),
+                  2.0)
+    table = tmp_path / "pairs.csv"
+    table.write_text("micrograph_u,x_u,y_u,micrograph_t,x_t,y_t\n" + "\n".join(table_rows)
+                     + "\n")
+    return table
+
+
+def test_one_row_pairing_a_micrograph_with_another_partner_is_a_warning(tmp_path: Path) -> None:
+    from pairextract.io import read_pairs
+
+    rows = [f"u001.mrc,{x},40,t001.mrc,{x},40" for x in (30, 40, 50, 60, 70)]
+    rows.append("u001.mrc,80,40,t002.mrc,80,40")
+    rep = check_inputs(read_pairs(_two_pairs(tmp_path, rows)), box_size=16)
+    odd = [w for w in rep.warnings if "a typo in the table?" in w]
+    assert len(odd) == 1 and "u001.mrc is paired with" in odd[0]
+    assert "t002.mrc in 1 row(s) (pair ids 6)" in odd[0] and "t001.mrc in 5" in odd[0]
+    clean = check_inputs(read_pairs(_two_pairs(tmp_path, rows[:5])), box_size=16)
+    assert not any("typo" in w for w in clean.warnings)
+
+
+def test_table_with_a_header_and_no_rows_is_a_warning(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    table = _two_pairs(tmp_path, [])
+    assert main(["check", str(table)]) == 0
+    assert "has no coordinate pairs" in capsys.readouterr().out
+
+
+def test_phase_flip_with_zero_or_negative_defocus_is_a_warning(tmp_path: Path) -> None:
+    paths = _mics(tmp_path)
+    ctfs = pd.DataFrame([ctf_row(paths[0], CTF(0.0, 0.0, 0.0, 300, 2.7, 0.1)),
+                         ctf_row(paths[1], CTF(-5000.0, 20000.0, 0.0, 300, 2.7, 0.1))])
+    inp = _inputs(paths).with_ctfs(ctfs)
+    rep = check_inputs(inp, phase_flip=True)
+    odd = [w for w in rep.warnings if "defocus that is 0 or negative" in w]
+    assert len(odd) == 1 and "U=0, V=0" in odd[0] and "U=-5000" in odd[0]
+    assert not any("defocus" in w for w in check_inputs(inp).warnings)
+
+
+def test_constant_micrograph_is_a_warning(tmp_path: Path) -> None:
+    paths = _mics(tmp_path)  # all zeros
+    rep = check_inputs(_inputs(paths))
+    assert any("one value in every pixel" in w and paths[0] in w for w in rep.warnings)
+    noisy = np.random.default_rng(0).standard_normal((100, 120)).astype(np.float32)
+    for p in paths:
+        write_mrc(p, noisy, 2.0)
+    assert not any("one value" in w for w in check_inputs(_inputs(paths)).warnings)
+
+
+def test_negative_residual_threshold_and_pixel_size_are_parameter_errors(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from pairextract.errors import ParameterError
+    from pairextract.io import read_pairs
+    from pairextract.pipeline.geometry import check_geometry
+
+    table = _two_pairs(tmp_path, [f"u001.mrc,{x},40,t001.mrc,{x},40" for x in (30, 40, 50)])
+    with pytest.raises(ParameterError, match="residual threshold must be >= 0"):
+        check_geometry(read_pairs(table), threshold=-1.0)
+    with pytest.raises(ParameterError, match="pixel size must be > 0"):
+        read_pairs(table, pixel_size=0)
+    assert main(["check", str(table), "--residual-threshold", "-2"]) == 1
+    assert "residual threshold must be >= 0 pixels, got -2.0" in capsys.readouterr().err
+    assert main(["extract", str(table), "--out", str(tmp_path / "o"), "--box", "16",
+                 "--pixel-size", "-1"]) == 2
+    err = capsys.readouterr().err
+    assert "pixel size must be > 0" in err and "Traceback" not in err
+    assert not (tmp_path / "o").exists()

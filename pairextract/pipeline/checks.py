@@ -219,6 +219,8 @@ def check_inputs(
             report.warnings.append(f"no CTF for the {no_ctf_views[0]} micrographs: they will "
                                    "not be phase flipped")
 
+    _check_dubious(inputs, report, phase_flip, infos if micrograph_info is None else {})
+
     # Output names.
     for s, view in _VIEWS:
         stems: dict[str, str] = {}
@@ -239,6 +241,77 @@ def check_inputs(
     return report
 
 
+def _check_dubious(inputs: TiltPairInputs, report: CheckReport, phase_flip: bool,
+                   readable: dict[str, Any]) -> None:
+    """Inputs that can be extracted but are probably not what the user meant: warnings.
+
+    ``readable``: the micrographs whose pixels may be sampled for a constant image (the
+    default reader only; injected readers in tests have no pixels).
+    """
+    mp = inputs.micrograph_pairs
+    cp = inputs.coordinate_pairs
+    if len(cp) == 0:
+        report.warnings.append(f"{inputs.source or 'the input'} has no coordinate pairs "
+                               "(a header and no rows?): nothing will be extracted")
+    # A pixel size that cannot be one: every box would be misplaced.
+    for s, _view in _VIEWS:
+        for col in (f"pixel_size_{s}", f"coord_pixel_size_{s}"):
+            bad = mp[mp[col].notna() & ~(mp[col] > 0)]
+            if len(bad):
+                report.errors.append(
+                    f"{col.replace('_', ' ')} must be > 0 Å/px: "
+                    + _listed([f"{m} ({v})" for m, v in zip(bad[f"micrograph_{s}"], bad[col],
+                                                               strict=True)]))
+    # One row pairing u001 with t002 while every other row of u001 pairs it with t001.
+    counts = cp.groupby("mic_pair_id").size()
+    for s, other, view in (("u", "t", "untilted"), ("t", "u", "tilted")):
+        for mic, group in mp.groupby(f"micrograph_{s}", sort=False):
+            if len(group) < 2:
+                continue
+            n = {int(i): int(counts.get(i, 0)) for i in group["mic_pair_id"]}
+            main_id = max(n, key=lambda i: n[i])
+            partner = dict(zip(group["mic_pair_id"].astype(int), group[f"micrograph_{other}"],
+                               strict=True))
+            for i, k in n.items():
+                if i != main_id and k < n[main_id]:
+                    ids = cp.loc[cp["mic_pair_id"] == i, "pair_id"].astype(int).tolist()
+                    report.warnings.append(
+                        f"{view} micrograph {mic} is paired with {partner[i]} in {k} row(s) "
+                        f"(pair ids {_listed([str(x) for x in ids])}) but with "
+                        f"{partner[main_id]} in {n[main_id]}: a typo in the table?")
+    # Phase flipping with a defocus that is not underfocus.
+    if phase_flip:
+        odd = []
+        for m in inputs.micrographs():
+            ctf = inputs.ctf_for(m)
+            if ctf is not None and not (ctf.defocus_u > 0 and ctf.defocus_v > 0):
+                odd.append(f"{m} (U={ctf.defocus_u:g}, V={ctf.defocus_v:g} Å)")
+        if odd:
+            report.warnings.append(
+                "phase flip with a defocus that is 0 or negative (overfocus, or a missing "
+                f"value?): {_listed(odd)}")
+    constant = [m for m in readable if readable[m] is not None and _is_constant(m)]
+    if constant:
+        report.warnings.append("micrographs with one value in every pixel (sigma 0; their "
+                               f"particles will be flat): {_listed(constant)}")
+
+
+def _is_constant(path: str) -> bool:
+    """Whether every pixel of the micrograph has one value; a sparse sample decides most."""
+    from pairextract.io.micrograph import lazy_micrograph
+
+    try:
+        image = lazy_micrograph(path, chunks=-1)
+        step = max(1, min(image.shape) // 64)
+        sample = np.asarray(image[::step, ::step].compute(scheduler="synchronous"))
+        if sample.size and sample.min() != sample.max():
+            return False
+        full = np.asarray(image.compute(scheduler="synchronous"))
+    except Exception:  # unreadable pixels are reported by the extraction itself
+        return False
+    return bool(full.size) and bool(full.min() == full.max())
+
+
 def _cut_shape(shape: tuple[int, int], d: float) -> tuple[int, int]:
     return downsampled_shape(shape, d) if runs_downsample(d) else (int(shape[0]), int(shape[1]))
 
@@ -257,6 +330,7 @@ def _check_boxes(inputs: TiltPairInputs, report: CheckReport, infos: dict[str, A
     for mic_pair_id in np.unique(ids):
         groups[int(mic_pair_id)] = np.flatnonzero(ids == mic_pair_id)
     small: list[str] = []
+    checked = 0
     for s, view in _VIEWS:
         outside = np.zeros(n, dtype=bool)
         xi = np.full((n, 2), -1, dtype=np.int64)
@@ -267,7 +341,11 @@ def _check_boxes(inputs: TiltPairInputs, report: CheckReport, infos: dict[str, A
             info = infos.get(path)
             if info is None:
                 continue
-            shape = _cut_shape((int(info.shape[0]), int(info.shape[1])), d)
+            checked += 1
+            try:
+                shape = _cut_shape((int(info.shape[0]), int(info.shape[1])), d)
+            except ValueError:  # downsampling leaves nothing of it
+                shape = (0, 0)
             if shape[0] < box or shape[1] < box:
                 small.append(f"{view} {path} ({shape[0]}x{shape[1]}"
                              f"{' after downsampling' if runs_downsample(d) else ''})")
@@ -295,7 +373,13 @@ def _check_boxes(inputs: TiltPairInputs, report: CheckReport, infos: dict[str, A
         out[f"outside_{s}"] = outside
         out[f"xi_{s}"] = xi[:, 0]
         out[f"yi_{s}"] = xi[:, 1]
-    if small:
+    if small and len(small) == checked:
+        # Not one micrograph fits: the parameters, not the micrographs, are at fault.
+        report.errors.append(Problem(
+            f"every micrograph is smaller than the box ({box} px"
+            f"{f' after downsampling by {d:g}' if runs_downsample(d) else ''}): "
+            f"{_listed(small)}; lower --box or --downsample"))
+    elif small:
         report.errors.append(Problem(
             f"micrographs smaller than the box ({box} px): {_listed(small)}", kind=MICROGRAPH))
     report.outside = pd.DataFrame(out)[["pair_id", "mic_pair_id", "outside_u", "outside_t",
