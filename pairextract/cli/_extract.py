@@ -7,7 +7,6 @@ import sys
 from typing import Any
 
 from pairextract.cli._options import (
-    PATH_OPTIONS,
     add_input_arguments,
     add_protocol_arguments,
     params_from_args,
@@ -55,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
 
     from pairextract.api import extract_pairs
     from pairextract.io import read_pairs
+    from pairextract.io.reader import PATH_OPTIONS
     from pairextract.pipeline import outdir
     from pairextract.pipeline.cluster import client_from_args
 

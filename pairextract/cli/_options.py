@@ -5,11 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from pairextract.io.reader import PATH_OPTIONS
 from pairextract.params import ExtractionParams
-
-__all__ = ["PATH_OPTIONS", "add_input_arguments", "add_protocol_arguments", "params_from_args",
-           "read_options_from_args"]
 
 
 def add_protocol_arguments(p: argparse.ArgumentParser) -> None:
