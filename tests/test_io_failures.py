@@ -15,16 +15,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from _outputs import output_bytes
 
 from pairextract.cli import main
 from pairextract.errors import EXIT_IO
-
-
-def _output_bytes(out: Path) -> dict[str, bytes]:
-    """The files of an output that must not depend on how the run went (see test_pipeline)."""
-    return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*"))
-            if p.is_file() and not p.relative_to(out).as_posix().startswith(
-                ("_work", ".lock", "summary.json"))}
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +75,7 @@ def reference(dataset: object, client: object, tmp_path_factory: pytest.TempPath
               ) -> dict[str, bytes]:
     out = tmp_path_factory.mktemp("ref") / "out"
     assert main(_argv(dataset, out, client)) == 0
-    return _output_bytes(out)
+    return output_bytes(out)
 
 
 def test_disk_full_while_writing_particles_fails_the_run_then_resumes_identically(
@@ -98,7 +92,7 @@ def test_disk_full_while_writing_particles_fails_the_run_then_resumes_identicall
     assert not (out / "pairs.parquet").exists()
     filler.unlink()
     assert main(_argv(dataset, out, client)) == 0
-    assert _output_bytes(out) == reference
+    assert output_bytes(out) == reference
 
 
 def test_disk_full_while_writing_the_tables_fails_the_run_then_resumes_identically(
@@ -117,7 +111,7 @@ def test_disk_full_while_writing_the_tables_fails_the_run_then_resumes_identical
     assert "Traceback" not in cap.err + cap.out
     filler.unlink()
     assert main(_argv(dataset, out, client)) == 0
-    assert _output_bytes(out) == reference
+    assert output_bytes(out) == reference
 
 
 def test_read_only_output_folder_fails_clearly(
@@ -133,13 +127,14 @@ def test_read_only_output_folder_fails_clearly(
 
 def test_file_size_limit_fails_the_run_with_exit_4(dataset: object, tmp_path: Path) -> None:
     # RLIMIT_FSIZE makes every write past 64 KiB fail with EFBIG, in the client and in the
-    # local workers it starts (they inherit the limit): the particle chunks cannot be stored.
+    # local workers it starts (they inherit the limit): a micrograph's particles (6 boxes of
+    # 64x64 float32, 96 KiB) cannot be stored; its tables (a few KiB) could.
     out = tmp_path / "out"
     code = ("import resource, sys; resource.setrlimit(resource.RLIMIT_FSIZE, (65536, 65536)); "
             "from pairextract.cli import main; sys.exit(main(sys.argv[1:]))")
     proc = subprocess.run(
         [sys.executable, "-c", code, "extract", str(dataset.pair_table), "--out", str(out),  # type: ignore[attr-defined]
-         "--box", "32", "--workers", "1", "--no-progress"],
+         "--box", "64", "--workers", "1", "--no-progress"],
         capture_output=True, text=True, timeout=300,
         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
     assert proc.returncode == EXIT_IO, proc.stderr[-2000:]

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -123,48 +119,6 @@ def test_cli_and_api_give_identical_arrays(default_run, small_dataset, tmp_path)
     assert "box_size=48" in info.stdout and "2 Å/px" in info.stdout
 
 
-def _output_bytes(out: Path) -> dict[str, bytes]:
-    """Every file of an output that must not depend on how the run went."""
-    files = {}
-    for p in sorted(out.rglob("*")):
-        rel = p.relative_to(out).as_posix()
-        if p.is_file() and not rel.startswith(("_work", ".lock", "summary.json")):
-            files[rel] = p.read_bytes()
-    return files
-
-
-@pytest.mark.slow
-def test_resume_after_kill_is_byte_identical(small_dataset, tmp_path):  # type: ignore[no-untyped-def]
-    from pairextract import synth
-
-    ds = synth.make_dataset(tmp_path / "data", n_mic_pairs=8, shape=(1024, 1024),
-                            particles_per_pair=20, box=48, seed=5)
-    cmd = [sys.executable, "-m", "pairextract.cli", "extract", str(ds.pair_table),
-           "--box", "48", "--invert", "--workers", "1", "--no-progress"]
-    ref = tmp_path / "ref"
-    subprocess.run(cmd + ["--out", str(ref)], check=True, capture_output=True, timeout=300)
-
-    out = tmp_path / "killed"
-    proc = subprocess.Popen(cmd + ["--out", str(out)], start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        if len(list((out / "_work").glob("*.parquet"))) >= 3:
-            break
-        time.sleep(0.01)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    parts = len(list((out / "_work").glob("*.parquet")))
-    assert 3 <= parts < 16, "the run must be killed part-way"
-    assert not (out / "pairs.parquet").exists()
-
-    resumed = extract_pairs(read_pairs(ds.pair_table), out,
-                            ExtractionParams(box_size=48, invert=True), workers=1)
-    assert resumed.micrographs_reused == parts
-    assert resumed.micrographs_extracted == 16 - parts
-    assert _output_bytes(out) == _output_bytes(ref)
-
-
 def test_new_micrograph_pairs_are_the_only_work(client, tmp_path):  # type: ignore[no-untyped-def]
     from pairextract import synth
 
@@ -229,41 +183,7 @@ def test_bad_micrographs_are_dropped_with_reason_and_the_run_goes_on(client, tmp
     assert set(open_pairs(tmp_path / "out").mic_pair_id.values) == {3}
 
 
-@pytest.mark.slow
-def test_worker_death_mid_run_gives_identical_output(small_dataset, tmp_path):  # type: ignore[no-untyped-def]
-    from distributed import Client, LocalCluster
-
-    from pairextract import synth
-
-    ds = synth.make_dataset(tmp_path / "data", n_mic_pairs=6, shape=(1024, 1024),
-                            particles_per_pair=20, box=48, seed=13)
-    inputs = read_pairs(ds.pair_table)
-    params = ExtractionParams(box_size=48, invert=True)
-    ref = extract_pairs(inputs, tmp_path / "ref", params, workers=1)
-
-    with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0") as cluster, \
-            Client(cluster) as c:
-        pids = c.run(os.getpid)
-        out = tmp_path / "out"
-        killed: list[int] = []
-
-        def killer() -> None:
-            deadline = time.time() + 60
-            while time.time() < deadline:
-                if list((out / "_work").glob("*.parquet")):
-                    pid = next(iter(pids.values()))
-                    os.kill(pid, signal.SIGKILL)
-                    killed.append(pid)
-                    return
-                time.sleep(0.005)
-
-        th = threading.Thread(target=killer)
-        th.start()
-        result = extract_pairs(inputs, out, params, client=c)
-        th.join()
-    assert killed, "a worker must have been killed during the run"
-    assert not result.micrographs_failed
-    assert _output_bytes(out) == _output_bytes(ref.out)
+# Killed runs and killed workers: tests/test_kill.py (deterministic, at a chosen task).
 
 
 def test_pair_index_is_unique_and_ordered(default_run):  # type: ignore[no-untyped-def]

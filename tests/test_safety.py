@@ -92,7 +92,7 @@ def test_demo_refuses_a_non_empty_folder(
     # --force writes only demo's own files: a same-named file it did not write is refused.
     assert main(["demo", str(d), "--pairs", "1", "--size", "256", "--box", "32",
                  "--force"]) == EXIT_USAGE
-    assert "data/pairs.csv already exist and were not written by pairextract demo" \
+    assert "data/pairs.csv already exists and was not written by pairextract demo" \
         in capsys.readouterr().err.replace(str(d) + "/", "")
     assert snapshot(d) == before
 
@@ -111,7 +111,7 @@ def test_export_refuses_a_non_empty_destination(
     assert main(["export", str(out), "--to", "relion", str(dest)]) == EXIT_USAGE
     assert "is not empty" in capsys.readouterr().err
     assert main(["export", str(out), "--to", "relion", str(dest), "--force"]) == EXIT_USAGE
-    assert "pairs.csv already exist" in capsys.readouterr().err
+    assert "pairs.csv already exists" in capsys.readouterr().err
     assert snapshot(dest) == before
     # Without the clash, --force writes its files and leaves the others alone ...
     (dest / "pairs.csv").unlink()

@@ -206,7 +206,8 @@ def claim_destination(dest: Path, kind: str, names: Iterable[str], force: bool) 
     ours = set(marker.get("files", [])) if marker and marker.get("kind") == kind else set()
     clash = sorted(n for n in names if (dest / n).exists() and n not in ours)
     if clash:
+        verb = "exists and was" if len(clash) == 1 else "exist and were"
         raise OutputFolderError(
-            f"{_names([str(dest / n) for n in clash])} already exist and were not written by "
+            f"{_names([str(dest / n) for n in clash])} already {verb} not written by "
             f"pairextract {kind}; move them away or choose another destination (--force "
             "replaces only pairextract's own files)")

@@ -1,0 +1,18 @@
+"""Helpers shared by tests that compare outputs (``from _outputs import output_bytes``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def output_bytes(out: Path) -> dict[str, bytes]:
+    """Every file of an output that must not depend on how the run went.
+
+    ``_work`` (resume bookkeeping), the lock and ``summary.json`` (timings) are left out.
+    """
+    files = {}
+    for p in sorted(out.rglob("*")):
+        rel = p.relative_to(out).as_posix()
+        if p.is_file() and not rel.startswith(("_work", ".lock", "summary.json")):
+            files[rel] = p.read_bytes()
+    return files

@@ -1,0 +1,91 @@
+"""Run options through the whole pipeline: --strict, strict_checks=False, --drop-flagged."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from pairextract import ExtractionParams, InputError
+from pairextract.api import extract_pairs, open_pairs, read_drops
+from pairextract.cli import main
+from pairextract.errors import EXIT_STRICT
+from pairextract.io import read_pairs
+
+
+@pytest.fixture(scope="module")
+def swapped(tmp_path_factory: pytest.TempPathFactory) -> object:
+    from pairextract import synth
+
+    return synth.make_dataset(tmp_path_factory.mktemp("swapped"), n_mic_pairs=2,
+                              shape=(384, 384), particles_per_pair=30, box=32,
+                              swap_fraction=0.1, seed=41, n_edge=0)
+
+
+def test_drop_flagged_drops_exactly_the_pairs_off_the_geometry(
+        swapped: object, client: object, tmp_path: Path) -> None:
+    truth = swapped.truth  # type: ignore[attr-defined]
+    bad = set(truth.loc[truth["swapped"], "pair_id"].astype(int))
+    assert bad
+    inputs = read_pairs(swapped.pair_table)  # type: ignore[attr-defined]
+    kept_all = extract_pairs(inputs, tmp_path / "all", ExtractionParams(box_size=32),
+                             client=client)
+    flagged = open_pairs(kept_all.out).to_dataframe()
+    assert set(flagged.loc[flagged["flagged"], "pair_id"].astype(int)) == bad
+    result = extract_pairs(inputs, tmp_path / "drop", ExtractionParams(box_size=32),
+                           client=client, drop_flagged=True)
+    drops = read_drops(result.out)
+    assert set(drops.loc[drops["reason"] == "geometry_flagged", "pair_id"].astype(int)) == bad
+    assert result.drop_counts.get("geometry_flagged") == len(bad)
+    kept = set(open_pairs(result.out).pair_id.values.astype(int))
+    assert not kept & bad and len(kept) == kept_all.pairs_kept - len(bad)
+
+
+def _break_one_micrograph(dataset: object) -> str:
+    inputs = read_pairs(dataset.pair_table)  # type: ignore[attr-defined]
+    victim = Path(inputs.micrograph_pairs["micrograph_t"].iloc[0])
+    victim.write_bytes(victim.read_bytes()[:1500])  # truncated
+    return str(victim)
+
+
+def test_strict_exits_3_when_a_micrograph_failed(
+        tmp_path: Path, client: object, capsys: pytest.CaptureFixture[str]) -> None:
+    from pairextract import synth
+
+    ds = synth.make_dataset(tmp_path / "data", n_mic_pairs=2, shape=(256, 256),
+                            particles_per_pair=6, box=32, seed=43)
+    argv = ["extract", str(ds.pair_table), "--box", "32", "--no-progress",
+            "--scheduler", client.scheduler.address]  # type: ignore[attr-defined]
+    assert main([*argv, "--out", str(tmp_path / "ok"), "--strict"]) == 0
+    victim = _break_one_micrograph(ds)
+    capsys.readouterr()
+    assert main([*argv, "--out", str(tmp_path / "lax")]) == 0
+    assert main([*argv, "--out", str(tmp_path / "strict"), "--strict"]) == EXIT_STRICT
+    cap = capsys.readouterr()
+    assert "1 micrograph(s) failed" in cap.err and "--strict" in cap.err
+    assert victim in cap.out  # the summary names it
+    assert (tmp_path / "strict" / "pairs.parquet").exists()  # the output is still written
+
+
+def test_strict_checks_false_runs_with_run_wide_problems_as_warnings(
+        tmp_path: Path, client: object) -> None:
+    from pairextract import synth
+
+    ds = synth.make_dataset(tmp_path / "data", n_mic_pairs=2, shape=(256, 256),
+                            particles_per_pair=6, box=32, seed=45)
+    inputs = read_pairs(ds.pair_table, ctf_untilted=ds.ctf_star, ctf_tilted=ds.ctf_star)
+    # Phase flip with the CTF of one untilted micrograph missing: a run-wide error.
+    first = inputs.micrograph_pairs["micrograph_u"].iloc[0]
+    ctfs = inputs.ctfs[~inputs.ctfs["micrograph"].map(
+        lambda m: Path(str(m)).stem == Path(first).stem)]
+    inputs = inputs.with_ctfs(pd.DataFrame(ctfs), replace_views=True)
+    params = ExtractionParams(box_size=32, phase_flip=True)
+    with pytest.raises(InputError, match="1 of 2 untilted micrographs have no CTF"):
+        extract_pairs(inputs, tmp_path / "strict", params, client=client)
+    assert not (tmp_path / "strict").exists()
+    result = extract_pairs(inputs, tmp_path / "lax", params, client=client,
+                           strict_checks=False)
+    assert any("1 of 2 untilted micrographs have no CTF" in w for w in result.warnings)
+    assert result.pairs_kept > 0
+    assert "warning: phase flip requested but 1 of 2" in str(result)
