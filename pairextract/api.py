@@ -14,8 +14,8 @@ import pandas as pd
 
 from pairextract.errors import MICROGRAPH, InputError, kind_of
 from pairextract.io import read_pairs
-from pairextract.io.shifts import Shifts, read_shifts
 from pairextract.io.reader import PATH_OPTIONS
+from pairextract.io.shifts import Shifts, read_shifts
 from pairextract.model import TiltPairInputs
 from pairextract.params import ExtractionParams
 from pairextract.pipeline import store

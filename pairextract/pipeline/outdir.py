@@ -30,7 +30,8 @@ LOCK = ".lock"
 
 # What an extraction writes at the top of its folder (besides the Zarr store and _work/).
 _EXTRACT_FILES = frozenset({MARKER, "summary.json", "pairs.parquet", "dropped.parquet",
-                            "untilted.parquet", "tilted.parquet", "micrographs.parquet"})
+                            "untilted.parquet", "tilted.parquet", "micrographs.parquet",
+                            "recenter.parquet"})
 _ZARR = "pairs.zarr"
 _WORK = "_work"
 _WORK_SUFFIXES = (".parquet", ".json", ".tmp")
