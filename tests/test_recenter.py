@@ -141,6 +141,10 @@ def picked(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped
     return data, table
 
 
+def _read(data, table):  # type: ignore[no-untyped-def]
+    return read_pairs(table, ctf_untilted=data.ctf_star, ctf_tilted=data.ctf_star)
+
+
 def _centring(ds, data) -> dict[str, np.ndarray]:  # type: ignore[no-untyped-def]
     """Distance (px) of each image's particle from the box centre, by CC with the truth."""
     out = {}
@@ -159,7 +163,7 @@ def test_recentred_pairs_are_centred_in_both_views(client, picked, tmp_path):  #
     data, table = picked
     params = ExtractionParams(BOX, invert=True)
     first = tmp_path / "pass1"
-    extract_pairs(read_pairs(table), first, params, client=client)
+    extract_pairs(_read(data, table), first, params, client=client)
     ds1 = open_pairs(first)
     before = _centring(ds1, data)
     relion = export(first, "relion", tmp_path / "relion").dest
@@ -181,7 +185,7 @@ def test_recentred_pairs_are_centred_in_both_views(client, picked, tmp_path):  #
     write_star(refined, {"optics": exported["optics"], "particles": parts.iloc[::-1]})
 
     second = tmp_path / "pass2"
-    result = extract_pairs(read_pairs(table), second, params, client=client, recenter=refined)
+    result = extract_pairs(_read(data, table), second, params, client=client, recenter=refined)
     ds2 = open_pairs(second)
     assert result.pairs_kept == len(ids)
     np.testing.assert_array_equal(ds2["pair_id"].values, ids)
@@ -221,6 +225,7 @@ def test_recentred_pairs_are_centred_in_both_views(client, picked, tmp_path):  #
     proc = subprocess.run(
         [sys.executable, "-m", "pairextract.cli", "extract", str(table), "--out", str(third),
          "--box", str(BOX), "--invert", "--recenter", str(xmd), "--workers", "1",
+         "--ctf-untilted", str(data.ctf_star), "--ctf-tilted", str(data.ctf_star),
          "--no-progress"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     ds3 = open_pairs(third)

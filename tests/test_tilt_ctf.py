@@ -253,3 +253,30 @@ def test_pipeline_carries_per_particle_defocus_to_tables_and_exports(  # type: i
             xm = export(out, "xmipp", tmp_path / "xmipp")
             rows = starfile.read(xm.dest / "images_tilted.xmd")
             np.testing.assert_allclose(rows["ctfDefocusU"].astype(float), got, rtol=1e-6)
+
+
+def test_ctf_mode_warns_about_estimates_without_tilt(tmp_path: Path) -> None:
+    """Nothing silent: CTFs without a specimen tilt are named; geometry mode sets the tilt."""
+    from pairextract.io.ctffind import write_ctffind
+    from pairextract.model import TiltPairInputs
+    from pairextract.pipeline.tiltctf import with_specimen_tilts
+
+    write_ctffind(tmp_path / "u1.txt", CTF0, 1.0, "u1.mrc")
+    write_ctffind(tmp_path / "t1.txt", replace(CTF0, specimen_tilt=45.0, specimen_tilt_axis=10.0),
+                  1.0, "t1.mrc")
+    ctfs = pd.concat([read_ctffind(tmp_path / "u1.txt"), read_ctffind(tmp_path / "t1.txt")])
+    inputs = TiltPairInputs(
+        pd.DataFrame({"micrograph_u": ["u1.mrc"], "micrograph_t": ["t1.mrc"],
+                      "tilt_angle": [50.0], "axis_angle_u": [0.0], "axis_angle_t": [30.0]}),
+        pd.DataFrame({"x_u": [1.0], "y_u": [1.0], "x_t": [1.0], "y_t": [1.0]}),
+        ctfs.drop(columns="pixel_size"))
+    ctf_mode = ExtractionParams(32, phase_flip=True, tilt_defocus="ctf")
+    same, warnings = with_specimen_tilts(inputs, ctf_mode, None)
+    assert same is inputs
+    assert len(warnings) == 1 and "1 of 2 CTF estimate(s) carry no specimen tilt" in warnings[0]
+    assert "u1.mrc" in warnings[0]
+    geo, warnings = with_specimen_tilts(inputs, replace(ctf_mode, tilt_defocus="geometry"), None)
+    assert warnings == []
+    assert geo.ctf_for("u1.mrc").specimen_tilt is None  # the untilted view is flat
+    tilted = geo.ctf_for("t1.mrc")
+    assert (tilted.specimen_tilt, tilted.specimen_tilt_axis) == (50.0, 60.0)  # 90 - angleY2

@@ -50,10 +50,22 @@ def with_specimen_tilts(inputs: TiltPairInputs, params: ExtractionParams,
                         geometry: pd.DataFrame | None) -> tuple[TiltPairInputs, list[str]]:
     """Inputs whose CTFs carry the specimen tilt the tilt-aware flip needs, and warnings.
 
-    Unchanged unless ``params.tilt_defocus == "geometry"``. A micrograph pair whose tilt is
-    neither given nor fitted keeps a flat CTF (its tilted micrograph is flipped whole, as
-    Xmipp does) and is named in a warning.
+    With ``"geometry"`` the tilted micrographs' CTFs get the pair's tilt; a micrograph pair
+    whose tilt is neither given nor fitted keeps a flat CTF (its tilted micrograph is flipped
+    whole, as Xmipp does) and is named in a warning. With ``"ctf"`` the CTFs are used as read;
+    a warning says how many micrographs have no specimen tilt in their estimate.
     """
+    if params.tilt_defocus == "ctf":
+        flat = [os.path.basename(str(m)) for m, t in zip(inputs.ctfs["micrograph"],
+                                                         inputs.ctfs["specimen_tilt"], strict=True)
+                if not np.isfinite(t)]
+        if not flat:
+            return inputs, []
+        return inputs, [
+            f"tilt-aware phase flip from the CTFs: {len(flat)} of {len(inputs.ctfs)} CTF "
+            f"estimate(s) carry no specimen tilt (e.g. {', '.join(flat[:3])}); those "
+            "micrographs are phase flipped whole with the centre's defocus (CTFFIND5's tilt "
+            "columns give the tilt)"]
     if params.tilt_defocus != "geometry" or inputs.ctfs.empty:
         return inputs, []
     tilts = {int(r["mic_pair_id"]): r for r in pair_tilts(inputs, geometry).to_dict("records")}
