@@ -246,6 +246,39 @@ class TestPairextractExtractPairs(BaseTest):
                          2 * N_MIC_PAIRS)
         self.assertOutputEqualsReference(prot, self.reference, sampling=2.0, flipped=True)
 
+    def test_extract_on_a_running_scheduler(self):
+        # A Dask scheduler and worker started outside Scipion (loopback only), given to the
+        # protocol by their scheduler file.
+        folder = os.path.join(self.outputPath, "dask-cluster")
+        os.makedirs(folder, exist_ok=True)
+        scheduler_file = os.path.join(folder, "scheduler.json")
+        dask = Plugin.getCommand("dask")
+        commands = [f"exec {dask} scheduler --scheduler-file {scheduler_file} --host 127.0.0.1 "
+                    "--port 0 --dashboard-address 127.0.0.1:0",
+                    f"exec {dask} worker --scheduler-file {scheduler_file} --host 127.0.0.1 "
+                    "--nworkers 1 --nthreads 1 --no-dashboard"]
+        processes = []
+        try:
+            with open(os.path.join(folder, "dask.log"), "w") as log:
+                for command in commands:
+                    processes.append(subprocess.Popen(
+                        command, shell=True, executable="/bin/bash", cwd=folder,
+                        env=Plugin.getEnviron(), stdout=log, stderr=subprocess.STDOUT))
+                    deadline = time.time() + 120
+                    while not os.path.exists(scheduler_file) and time.time() < deadline:
+                        time.sleep(0.1)
+            prot = self.newExtraction("running scheduler", clusterType=CLUSTER_ADDRESS,
+                                      schedulerAddress=scheduler_file)
+            self.setCTFs(prot)
+            self.launchProtocol(prot)
+        finally:
+            for process in processes:
+                process.terminate()
+            for process in processes:
+                process.wait(timeout=60)
+        self.assertIn(f"--scheduler {scheduler_file}", prot._extractArgs())
+        self.assertOutputEqualsReference(prot, self.reference, sampling=2.0, flipped=True)
+
     def test_pairextract_error_is_the_protocol_error(self):
         # Phase flip where one untilted micrograph has no CTF: pairextract refuses up front.
         partial = self.newProtocol(ProtImportCTF, objLabel="ctf of one micrograph",
