@@ -252,6 +252,22 @@ def _d13(root: Path, ctx: dict[str, Any]) -> list[str]:
     return extract(ctx, ds.pair_table, out, "--overwrite")
 
 
+@fault("D14", "`montage OUT --out pic.png` where pic.png is the user's", 2,
+       "already exists; pairextract does not replace a file", "test_faults::test_fault[D14]",
+       protect=["pic.png"])
+def _d14(root: Path, ctx: dict[str, Any]) -> list[str]:
+    _, out = _done(root, ctx)
+    (root / "pic.png").write_bytes(b"my picture")
+    return ["montage", str(out), "--n", "2", "--out", str(root / "pic.png")]
+
+
+@fault("D15", "`montage ... --force` replaces the named image, nothing else", 0, "wrote",
+       "test_faults::test_fault[D15]", protect=["out/*.parquet"],
+       check=lambda r: None if (r / "pic.png").read_bytes()[:4] == b"\x89PNG" else "no PNG")
+def _d15(root: Path, ctx: dict[str, Any]) -> list[str]:
+    return [*_d14(root, ctx), "--force"]
+
+
 # --- 2. Clear errors, no traceback --------------------------------------------------------------
 
 @fault("E1", "`--out` is a file (issue 9)", 2, "is a file, not a folder",

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
-from pairextract.io.errors import InputError
+from pairextract.errors import EXIT_USAGE, InputError, OutputFolderError, output_io_error
 
 
 def register(sub: Any) -> None:
@@ -22,6 +23,8 @@ def register(sub: Any) -> None:
                    help="also draw dropped pairs, labelled with their reason")
     p.add_argument("--seed", type=int, default=0, help="seed of the random choice (default 0)")
     p.add_argument("--ncols", type=int, default=4, help="pairs per row (default 4)")
+    p.add_argument("--force", action="store_true",
+                   help="replace IMAGE if it exists (by default an existing file is kept)")
     p.add_argument("--geometry", type=int, metavar="MIC_PAIR_ID",
                    help="write the geometry plot of this micrograph pair instead")
     p.set_defaults(func=run)
@@ -30,15 +33,25 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from pairextract.montage import geometry_plot, montage
 
+    image = Path(args.image)
+    if (image.exists() or image.is_symlink()) and not args.force:
+        raise OutputFolderError(f"{image} already exists; pairextract does not replace a file "
+                                "unless told: choose another --out or pass --force")
     try:
         if args.geometry is not None:
             fig = geometry_plot(args.out, args.geometry)
         else:
             fig = montage(args.out, n=args.n, seed=args.seed, show_dropped=args.dropped,
                           ncols=args.ncols)
-        fig.savefig(args.image)
-    except (InputError, ValueError, OSError) as exc:
+    except (InputError, ValueError) as exc:
         print(f"pairextract montage: error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
+    try:
+        fig.savefig(image)
+    except OSError as exc:
+        raise output_io_error(exc, "the image", image) from None
+    except ValueError as exc:  # a suffix matplotlib cannot write
+        print(f"pairextract montage: error: {image}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     print(f"wrote {args.image}")
     return 0
