@@ -280,3 +280,10 @@ def test_ctf_mode_warns_about_estimates_without_tilt(tmp_path: Path) -> None:
     assert geo.ctf_for("u1.mrc").specimen_tilt is None  # the untilted view is flat
     tilted = geo.ctf_for("t1.mrc")
     assert (tilted.specimen_tilt, tilted.specimen_tilt_axis) == (50.0, 60.0)  # 90 - angleY2
+    # Geometry mode without angles, given or fitted: named, and flipped whole.
+    no_angles = replace(inputs, micrograph_pairs=inputs.micrograph_pairs.assign(
+        tilt_angle=np.nan, axis_angle_t=np.nan))
+    flat, warnings = with_specimen_tilts(no_angles, replace(ctf_mode, tilt_defocus="geometry"),
+                                         None)
+    assert len(warnings) == 1 and "no tilt angle given or fitted" in warnings[0]
+    assert "t1.mrc" in warnings[0] and flat.ctf_for("t1.mrc").specimen_tilt is None
