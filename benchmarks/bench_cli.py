@@ -174,7 +174,10 @@ def _cli(tree: Path | None) -> tuple[list[str], dict[str, str]]:
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
     if tree is not None:
         env["PYTHONPATH"] = str(tree.resolve())
-    exe = shutil.which("pairextract")
+    # The console script next to this interpreter: what a user's `pairextract` runs (a
+    # pyenv/conda shim in front of it would add its own start-up time to every figure).
+    beside = Path(sys.executable).parent / "pairextract"
+    exe = str(beside) if beside.exists() else shutil.which("pairextract")
     return ([exe] if exe else [sys.executable, "-m", "pairextract"]), env
 
 
@@ -195,6 +198,28 @@ def _report(label: str, ms: list[Measure]) -> None:
     print(f"  {label}: wall {best.wall:6.2f} s (median {median:.2f}),"
           f" cpu {min(m.cpu for m in ok):6.1f} s, peak {max(m.peak_mib for m in ok):5.0f} MiB"
           f"  [walls {', '.join(f'{m.wall:.2f}' for m in ms)}]", flush=True)
+
+
+def _report_store(out: Path, n_mics: int) -> None:
+    """Files in the store per micrograph pair, and the cost of reading one particle."""
+    import zarr
+
+    files = sum(1 for p in (out / "pairs.zarr").rglob("*") if p.is_file())
+    shards = sum(1 for v in ("untilted", "tilted")
+                 for p in (out / "pairs.zarr" / v / "images").rglob("c/*/*/*") if p.is_file())
+    work = sum(1 for p in (out / "_work").rglob("*") if p.is_file())
+    arr = zarr.open_array(str(out / "pairs.zarr" / "untilted" / "images"), mode="r")
+    rng = np.random.default_rng(0)
+    slots = rng.integers(0, arr.shape[0], size=20)
+    t = time.perf_counter()
+    for s in slots:
+        arr[int(s)]
+    one = (time.perf_counter() - t) / len(slots)
+    pairs = n_mics // 2
+    print(f"  store: {files} files in pairs.zarr ({shards} particle files: "
+          f"{shards / pairs:.2f} per micrograph pair) + {work} in _work for {pairs} micrograph"
+          f" pairs ({(files + work) / pairs:.2f} files per pair in all); one particle read in "
+          f"{one * 1e3:.2f} ms (zarr, random slot)", flush=True)
 
 
 def _extract_cmd(base: list[str], folder: Path, out: Path, name: str, workers: int,
@@ -303,10 +328,12 @@ def main() -> None:
                     args.data / "xmipp.log"))
         for label, ms in results.items():
             _report(label, ms)
+        if (scratch / "out" / "pairs.zarr").exists():
+            _report_store(scratch / "out", 2 * n_pairs)
         if any(m.rc for ms in results.values() for m in ms):
             print(f"  (a run failed: see {args.data / 'last.log'})")
-    if not args.keep_out:
-        shutil.rmtree(scratch, ignore_errors=True)
+        if not args.keep_out:
+            shutil.rmtree(scratch, ignore_errors=True)
 
 
 if __name__ == "__main__":

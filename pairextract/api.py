@@ -7,7 +7,7 @@ import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pandas as pd
@@ -60,8 +60,10 @@ def extract_pairs(
         :class:`~pairextract.ExtractionParams`; ``box_size`` is required. Keyword shortcuts
         are not accepted here, so that one validated object describes the run.
     client
-        A ``distributed.Client``; ``None`` starts a ``LocalCluster`` of ``workers``
-        processes (one thread each) for this call.
+        A ``distributed.Client``; or a function returning a context manager that yields
+        one (e.g. ``lambda: open_client("slurm")``), entered while the inputs are read and
+        checked; ``None`` starts a ``LocalCluster`` of ``workers`` processes (one thread
+        each) for this call, the same way.
     dtype
         ``"float32"`` (default) or ``"float16"`` for the stored particles.
     residual_threshold, drop_flagged
@@ -101,32 +103,47 @@ def extract_pairs(
         inputs = read_pairs(inputs, **read_options)
     elif read_options:
         raise TypeError(f"read options {sorted(read_options)} given with an in-memory input")
-    geometry, warnings = _check(inputs, params, residual_threshold, strict_checks)
-    from pairextract.pipeline.tiltctf import with_specimen_tilts
 
-    inputs, tilt_warnings = with_specimen_tilts(inputs, params, geometry)
-    warnings += tilt_warnings
-    recentred = None
-    if recenter is not None:
-        from pairextract.pipeline.recenter import recenter_inputs
+    def prepare() -> tuple[TiltPairInputs, pd.DataFrame | None, list[str], Any]:
+        given = cast(TiltPairInputs, inputs)
+        geometry, warnings = _check(given, params, residual_threshold, strict_checks)
+        from pairextract.pipeline.tiltctf import with_specimen_tilts
 
-        shifts = recenter if isinstance(recenter, Shifts) else read_shifts(recenter,
-                                                                           recenter_pairs)
-        inputs, recentred, more = recenter_inputs(inputs, shifts, params, geometry)
-        warnings += more
-    if client is not None:
-        result = run_extraction(inputs, out, params, client, dtype=dtype, geometry=geometry,
+        ready, tilt_warnings = with_specimen_tilts(given, params, geometry)
+        warnings += tilt_warnings
+        recentred = None
+        if recenter is not None:
+            from pairextract.pipeline.recenter import recenter_inputs
+
+            shifts = recenter if isinstance(recenter, Shifts) else read_shifts(recenter,
+                                                                               recenter_pairs)
+            ready, recentred, more = recenter_inputs(ready, shifts, params, geometry)
+            warnings += more
+        return ready, geometry, warnings, recentred
+
+    def run(c: Any, prepared: tuple[TiltPairInputs, pd.DataFrame | None, list[str], Any]
+            ) -> ExtractionResult:
+        ready, geometry, warnings, recentred = prepared
+        result = run_extraction(ready, out, params, c, dtype=dtype, geometry=geometry,
                                 drop_flagged=drop_flagged, overwrite=overwrite,
                                 progress=progress, warnings=warnings, protect=protect)
-    else:
+        _write_recenter(Path(out), recentred)
+        return result
+
+    if client is not None and not callable(client):
+        return run(client, prepare())
+    start = client
+    if start is None:
         from pairextract.pipeline.cluster import open_client
 
-        with open_client("local", workers=workers) as own:
-            result = run_extraction(inputs, out, params, own, dtype=dtype, geometry=geometry,
-                                    drop_flagged=drop_flagged, overwrite=overwrite,
-                                    progress=progress, warnings=warnings, protect=protect)
-    _write_recenter(Path(out), recentred)
-    return result
+        def start() -> Any:
+            return open_client("local", workers=workers)
+
+    # Start the cluster while the inputs are read and checked (its workers import the
+    # extraction code meanwhile); a bad input is reported once the cluster is up.
+    checking = _Background(prepare)
+    with _preloaded_workers(), start() as started:
+        return run(started, checking.result())
 
 
 def _write_recenter(out: Path, table: pd.DataFrame | None) -> None:
@@ -137,9 +154,42 @@ def _write_recenter(out: Path, table: pd.DataFrame | None) -> None:
     if table is None:
         path.unlink(missing_ok=True)
         return
-    tmp = path.with_name(f".{RECENTER_NAME}.tmp")
-    table.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
+    store.write_table(path, table)
+
+
+class _Background:
+    """Run ``fn`` in a daemon thread (Ctrl-C in the main thread does not wait for it)."""
+
+    def __init__(self, fn: Any) -> None:
+        import threading
+
+        self._value: Any = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(fn,), daemon=True,
+                                        name="pairextract-checks")
+        self._thread.start()
+
+    def _run(self, fn: Any) -> None:
+        try:
+            self._value = fn()
+        except BaseException as exc:  # re-raised in the caller's thread
+            self._error = exc
+
+    def result(self) -> Any:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
+def _preloaded_workers() -> Any:
+    """Dask config that makes new local workers import the extraction code as they start."""
+    import dask.config
+
+    # added to any preloads the user configured (DASK_DISTRIBUTED__WORKER__PRELOAD, ...)
+    given = list(dask.config.get("distributed.worker.preload", None) or [])
+    return dask.config.set({"distributed.worker.preload": [*given,
+                                                           "pairextract.pipeline.tasks"]})
 
 
 def _check(inputs: TiltPairInputs, params: ExtractionParams,

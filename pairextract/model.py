@@ -267,23 +267,39 @@ class TiltPairInputs:
         ctfs = self.ctfs
         if ctfs.empty:
             return None
-        hit = ctfs[ctfs["micrograph"] == micrograph]
-        if hit.empty:
-            key = remove_ext(micrograph)
-            hit = ctfs[ctfs["micrograph"].map(remove_ext) == key]
-        if hit.empty:
+        exact, by_base, made = self._ctf_index()
+        i = exact.get(micrograph)
+        if i is None:
+            i = by_base.get(remove_ext(micrograph))
+        if i is None:
             return None
-        row = hit.iloc[0]
+        if i not in made:
+            row = ctfs.iloc[i]
 
-        def opt(name: str) -> float | None:
-            v = float(row[name])
-            return None if math.isnan(v) else v
+            def opt(name: str) -> float | None:
+                v = float(row[name])
+                return None if math.isnan(v) else v
 
-        return CTF(
-            float(row["defocus_u"]), float(row["defocus_v"]), float(row["defocus_angle"]),
-            float(row["voltage"]), float(row["cs"]), float(row["amplitude_contrast"]),
-            opt("phase_shift"), opt("specimen_tilt"), opt("specimen_tilt_axis"),
-        )
+            made[i] = CTF(
+                float(row["defocus_u"]), float(row["defocus_v"]), float(row["defocus_angle"]),
+                float(row["voltage"]), float(row["cs"]), float(row["amplitude_contrast"]),
+                opt("phase_shift"), opt("specimen_tilt"), opt("specimen_tilt_axis"),
+            )
+        return made[i]
+
+    def _ctf_index(self) -> tuple[dict[str, int], dict[str, int], dict[int, CTF]]:
+        """Row of each CTF by name and by name without folder/extension (first row wins),
+        built once per CTF table: looking up every micrograph stays linear."""
+        cache = self.__dict__.get("_ctf_cache")
+        if cache is None or cache[0] is not self.ctfs:
+            exact: dict[str, int] = {}
+            by_base: dict[str, int] = {}
+            for i, m in enumerate(self.ctfs["micrograph"]):
+                exact.setdefault(str(m), i)
+                by_base.setdefault(remove_ext(str(m)), i)
+            cache = (self.ctfs, exact, by_base, {})
+            self.__dict__["_ctf_cache"] = cache
+        return cache[1], cache[2], cache[3]
 
     def pairs_of(self, mic_pair_id: int) -> pd.DataFrame:
         """Coordinate pairs of one micrograph pair, in table order."""

@@ -15,7 +15,11 @@ import pairextract
 from pairextract import ExtractionParams
 from pairextract.api import extract_pairs, open_pairs, read_drops, read_summary
 from pairextract.io import read_pairs
-from pairextract.pipeline.store import StoreBusyError, StoreMismatchError, run_lock
+from pairextract.pipeline.store import (
+    StoreBusyError,
+    StoreMismatchError,
+    run_lock,
+)
 
 _peak_offset = peak_offset
 

@@ -65,13 +65,13 @@ def run(args: argparse.Namespace) -> int:
     protect += [p for p in (args.recenter, args.recenter_pairs) if p]
     # Before a cluster is started: an unusable --out is known now.
     outdir.check_output_folder(Path(args.out).resolve(), outdir.input_paths(inputs, protect))
-    with client_from_args(args) as client:
-        result = extract_pairs(
-            inputs, args.out, params, client=client,
-            dtype="float16" if args.float16 else "float32",
-            residual_threshold=args.residual_threshold, drop_flagged=args.drop_flagged,
-            overwrite=args.overwrite, progress=not args.no_progress,
-            recenter=args.recenter, recenter_pairs=args.recenter_pairs, protect=protect)
+    # The cluster starts while extract_pairs checks the inputs (its workers import meanwhile).
+    result = extract_pairs(
+        inputs, args.out, params, client=lambda: client_from_args(args),
+        dtype="float16" if args.float16 else "float32",
+        residual_threshold=args.residual_threshold, drop_flagged=args.drop_flagged,
+        overwrite=args.overwrite, progress=not args.no_progress,
+        recenter=args.recenter, recenter_pairs=args.recenter_pairs, protect=protect)
     print(result)
     if args.strict and result.micrographs_failed:
         print(f"pairextract extract: {len(result.micrographs_failed)} micrograph(s) failed "

@@ -112,6 +112,23 @@ class AffineFit:
         return tilt_angles(self.matrix)
 
 
+def _triples(n: int, count: int, seed: int) -> NDArray[np.int64]:
+    """``count`` random sets of 3 distinct indices below ``n``, drawn at once.
+
+    Uniform over the ordered triples: the second index skips the first, the third skips
+    both (in increasing order), so one vectorised draw replaces ``count`` calls of
+    ``Generator.choice``.
+    """
+    rng = np.random.default_rng(seed)
+    r = rng.integers(0, [n, n - 1, n - 2], size=(count, 3), dtype=np.int64)
+    a = r[:, 0]
+    b = r[:, 1] + (r[:, 1] >= a)
+    lo, hi = np.minimum(a, b), np.maximum(a, b)
+    c = r[:, 2] + (r[:, 2] >= lo)
+    c = c + (c >= hi)
+    return np.column_stack([a, b, c])
+
+
 def robust_affine(
     src: ArrayLike,
     dst: ArrayLike,
@@ -136,8 +153,7 @@ def robust_affine(
     n = len(s)
     if n < 4:
         raise ValueError(f"need at least 4 point pairs for a checked affine fit, got {n}")
-    rng = np.random.default_rng(seed)
-    trials = np.array([rng.choice(n, 3, replace=False) for _ in range(n_trials)])
+    trials = _triples(n, n_trials, seed)
     # Solve every minimal set at once: [x y 1] @ X = dst for the three points.
     design = np.concatenate([s[trials], np.ones((n_trials, 3, 1))], axis=2)
     det = np.linalg.det(design)

@@ -66,10 +66,13 @@ def check_geometry(
     flagged = np.zeros(len(cp), dtype=bool)
     fitted = []
     groups = cp.groupby("mic_pair_id", sort=False).indices
+    # once, not per micrograph pair: the check stays linear in the number of pairs
+    all_src = cp[["x_u", "y_u"]].to_numpy()
+    all_dst = cp[["x_t", "y_t"]].to_numpy()
     for mic_pair_id in inputs.micrograph_pairs["mic_pair_id"]:
         rows = np.asarray(groups.get(mic_pair_id, np.empty(0, dtype=np.int64)))
-        src = cp[["x_u", "y_u"]].to_numpy()[rows]
-        dst = cp[["x_t", "y_t"]].to_numpy()[rows]
+        src = all_src[rows]
+        dst = all_dst[rows]
         good = np.isfinite(src).all(axis=1) & np.isfinite(dst).all(axis=1)
         rec: dict[str, Any] = {"mic_pair_id": int(mic_pair_id), "n_fitted": int(good.sum()),
                                "fitted_tilt_angle": np.nan, "fitted_axis_angle_u": np.nan,

@@ -98,25 +98,35 @@ def make_jobs(inputs: TiltPairInputs, pixel_sizes: dict[str, float | None]) -> l
     """
     mics = inputs.micrograph_pairs
     coords = inputs.coordinate_pairs.sort_values(["mic_pair_id", "pair_id"], kind="stable")
-    groups = {int(k): g  # type: ignore[arg-type]
-              for k, g in coords.groupby("mic_pair_id", sort=True)}
+    # One pass over the columns, then slices: planning stays linear in the micrographs.
+    mic_ids = coords["mic_pair_id"].to_numpy(np.int64)
+    starts = np.flatnonzero(np.r_[True, mic_ids[1:] != mic_ids[:-1]]) if len(mic_ids) else \
+        np.zeros(0, np.int64)
+    ends = [*starts[1:].tolist(), len(mic_ids)]
+    bounds = dict(zip(mic_ids[starts].tolist(), zip(starts.tolist(), ends, strict=True),
+                      strict=True))
+    pair_ids = coords["pair_id"].to_numpy(np.int64)
+    xy = {s: coords[[f"x_{s}", f"y_{s}"]].to_numpy(np.float64) for s in _SUFFIX.values()}
     jobs: list[MicrographJob] = []
     for view in VIEWS:
         s = view_suffix(view)
-        for row in mics.itertuples(index=False):
-            mic_pair_id = int(row.mic_pair_id)  # type: ignore[arg-type]
-            g = groups.get(mic_pair_id)
-            if g is None or len(g) == 0:
+        paths = mics[f"micrograph_{s}"].astype(str).tolist()
+        coord_px = (mics[f"coord_pixel_size_{s}"].tolist()
+                    if f"coord_pixel_size_{s}" in mics else [None] * len(mics))
+        for mic_pair_id, path, cps in zip(mics["mic_pair_id"].to_numpy(np.int64).tolist(),
+                                          paths, coord_px, strict=True):
+            lo_hi = bounds.get(mic_pair_id)
+            if lo_hi is None or lo_hi[1] == lo_hi[0]:
                 continue
-            path = str(getattr(row, f"micrograph_{s}"))
+            lo, hi = lo_hi
             job = MicrographJob(
                 view=view,
-                mic_pair_id=mic_pair_id,
+                mic_pair_id=int(mic_pair_id),
                 micrograph=path,
-                pair_ids=g["pair_id"].to_numpy(np.int64),
-                coords=g[[f"x_{s}", f"y_{s}"]].to_numpy(np.float64),
+                pair_ids=pair_ids[lo:hi],
+                coords=xy[s][lo:hi],
                 pixel_size=pixel_sizes.get(path),
-                coord_pixel_size=_nan_to_none(getattr(row, f"coord_pixel_size_{s}", None)),
+                coord_pixel_size=_nan_to_none(cps),
                 ctf=inputs.ctf_for(path),
             )
             jobs.append(_with(job, digest=job_digest(job)))

@@ -30,7 +30,7 @@ from pairextract.params import ExtractionParams
 from pairextract.pipeline import outdir, store
 from pairextract.pipeline.pairindex import build_pair_index
 from pairextract.pipeline.plan import VIEWS, MicrographJob, make_jobs, shard_rows
-from pairextract.pipeline.tasks import particle_table, run_job
+from pairextract.pipeline.tasks import particle_columns, particle_table, run_job
 
 FORMAT_VERSION = 1
 
@@ -353,9 +353,11 @@ def _compute(todo: list[MicrographJob], infos: dict[str, Any], out: Path,
     if not todo:
         return []
     token = _run_token(params, out)
-    futures = [client.submit(run_job, infos[job.micrograph], job, str(out), params, shard, dtype,
-                             key=f"extract-{job.name}-{job.digest[:12]}-{token}", pure=False)
-               for job in todo]
+    n = len(todo)
+    # One map call: one message to the scheduler for all tasks, not one per micrograph.
+    futures = client.map(run_job, [infos[job.micrograph] for job in todo], todo, [str(out)] * n,
+                         [params] * n, [shard] * n, [dtype] * n, pure=False,
+                         key=[f"extract-{job.name}-{job.digest[:12]}-{token}" for job in todo])
     by_key = {f.key: job for f, job in zip(futures, todo, strict=True)}
     show = None
     if progress:
@@ -366,7 +368,7 @@ def _compute(todo: list[MicrographJob], infos: dict[str, Any], out: Path,
         else:
             show = _progress_printer(len(futures))
             show(0)
-    results = []
+    results: list[dict[str, Any]] = []
     for n, fut in enumerate(as_completed(futures), start=1):
         job = by_key[fut.key]
         error = fut.exception()
@@ -393,25 +395,35 @@ def _run_token(params: ExtractionParams, out: Path) -> str:
 def _view_tables(out: Path, jobs: list[MicrographJob], done: set[str],
                  results: list[dict[str, Any]],
                  failed: dict[str, str]) -> dict[str, pd.DataFrame]:
-    """Each view's particle table: returned by this run's tasks, read back only for jobs
-    finished by an earlier run, and error rows for failed ones."""
-    fresh = {r["name"]: r["table"] for r in results}
-    earlier = [j for j in jobs if j.name in done]
-    fresh.update(zip((j.name for j in earlier), store.read_parts(out, earlier), strict=True))
+    """Each view's particle table, joined column by column: the columns this run's tasks
+    returned, the part tables of jobs finished by an earlier run (the only files read
+    back), error rows for failed ones."""
+    fresh = {r["name"]: r["columns"] for r in results}
+    earlier_jobs = [j for j in jobs if j.name in done]
+    journal = dict(zip((j.part_name for j in earlier_jobs), store.read_parts(out, earlier_jobs),
+                       strict=True))
     tables: dict[str, pd.DataFrame] = {}
     for view in VIEWS:
-        parts = []
+        parts: list[dict[str, np.ndarray]] = []
         for job in (j for j in jobs if j.view == view):
             if job.name in failed:
                 status = np.array(["error"] * job.n)
-                parts.append(particle_table(job, status, np.full((job.n, 2), -1, np.int64),
-                                            False, error=failed[job.name]))
-            else:
+                parts.append(particle_columns(job, status, np.full((job.n, 2), -1, np.int64),
+                                              False, error=failed[job.name]))
+            elif job.name in fresh:
                 parts.append(fresh[job.name])
-        table = pd.concat(parts, ignore_index=True) if parts else particle_table(
-            MicrographJob(view, 0, "", np.zeros(0, np.int64), np.zeros((0, 2)), None, None, None),
-            np.zeros(0, dtype=str), np.zeros((0, 2), np.int64), False)
-        tables[view] = table.sort_values("slot", kind="stable").reset_index(drop=True)
+            else:
+                earlier = journal[job.part_name]
+                parts.append({c: earlier[c].to_numpy() for c in earlier.columns})
+        if not parts:
+            tables[view] = particle_table(
+                MicrographJob(view, 0, "", np.zeros(0, np.int64), np.zeros((0, 2)), None, None,
+                              None),
+                np.zeros(0, dtype=str), np.zeros((0, 2), np.int64), False)
+            continue
+        cols = {c: np.concatenate([p[c] for p in parts]) for c in parts[0]}
+        order = np.argsort(cols["slot"], kind="stable")
+        tables[view] = pd.DataFrame({c: v[order] for c, v in cols.items()})
     return tables
 
 

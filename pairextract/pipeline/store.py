@@ -174,11 +174,6 @@ def prepare_arrays(out: Path, layout: Layout, box: int, dtype: str,
         )
 
 
-def part_path(out: Path, job: MicrographJob) -> Path:
-    """The job's part table; named with the job's digest, so a stale part is never reused."""
-    return out / WORK / f"{job.part_name}.parquet"
-
-
 def shard_path(out: Path, view: str, index: int) -> Path:
     """The file of shard ``index`` of a view's image array (zarr v3 default key encoding)."""
     return out / ZARR_NAME / view / "images" / "c" / str(index) / "0" / "0"
@@ -230,11 +225,6 @@ def write_shards(out: Path, job: MicrographJob, stack: np.ndarray, shard: int,
             tmp.unlink(missing_ok=True)
 
 
-def write_part(out: Path, job: MicrographJob, table: pd.DataFrame) -> None:
-    """Write one job's table; written after its shards, it marks the job done (resume)."""
-    write_table(part_path(out, job), table)
-
-
 def shards_ok(out: Path, job: MicrographJob, shard: int, box: int, itemsize: int) -> bool:
     """Whether every shard file of the job is there with the size its rows give."""
     for index, _, rows in _job_shards(job, shard):
@@ -247,6 +237,21 @@ def shards_ok(out: Path, job: MicrographJob, shard: int, box: int, itemsize: int
     return True
 
 
+def part_path(out: Path, job: MicrographJob) -> Path:
+    """The job's part table; named with the job's digest, so a stale part is never reused."""
+    return out / WORK / f"{job.part_name}.parquet"
+
+
+def write_part(out: Path, job: MicrographJob, columns: dict[str, np.ndarray]) -> None:
+    """Write one job's table after its shards; it marks the job done (resume)."""
+    write_table(part_path(out, job), pd.DataFrame(columns))
+
+
+def read_parts(out: Path, jobs: list[MicrographJob]) -> list[pd.DataFrame]:
+    """The part tables of jobs finished by an earlier run (only these are read back)."""
+    return [pd.read_parquet(part_path(out, j)) for j in jobs]
+
+
 def done_jobs(out: Path, jobs: list[MicrographJob], shard: int, box: int,
               itemsize: int) -> set[str]:
     """Names of the jobs that are complete: part table for their digest and intact shards.
@@ -255,11 +260,6 @@ def done_jobs(out: Path, jobs: list[MicrographJob], shard: int, box: int,
     """
     return {j.name for j in jobs
             if part_path(out, j).exists() and shards_ok(out, j, shard, box, itemsize)}
-
-
-def read_parts(out: Path, jobs: list[MicrographJob]) -> list[pd.DataFrame]:
-    """The part tables of finished jobs (from an earlier run)."""
-    return [pd.read_parquet(part_path(out, j)) for j in jobs]
 
 
 def check_output(out: Path) -> list[str]:

@@ -20,45 +20,62 @@ CTF_COLUMNS = ("defocus_u", "defocus_v", "defocus_angle", "voltage", "cs",
                "amplitude_contrast", "phase_shift")
 
 
-def particle_table(job: MicrographJob, status: np.ndarray, xy: np.ndarray,
-                   phase_flipped: bool, local_average: np.ndarray | None = None,
-                   error: str = "", defocus_offset: np.ndarray | None = None) -> pd.DataFrame:
-    """One row per coordinate of a job: where its image is and what happened to it.
+def particle_columns(job: MicrographJob, status: np.ndarray, xy: np.ndarray,
+                     phase_flipped: bool, local_average: np.ndarray | None = None,
+                     error: str = "", defocus_offset: np.ndarray | None = None
+                     ) -> dict[str, np.ndarray]:
+    """One row per coordinate of a job, as columns: where its image is, what happened to it.
 
     ``defocus_offset`` (Å per particle, from the tilt-aware flip) is added to the CTF's
-    defocus U and V: the table then holds each particle's own defocus.
+    defocus U and V: the table then holds each particle's own defocus. Columns (not a
+    DataFrame) so that the client joins thousands of them with one concatenation per column.
     """
     n = job.n
-    table = pd.DataFrame({
+
+    def full(value: Any, dtype: Any = np.float64) -> np.ndarray:
+        return np.full(n, value, dtype=dtype)
+
+    def text(value: str) -> np.ndarray:
+        return np.full(n, value, dtype=object)
+
+    cols: dict[str, np.ndarray] = {
         "slot": np.arange(job.slot_start, job.slot_start + n, dtype=np.int64),
         "pair_id": job.pair_ids.astype(np.int64),
-        "mic_pair_id": np.full(n, job.mic_pair_id, dtype=np.int64),
-        "micrograph": [job.micrograph] * n,
+        "mic_pair_id": full(job.mic_pair_id, np.int64),
+        "micrograph": text(job.micrograph),
         "x": job.coords[:, 0].astype(np.float64),
         "y": job.coords[:, 1].astype(np.float64),
         "xi": xy[:, 0].astype(np.int64),
         "yi": xy[:, 1].astype(np.int64),
-        "status": [str(s) for s in status],
-        "phase_flipped": np.full(n, bool(phase_flipped)),
-        "local_average": (np.full(n, np.nan) if local_average is None
+        "status": np.array([str(s) for s in status], dtype=object),
+        "phase_flipped": full(bool(phase_flipped), bool),
+        "local_average": (full(np.nan) if local_average is None
                           else np.asarray(local_average, np.float64)),
-        "error": [error] * n,
-        "pixel_size": np.full(n, np.nan if job.pixel_size is None else job.pixel_size),
-        "coord_pixel_size": np.full(n, np.nan if job.coord_pixel_size is None
-                                    else job.coord_pixel_size),
-    })
+        "error": text(error),
+        "pixel_size": full(np.nan if job.pixel_size is None else job.pixel_size),
+        "coord_pixel_size": full(np.nan if job.coord_pixel_size is None
+                                 else job.coord_pixel_size),
+    }
     ctf = job.ctf.to_dict() if job.ctf is not None else {}
     for name in CTF_COLUMNS:
         v = ctf.get(name)
-        table[name] = np.full(n, np.nan if v is None else float(v))
-    offset = (np.full(n, 0.0 if job.ctf is not None else np.nan) if defocus_offset is None
+        cols[name] = full(np.nan if v is None else float(v))
+    offset = (full(0.0 if job.ctf is not None else np.nan) if defocus_offset is None
               else np.asarray(defocus_offset, np.float64))
-    table["defocus_offset"] = offset
+    cols["defocus_offset"] = offset
     if defocus_offset is not None:
         shift = np.nan_to_num(offset, nan=0.0)
-        table["defocus_u"] += shift
-        table["defocus_v"] += shift
-    return table
+        cols["defocus_u"] = cols["defocus_u"] + shift
+        cols["defocus_v"] = cols["defocus_v"] + shift
+    return cols
+
+
+def particle_table(job: MicrographJob, status: np.ndarray, xy: np.ndarray,
+                   phase_flipped: bool, local_average: np.ndarray | None = None,
+                   error: str = "", defocus_offset: np.ndarray | None = None) -> pd.DataFrame:
+    """:func:`particle_columns` as a DataFrame."""
+    return pd.DataFrame(particle_columns(job, status, xy, phase_flipped, local_average, error,
+                                         defocus_offset))
 
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
@@ -92,8 +109,8 @@ def run_job(info: MicrographInfo, job: MicrographJob, out: str, params: Extracti
             shard: int, dtype: str) -> dict[str, Any]:
     """Extract one micrograph into its shards of the store; returns counts and its table.
 
-    The table goes back to the client, which builds the index from it without re-reading
-    part files; the part file written here is only for resuming an interrupted run.
+    The table (as columns) goes back to the client, which builds the index from it without
+    re-reading files; the part table written here after the shard is only for resuming.
     """
     tune_malloc()
     t0 = time.perf_counter()
@@ -117,14 +134,14 @@ def run_job(info: MicrographInfo, job: MicrographJob, out: str, params: Extracti
                               job.micrograph, job.view) from None
     del image
     t1 = time.perf_counter()
-    table = particle_table(job, res.status, res.xy, res.phase_flipped, res.local_average,
-                           defocus_offset=res.defocus_offset)
+    columns = particle_columns(job, res.status, res.xy, res.phase_flipped, res.local_average,
+                               defocus_offset=res.defocus_offset)
     try:
         write_shards(Path(out), job, res.stack, shard, dtype)
-        write_part(Path(out), job, table)
+        write_part(Path(out), job, columns)
     except OSError as exc:  # disk full, read-only, I/O error: the run fails, not the micrograph
         raise output_io_error(exc, f"the particles of {job.view} micrograph {job.micrograph}",
                               exc.filename or out) from None
     t2 = time.perf_counter()
     return {"name": job.name, "n": job.n, "ok": int((res.status == "ok").sum()),
-            "table": table, "seconds_extract": t1 - t0, "seconds_write": t2 - t1}
+            "columns": columns, "seconds_extract": t1 - t0, "seconds_write": t2 - t1}
