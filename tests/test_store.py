@@ -134,3 +134,14 @@ def test_store_of_the_older_layout_is_refused(run, client):  # type: ignore[no-u
     store.write_json(out / "_work" / "layout.json", layout)
     with pytest.raises(store.StoreMismatchError, match="older pairextract"):
         extract_pairs(inputs, out, params, client=client)
+
+
+def test_plan_of_a_table_without_rows_has_no_jobs(small_dataset):  # type: ignore[no-untyped-def]
+    from pairextract.pipeline.plan import make_jobs
+
+    inputs = read_pairs(small_dataset.pair_table)
+    empty = type(inputs)(micrograph_pairs=inputs.micrograph_pairs,
+                         coordinate_pairs=inputs.coordinate_pairs.iloc[:0], ctfs=inputs.ctfs)
+    assert make_jobs(empty, {}) == []
+    jobs = make_jobs(inputs, {})
+    assert sum(j.n for j in jobs) == 2 * len(inputs.coordinate_pairs)

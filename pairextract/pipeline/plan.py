@@ -102,7 +102,7 @@ def make_jobs(inputs: TiltPairInputs, pixel_sizes: dict[str, float | None]) -> l
     mic_ids = coords["mic_pair_id"].to_numpy(np.int64)
     starts = np.flatnonzero(np.r_[True, mic_ids[1:] != mic_ids[:-1]]) if len(mic_ids) else \
         np.zeros(0, np.int64)
-    ends = [*starts[1:].tolist(), len(mic_ids)]
+    ends = [*starts[1:].tolist(), len(mic_ids)] if len(starts) else []
     bounds = dict(zip(mic_ids[starts].tolist(), zip(starts.tolist(), ends, strict=True),
                       strict=True))
     pair_ids = coords["pair_id"].to_numpy(np.int64)
