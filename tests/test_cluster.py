@@ -12,10 +12,9 @@ import psutil
 import pytest
 from distributed import LocalCluster
 
+from pairextract.cli._cluster_options import add_cluster_arguments, client_from_args
 from pairextract.pipeline.cluster import (
     ClusterConfigError,
-    add_cluster_arguments,
-    client_from_args,
     make_jobqueue_cluster,
     open_client,
     parse_adapt,
@@ -269,7 +268,8 @@ def test_open_client_rejects_bad_options(kwargs: dict[str, object], message: str
     ("argv", "message"),
     [
         (["--cluster", "slurm", "--scheduler", "tcp://h:8786"], "cannot be combined"),
-        (["--scheduler", "/no/such/sched.json"], "neither an address"),
+        (["--scheduler", "/no/such/sched.json"], "sched.json does not exist"),
+        (["--scheduler", "no-such-host"], "neither an address"),
         (["--cluster", "address"], "needs --scheduler"),
     ],
 )

@@ -19,7 +19,7 @@ from pairextract.errors import (
 )
 
 # Each module exposes register(subparsers); order here is the order of --help.
-_COMMANDS = ("_demo", "_check", "_extract", "_info", "_export", "_montage")
+_COMMANDS = ("_demo", "_check", "_extract", "_info", "_export", "_montage", "_deploy")
 
 
 def build_parser() -> argparse.ArgumentParser:

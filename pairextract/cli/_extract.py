@@ -16,7 +16,7 @@ from pairextract.errors import EXIT_STRICT
 
 
 def register(sub: Any) -> None:
-    from pairextract.pipeline.cluster import add_cluster_arguments
+    from pairextract.cli._cluster_options import add_cluster_arguments
 
     p = sub.add_parser("extract", help="extract particle pairs into an output folder",
                        description="Extract tilt-pair particles (Xmipp's Extract Particle "
@@ -53,10 +53,10 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from pairextract.api import extract_pairs
+    from pairextract.cli._cluster_options import client_from_args
     from pairextract.io import read_pairs
     from pairextract.io.reader import PATH_OPTIONS
     from pairextract.pipeline import outdir
-    from pairextract.pipeline.cluster import client_from_args
 
     params = params_from_args(args)
     read_options = read_options_from_args(args)
@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     outdir.check_output_folder(Path(args.out).resolve(), outdir.input_paths(inputs, protect))
     # The cluster starts while extract_pairs checks the inputs (its workers import meanwhile).
     result = extract_pairs(
-        inputs, args.out, params, client=lambda: client_from_args(args),
+        inputs, args.out, params, client=lambda: client_from_args(args, out=args.out),
         dtype="float16" if args.float16 else "float32",
         residual_threshold=args.residual_threshold, drop_flagged=args.drop_flagged,
         overwrite=args.overwrite, progress=not args.no_progress,

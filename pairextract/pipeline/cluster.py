@@ -11,24 +11,31 @@ One entry point for every face (CLI, API, notebooks):
 - ``scheduler-file``: an already running scheduler described by a JSON scheduler file.
 
 Clusters started here are always closed at the end of the ``with`` block, also on an exception or
-Ctrl-C: batch jobs are cancelled, local worker processes stopped. External schedulers (address,
+Ctrl-C: workers are retired first (batch jobs end by themselves, their logs stay clean), then any
+job left is cancelled and local worker processes are stopped. External schedulers (address,
 scheduler file) are only disconnected from, never shut down.
+
+The command-line options that lead here live in ``pairextract.cli._cluster_options``.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
+import json
 import logging
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import threading
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
+
+from pairextract.errors import ClusterError
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -37,14 +44,15 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CLUSTER_KINDS",
+    "DEFAULT_CONNECT_TIMEOUT",
     "ClusterConfigError",
-    "add_cluster_arguments",
     "describe",
-    "client_from_args",
     "load_jobqueue_config",
     "make_jobqueue_cluster",
     "open_client",
     "parse_adapt",
+    "read_scheduler_file",
+    "slurm_request_problem",
 ]
 
 log = logging.getLogger(__name__)
@@ -54,10 +62,44 @@ CLUSTER_KINDS: tuple[str, ...] = ("local", "slurm", "pbs", "address", "scheduler
 _JOBQUEUE_KINDS = ("slurm", "pbs")
 _ADDRESS_RE = re.compile(r"^([a-z][a-z0-9+.-]*://)?[^/\s:]+:\d+$", re.IGNORECASE)
 _CLOSE_TIMEOUT = 30.0
+# Seconds to wait for a scheduler to answer; a wrong address otherwise hangs for 30 s or more.
+DEFAULT_CONNECT_TIMEOUT = 10.0
+# Seconds for retired worker jobs to end by themselves before they are cancelled.
+_JOB_END_TIMEOUT = 15.0
 
 
-class ClusterConfigError(ValueError):
-    """A cluster choice or option that cannot work (message says which option and why)."""
+class ClusterConfigError(ClusterError, ValueError):
+    """A cluster choice or option that cannot work, or a scheduler that cannot be reached.
+
+    The message says which option, file or address, and what to do (CLI exit status 5).
+    """
+
+
+def _import_jobqueue(kind: str) -> Any:
+    """Import dask_jobqueue without letting it take over Ctrl-C.
+
+    dask_jobqueue's ``runner`` module installs ``SIGINT -> sys.exit()`` when imported, which
+    turns Ctrl-C into a silent exit status 0 and skips every ``KeyboardInterrupt`` handler.
+    """
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        import dask_jobqueue
+    except ImportError as exc:
+        raise ClusterConfigError(
+            f"--cluster {kind} needs dask-jobqueue, which is not installed here: "
+            'pip install "pairextract[jobqueue]" (or pip install dask-jobqueue)'
+        ) from exc
+    finally:
+        if _is_jobqueue_handler(previous):  # imported earlier by someone else
+            previous = signal.default_int_handler
+        if _is_jobqueue_handler(signal.getsignal(signal.SIGINT)) and previous is not None:
+            with contextlib.suppress(ValueError):  # not the main thread: nothing was changed
+                signal.signal(signal.SIGINT, previous)
+    return dask_jobqueue
+
+
+def _is_jobqueue_handler(handler: Any) -> bool:
+    return str(getattr(handler, "__module__", "")).startswith("dask_jobqueue")
 
 
 # --------------------------------------------------------------------------- configuration
@@ -151,6 +193,7 @@ def make_jobqueue_cluster(
     kind: str,
     *,
     jobqueue_config: str | os.PathLike[str] | None = None,
+    default_log_directory: str | os.PathLike[str] | None = None,
     **kwargs: Any,
 ) -> Any:
     """Build (and start) a dask-jobqueue cluster without scaling it.
@@ -161,6 +204,10 @@ def make_jobqueue_cluster(
         ``"slurm"`` or ``"pbs"``.
     jobqueue_config
         Optional YAML file merged over dask's configuration (``jobqueue.slurm`` / ``jobqueue.pbs``).
+    default_log_directory
+        Where the worker jobs' stdout/stderr go when neither ``log_directory=`` nor the
+        configuration's ``log-directory`` says (created if missing). Without any, the batch
+        system writes them into the current directory.
     **kwargs
         Passed to ``SLURMCluster`` / ``PBSCluster`` (``cores``, ``memory``, ``queue``, ``account``,
         ``walltime``, ``job_extra_directives``, ``scheduler_options``, ...); they override the file.
@@ -171,12 +218,7 @@ def make_jobqueue_cluster(
     """
     if kind not in _JOBQUEUE_KINDS:
         raise ClusterConfigError(f"not a batch-system cluster kind: {kind!r} (slurm or pbs)")
-    try:
-        import dask_jobqueue
-    except ImportError as exc:
-        raise ClusterConfigError(
-            f"--cluster {kind} needs dask-jobqueue: pip install dask-jobqueue"
-        ) from exc
+    dask_jobqueue = _import_jobqueue(kind)
     cls = dask_jobqueue.SLURMCluster if kind == "slurm" else dask_jobqueue.PBSCluster
     if jobqueue_config is not None:
         # dask-jobqueue reads its config again whenever it builds a job (scale, adapt), long
@@ -190,18 +232,102 @@ def make_jobqueue_cluster(
             if value is not None:
                 arg = "job_name" if key == "name" else key.replace("-", "_")
                 kwargs.setdefault(arg, value)
+    import dask.config
+
     with _merged_config(jobqueue_config):
+        if kwargs.get("log_directory") is None:
+            configured = dask.config.get(f"jobqueue.{kind}.log-directory", None)
+            kwargs["log_directory"] = configured or default_log_directory
+        if kwargs["log_directory"] is not None:
+            kwargs["log_directory"] = os.path.expanduser(os.fspath(kwargs["log_directory"]))
+            try:
+                os.makedirs(kwargs["log_directory"], exist_ok=True)
+            except OSError as exc:
+                raise ClusterConfigError(
+                    f"--cluster {kind}: cannot create the worker log folder "
+                    f"{kwargs['log_directory']} ({exc.strerror}); set log-directory in the "
+                    "jobqueue config to a folder you may write"
+                ) from exc
+        where = jobqueue_config or "~/.config/dask/jobqueue.yaml"
         try:
             return cls(**kwargs)
         except ValueError as exc:
             if "cores" in str(exc) and "memory" in str(exc):
-                where = jobqueue_config or "~/.config/dask/jobqueue.yaml"
                 raise ClusterConfigError(
-                    f"--cluster {kind}: cores and memory per job are not configured; set "
-                    f"jobqueue.{kind}.cores and jobqueue.{kind}.memory in {where} "
-                    f"(see deploy/jobqueue-{kind}.yaml)"
+                    f"--cluster {kind}: cores and memory per worker job are not configured. "
+                    f"Write a configuration with `pairextract deploy DIR` (it holds a commented "
+                    f"jobqueue-{kind}.yaml), set jobqueue.{kind}.cores, memory, queue and "
+                    f"account there and pass it with --jobqueue-config DIR/jobqueue-{kind}.yaml "
+                    f"(or put those keys in {where})"
                 ) from exc
             raise
+        except TypeError as exc:  # a key dask-jobqueue does not know
+            raise ClusterConfigError(
+                f"--cluster {kind}: the jobqueue configuration ({where} or keyword arguments) "
+                f"has an option dask-jobqueue does not accept: {exc}; see "
+                "https://jobqueue.dask.org/en/latest/configuration.html"
+            ) from exc
+
+
+_MEM_UNITS = {"": 1, "K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}
+
+
+def slurm_request_problem(job_header: str, nodes_text: str | None = None) -> str | None:
+    """Why a SLURM worker job with this header can never start, or ``None`` if some node fits.
+
+    Parameters
+    ----------
+    job_header
+        The ``#SBATCH`` lines of a worker job (``cluster.job_header``).
+    nodes_text
+        ``sinfo -h -N -o "%N|%c|%m|%P"`` output; queried when not given.
+
+    Returns
+    -------
+    str or None
+        A one-line warning naming the request and the largest node, or ``None`` when a node of
+        the partition is large enough or SLURM cannot be asked.
+    """
+    cpus_m = re.search(r"--cpus-per-task[= ](\d+)", job_header)
+    mem_m = re.search(r"--mem[= ](\d+)([KMGT]?)", job_header)
+    part_m = re.search(r"^#SBATCH\s+(?:-p\s+|--partition[= ])(\S+)", job_header, re.MULTILINE)
+    cpus = int(cpus_m.group(1)) if cpus_m else 1
+    mem_mb = int(mem_m.group(1)) * _MEM_UNITS[mem_m.group(2)] if mem_m else 0.0
+    if nodes_text is None:
+        if shutil.which("sinfo") is None:
+            return None
+        try:
+            res = subprocess.run(["sinfo", "-h", "-N", "-o", "%N|%c|%m|%P"], capture_output=True,
+                                 text=True, timeout=10, check=False)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        if res.returncode != 0:
+            return None
+        nodes_text = res.stdout
+    nodes = []
+    for line in nodes_text.splitlines():
+        fields = line.strip().split("|")
+        if len(fields) != 4 or not fields[1].isdigit() or not fields[2].strip("+").isdigit():
+            continue
+        name, ncpu, mem, part = fields
+        is_default = part.endswith("*")
+        part = part.rstrip("*")
+        if part_m and part != part_m.group(1) or (not part_m and not is_default):
+            continue
+        nodes.append((name, int(ncpu), int(mem.strip("+"))))
+    if not nodes:
+        if part_m:
+            return (f"SLURM has no node in partition {part_m.group(1)!r} (sinfo); the worker "
+                    "jobs cannot start: check `queue` in the jobqueue config")
+        return None
+    if any(c >= cpus and m >= mem_mb for _, c, m in nodes):
+        return None
+    big_cpu = max(c for _, c, _ in nodes)
+    big_mem = max(m for _, _, m in nodes)
+    where = f"partition {part_m.group(1)!r}" if part_m else "the default partition"
+    return (f"each worker job asks for {cpus} CPU(s) and {mem_mb:.0f} MiB, but no node of {where} "
+            f"has that much (largest: {big_cpu} CPUs, {big_mem} MiB): the jobs will stay pending. "
+            "Lower cores/processes/memory in the jobqueue config")
 
 
 def _check_options(
@@ -259,9 +385,6 @@ def _check_options(
         lo, hi = adapt
         if lo < 0 or hi < 1 or lo > hi:
             raise ClusterConfigError(f"adapt={adapt}: need 0 <= min <= max and max >= 1")
-    if scheduler_file is not None and cluster == "scheduler-file":
-        if not Path(scheduler_file).is_file():
-            raise ClusterConfigError(f"scheduler file {scheduler_file} does not exist")
 
 
 # --------------------------------------------------------------------------- shutdown
@@ -309,7 +432,7 @@ def _defer_sigint() -> Iterator[None]:
         return
 
     def _handler(signum: int, frame: Any) -> None:
-        log.warning("shutting down the cluster, please wait (jobs are being cancelled)")
+        log.warning("closing the cluster, please wait (its jobs must not outlive this run)")
 
     signal.signal(signal.SIGINT, _handler)
     previous_term = signal.getsignal(signal.SIGTERM)
@@ -334,9 +457,53 @@ def _job_ids(cluster: Any) -> tuple[str | None, list[str]]:
     return command, ids
 
 
-def _close(client: Client | None, cluster: Any | None) -> None:
+def _jobs_still_queued(cancel: str | None, ids: list[str]) -> list[str]:
+    """The ids among ``ids`` that SLURM still lists (only SLURM can be asked cheaply)."""
+    if not ids or not cancel or "scancel" not in cancel or shutil.which("squeue") is None:
+        return []
+    try:
+        res = subprocess.run(["squeue", "-h", "-o", "%i", "-j", ",".join(ids)],
+                             capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return [i for i in res.stdout.split() if i in ids]
+
+
+def _retire_jobqueue_workers(client: Client, cluster: Any, cancel: str | None,
+                             ids: list[str]) -> None:
+    """Let the worker jobs end by themselves before the cluster is closed.
+
+    Closing the scheduler under running workers makes each of them log a ``CommClosedError``
+    traceback, and cancelling the jobs leaves ``CANCELLED`` in their logs; a retired worker
+    closes its connection, its ``dask worker`` process exits and the job completes.
+    """
+    adaptive = getattr(cluster, "_adaptive", None)
+    if adaptive is not None:
+        adaptive.stop()  # or it would submit new jobs for the retired ones
+    if client.status != "running":
+        return
+    workers = list(client.scheduler_info(n_workers=-1).get("workers", {}))
+    if workers and client.scheduler is not None:
+        client.sync(client.scheduler.retire_workers, workers=workers, close_workers=True,
+                    callback_timeout=_CLOSE_TIMEOUT)
+    deadline = time.monotonic() + _JOB_END_TIMEOUT
+    while _jobs_still_queued(cancel, ids) and time.monotonic() < deadline:
+        time.sleep(0.25)
+
+
+def _close(client: Client | None, cluster: Any | None, graceful: bool = True) -> None:
+    """Close the client and the cluster started here; no batch job may outlive this.
+
+    ``graceful``: retire the workers first (a run that ended normally). An interrupted or
+    failed run skips that and cancels its jobs at once.
+    """
     with _defer_sigint():
         cancel, ids = _job_ids(cluster) if cluster is not None else (None, [])
+        if client is not None and ids and graceful:
+            try:
+                _retire_jobqueue_workers(client, cluster, cancel, ids)
+            except Exception as exc:  # the jobs are cancelled below anyway
+                log.info("retiring the workers failed: %s", exc)
         if client is not None:
             try:
                 client.close(timeout=_CLOSE_TIMEOUT)
@@ -351,6 +518,137 @@ def _close(client: Client | None, cluster: Any | None) -> None:
             if cancel and ids:
                 # Last resort so that no batch job outlives us.
                 subprocess.run(shlex.split(cancel) + ids, check=False, capture_output=True)
+
+
+# --------------------------------------------------------------------------- connecting
+
+
+def read_scheduler_file(path: str | os.PathLike[str]) -> str:
+    """The scheduler address in a Dask scheduler file.
+
+    Raises
+    ------
+    ClusterConfigError
+        If the file is missing, unreadable or not a scheduler file (JSON with ``address``).
+    """
+    p = Path(path)
+    hint = ("a scheduler file is the JSON that `dask scheduler --scheduler-file FILE` writes; "
+            "give the file of a running scheduler, or its address tcp://host:port")
+    try:
+        text = p.read_text()
+    except FileNotFoundError:
+        raise ClusterConfigError(f"scheduler file {p} does not exist; {hint}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise ClusterConfigError(f"scheduler file {p}: cannot read it ({reason}); {hint}") from exc
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ClusterConfigError(
+            f"scheduler file {p} is not a Dask scheduler file (not JSON: {exc.msg} at line "
+            f"{exc.lineno}); {hint}") from None
+    address = data.get("address") if isinstance(data, dict) else None
+    if not isinstance(address, str) or not address:
+        raise ClusterConfigError(
+            f"scheduler file {p} is not a Dask scheduler file (no \"address\" in it); {hint}")
+    return address
+
+
+def _connect(address: str, timeout: float, source: str | None = None) -> Client:
+    """A client of the scheduler at ``address``, or a one-paragraph error after ``timeout`` s."""
+    from distributed import Client
+
+    try:
+        return Client(address, timeout=timeout)
+    except (OSError, TimeoutError) as exc:
+        via = f" (from the scheduler file {source})" if source else ""
+        stale = (" The scheduler file may be left over from a scheduler that has stopped."
+                 if source else "")
+        raise ClusterConfigError(
+            f"could not connect to the Dask scheduler at {address}{via} within {timeout:g} s "
+            f"({type(exc).__name__}: {exc}). Check that the scheduler is running, that this "
+            f"machine can reach that host and port (firewall, network interface), or allow "
+            f"more time with --connect-timeout.{stale}") from None
+
+
+@contextlib.contextmanager
+def _half_started_clusters_closed() -> Iterator[None]:
+    """Close, quietly, a cluster whose constructor was interrupted (Ctrl-C during start-up).
+
+    Nobody holds a reference to it, and distributed's exit hook would close it later and fail
+    with a traceback on its half-started workers.
+    """
+    from distributed.deploy.spec import SpecCluster
+
+    before = set(SpecCluster._instances)
+    try:
+        yield
+    except BaseException:
+        for orphan in set(SpecCluster._instances) - before:
+            with _defer_sigint():
+                try:
+                    orphan.close(timeout=_CLOSE_TIMEOUT)
+                except BaseException as exc:  # half-started: close what can be closed
+                    log.info("closing a half-started cluster: %s", exc)
+                SpecCluster._instances.discard(orphan)
+        raise
+
+
+@contextlib.contextmanager
+def _children_ignore_sigint() -> Iterator[None]:
+    """Start local worker processes with SIGINT ignored (inherited through exec).
+
+    Ctrl-C in a terminal reaches the whole process group: without this every worker process
+    prints its own KeyboardInterrupt traceback while this process shuts them down anyway.
+    The price: a Ctrl-C in the second or two the worker processes take to start is ignored
+    (a second one is not). Blocking the signal instead does not work: the mask is per thread
+    and Dask's own threads would receive, and drop, it.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+class _JobReporter:
+    """Report (once each) the cluster's worker jobs as they are submitted and connect."""
+
+    def __init__(self, client: Client, cluster: Any, report: Callable[[str], None]) -> None:
+        self.client, self.cluster, self.report = client, cluster, report
+        self.seen: set[str] = set()
+        self.connected = 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._loop, name="pairextract-jobs", daemon=True)
+
+    def _loop(self) -> None:
+        while not self.stop.wait(0.5):
+            try:
+                self.poll()
+            except Exception:  # reporting must never break a run
+                return
+
+    def poll(self) -> None:
+        _, ids = _job_ids(self.cluster)
+        new = [i for i in ids if i not in self.seen]
+        if new:
+            self.seen.update(new)
+            self.report(f"worker job(s) submitted: {', '.join(new)}")
+        n = len(self.cluster.scheduler_info.get("workers", {}))
+        if n != self.connected and (n > self.connected or n == 0):
+            self.report(f"{n} worker(s) connected")
+        self.connected = n
+
+    def __enter__(self) -> _JobReporter:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(timeout=2)
 
 
 # --------------------------------------------------------------------------- the entry point
@@ -368,6 +666,9 @@ def open_client(
     adapt: tuple[int, int] | None = None,
     memory_limit: str | int | None = None,
     jobqueue_config: str | os.PathLike[str] | None = None,
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+    log_directory: str | os.PathLike[str] | None = None,
+    report: Callable[[str], None] | None = None,
     **cluster_kwargs: Any,
 ) -> Iterator[Client]:
     """Start (or connect to) a Dask cluster and yield a ``Client``; always clean up at the end.
@@ -388,8 +689,9 @@ def open_client(
         Local only: threads per worker process (1: extraction tasks are single-threaded numpy).
         For batch jobs, threads follow ``cores / processes`` of the job configuration.
     jobs
-        Slurm/pbs: number of batch jobs (``cluster.scale(jobs=N)``); default 1 when neither
-        ``jobs``, ``workers`` nor ``adapt`` is given.
+        Slurm/pbs: number of batch jobs, kept at that number (a job that ends, e.g. at its
+        walltime or ``--lifetime``, is replaced); default 1 when neither ``jobs``, ``workers``
+        nor ``adapt`` is given.
     adapt
         ``(minimum, maximum)``: adaptive scaling, in jobs for slurm/pbs and in worker processes
         for local.
@@ -397,6 +699,13 @@ def open_client(
         Local: memory per worker process. Slurm/pbs: ``memory`` per job (overrides the config).
     jobqueue_config
         A YAML file merged over dask's configuration before the batch cluster is built.
+    connect_timeout
+        Seconds to wait for an existing scheduler (address, scheduler file) to answer.
+    log_directory
+        Slurm/pbs: folder for the worker jobs' output when the configuration names none.
+    report
+        Called with one line of text for what the user should see: the scheduler address, the
+        dashboard link, worker jobs as they are submitted and connect.
     **cluster_kwargs
         Passed to ``LocalCluster`` or ``SLURMCluster``/``PBSCluster`` (e.g. ``queue``,
         ``account``, ``walltime``, ``cores``, ``processes``, ``scheduler_options``).
@@ -409,13 +718,15 @@ def open_client(
     Raises
     ------
     ClusterConfigError
-        For an impossible combination of options (message names the option).
+        For an impossible combination of options, a missing configuration or an unreachable
+        scheduler (the message names the option, file or address).
     """
     _check_options(cluster, address, scheduler_file, workers, jobs, adapt, jobqueue_config)
     if cluster_kwargs and cluster in ("address", "scheduler-file"):
         raise ClusterConfigError(
             f"cluster options {sorted(cluster_kwargs)} cannot be used with an existing scheduler"
         )
+    say = report or (lambda text: None)
 
     from dask.system import CPU_COUNT
     from distributed import Client, LocalCluster
@@ -427,9 +738,12 @@ def open_client(
         stack.enter_context(_sigterm_as_interrupt())
     try:
         if cluster == "address":
-            client = Client(address)
+            client = _connect(cast(str, address), connect_timeout)
+            say(f"scheduler {address}: {_n_workers(client)} worker(s)")
         elif cluster == "scheduler-file":
-            client = Client(scheduler_file=os.fspath(cast(str, scheduler_file)))
+            target = read_scheduler_file(cast(str, scheduler_file))
+            client = _connect(target, connect_timeout, source=os.fspath(cast(str, scheduler_file)))
+            say(f"scheduler {target} (from {scheduler_file}): {_n_workers(client)} worker(s)")
         elif cluster == "local":
             n = workers if workers is not None else max(1, min(2, CPU_COUNT))
             if adapt is not None:
@@ -444,148 +758,56 @@ def open_client(
             if memory_limit is not None:
                 kwargs["memory_limit"] = memory_limit
             kwargs.update(cluster_kwargs)
-            started = LocalCluster(**kwargs)
+            with _half_started_clusters_closed(), _children_ignore_sigint():
+                started = LocalCluster(**kwargs)
+            client = Client(started)
+            from pairextract.pipeline._worker_signals import IgnoreSigint
+
+            client.register_plugin(IgnoreSigint())
             if adapt is not None:
                 started.adapt(minimum=adapt[0], maximum=adapt[1])
-            client = Client(started)
+            say(f"local cluster: {n} worker process(es), dashboard {started.dashboard_link}")
         else:
             kwargs = dict(cluster_kwargs)
             if memory_limit is not None:
                 kwargs.setdefault("memory", memory_limit)
-            started = make_jobqueue_cluster(cluster, jobqueue_config=jobqueue_config, **kwargs)
+            with _half_started_clusters_closed():
+                started = make_jobqueue_cluster(cluster, jobqueue_config=jobqueue_config,
+                                                default_log_directory=log_directory, **kwargs)
+            problem = slurm_request_problem(started.job_header) if cluster == "slurm" else None
+            if problem:
+                log.warning("%s", problem)
+                say(f"warning: {problem}")
             if adapt is not None:
                 started.adapt(minimum_jobs=adapt[0], maximum_jobs=adapt[1])
             elif workers is not None:
                 started.scale(n=workers)
             else:
-                started.scale(jobs=jobs if jobs is not None else 1)
-            log.info(
-                "%s cluster: scheduler %s, dashboard %s",
-                cluster,
-                started.scheduler_address,
-                started.dashboard_link,
-            )
+                # Adaptive between N and N: a job that ends (walltime, --lifetime, node
+                # failure) is replaced, which a plain scale(jobs=N) does not do.
+                n_jobs = jobs if jobs is not None else 1
+                started.adapt(minimum_jobs=n_jobs, maximum_jobs=n_jobs)
+            say(f"{cluster} cluster: scheduler {started.scheduler_address}, dashboard "
+                f"{started.dashboard_link}, worker logs in "
+                f"{getattr(started, '_job_kwargs', {}).get('log_directory') or os.getcwd()}")
             client = Client(started)
+            if report is not None:
+                stack.enter_context(_JobReporter(client, started, report))
         yield client
+    except BaseException:
+        graceful = False
+        raise
+    else:
+        graceful = True
     finally:
         try:
-            _close(client, started)
-        finally:
             stack.close()
+        finally:
+            _close(client, started, graceful=graceful)
 
 
-# --------------------------------------------------------------------------- CLI glue
-
-
-def _adapt_type(text: str) -> tuple[int, int]:
-    try:
-        return parse_adapt(text)
-    except ClusterConfigError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
-def add_cluster_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
-    """Add ``--cluster``, ``--scheduler``, ``--workers``, ``--jobs``, ``--adapt`` and
-    ``--jobqueue-config`` to a parser (as an argument group) and return the group."""
-    group = parser.add_argument_group(
-        "cluster",
-        "where the work runs (default: a local cluster of worker processes; batch-system "
-        "settings come from dask-jobqueue's jobqueue.yaml)",
-    )
-    group.add_argument(
-        "--cluster",
-        choices=("local", "slurm", "pbs", "address"),
-        default=None,
-        help="local worker processes (default), workers as SLURM or PBS jobs "
-        "(dask-jobqueue), or an existing scheduler given by --scheduler",
-    )
-    group.add_argument(
-        "--scheduler",
-        metavar="ADDRESS_OR_FILE",
-        default=None,
-        help="existing Dask scheduler: an address (tcp://host:8786) or a scheduler file "
-        "(JSON written by `dask scheduler --scheduler-file`)",
-    )
-    group.add_argument(
-        "--workers",
-        type=_positive_int,
-        metavar="N",
-        default=None,
-        help="local: worker processes (default min(2, cpus)); slurm/pbs: worker processes "
-        "to request",
-    )
-    group.add_argument(
-        "--jobs",
-        type=_positive_int,
-        metavar="N",
-        default=None,
-        help="slurm/pbs: number of batch jobs running workers (default 1)",
-    )
-    group.add_argument(
-        "--adapt",
-        type=_adapt_type,
-        metavar="MIN:MAX",
-        default=None,
-        help="adaptive scaling between MIN and MAX jobs (slurm/pbs) or workers (local)",
-    )
-    group.add_argument(
-        "--jobqueue-config",
-        metavar="PATH",
-        default=None,
-        help="jobqueue.yaml to use on top of ~/.config/dask/jobqueue.yaml (slurm/pbs)",
-    )
-    return group
-
-
-def _resolve_scheduler(cluster: str | None, scheduler: str | None) -> tuple[str, dict[str, Any]]:
-    if scheduler is None:
-        if cluster == "address":
-            raise ClusterConfigError("--cluster address needs --scheduler ADDRESS_OR_FILE")
-        return cluster or "local", {}
-    if cluster not in (None, "address"):
-        raise ClusterConfigError(
-            f"--scheduler connects to an existing scheduler; it cannot be combined with "
-            f"--cluster {cluster}"
-        )
-    if "://" in scheduler or (_ADDRESS_RE.match(scheduler) and not os.path.exists(scheduler)):
-        return "address", {"address": scheduler}
-    if os.path.isfile(scheduler):
-        return "scheduler-file", {"scheduler_file": scheduler}
-    raise ClusterConfigError(
-        f"--scheduler {scheduler}: neither an address (tcp://host:port) nor an existing "
-        "scheduler file"
-    )
-
-
-def client_from_args(
-    args: argparse.Namespace, **cluster_kwargs: Any
-) -> contextlib.AbstractContextManager[Client]:
-    """Context manager yielding a ``Client`` for options added by :func:`add_cluster_arguments`.
-
-    Missing attributes count as not given, so parsers with a subset of the options work too.
-    """
-    kind, target = _resolve_scheduler(
-        getattr(args, "cluster", None), getattr(args, "scheduler", None)
-    )
-    return open_client(
-        kind,
-        workers=getattr(args, "workers", None),
-        jobs=getattr(args, "jobs", None),
-        adapt=getattr(args, "adapt", None),
-        jobqueue_config=getattr(args, "jobqueue_config", None),
-        **target,
-        **cluster_kwargs,
-    )
+def _n_workers(client: Client) -> int:
+    return len(client.scheduler_info(n_workers=-1).get("workers", {}))
 
 
 def describe(client: Client) -> str:

@@ -27,6 +27,8 @@ from pairextract.errors import OutputFolderError
 
 MARKER = ".pairextract"
 LOCK = ".lock"
+# Worker job logs of a batch-system run (created before the run starts; never cleared).
+LOGS = "logs"
 
 # What an extraction writes at the top of its folder (besides the Zarr store and _work/).
 _EXTRACT_FILES = frozenset({MARKER, "summary.json", "pairs.parquet", "dropped.parquet",
@@ -115,7 +117,7 @@ def check_output_folder(out: Path, inputs_read: Iterable[str]) -> None:
                 f"a new folder, e.g. {out / 'extracted'}")
     if not out.is_dir() or is_extract_output(out):
         return
-    foreign = sorted(e.name for e in out.iterdir() if e.name != LOCK)
+    foreign = sorted(e.name for e in out.iterdir() if e.name not in (LOCK, LOGS))
     if foreign:
         raise OutputFolderError(
             f"the output folder {out} is not empty and is not a pairextract output (it holds "

@@ -1,0 +1,239 @@
+"""The command line's cluster options (``--cluster``, ``--scheduler``, ...) and what they open.
+
+Everything here turns parsed arguments into a call of
+:func:`pairextract.pipeline.cluster.open_client`; the cluster logic itself lives there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pairextract.pipeline import outdir
+from pairextract.pipeline.cluster import (
+    DEFAULT_CONNECT_TIMEOUT,
+    ClusterConfigError,
+    open_client,
+    parse_adapt,
+    read_scheduler_file,
+)
+
+if TYPE_CHECKING:
+    from distributed import Client
+
+__all__ = ["add_cluster_arguments", "client_from_args", "quiet_dask_logs", "resolve_scheduler"]
+
+_ADDRESS_RE_HINT = "tcp://host:port"
+# Loggers whose lines would interleave with pairextract's own output: per-micrograph failures
+# ("Compute Failed" with a traceback) are already in the run summary, and an interrupted or
+# closing cluster logs cancelled tasks and closed connections that mean nothing to the user.
+_NOISY = ("distributed", "dask_jobqueue", "tornado", "bokeh")
+
+
+def _adapt_type(text: str) -> tuple[int, int]:
+    try:
+        return parse_adapt(text)
+    except ClusterConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text}")
+    return value
+
+
+def add_cluster_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    """Add ``--cluster``, ``--scheduler``, ``--workers``, ``--jobs``, ``--adapt``,
+    ``--jobqueue-config``, ``--connect-timeout`` and ``--verbose`` to a parser (as an
+    argument group) and return the group."""
+    group = parser.add_argument_group(
+        "cluster",
+        "where the work runs (default: a local cluster of worker processes; batch-system "
+        "settings come from dask-jobqueue's jobqueue.yaml or --jobqueue-config)",
+    )
+    group.add_argument(
+        "--cluster",
+        choices=("local", "slurm", "pbs", "address"),
+        default=None,
+        help="local worker processes (default), workers as SLURM or PBS jobs "
+        "(dask-jobqueue), or an existing scheduler given by --scheduler",
+    )
+    group.add_argument(
+        "--scheduler",
+        metavar="ADDRESS_OR_FILE",
+        default=None,
+        help="existing Dask scheduler: an address (tcp://host:8786) or a scheduler file "
+        "(JSON written by `dask scheduler --scheduler-file`)",
+    )
+    group.add_argument(
+        "--connect-timeout",
+        type=_seconds,
+        metavar="S",
+        default=DEFAULT_CONNECT_TIMEOUT,
+        help=f"seconds to wait for --scheduler to answer (default {DEFAULT_CONNECT_TIMEOUT:g})",
+    )
+    group.add_argument(
+        "--workers",
+        type=_positive_int,
+        metavar="N",
+        default=None,
+        help="local: worker processes (default min(2, cpus)); slurm/pbs: worker processes "
+        "to request",
+    )
+    group.add_argument(
+        "--jobs",
+        type=_positive_int,
+        metavar="N",
+        default=None,
+        help="slurm/pbs: number of batch jobs running workers, kept at N (default 1)",
+    )
+    group.add_argument(
+        "--adapt",
+        type=_adapt_type,
+        metavar="MIN:MAX",
+        default=None,
+        help="adaptive scaling between MIN and MAX jobs (slurm/pbs) or workers (local)",
+    )
+    group.add_argument(
+        "--jobqueue-config",
+        metavar="PATH",
+        default=None,
+        help="jobqueue.yaml whose values win over ~/.config/dask/jobqueue.yaml (slurm/pbs); "
+        "`pairextract deploy DIR` writes a commented one",
+    )
+    group.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show Dask's own log lines (scheduler, workers) on the terminal",
+    )
+    return group
+
+
+def resolve_scheduler(cluster: str | None, scheduler: str | None) -> tuple[str, dict[str, Any]]:
+    """The ``open_client`` kind and target for ``--cluster`` / ``--scheduler``."""
+    if scheduler is None:
+        if cluster == "address":
+            raise ClusterConfigError("--cluster address needs --scheduler ADDRESS_OR_FILE")
+        return cluster or "local", {}
+    if cluster not in (None, "address"):
+        raise ClusterConfigError(
+            f"--scheduler connects to an existing scheduler; it cannot be combined with "
+            f"--cluster {cluster}"
+        )
+    if "://" in scheduler:
+        return "address", {"address": scheduler}
+    if os.path.exists(scheduler) or scheduler.endswith((".json", ".JSON")):
+        read_scheduler_file(scheduler)  # a missing or wrong file is reported here, by name
+        return "scheduler-file", {"scheduler_file": scheduler}
+    host, _, port = scheduler.rpartition(":")
+    if host and "/" not in host and port.isdigit():
+        return "address", {"address": scheduler}
+    raise ClusterConfigError(
+        f"--scheduler {scheduler}: neither an address ({_ADDRESS_RE_HINT}) nor an existing "
+        "scheduler file; give the address the scheduler printed, or the file it wrote with "
+        "--scheduler-file"
+    )
+
+
+@contextlib.contextmanager
+def quiet_dask_logs(verbose: bool = False, local_workers: bool = True) -> Iterator[None]:
+    """Keep Dask's log lines off the terminal unless ``verbose``.
+
+    Here (scheduler, nanny, client) loggers are raised to CRITICAL; with ``local_workers``,
+    the worker processes, which write to the same terminal, inherit
+    ``DASK_LOGGING__DISTRIBUTED`` through the environment. Batch-job workers are left alone:
+    they keep their full logs in their log files.
+    """
+    if verbose:
+        yield
+        return
+    loggers = [logging.getLogger(name) for name in _NOISY]
+    levels = [lg.level for lg in loggers]
+    env_before = os.environ.get("DASK_LOGGING__DISTRIBUTED")
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL)
+    if local_workers:
+        os.environ["DASK_LOGGING__DISTRIBUTED"] = "critical"
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+        if env_before is None:
+            os.environ.pop("DASK_LOGGING__DISTRIBUTED", None)
+        else:
+            os.environ["DASK_LOGGING__DISTRIBUTED"] = env_before
+
+
+def _report(text: str) -> None:
+    print(f"pairextract: {text}", file=sys.stderr, flush=True)
+
+
+def client_from_args(
+    args: argparse.Namespace, out: str | os.PathLike[str] | None = None, **cluster_kwargs: Any
+) -> contextlib.AbstractContextManager[Client]:
+    """Context manager yielding a ``Client`` for the options of :func:`add_cluster_arguments`.
+
+    Parameters
+    ----------
+    args
+        Parsed arguments; missing attributes count as not given, so parsers with a subset of
+        the options work too.
+    out
+        The run's output folder: batch-job worker logs go to ``OUT/logs`` unless the jobqueue
+        configuration names a ``log-directory``.
+    **cluster_kwargs
+        Passed on to :func:`~pairextract.pipeline.cluster.open_client`.
+
+    Raises
+    ------
+    ClusterConfigError
+        At once, for options that cannot go together.
+    """
+    kind, target = resolve_scheduler(
+        getattr(args, "cluster", None), getattr(args, "scheduler", None)
+    )
+    logs = (Path(out).resolve() / outdir.LOGS if out is not None and kind in ("slurm", "pbs")
+            else None)
+    return _opened(
+        bool(getattr(args, "verbose", False)),
+        kind,
+        workers=getattr(args, "workers", None),
+        jobs=getattr(args, "jobs", None),
+        adapt=getattr(args, "adapt", None),
+        jobqueue_config=getattr(args, "jobqueue_config", None),
+        connect_timeout=getattr(args, "connect_timeout", DEFAULT_CONNECT_TIMEOUT),
+        log_directory=logs,
+        # A local run says nothing about its cluster; elsewhere the user needs the addresses.
+        report=_report if kind != "local" else None,
+        **target,
+        **cluster_kwargs,
+    )
+
+
+@contextlib.contextmanager
+def _opened(verbose: bool, kind: str, **kwargs: Any) -> Iterator[Client]:
+    with quiet_dask_logs(verbose, local_workers=kind == "local"), \
+            open_client(kind, **kwargs) as client:
+        yield client
