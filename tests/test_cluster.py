@@ -20,7 +20,7 @@ from pairextract.pipeline.cluster import (
     parse_adapt,
 )
 
-DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
+DEPLOY = Path(__file__).resolve().parent.parent / "pairextract" / "deploy"
 
 
 def _parser() -> argparse.ArgumentParser:
