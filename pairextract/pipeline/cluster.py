@@ -123,7 +123,7 @@ def load_jobqueue_config(path: str | os.PathLike[str]) -> dict[str, Any]:
     ClusterConfigError
         If the file is missing, not YAML, or not a mapping.
     """
-    p = Path(path)
+    p = Path(path).expanduser()
     try:
         text = p.read_text()
     except OSError as exc:
