@@ -135,7 +135,8 @@ def test_ctrl_c_on_slurm_exits_130_and_a_clean_rerun_reports_and_logs(
     # The same command again: runs to the end, says where things are, leaves clean logs.
     res = subprocess.run(argv, capture_output=True, text=True, cwd=cwd, env=dev_env(),
                          timeout=400, check=False)
-    print(res.stderr)
+    print(res.stdout, res.stderr, sorted(p.name for p in (out / "logs").iterdir()),
+          sorted(p.name for p in cwd.iterdir()), squeue())
     assert res.returncode == 0, res.stderr
     assert "pairs kept" in res.stdout
     assert re.search(r"scheduler tcp://127\.0\.0\.1:\d+, dashboard http://\S+", res.stderr)

@@ -65,7 +65,7 @@ _CLOSE_TIMEOUT = 30.0
 # Seconds to wait for a scheduler to answer; a wrong address otherwise hangs for 30 s or more.
 DEFAULT_CONNECT_TIMEOUT = 10.0
 # Seconds for retired worker jobs to end by themselves before they are cancelled.
-_JOB_END_TIMEOUT = 15.0
+_JOB_END_TIMEOUT = 30.0
 
 
 class ClusterConfigError(ClusterError, ValueError):
@@ -649,6 +649,9 @@ class _JobReporter:
     def __exit__(self, *exc: object) -> None:
         self.stop.set()
         self.thread.join(timeout=2)
+        if exc[0] is None:  # a short run may end between two polls: report what it had
+            with contextlib.suppress(Exception):
+                self.poll()
 
 
 # --------------------------------------------------------------------------- the entry point
