@@ -160,30 +160,33 @@ def resolve_scheduler(cluster: str | None, scheduler: str | None) -> tuple[str, 
 def quiet_dask_logs(verbose: bool = False, local_workers: bool = True) -> Iterator[None]:
     """Keep Dask's log lines off the terminal unless ``verbose``.
 
-    Here (scheduler, nanny, client) loggers are raised to CRITICAL; with ``local_workers``,
-    the worker processes, which write to the same terminal, inherit
+    Here (scheduler, nanny, client, tornado) loggers are raised to CRITICAL; with
+    ``local_workers``, the worker processes, which write to the same terminal, inherit
     ``DASK_LOGGING__DISTRIBUTED`` through the environment. Batch-job workers are left alone:
-    they keep their full logs in their log files.
+    they keep their full logs in their log files. Left as is after an exception: the event
+    loop may still log about the interrupted work while the command exits.
     """
     if verbose:
         yield
         return
+    import distributed  # noqa: F401  (configures its loggers first, so that ours win)
+
     loggers = [logging.getLogger(name) for name in _NOISY]
+    loggers += [logging.getLogger(name) for name in list(logging.root.manager.loggerDict)
+                if name.startswith(tuple(f"{n}." for n in _NOISY))]
     levels = [lg.level for lg in loggers]
     env_before = os.environ.get("DASK_LOGGING__DISTRIBUTED")
     for lg in loggers:
         lg.setLevel(logging.CRITICAL)
     if local_workers:
         os.environ["DASK_LOGGING__DISTRIBUTED"] = "critical"
-    try:
-        yield
-    finally:
-        for lg, level in zip(loggers, levels, strict=True):
-            lg.setLevel(level)
-        if env_before is None:
-            os.environ.pop("DASK_LOGGING__DISTRIBUTED", None)
-        else:
-            os.environ["DASK_LOGGING__DISTRIBUTED"] = env_before
+    yield  # not restored on an exception (see above)
+    for lg, level in zip(loggers, levels, strict=True):
+        lg.setLevel(level)
+    if env_before is None:
+        os.environ.pop("DASK_LOGGING__DISTRIBUTED", None)
+    else:
+        os.environ["DASK_LOGGING__DISTRIBUTED"] = env_before
 
 
 def _report(text: str) -> None:
