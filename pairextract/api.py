@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -182,14 +183,25 @@ class _Background:
         return self._value
 
 
-def _preloaded_workers() -> Any:
+@contextmanager
+def _preloaded_workers() -> Iterator[None]:
     """Dask config that makes new local workers import the extraction code as they start."""
     import dask.config
 
     # added to any preloads the user configured (DASK_DISTRIBUTED__WORKER__PRELOAD, ...)
     given = list(dask.config.get("distributed.worker.preload", None) or [])
-    return dask.config.set({"distributed.worker.preload": [*given,
-                                                           "pairextract.pipeline.tasks"]})
+    # Only this one key is set and restored, not with dask.config.set: when distributed is not
+    # imported yet, leaving dask.config.set would delete the whole "distributed" section,
+    # including the defaults that importing distributed adds meanwhile, and the next run in
+    # the same process would fail (KeyError 'comm').
+    worker = dask.config.config.setdefault("distributed", {}).setdefault("worker", {})
+    before = worker.get("preload", given)
+    worker["preload"] = [*given, "pairextract.pipeline.tasks"]
+    try:
+        yield
+    finally:
+        dask.config.config.setdefault("distributed", {}).setdefault("worker", {})[
+            "preload"] = before
 
 
 def _check(inputs: TiltPairInputs, params: ExtractionParams,

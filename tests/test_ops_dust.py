@@ -1,7 +1,7 @@
 
 import numpy as np
 
-from pairextract.ops.dust import dust_mask, remove_dust
+from pairextract.ops.dust import _mean_std, dust_mask, remove_dust
 
 
 def slow_reference(image, k):
@@ -116,3 +116,22 @@ def test_overwrite_in_place():
     np.testing.assert_array_equal(img, expect)
     as64 = img.astype(np.float64)
     assert remove_dust(as64, 3.5, overwrite=True) is not as64   # not float32: copies
+
+
+def test_float32_mask_equals_float64_comparison_at_the_thresholds():
+    # The float32 path compares against the nearest float32 bounds; pixels one ulp either
+    # side of mean +- k*std must fall exactly as they do when compared in float64.
+    rng = np.random.default_rng(3)
+    for k in (0.5, 1.0, 2.0, 3.5):
+        img = np.round(rng.standard_normal((61, 67)) * 8).astype(np.float32) / np.float32(8)
+        mu, sigma = _mean_std(img)
+        for edge in (mu - k * sigma, mu + k * sigma):
+            e = np.float32(edge)
+            img[0, :3] = [np.nextafter(e, np.float32(-np.inf)), e,
+                          np.nextafter(e, np.float32(np.inf))]
+        x = img.astype(np.float64)
+        mu, sigma = _mean_std(img)
+        want = (x < mu - k * sigma) | (x > mu + k * sigma)
+        np.testing.assert_array_equal(dust_mask(img, k), want)
+        # and the bad pixels are visited in raster order, as np.nonzero gives them
+        np.testing.assert_array_equal(remove_dust(img, k), remove_dust(x, k))

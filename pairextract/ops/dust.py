@@ -33,6 +33,27 @@ def _mean_std(x: NDArray) -> tuple[float, float]:
     return mu, float(np.sqrt(abs(s2 / n - mu * mu)))
 
 
+def _float32_bounds(lo: float, hi: float) -> tuple[np.float32, np.float32]:
+    """Smallest float32 >= ``lo`` and largest float32 <= ``hi``."""
+    lo32 = np.float32(lo)
+    if float(lo32) < lo:
+        lo32 = np.nextafter(lo32, np.float32(np.inf))
+    hi32 = np.float32(hi)
+    if float(hi32) > hi:
+        hi32 = np.nextafter(hi32, np.float32(-np.inf))
+    return lo32, hi32
+
+
+def _nonzero_sparse(mask: NDArray[np.bool_]) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
+    """``np.nonzero`` of a mostly-False 2-D C-contiguous mask, scanning it 8 bytes at a time."""
+    flat = mask.reshape(-1)
+    n8 = flat.size // 8 * 8
+    words = np.flatnonzero(flat[:n8].view(np.uint64))
+    cand = (words[:, None] * 8 + np.arange(8)).reshape(-1)
+    lin = np.concatenate([cand[flat[cand]], n8 + np.flatnonzero(flat[n8:])])
+    return np.divmod(lin, mask.shape[1])
+
+
 def dust_mask(image: ArrayLike, threshold: float) -> NDArray[np.bool_]:
     """Pixels strictly outside ``mean +- threshold * std`` of the whole image.
 
@@ -50,8 +71,19 @@ def dust_mask(image: ArrayLike, threshold: float) -> NDArray[np.bool_]:
     k = float(threshold)
     lo = mu - k * sigma
     hi = mu + k * sigma
-    # Compare in float64 so that the float32 pixels meet the same thresholds as in Xmipp.
     mask = np.empty(x.shape, dtype=bool)
+    if x.dtype == np.float32:
+        # For float32 pixels, ``v < lo`` (compared in float64, as Xmipp does) is exactly
+        # ``v < lo32`` with lo32 the smallest float32 >= lo (and likewise for hi): the
+        # same mask without a float64 copy of the micrograph.
+        lo32, hi32 = _float32_bounds(lo, hi)
+        for r in range(0, x.shape[0], _ROWS_PER_BLOCK):
+            b = x[r:r + _ROWS_PER_BLOCK]
+            out = mask[r:r + _ROWS_PER_BLOCK]
+            np.less(b, lo32, out=out)
+            out |= b > hi32
+        return mask
+    # Compare in float64 so that the pixels meet the same thresholds as in Xmipp.
     for r in range(0, x.shape[0], _ROWS_PER_BLOCK):
         b = x[r:r + _ROWS_PER_BLOCK].astype(np.float64)
         np.logical_or(b < lo, b > hi, out=mask[r:r + _ROWS_PER_BLOCK])
@@ -147,7 +179,7 @@ def remove_dust(image: ArrayLike, threshold: float, overwrite: bool = False
     own = (overwrite and isinstance(image, np.ndarray) and x.dtype == np.float32
            and x.flags.c_contiguous and x.flags.writeable)
     out = x if own else x.astype(np.float32, copy=True)
-    rows, cols = np.nonzero(bad_mask)
+    rows, cols = _nonzero_sparse(bad_mask)
     del bad_mask
     if rows.size == 0:
         return out

@@ -243,8 +243,23 @@ def part_path(out: Path, job: MicrographJob) -> Path:
 
 
 def write_part(out: Path, job: MicrographJob, columns: dict[str, np.ndarray]) -> None:
-    """Write one job's table after its shards; it marks the job done (resume)."""
-    write_table(part_path(out, job), pd.DataFrame(columns))
+    """Write one job's table after its shards; it marks the job done (resume).
+
+    Written with pyarrow directly (atomically, like :func:`write_table`): building a
+    DataFrame for it cost ~2 ms per micrograph, which adds up over thousands of small ones.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table({name: pa.array(v, type=pa.string()) if v.dtype == object else v
+                      for name, v in columns.items()})
+    path = part_path(out, job)
+    tmp = _tmp(path)
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def read_parts(out: Path, jobs: list[MicrographJob]) -> list[pd.DataFrame]:
