@@ -12,6 +12,7 @@ micrograph) read; with ``--relion-bin``/``--xmipp-bin`` the same workloads are t
 
     python3 benchmarks/bench_cli.py --workload B1 B24 B8k Bmany --workers 1 2 --repeat 3
     python3 benchmarks/bench_cli.py --workload B1 --tree /work/main --tree .   # before/after
+    python3 benchmarks/bench_cli.py --workload B1 B24 --workers 2 --phase-flip   # cost of the flip
 
 ``--tree DIR`` runs the CLI of the checkout DIR (``PYTHONPATH=DIR``); several trees are run
 interleaved, which is the fair way to compare on a busy machine. ``--help-time`` also times
@@ -84,6 +85,23 @@ def make_workload(name: str, data: Path) -> Path:
                                 "x_t", "y_t"]).to_csv(folder / "pairs.tmp", index=False)
     os.replace(folder / "pairs.tmp", done)
     return folder
+
+
+def make_ctf(folder: Path) -> Path:
+    """Write (once) a RELION micrographs STAR with one CTF per micrograph (for --phase-flip)."""
+    path = folder / "ctf.star"
+    if not path.exists():
+        from pairextract.ctf import CTF
+        from pairextract.io.relion import write_relion_ctf
+
+        mics = sorted(str(p) for p in (folder / "mics").glob("*.mrc"))
+        ctfs = [CTF(defocus_u=15000.0 + 37.0 * k, defocus_v=14200.0 + 23.0 * k,
+                    defocus_angle=30.0, voltage=300.0, cs=2.7, amplitude_contrast=0.1)
+                for k in range(len(mics))]
+        tmp = folder / "ctf.star.tmp"
+        write_relion_ctf(tmp, mics, ctfs, pixel_size=1.5)
+        os.replace(tmp, path)
+    return path
 
 
 def _write_star(path: Path, block: str, df: object) -> None:
@@ -270,6 +288,8 @@ def main() -> None:
     ap.add_argument("--tree", type=Path, action="append",
                     help="checkout whose CLI to run (PYTHONPATH); repeat to interleave trees")
     ap.add_argument("--float16", action="store_true")
+    ap.add_argument("--phase-flip", action="store_true",
+                    help="phase flip too (the CTFs are generated once, in ctf.star)")
     ap.add_argument("--relion-bin", help="relion_preprocess to time on the same inputs")
     ap.add_argument("--xmipp-bin", help="folder of Xmipp's programs to time on the same inputs")
     ap.add_argument("--help-time", action="store_true", help="time --help and --version too")
@@ -298,6 +318,10 @@ def main() -> None:
         print(f"{name}: {2 * n_pairs} x {size}^2, {2 * n_pairs * per_mic} particles, box {box}"
               f" (inputs ready in {time.perf_counter() - t:.1f} s: {folder})", flush=True)
         _warm_page_cache(folder)
+        flip: list[str] = []
+        if args.phase_flip:
+            ctf = str(make_ctf(folder))
+            flip = ["--phase-flip", "--ctf-untilted", ctf, "--ctf-tilted", ctf]
         results: dict[str, list[Measure]] = {}
         for _ in range(args.repeat):
             for workers in args.workers:
@@ -307,8 +331,8 @@ def main() -> None:
                     shutil.rmtree(scratch, ignore_errors=True)
                     scratch.mkdir(parents=True)
                     os.sync()  # dirty pages of the previous run would throttle this one
-                    m = run_measured(_extract_cmd(base, folder, out, name, workers, extra), env,
-                                     args.data / "last.log")
+                    cmd = _extract_cmd(base, folder, out, name, workers, extra + flip)
+                    m = run_measured(cmd, env, args.data / "last.log")
                     label = f"pairextract {workers} worker(s)" + (f" [{tree}]" if tree else "")
                     results.setdefault(label, []).append(m)
             for ranks, label in ((1, "relion_preprocess"), (2, "relion_preprocess MPI 2")):

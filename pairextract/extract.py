@@ -9,6 +9,7 @@ the cut: each box is cut with padding, flipped with its own defocus and cropped
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,6 +23,7 @@ from pairextract.ops import (
     downsampled_shape,
     flip_boxes,
     fourier_downsample,
+    inside_micrograph,
     invert_contrast,
     normalize_stack,
     output_sampling,
@@ -47,7 +49,8 @@ class MicrographExtraction:
     Attributes
     ----------
     stack
-        ``(n, B, B)`` float32; rows of skipped coordinates are all zero.
+        ``(n, B, B)`` float32; rows of skipped coordinates are all zero. Empty ``(0, B, B)``
+        when the boxes went to a ``sink`` instead.
     status
         ``(n,)`` str: :data:`STATUS_OK` or :data:`STATUS_OUTSIDE`.
     xy
@@ -105,7 +108,9 @@ def _check_inputs(image: ArrayLike, coords: ArrayLike) -> tuple[NDArray, NDArray
 def extract_micrograph(image: ArrayLike, coords: ArrayLike, params: ExtractionParams,
                        ctf: CTF | None = None, pixel_size: float | None = None,
                        coord_pixel_size: float | None = None,
-                       consume_image: bool = False) -> MicrographExtraction:
+                       consume_image: bool = False,
+                       sink: Callable[[NDArray[np.float32]], None] | None = None
+                       ) -> MicrographExtraction:
     """Extract the boxes of one micrograph as Xmipp's pair protocol does for one view.
 
     Parameters
@@ -130,6 +135,10 @@ def extract_micrograph(image: ArrayLike, coords: ArrayLike, params: ExtractionPa
         Allow dust removal and phase flipping to work in place on ``image`` when it is a
         writeable float32 array (saves one micrograph of memory; ``image`` is then garbage).
         Intermediates made here are always reused in place.
+    sink
+        If given, receives the finished boxes in row order, a few at a time (blocks of
+        ``(k, B, B)`` float32), instead of the whole stack being returned: boxes are then cut
+        as they are normalized, and the stack of the micrograph is never held whole.
 
     Returns
     -------
@@ -192,6 +201,10 @@ def extract_micrograph(image: ArrayLike, coords: ArrayLike, params: ExtractionPa
                                   ctf.defocus_v + offset, ctf.defocus_angle, ctf.voltage,
                                   ctf.cs, ctf.amplitude_contrast, ctf.phase_shift,
                                   fill_borders=params.fill_borders)
+    elif sink is not None:
+        stack = None  # cut below, chunk by chunk
+        valid = (np.ones(n, dtype=bool) if params.fill_borders
+                 else inside_micrograph(xy, box, work.shape))
     else:
         stack, valid = cut_boxes(work, xy, box, fill_borders=params.fill_borders)
     local_average = np.full(n, np.nan)
@@ -204,15 +217,32 @@ def extract_micrograph(image: ArrayLike, coords: ArrayLike, params: ExtractionPa
     # but they are dropped anyway). Invert and normalize in chunks of valid boxes: one
     # read and one write of the stack, and no whole-stack copy from fancy indexing.
     chunk = max(1, _CHUNK_ELEMENTS // (box * box))
+    sent = 0  # rows handed to the sink so far
     for k in range(0, idx.size, chunk):
         sel = idx[k:k + chunk]
-        part = stack[sel]
+        # the same boxes, cut now or taken from the whole stack, in the same chunks
+        part = stack[sel] if stack is not None else cut_boxes(
+            work, xy[sel], box, fill_borders=params.fill_borders)[0]
         local_average[sel] = part.reshape(len(sel), -1).mean(axis=1, dtype=np.float64)
         if params.invert:
             part[...] = invert_contrast(part, dmin, dmax)
         if params.normalize is not None:
             normalize_stack(part, params.normalize, params.radius, out=part)
-        stack[sel] = part
+        if stack is not None:
+            stack[sel] = part
+        else:
+            assert sink is not None
+            block = np.zeros((int(sel[-1]) + 1 - sent, box, box), dtype=np.float32)
+            block[sel - sent] = part
+            sink(block)
+            sent = int(sel[-1]) + 1
+    if sink is not None:
+        # the rest: skipped rows (zeros), or a stack cut whole (tilt-aware flip)
+        for k in range(sent, n, chunk):
+            sink(stack[k:k + chunk] if stack is not None
+                 else np.zeros((min(chunk, n - k), box, box), dtype=np.float32))
+        stack = np.empty((0, box, box), dtype=np.float32)
+    assert stack is not None
     status = np.where(valid, STATUS_OK, STATUS_OUTSIDE)
     return MicrographExtraction(stack=stack, status=status, xy=xy, sampling=sampling,
                                 phase_flipped=flip, local_average=local_average,

@@ -293,3 +293,33 @@ def test_dust_threshold_as_xmipp_parses_it():
     assert res.stack[0][10, 10] != img[10, 10]
     window = np.delete(img[8:13, 8:13].ravel(), 12)
     assert res.stack[0][10, 10] == pytest.approx(np.median(window), abs=1e-6)
+
+
+@pytest.mark.parametrize("case", ["outside", "fill_borders", "flip", "tilt_flip"])
+def test_sink_gets_the_same_rows_as_the_whole_stack(case):
+    # The task streams boxes to its shard file; the rows must be those of the whole stack,
+    # skipped ones (zeros) included, in order.
+    img = synthetic_micrograph()
+    # more boxes than one chunk of the normalization (128 of 64^2), some outside
+    coords = np.tile(np.concatenate([CENTRES, [[5, 5], [398, 200]], CENTRES[::-1]]), (20, 1))
+    ctf = None
+    kw: dict = {"invert": True, "normalize": "Ramp"}
+    if case == "fill_borders":
+        kw["fill_borders"] = True
+    if case in ("flip", "tilt_flip"):
+        kw["phase_flip"] = True
+        tilt = 30.0 if case == "tilt_flip" else None
+        ctf = CTF(15000.0, 13000.0, 30.0, 300.0, 2.7, 0.1, specimen_tilt=tilt,
+                  specimen_tilt_axis=None if tilt is None else 80.0)
+    if case == "tilt_flip":
+        kw["tilt_defocus"] = "ctf"
+    params = ExtractionParams(BOX, **kw)
+    whole = extract_micrograph(img, coords, params, ctf=ctf, pixel_size=1.0)
+    blocks: list[np.ndarray] = []
+    streamed = extract_micrograph(img, coords, params, ctf=ctf, pixel_size=1.0,
+                                  sink=blocks.append)
+    assert streamed.stack.shape == (0, BOX, BOX)
+    assert max(len(b) for b in blocks) < len(coords)  # never the whole stack at once
+    np.testing.assert_array_equal(np.concatenate(blocks), whole.stack)
+    np.testing.assert_array_equal(streamed.status, whole.status)
+    np.testing.assert_array_equal(streamed.local_average, whole.local_average)

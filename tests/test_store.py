@@ -145,3 +145,33 @@ def test_plan_of_a_table_without_rows_has_no_jobs(small_dataset):  # type: ignor
     assert make_jobs(empty, {}) == []
     jobs = make_jobs(inputs, {})
     assert sum(j.n for j in jobs) == 2 * len(inputs.coordinate_pairs)
+
+
+def test_shard_writer_splits_rows_over_shards_and_checks_them(tmp_path):  # type: ignore[no-untyped-def]
+    # A job larger than one shard: rows given in uneven blocks land in the right files, each
+    # complete; a job left short raises and leaves no half-written shard behind.
+    import zarr
+
+    from pairextract.pipeline.plan import MicrographJob
+    from pairextract.pipeline.store import shard_path, shard_writer
+
+    box, shard, n = 4, 4, 10
+    job = MicrographJob(view="untilted", mic_pair_id=1, micrograph="m.mrc",
+                        pair_ids=np.arange(n), coords=np.zeros((n, 2)), pixel_size=None,
+                        coord_pixel_size=None, ctf=None, slot_start=0, digest="d")
+    stack = np.arange(n * box * box, dtype=np.float32).reshape(n, box, box)
+    with shard_writer(tmp_path, job, shard, "float32") as write:
+        for a, b in ((0, 3), (3, 9), (9, 10)):
+            write(stack[a:b])
+    arr = zarr.create_array(str(tmp_path / "z"), shape=(n, box, box), dtype="float32",
+                            chunks=(1, box, box), shards=(shard, box, box), compressors=None)
+    for k in range(3):
+        target = tmp_path / "z" / "c" / str(k) / "0" / "0"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(shard_path(tmp_path, "untilted", k).read_bytes())
+    np.testing.assert_array_equal(arr[:], stack)
+
+    with pytest.raises(ValueError, match="never written"):
+        with shard_writer(tmp_path / "short", job, shard, "float32") as write:
+            write(stack[:6])
+    assert not [p for p in (tmp_path / "short").rglob("*") if p.is_file() and ".tmp" in p.name]

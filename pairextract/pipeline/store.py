@@ -25,10 +25,10 @@ import json
 import os
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import pandas as pd
@@ -190,39 +190,100 @@ def _job_shards(job: MicrographJob, shard: int) -> Iterator[tuple[int, int, int]
         yield (job.slot_start + k) // shard, k, min(shard, job.n - k)
 
 
-def write_shards(out: Path, job: MicrographJob, stack: np.ndarray, shard: int,
-                 dtype: str) -> None:
-    """Write a job's particles as whole shard files, each atomically (temp file + rename).
+class ShardWriter:
+    """Writes a job's particles, in row order and in blocks, as whole shard files.
 
     The job owns its shards (its slots start on a shard boundary), so no other writer ever
-    touches them, and a shard on disk is always complete. The layout is zarr v3's
+    touches them, and each shard on disk is always complete: it is written to a temporary
+    file and renamed once its rows, index and checksum are all there. The layout is zarr v3's
     ``sharding_indexed`` codec: inner chunks of one particle, back to back, then the index
     of (offset, length) pairs and its CRC32C.
     """
-    import google_crc32c
 
-    box = int(stack.shape[-1])
-    item = np.dtype(dtype).newbyteorder("<")
-    nbytes = box * box * item.itemsize
-    for index, first, rows in _job_shards(job, shard):
-        table = np.full((shard, 2), _EMPTY, dtype="<u8")
-        table[:rows, 0] = np.arange(rows, dtype=np.uint64) * np.uint64(nbytes)
-        table[:rows, 1] = nbytes
-        path = shard_path(out, job.view, index)
+    def __init__(self, out: Path, job: MicrographJob, shard: int, dtype: str) -> None:
+        self.out, self.job, self.shard = out, job, shard
+        self.item = np.dtype(dtype).newbyteorder("<")
+        self.todo = list(_job_shards(job, shard))
+        self.file: BinaryIO | None = None
+        self.tmp: Path | None = None
+        self.left = 0  # rows still to write to the open shard
+        self.nbytes = 0
+
+    def _open(self, box: int) -> None:
+        index, _, rows = self.todo[0]
+        path = shard_path(self.out, self.job.view, index)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = _tmp(path)
-        try:
-            with open(tmp, "wb") as f:
-                # in blocks: a float16 cast never copies the whole stack
-                for k in range(first, first + rows, 64):
-                    block = stack[k:min(k + 64, first + rows)]
-                    f.write(np.ascontiguousarray(block, dtype=item).data)
-                index_bytes = table.tobytes()
-                f.write(index_bytes)
-                f.write(np.uint32(google_crc32c.value(index_bytes)).astype("<u4").tobytes())
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        self.tmp = _tmp(path)
+        self.file = open(self.tmp, "wb")
+        self.left = rows
+        self.nbytes = box * box * self.item.itemsize
+
+    def _finish(self) -> None:
+        import google_crc32c
+
+        assert self.file is not None and self.tmp is not None
+        index, _, rows = self.todo.pop(0)
+        table = np.full((self.shard, 2), _EMPTY, dtype="<u8")
+        table[:rows, 0] = np.arange(rows, dtype=np.uint64) * np.uint64(self.nbytes)
+        table[:rows, 1] = self.nbytes
+        index_bytes = table.tobytes()
+        self.file.write(index_bytes)
+        self.file.write(np.uint32(google_crc32c.value(index_bytes)).astype("<u4").tobytes())
+        self.file.close()
+        self.file = None
+        os.replace(self.tmp, shard_path(self.out, self.job.view, index))
+        self.tmp = None
+
+    def write(self, block: np.ndarray) -> None:
+        """Append the next rows ``(k, B, B)`` (cast to the store's dtype as they are written)."""
+        k = 0
+        while k < len(block):
+            if self.file is None:
+                if not self.todo:
+                    raise ValueError(f"more rows than the {self.job.n} of {self.job.name}")
+                self._open(int(block.shape[-1]))
+            assert self.file is not None
+            take = min(self.left, len(block) - k)
+            self.file.write(np.ascontiguousarray(block[k:k + take], dtype=self.item).data)
+            self.left -= take
+            k += take
+            if self.left == 0:
+                self._finish()
+
+    def close(self) -> None:
+        """Check that every row was written; drop a shard left half written."""
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+        if self.tmp is not None:
+            self.tmp.unlink(missing_ok=True)
+            self.tmp = None
+        if self.todo:
+            raise ValueError(f"{self.job.name}: {sum(r for _, _, r in self.todo)} rows were "
+                             "never written")
+
+
+@contextmanager
+def shard_writer(out: Path, job: MicrographJob, shard: int, dtype: str
+                 ) -> Iterator[Callable[[np.ndarray], None]]:
+    """A :class:`ShardWriter`'s ``write``; on leaving, every row must have been written."""
+    writer = ShardWriter(out, job, shard, dtype)
+    try:
+        yield writer.write
+    except BaseException:
+        writer.todo = []  # failed: just remove the unfinished shard
+        writer.close()
+        raise
+    writer.close()
+
+
+def write_shards(out: Path, job: MicrographJob, stack: np.ndarray, shard: int,
+                 dtype: str) -> None:
+    """Write a job's whole stack as its shard files (see :class:`ShardWriter`)."""
+    with shard_writer(out, job, shard, dtype) as write:
+        # in blocks: a float16 cast never copies the whole stack
+        for k in range(0, len(stack), 64):
+            write(stack[k:k + 64])
 
 
 def shards_ok(out: Path, job: MicrographJob, shard: int, box: int, itemsize: int) -> bool:

@@ -14,7 +14,7 @@ from pairextract.extract import extract_micrograph
 from pairextract.io.micrograph import MicrographInfo, pixels
 from pairextract.params import ExtractionParams
 from pairextract.pipeline.plan import MicrographJob
-from pairextract.pipeline.store import write_part, write_shards
+from pairextract.pipeline.store import shard_writer, write_part
 
 CTF_COLUMNS = ("defocus_u", "defocus_v", "defocus_angle", "voltage", "cs",
                "amplitude_contrast", "phase_shift")
@@ -126,18 +126,20 @@ def run_job(info: MicrographInfo, job: MicrographJob, out: str, params: Extracti
         raise MicrographError(f"{job.view} micrograph {job.micrograph} has {bad} NaN or "
                               "infinite pixels", job.micrograph, job.view)
     try:
-        res = extract_micrograph(image, job.coords, params, ctf=job.ctf,
-                                 pixel_size=job.pixel_size,
-                                 coord_pixel_size=job.coord_pixel_size, consume_image=True)
-    except ValueError as exc:  # what this micrograph's pixels or metadata do not allow
-        raise MicrographError(f"{job.view} micrograph {job.micrograph}: {exc}",
-                              job.micrograph, job.view) from None
-    del image
-    t1 = time.perf_counter()
-    columns = particle_columns(job, res.status, res.xy, res.phase_flipped, res.local_average,
-                               defocus_offset=res.defocus_offset)
-    try:
-        write_shards(Path(out), job, res.stack, shard, dtype)
+        # The boxes go to the shard file as they are finished: the stack is never whole.
+        with shard_writer(Path(out), job, shard, dtype) as write:
+            try:
+                res = extract_micrograph(image, job.coords, params, ctf=job.ctf,
+                                         pixel_size=job.pixel_size,
+                                         coord_pixel_size=job.coord_pixel_size,
+                                         consume_image=True, sink=write)
+            except ValueError as exc:  # what this micrograph's pixels or metadata do not allow
+                raise MicrographError(f"{job.view} micrograph {job.micrograph}: {exc}",
+                                      job.micrograph, job.view) from None
+            del image
+        t1 = time.perf_counter()
+        columns = particle_columns(job, res.status, res.xy, res.phase_flipped,
+                                   res.local_average, defocus_offset=res.defocus_offset)
         write_part(Path(out), job, columns)
     except OSError as exc:  # disk full, read-only, I/O error: the run fails, not the micrograph
         raise output_io_error(exc, f"the particles of {job.view} micrograph {job.micrograph}",
