@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 import scipy.fft
+from _formulas import ctf_by_formula, downsample_by_formula, flip_by_formula
 
 from pairextract import CTF, ExtractionParams
 from pairextract.extract import STATUS_OK, STATUS_OUTSIDE, extract_micrograph
@@ -215,49 +216,13 @@ EDGE_CTF = CTF(defocus_u=26346.3, defocus_v=26201.8, defocus_angle=131.7, voltag
                cs=2.7, amplitude_contrast=0.1)
 
 
-def _ctf_by_formula(h: int, w: int, tm: float, ctf: CTF) -> np.ndarray:
-    """The reference's CTF (section 7.2) on Xmipp's half-plane grid."""
-    ky = np.arange(h)
-    ky = np.where(ky <= h // 2, ky, ky - h)  # row H/2 is +0.5/Tm
-    fy = (ky / (h * tm))[:, None]
-    fx = (np.arange(w // 2 + 1) / (w * tm))[None, :]
-    u2 = fx ** 2 + fy ** 2
-    theta = np.arctan2(fy, fx)
-    v = ctf.voltage * 1e3
-    lam = 12.2643247 / np.sqrt(v * (1 + 0.978466e-6 * v))
-    alpha = np.radians(ctf.defocus_angle)
-    df = (-(ctf.defocus_u + ctf.defocus_v) / 2
-          - (ctf.defocus_u - ctf.defocus_v) / 2 * np.cos(2 * (theta - alpha)))
-    df = np.where(u2 == 0, 0.0, df)
-    chi = np.pi * lam * df * u2 + np.pi / 2 * ctf.cs * 1e7 * lam ** 3 * u2 ** 2
-    q0 = ctf.amplitude_contrast
-    return -(np.sqrt(1 - q0 ** 2) * np.sin(chi) - q0 * np.cos(chi))
-
-
-def _flip_by_formula(img: np.ndarray, tm: float, ctf: CTF) -> np.ndarray:
-    """The reference's phase flip, written out with numpy's FFT."""
-    h, w = img.shape
-    spec = np.fft.rfft2(img.astype(np.float64))
-    spec[_ctf_by_formula(h, w, tm, ctf) < 0] *= -1
-    return np.fft.irfft2(spec, s=(h, w)).astype(np.float32)
-
-
-def _downsample_by_formula(img: np.ndarray, h2: int, w2: int) -> np.ndarray:
-    h, w = img.shape
-    spec = np.fft.rfft2(img.astype(np.float64))
-    keep = h2 // 2 + 1
-    rows = np.r_[0:keep, h - h2 + keep:h]
-    out = np.fft.irfft2(spec[rows][:, :w2 // 2 + 1], s=(h2, w2)) * (h2 * w2) / (h * w)
-    return out.astype(np.float32)
-
-
 @pytest.mark.parametrize("downsample", [1.0, 2.0])
 def test_phase_flip_samples_at_the_c_float_of_the_sampling(downsample):
     """The flip uses --sampling as Xmipp parses it: a double 1.7 flips coefficient (17, 32)
     the other way, and the particle differs from the independent computation."""
     tm_xmipp = float(np.float32(float(f"{1.7:f}")))
-    at_double = _ctf_by_formula(64, 64, 1.7, EDGE_CTF)
-    at_xmipp = _ctf_by_formula(64, 64, tm_xmipp, EDGE_CTF)
+    at_double = ctf_by_formula(64, 64, 1.7, EDGE_CTF)
+    at_xmipp = ctf_by_formula(64, 64, tm_xmipp, EDGE_CTF)
     assert np.flatnonzero((at_double < 0) != (at_xmipp < 0)).tolist() == [17 * 33 + 32]
     n = int(64 * downsample)
     img = np.random.default_rng(5).normal(size=(n, n)).astype(np.float32)
@@ -267,9 +232,9 @@ def test_phase_flip_samples_at_the_c_float_of_the_sampling(downsample):
                              pixel_size=1.7 / downsample)
     assert res.status.tolist() == [STATUS_OK] and res.phase_flipped
     assert res.sampling == pytest.approx(1.7)
-    small = img if downsample == 1.0 else _downsample_by_formula(img, 64, 64)
-    expect = _flip_by_formula(small, tm_xmipp, EDGE_CTF)
-    double = _flip_by_formula(small, 1.7, EDGE_CTF)
+    small = img if downsample == 1.0 else downsample_by_formula(img, 64, 64)
+    expect = flip_by_formula(small, tm_xmipp, EDGE_CTF)
+    double = flip_by_formula(small, 1.7, EDGE_CTF)
     np.testing.assert_allclose(res.stack[0], expect, atol=2e-5)
     assert np.abs(res.stack[0] - double).max() > 1e-3
 

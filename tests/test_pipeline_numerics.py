@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import starfile
+from _formulas import ctf_by_formula, downsample_by_formula, flip_by_formula
 
 from pairextract import api
 from pairextract.ctf import CTF
@@ -137,41 +138,10 @@ def test_float16_output_end_to_end(client, tmp_path):  # type: ignore[no-untyped
 # ----------------------------------------------------------- phase flip against the formulas
 
 
-def _ctf_by_formula(h: int, w: int, tm: float, ctf: CTF) -> np.ndarray:
-    """The reference's CTF (section 7.2): Xmipp's grid (row H/2 at +0.5), atan2 angle."""
-    ky = np.arange(h)
-    ky = np.where(ky <= h // 2, ky, ky - h)
-    fy = (ky / (h * tm))[:, None]
-    fx = (np.arange(w // 2 + 1) / (w * tm))[None, :]
-    u2 = fx ** 2 + fy ** 2
-    theta = np.arctan2(fy, fx)
-    v = ctf.voltage * 1e3
-    lam = 12.2643247 / np.sqrt(v * (1 + 0.978466e-6 * v))
-    alpha = np.radians(ctf.defocus_angle)
-    df = (-(ctf.defocus_u + ctf.defocus_v) / 2
-          - (ctf.defocus_u - ctf.defocus_v) / 2 * np.cos(2 * (theta - alpha)))
-    df = np.where(u2 == 0, 0.0, df)
-    chi = np.pi * lam * df * u2 + np.pi / 2 * ctf.cs * 1e7 * lam ** 3 * u2 ** 2
-    q0 = ctf.amplitude_contrast
-    return -(np.sqrt(1 - q0 ** 2) * np.sin(chi) - q0 * np.cos(chi))
-
-
-def _downsample_by_formula(img: np.ndarray, h2: int, w2: int) -> np.ndarray:
-    h, w = img.shape
-    spec = np.fft.rfft2(img.astype(np.float64))
-    keep = h2 // 2 + 1
-    rows = np.r_[0:keep, h - h2 + keep:h]
-    out = np.fft.irfft2(spec[rows][:, :w2 // 2 + 1], s=(h2, w2)) * (h2 * w2) / (h * w)
-    return out.astype(np.float32)
-
-
 def _flip_and_cut(img: np.ndarray, sampling: float, ctf: CTF, x: int, y: int, box: int
                   ) -> np.ndarray:
-    h, w = img.shape
     tm = float(np.float32(float(f"{sampling:f}")))  # --sampling %f, parsed into a C float
-    spec = np.fft.rfft2(img.astype(np.float64))
-    spec[_ctf_by_formula(h, w, tm, ctf) < 0] *= -1
-    flipped = np.fft.irfft2(spec, s=(h, w)).astype(np.float32)
+    flipped = flip_by_formula(img, tm, ctf)
     r0, c0 = y - box // 2, x - box // 2
     return flipped[r0:r0 + box, c0:c0 + box]
 
@@ -191,7 +161,7 @@ def test_phase_flip_through_the_pipeline_matches_the_formulas(client, tmp_path, 
     assert ds.attrs["phase_flipped_u"] and ds.attrs["phase_flipped_t"]
     assert ds.pair_id.values.tolist() == [1, 2]
     for view, img, ctf, col in (("untilted", images[0], CTF_U, 0), ("tilted", images[1], CTF_T, 2)):
-        small = img if downsample == 1.0 else _downsample_by_formula(img, 64, 64)
+        small = img if downsample == 1.0 else downsample_by_formula(img, 64, 64)
         for k, row in enumerate(xy):
             x, y = int(row[col] / downsample), int(row[col + 1] / downsample)
             expect = _flip_and_cut(small, 1.7, ctf, x, y, 32)
@@ -199,10 +169,10 @@ def test_phase_flip_through_the_pipeline_matches_the_formulas(client, tmp_path, 
             unflipped = small[y - 16:y + 16, x - 16:x + 16]
             assert np.abs(ds[view].values[k] - unflipped).max() > 0.1
     # The double-precision sampling gives a measurably different untilted particle.
-    small = images[0] if downsample == 1.0 else _downsample_by_formula(images[0], 64, 64)
+    small = images[0] if downsample == 1.0 else downsample_by_formula(images[0], 64, 64)
     h, w = small.shape
     spec = np.fft.rfft2(small.astype(np.float64))
-    spec[_ctf_by_formula(h, w, 1.7, CTF_U) < 0] *= -1
+    spec[ctf_by_formula(h, w, 1.7, CTF_U) < 0] *= -1
     double = np.fft.irfft2(spec, s=(h, w)).astype(np.float32)[16:48, 16:48]
     assert np.abs(ds.untilted.values[0] - double).max() > 1e-3
 
