@@ -277,15 +277,6 @@ def shard_writer(out: Path, job: MicrographJob, shard: int, dtype: str
     writer.close()
 
 
-def write_shards(out: Path, job: MicrographJob, stack: np.ndarray, shard: int,
-                 dtype: str) -> None:
-    """Write a job's whole stack as its shard files (see :class:`ShardWriter`)."""
-    with shard_writer(out, job, shard, dtype) as write:
-        # in blocks: a float16 cast never copies the whole stack
-        for k in range(0, len(stack), 64):
-            write(stack[k:k + 64])
-
-
 def shards_ok(out: Path, job: MicrographJob, shard: int, box: int, itemsize: int) -> bool:
     """Whether every shard file of the job is there with the size its rows give."""
     for index, _, rows in _job_shards(job, shard):
