@@ -49,7 +49,7 @@ def test_one_shard_file_per_micrograph_and_view(run):  # type: ignore[no-untyped
     for view in ("untilted", "tilted"):
         shards = _shards(out, view)
         assert len(shards) == n_pairs
-    parts = list((out / "_work").glob("*.parquet"))
+    parts = list((out / "_work").glob("*.arrow"))
     # particle files and resume tables: 4 per micrograph pair, whatever the particle count
     assert len(shards) * 2 + len(parts) == 4 * n_pairs
     arr = zarr.open_array(str(out / "pairs.zarr" / "untilted" / "images"), mode="r")

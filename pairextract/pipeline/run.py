@@ -30,7 +30,7 @@ from pairextract.params import ExtractionParams
 from pairextract.pipeline import outdir, store
 from pairextract.pipeline.pairindex import build_pair_index
 from pairextract.pipeline.plan import VIEWS, MicrographJob, make_jobs, shard_rows
-from pairextract.pipeline.tasks import particle_columns, particle_table, run_job
+from pairextract.pipeline.tasks import JobRows, particle_columns, run_job
 
 FORMAT_VERSION = 1
 
@@ -395,33 +395,19 @@ def _run_token(params: ExtractionParams, out: Path) -> str:
 def _view_tables(out: Path, jobs: list[MicrographJob], done: set[str],
                  results: list[dict[str, Any]],
                  failed: dict[str, str]) -> dict[str, pd.DataFrame]:
-    """Each view's particle table, joined column by column: the columns this run's tasks
-    returned, the part tables of jobs finished by an earlier run (the only files read
-    back), error rows for failed ones."""
-    fresh = {r["name"]: r["columns"] for r in results}
+    """Each view's particle table, from what this run's tasks returned, the part files of jobs
+    finished by an earlier run (the only files read back) and error rows for failed ones."""
+    fresh = {r["name"]: r["rows"] for r in results}
     earlier_jobs = [j for j in jobs if j.name in done]
-    journal = dict(zip((j.part_name for j in earlier_jobs), store.read_parts(out, earlier_jobs),
+    journal = dict(zip((j.name for j in earlier_jobs), store.read_parts(out, earlier_jobs),
                        strict=True))
     tables: dict[str, pd.DataFrame] = {}
     for view in VIEWS:
-        parts: list[dict[str, np.ndarray]] = []
-        for job in (j for j in jobs if j.view == view):
-            if job.name in failed:
-                status = np.array(["error"] * job.n)
-                parts.append(particle_columns(job, status, np.full((job.n, 2), -1, np.int64),
-                                              False, error=failed[job.name]))
-            elif job.name in fresh:
-                parts.append(fresh[job.name])
-            else:
-                earlier = journal[job.part_name]
-                parts.append({c: earlier[c].to_numpy() for c in earlier.columns})
-        if not parts:
-            tables[view] = particle_table(
-                MicrographJob(view, 0, "", np.zeros(0, np.int64), np.zeros((0, 2)), None, None,
-                              None),
-                np.zeros(0, dtype=str), np.zeros((0, 2), np.int64), False)
-            continue
-        cols = {c: np.concatenate([p[c] for p in parts]) for c in parts[0]}
+        view_jobs = [j for j in jobs if j.view == view]
+        rows = [JobRows.failed(j.n, failed[j.name]) if j.name in failed
+                else fresh[j.name] if j.name in fresh
+                else JobRows.from_arrays(journal[j.name]) for j in view_jobs]
+        cols = particle_columns(view_jobs, rows)
         order = np.argsort(cols["slot"], kind="stable")
         tables[view] = pd.DataFrame({c: v[order] for c, v in cols.items()})
     return tables

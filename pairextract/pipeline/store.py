@@ -289,34 +289,42 @@ def shards_ok(out: Path, job: MicrographJob, shard: int, box: int, itemsize: int
     return True
 
 
+PART_SUFFIX = ".arrow"
+
+
 def part_path(out: Path, job: MicrographJob) -> Path:
-    """The job's part table; named with the job's digest, so a stale part is never reused."""
-    return out / WORK / f"{job.part_name}.parquet"
+    """The job's part file; named with the job's digest, so a stale part is never reused."""
+    return out / WORK / f"{job.part_name}{PART_SUFFIX}"
 
 
 def write_part(out: Path, job: MicrographJob, columns: dict[str, np.ndarray]) -> None:
-    """Write one job's table after its shards; it marks the job done (resume).
+    """Write what one job found per row, after its shards; it marks the job done (resume).
 
-    Written with pyarrow directly (atomically, like :func:`write_table`): building a
-    DataFrame for it cost ~2 ms per micrograph, which adds up over thousands of small ones.
+    An uncompressed Arrow IPC file of a few numeric columns, written atomically (temporary
+    file + rename): ~0.1 ms, where a Parquet table of every column cost ~1.3 ms per
+    micrograph, which added up over thousands of small ones.
     """
     import pyarrow as pa
-    import pyarrow.parquet as pq
+    import pyarrow.feather as feather
 
-    table = pa.table({name: pa.array(v, type=pa.string()) if v.dtype == object else v
-                      for name, v in columns.items()})
     path = part_path(out, job)
     tmp = _tmp(path)
     try:
-        pq.write_table(table, tmp)
+        feather.write_feather(pa.table(columns), tmp, compression="uncompressed")
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
 
 
-def read_parts(out: Path, jobs: list[MicrographJob]) -> list[pd.DataFrame]:
-    """The part tables of jobs finished by an earlier run (only these are read back)."""
-    return [pd.read_parquet(part_path(out, j)) for j in jobs]
+def read_parts(out: Path, jobs: list[MicrographJob]) -> list[dict[str, np.ndarray]]:
+    """The part files of jobs finished by an earlier run (only these are read back)."""
+    import pyarrow.feather as feather
+
+    parts = []
+    for j in jobs:
+        table = feather.read_table(part_path(out, j), memory_map=False)
+        parts.append({name: table.column(name).to_numpy() for name in table.column_names})
+    return parts
 
 
 def done_jobs(out: Path, jobs: list[MicrographJob], shard: int, box: int,

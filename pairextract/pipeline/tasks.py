@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,62 +22,122 @@ CTF_COLUMNS = ("defocus_u", "defocus_v", "defocus_angle", "voltage", "cs",
                "amplitude_contrast", "phase_shift")
 
 
-def particle_columns(job: MicrographJob, status: np.ndarray, xy: np.ndarray,
-                     phase_flipped: bool, local_average: np.ndarray | None = None,
-                     error: str = "", defocus_offset: np.ndarray | None = None
-                     ) -> dict[str, np.ndarray]:
-    """One row per coordinate of a job, as columns: where its image is, what happened to it.
+# Row statuses a task can give (codes in its result and part file); "error" rows are made by
+# the client for a micrograph whose task failed.
+STATUSES = ("ok", "outside_border", "error")
+_STATUS_CODE = {name: code for code, name in enumerate(STATUSES)}
 
-    ``defocus_offset`` (Å per particle, from the tilt-aware flip) is added to the CTF's
-    defocus U and V: the table then holds each particle's own defocus. Columns (not a
-    DataFrame) so that the client joins thousands of them with one concatenation per column.
+
+@dataclass(frozen=True)
+class JobRows:
+    """What one task found per coordinate: compact, so it travels and is stored cheaply.
+
+    The columns that are the same for every row of a micrograph (its name, pixel sizes, CTF,
+    ...) are not here: :func:`particle_columns` takes them from the job.
     """
-    n = job.n
 
-    def full(value: Any, dtype: Any = np.float64) -> np.ndarray:
-        return np.full(n, value, dtype=dtype)
+    status: np.ndarray                      # (n,) int8 codes into STATUSES
+    xy: np.ndarray                          # (n, 2) int64 x, y in the cut micrograph
+    phase_flipped: bool
+    local_average: np.ndarray | None = None  # (n,) float64, or None: all NaN
+    # (n,) float64 Å added to the CTF's defocus (NaN: not flipped); None: 0 with a CTF, else NaN
+    defocus_offset: np.ndarray | None = None
+    error: str = ""
 
-    def text(value: str) -> np.ndarray:
-        return np.full(n, value, dtype=object)
+    @classmethod
+    def failed(cls, n: int, error: str) -> JobRows:
+        """Every row of a micrograph whose task failed."""
+        return cls(np.full(n, _STATUS_CODE["error"], np.int8), np.full((n, 2), -1, np.int64),
+                   False, error=error)
 
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """Columns of the job's part file (all of length n)."""
+        n = len(self.status)
+        nan = np.full(n, np.nan)
+        return {"status": self.status, "xi": self.xy[:, 0], "yi": self.xy[:, 1],
+                "phase_flipped": np.full(n, self.phase_flipped),
+                "local_average": nan if self.local_average is None else self.local_average,
+                "defocus_offset": nan if self.defocus_offset is None else self.defocus_offset}
+
+    @classmethod
+    def from_arrays(cls, cols: dict[str, np.ndarray]) -> JobRows:
+        """Inverse of :meth:`to_arrays`."""
+        flipped = np.asarray(cols["phase_flipped"], bool)
+        return cls(np.asarray(cols["status"], np.int8),
+                   np.column_stack([cols["xi"], cols["yi"]]).astype(np.int64),
+                   bool(flipped[0]) if len(flipped) else False,
+                   np.asarray(cols["local_average"], np.float64),
+                   np.asarray(cols["defocus_offset"], np.float64))
+
+
+def status_codes(status: np.ndarray) -> np.ndarray:
+    """int8 codes of status strings."""
+    return np.array([_STATUS_CODE[str(s)] for s in status], dtype=np.int8)
+
+
+def particle_columns(jobs: Sequence[MicrographJob], rows: Sequence[JobRows]
+                     ) -> dict[str, np.ndarray]:
+    """One row per coordinate of ``jobs`` (in that order), as columns: where its image is, what
+    happened to it.
+
+    Built for all jobs at once (thousands of small micrographs cost one ``np.repeat`` per
+    column, not thousands of small arrays). A ``defocus_offset`` (Å per particle, from the
+    tilt-aware flip) is added to the CTF's defocus U and V: the table then holds each
+    particle's own defocus.
+    """
+    counts = np.array([j.n for j in jobs], dtype=np.int64)
+    total = int(counts.sum())
+
+    def per_job(values: Sequence[Any], dtype: Any = np.float64) -> np.ndarray:
+        return np.repeat(np.asarray(values, dtype=dtype), counts)
+
+    def joined(arrays: Sequence[np.ndarray], dtype: Any = np.float64) -> np.ndarray:
+        return (np.concatenate(arrays).astype(dtype, copy=False) if arrays
+                else np.zeros(0, dtype))
+
+    def nan_or(v: float | None) -> float:
+        return np.nan if v is None else float(v)
+
+    starts = per_job([j.slot_start for j in jobs], np.int64)
+    first = np.repeat(np.cumsum(counts) - counts, counts)
+    status = joined([r.status for r in rows], np.int8)
+    xy = (np.concatenate([r.xy for r in rows]).astype(np.int64, copy=False) if rows
+          else np.zeros((0, 2), np.int64))
     cols: dict[str, np.ndarray] = {
-        "slot": np.arange(job.slot_start, job.slot_start + n, dtype=np.int64),
-        "pair_id": job.pair_ids.astype(np.int64),
-        "mic_pair_id": full(job.mic_pair_id, np.int64),
-        "micrograph": text(job.micrograph),
-        "x": job.coords[:, 0].astype(np.float64),
-        "y": job.coords[:, 1].astype(np.float64),
-        "xi": xy[:, 0].astype(np.int64),
-        "yi": xy[:, 1].astype(np.int64),
-        "status": np.array([str(s) for s in status], dtype=object),
-        "phase_flipped": full(bool(phase_flipped), bool),
-        "local_average": (full(np.nan) if local_average is None
-                          else np.asarray(local_average, np.float64)),
-        "error": text(error),
-        "pixel_size": full(np.nan if job.pixel_size is None else job.pixel_size),
-        "coord_pixel_size": full(np.nan if job.coord_pixel_size is None
-                                 else job.coord_pixel_size),
+        "slot": starts + (np.arange(total, dtype=np.int64) - first),
+        "pair_id": joined([j.pair_ids for j in jobs], np.int64),
+        "mic_pair_id": per_job([j.mic_pair_id for j in jobs], np.int64),
+        "micrograph": per_job([j.micrograph for j in jobs], object),
+        "x": joined([j.coords[:, 0] for j in jobs]),
+        "y": joined([j.coords[:, 1] for j in jobs]),
+        "xi": xy[:, 0].copy(),
+        "yi": xy[:, 1].copy(),
+        "status": np.array(STATUSES, dtype=object)[status],
+        "phase_flipped": per_job([r.phase_flipped for r in rows], bool),
+        "local_average": joined([np.full(j.n, np.nan) if r.local_average is None
+                                 else r.local_average for j, r in zip(jobs, rows, strict=True)]),
+        "error": per_job([r.error for r in rows], object),
+        "pixel_size": per_job([nan_or(j.pixel_size) for j in jobs]),
+        "coord_pixel_size": per_job([nan_or(j.coord_pixel_size) for j in jobs]),
     }
-    ctf = job.ctf.to_dict() if job.ctf is not None else {}
+    ctfs = [j.ctf.to_dict() if j.ctf is not None else {} for j in jobs]
     for name in CTF_COLUMNS:
-        v = ctf.get(name)
-        cols[name] = full(np.nan if v is None else float(v))
-    offset = (full(0.0 if job.ctf is not None else np.nan) if defocus_offset is None
-              else np.asarray(defocus_offset, np.float64))
+        cols[name] = per_job([nan_or(c.get(name)) for c in ctfs])
+    offset = joined([np.full(j.n, 0.0 if j.ctf is not None else np.nan)
+                     if r.defocus_offset is None else r.defocus_offset
+                     for j, r in zip(jobs, rows, strict=True)])
     cols["defocus_offset"] = offset
-    if defocus_offset is not None:
-        shift = np.nan_to_num(offset, nan=0.0)
+    given = per_job([r.defocus_offset is not None for r in rows], bool)
+    if given.any():
+        shift = np.where(given, np.nan_to_num(offset, nan=0.0), 0.0)
         cols["defocus_u"] = cols["defocus_u"] + shift
         cols["defocus_v"] = cols["defocus_v"] + shift
     return cols
 
 
-def particle_table(job: MicrographJob, status: np.ndarray, xy: np.ndarray,
-                   phase_flipped: bool, local_average: np.ndarray | None = None,
-                   error: str = "", defocus_offset: np.ndarray | None = None) -> pd.DataFrame:
+def particle_table(jobs: Sequence[MicrographJob], rows: Sequence[JobRows]) -> pd.DataFrame:
     """:func:`particle_columns` as a DataFrame."""
-    return pd.DataFrame(particle_columns(job, status, xy, phase_flipped, local_average, error,
-                                         defocus_offset))
+    return pd.DataFrame(particle_columns(jobs, rows))
 
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
@@ -109,8 +171,9 @@ def run_job(info: MicrographInfo, job: MicrographJob, out: str, params: Extracti
             shard: int, dtype: str) -> dict[str, Any]:
     """Extract one micrograph into its shards of the store; returns counts and its table.
 
-    The table (as columns) goes back to the client, which builds the index from it without
-    re-reading files; the part table written here after the shard is only for resuming.
+    What each coordinate gave (:class:`JobRows`) goes back to the client, which builds the
+    tables from it without re-reading files; the part file written here after the shards is
+    only for resuming.
     """
     tune_malloc()
     t0 = time.perf_counter()
@@ -138,12 +201,12 @@ def run_job(info: MicrographInfo, job: MicrographJob, out: str, params: Extracti
                                       job.micrograph, job.view) from None
             del image
         t1 = time.perf_counter()
-        columns = particle_columns(job, res.status, res.xy, res.phase_flipped,
-                                   res.local_average, defocus_offset=res.defocus_offset)
-        write_part(Path(out), job, columns)
+        rows = JobRows(status_codes(res.status), res.xy.astype(np.int64, copy=False),
+                       bool(res.phase_flipped), res.local_average, res.defocus_offset)
+        write_part(Path(out), job, rows.to_arrays())
     except OSError as exc:  # disk full, read-only, I/O error: the run fails, not the micrograph
         raise output_io_error(exc, f"the particles of {job.view} micrograph {job.micrograph}",
                               exc.filename or out) from None
     t2 = time.perf_counter()
     return {"name": job.name, "n": job.n, "ok": int((res.status == "ok").sum()),
-            "columns": columns, "seconds_extract": t1 - t0, "seconds_write": t2 - t1}
+            "rows": rows, "seconds_extract": t1 - t0, "seconds_write": t2 - t1}
