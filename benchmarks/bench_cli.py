@@ -22,6 +22,7 @@ interleaved, which is the fair way to compare on a busy machine. ``--help-time``
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import shutil
 import statistics
@@ -189,9 +190,12 @@ def run_measured(cmd: list[str], env: dict[str, str], log: Path) -> Measure:
 
 
 def _cli(tree: Path | None) -> tuple[list[str], dict[str, str]]:
-    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    env = dict(os.environ)
     if tree is not None:
         env["PYTHONPATH"] = str(tree.resolve())
+        # What the console script runs, from the tree (an installed script may name an
+        # older entry point)
+        return [sys.executable, "-c", "from pairextract.cli import entry; entry()"], env
     # The console script next to this interpreter: what a user's `pairextract` runs (a
     # pyenv/conda shim in front of it would add its own start-up time to every figure).
     beside = Path(sys.executable).parent / "pairextract"
@@ -287,6 +291,10 @@ def main() -> None:
                     help="where the generated inputs are cached (outside the repository)")
     ap.add_argument("--tree", type=Path, action="append",
                     help="checkout whose CLI to run (PYTHONPATH); repeat to interleave trees")
+    ap.add_argument("--local", nargs="+", default=["default"],
+                    choices=["default", "threads", "processes"],
+                    help="local workers as the CLI's default, --threads or --processes; "
+                    "several are run interleaved")
     ap.add_argument("--float16", action="store_true")
     ap.add_argument("--phase-flip", action="store_true",
                     help="phase flip too (the CTFs are generated once, in ctf.star)")
@@ -324,17 +332,18 @@ def main() -> None:
             flip = ["--phase-flip", "--ctf-untilted", ctf, "--ctf-tilted", ctf]
         results: dict[str, list[Measure]] = {}
         for _ in range(args.repeat):
-            for workers in args.workers:
-                for tree in trees:
-                    base, env = _cli(tree)
-                    out = scratch / "out"
-                    shutil.rmtree(scratch, ignore_errors=True)
-                    scratch.mkdir(parents=True)
-                    os.sync()  # dirty pages of the previous run would throttle this one
-                    cmd = _extract_cmd(base, folder, out, name, workers, extra + flip)
-                    m = run_measured(cmd, env, args.data / "last.log")
-                    label = f"pairextract {workers} worker(s)" + (f" [{tree}]" if tree else "")
-                    results.setdefault(label, []).append(m)
+            for workers, mode, tree in itertools.product(args.workers, args.local, trees):
+                base, env = _cli(tree)
+                out = scratch / "out"
+                shutil.rmtree(scratch, ignore_errors=True)
+                scratch.mkdir(parents=True)
+                os.sync()  # dirty pages of the previous run would throttle this one
+                local = [] if mode == "default" else [f"--{mode}"]
+                cmd = _extract_cmd(base, folder, out, name, workers, extra + flip + local)
+                m = run_measured(cmd, env, args.data / "last.log")
+                label = (f"pairextract {workers} worker(s)" + (f" --{mode}" if local else "")
+                         + (f" [{tree}]" if tree else ""))
+                results.setdefault(label, []).append(m)
             for ranks, label in ((1, "relion_preprocess"), (2, "relion_preprocess MPI 2")):
                 if args.relion_bin:
                     shutil.rmtree(scratch, ignore_errors=True)

@@ -42,6 +42,7 @@ def extract_pairs(
     overwrite: bool = False,
     progress: bool | str = False,
     workers: int | None = None,
+    local_threads: bool | None = None,
     strict_checks: bool = True,
     recenter: str | Path | Shifts | None = None,
     recenter_pairs: str | Path | None = None,
@@ -63,8 +64,9 @@ def extract_pairs(
     client
         A ``distributed.Client``; or a function returning a context manager that yields
         one (e.g. ``lambda: open_client("slurm")``), entered while the inputs are read and
-        checked; ``None`` starts a ``LocalCluster`` of ``workers`` processes (one thread
-        each) for this call, the same way.
+        checked; ``None`` starts a local cluster of ``workers`` for this call, the same way:
+        threads of this process with ``local_threads`` (default
+        :data:`pairextract.pipeline.cluster.LOCAL_THREADS`), else one process each.
     dtype
         ``"float32"`` (default) or ``"float16"`` for the stored particles.
     residual_threshold, drop_flagged
@@ -138,7 +140,7 @@ def extract_pairs(
         from pairextract.pipeline.cluster import open_client
 
         def start() -> Any:
-            return open_client("local", workers=workers)
+            return open_client("local", workers=workers, local_threads=local_threads)
 
     # Start the cluster while the inputs are read and checked (its workers import the
     # extraction code meanwhile); a bad input is reported once the cluster is up.

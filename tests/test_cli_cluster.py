@@ -64,11 +64,12 @@ def _interrupt_when(proc: subprocess.Popen[str], ready: Path, timeout: float = 1
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("local", ["--processes", "--threads"])
 def test_ctrl_c_mid_run_on_local_cluster_exits_130_and_resumes(
-        dataset: synth.SynthDataset, tmp_path: Path) -> None:
+        dataset: synth.SynthDataset, tmp_path: Path, local: str) -> None:
     out = tmp_path / "out"
     argv = [sys.executable, "-m", "pairextract", "extract", str(dataset.pair_table), "--out",
-            str(out), "--box", "48", "--workers", "2", "--no-progress"]
+            str(out), "--box", "48", "--workers", "2", "--no-progress", local]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=cli_env(), start_new_session=True)
     try:
@@ -87,11 +88,20 @@ def test_ctrl_c_mid_run_on_local_cluster_exits_130_and_resumes(
     assert done_before >= 1
 
     rerun = run_cli("extract", str(dataset.pair_table), "--out", str(out), "--box", "48",
-                    "--workers", "2", "--no-progress", timeout=300)
+                    "--workers", "2", "--no-progress", local, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
     assert "already done" in rerun.stdout
     summary = json.loads((out / "summary.json").read_text())
     assert summary["pairs_kept"] > 0
+
+
+def test_threads_or_processes_only_for_a_local_cluster(dataset: synth.SynthDataset,
+                                                        tmp_path: Path) -> None:
+    res = run_cli("extract", str(dataset.pair_table), "--out", str(tmp_path / "out"), "--box",
+                  "48", "--threads", "--cluster", "slurm")
+    assert res.returncode == 5, res.stderr  # a cluster configuration error, as --jobs alone
+    assert_one_paragraph(res.stderr)
+    assert "--threads applies to a local cluster" in res.stderr
 
 
 # ----------------------------------------------------------------------- schedulers

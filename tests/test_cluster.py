@@ -50,7 +50,7 @@ def _worker_pids(client: object) -> list[int]:
 
 
 def test_local_cluster_starts_and_leaves_no_process() -> None:
-    with open_client("local", workers=2) as client:
+    with open_client("local", workers=2, local_threads=False) as client:
         assert isinstance(client.cluster, LocalCluster)
         pids = _worker_pids(client)
         assert len(pids) == 2 and os.getpid() not in pids  # worker processes, not threads
@@ -60,6 +60,16 @@ def test_local_cluster_starts_and_leaves_no_process() -> None:
     assert client.status == "closed"
     assert client.cluster.status.name == "closed"
     assert _gone(pids) == []
+
+
+def test_local_threads_run_in_this_process() -> None:
+    with open_client("local", workers=2, local_threads=True) as client:
+        assert isinstance(client.cluster, LocalCluster)
+        assert _worker_pids(client) == [os.getpid()] * 2  # threads of this process
+        assert client.submit(sum, [1, 2, 3]).result() == 6
+        info = client.scheduler_info(n_workers=-1)["workers"]
+        assert len(info) == 2 and all(w["nthreads"] == 1 for w in info.values())
+    assert client.cluster.status.name == "closed"
 
 
 def test_local_cluster_closed_on_keyboard_interrupt() -> None:

@@ -254,3 +254,15 @@ def test_micrograph_rewritten_in_place_is_extracted_again(client, tmp_path):  # 
         m.data[:] = m.data + 1.0
     r = extract_pairs(inputs, tmp_path / "out", params, client=client)
     assert (r.micrographs_extracted, r.micrographs_reused) == (1, 1)
+
+
+def test_threads_and_processes_write_the_same_bytes(client, small_dataset, tmp_path):  # type: ignore[no-untyped-def]
+    """Local workers as threads of this process or as processes: one output, byte for byte."""
+    from _outputs import output_bytes
+
+    params = ExtractionParams(box_size=48, invert=True, phase_flip=True)
+    by_processes = extract_pairs(_inputs(small_dataset), tmp_path / "p", params, client=client)
+    by_threads = extract_pairs(_inputs(small_dataset), tmp_path / "t", params, workers=2,
+                               local_threads=True)
+    assert by_threads.micrographs_extracted == by_processes.micrographs_extracted > 0
+    assert output_bytes(tmp_path / "t") == output_bytes(tmp_path / "p")

@@ -1,7 +1,5 @@
 """``python -m pairextract.cli``."""
 
-import sys
+from pairextract.cli import entry
 
-from pairextract.cli import main
-
-sys.exit(main())
+entry()

@@ -101,6 +101,22 @@ def add_cluster_arguments(parser: argparse.ArgumentParser) -> argparse._Argument
         help="local: worker processes (default min(2, cpus)); slurm/pbs: worker processes "
         "to request",
     )
+    kind = group.add_mutually_exclusive_group()
+    kind.add_argument(
+        "--threads",
+        dest="local_threads",
+        action="store_true",
+        default=None,
+        help="local: run the workers as threads of this process (starts at once, no copying "
+        "of results; one process holds all the memory)",
+    )
+    kind.add_argument(
+        "--processes",
+        dest="local_threads",
+        action="store_false",
+        help="local: run each worker in a process of its own (a worker that crashes or runs "
+        "out of memory is restarted and its task redone)",
+    )
     group.add_argument(
         "--jobs",
         type=_positive_int,
@@ -224,6 +240,8 @@ def client_from_args(
         kind,
         workers=getattr(args, "workers", None),
         jobs=getattr(args, "jobs", None),
+        **({"local_threads": args.local_threads}
+           if getattr(args, "local_threads", None) is not None else {}),
         adapt=getattr(args, "adapt", None),
         jobqueue_config=getattr(args, "jobqueue_config", None),
         connect_timeout=getattr(args, "connect_timeout", DEFAULT_CONNECT_TIMEOUT),

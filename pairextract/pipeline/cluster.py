@@ -64,6 +64,8 @@ _ADDRESS_RE = re.compile(r"^([a-z][a-z0-9+.-]*://)?[^/\s:]+:\d+$", re.IGNORECASE
 _CLOSE_TIMEOUT = 30.0
 # Seconds to wait for a scheduler to answer; a wrong address otherwise hangs for 30 s or more.
 DEFAULT_CONNECT_TIMEOUT = 10.0
+# Local workers: threads of the calling process (True) or processes (False); see open_client.
+LOCAL_THREADS = False
 # Seconds for retired worker jobs to end by themselves before they are cancelled.
 _JOB_END_TIMEOUT = 30.0
 
@@ -338,6 +340,7 @@ def _check_options(
     jobs: int | None,
     adapt: tuple[int, int] | None,
     jobqueue_config: str | os.PathLike[str] | None,
+    local_threads: bool | None = None,
 ) -> None:
     if cluster not in CLUSTER_KINDS:
         raise ClusterConfigError(
@@ -367,6 +370,11 @@ def _check_options(
             f"--jobs applies to --cluster slurm or pbs, not {cluster!r} "
             "(use --workers for a local cluster)"
         )
+    if local_threads is not None and cluster != "local":
+        raise ClusterConfigError(
+            f"--{'threads' if local_threads else 'processes'} applies to a local cluster, not "
+            f"{cluster!r} (batch workers follow the jobqueue configuration's processes and "
+            "cores)")
     if jobqueue_config is not None and cluster not in _JOBQUEUE_KINDS:
         raise ClusterConfigError(
             f"--jobqueue-config applies to --cluster slurm or pbs, not {cluster!r}"
@@ -665,6 +673,7 @@ def open_client(
     scheduler_file: str | os.PathLike[str] | None = None,
     workers: int | None = None,
     threads_per_worker: int = 1,
+    local_threads: bool | None = None,
     jobs: int | None = None,
     adapt: tuple[int, int] | None = None,
     memory_limit: str | int | None = None,
@@ -689,8 +698,13 @@ def open_client(
         Local: number of worker processes (default ``min(2, cpus)``). Slurm/pbs: number of
         worker processes to request (jobs = workers / processes per job).
     threads_per_worker
-        Local only: threads per worker process (1: extraction tasks are single-threaded numpy).
+        Local only: threads per worker (1: extraction tasks are single-threaded numpy).
         For batch jobs, threads follow ``cores / processes`` of the job configuration.
+    local_threads
+        Local only: run the workers as threads of this process (no worker start-up, no
+        copying of results; one process holds all the memory) or, with False, each in a
+        process of its own (isolated: a worker that crashes or runs out of memory is
+        restarted and its task redone). None: :data:`LOCAL_THREADS`.
     jobs
         Slurm/pbs: number of batch jobs, kept at that number (a job that ends, e.g. at its
         walltime or ``--lifetime``, is replaced); default 1 when neither ``jobs``, ``workers``
@@ -724,7 +738,8 @@ def open_client(
         For an impossible combination of options, a missing configuration or an unreachable
         scheduler (the message names the option, file or address).
     """
-    _check_options(cluster, address, scheduler_file, workers, jobs, adapt, jobqueue_config)
+    _check_options(cluster, address, scheduler_file, workers, jobs, adapt, jobqueue_config,
+                   local_threads)
     if cluster_kwargs and cluster in ("address", "scheduler-file"):
         raise ClusterConfigError(
             f"cluster options {sorted(cluster_kwargs)} cannot be used with an existing scheduler"
@@ -751,25 +766,29 @@ def open_client(
             n = workers if workers is not None else max(1, min(2, CPU_COUNT))
             if adapt is not None:
                 n = adapt[0]
+            separate = not (LOCAL_THREADS if local_threads is None else local_threads)
             kwargs: dict[str, Any] = {
                 "n_workers": n,
                 "threads_per_worker": threads_per_worker,
-                "processes": True,
+                "processes": separate,
                 # A random port: several runs (and users) share login/work nodes.
                 "dashboard_address": ":0",
             }
             if memory_limit is not None:
                 kwargs["memory_limit"] = memory_limit
             kwargs.update(cluster_kwargs)
-            with _half_started_clusters_closed(), _children_ignore_sigint():
+            with _half_started_clusters_closed(), \
+                    _children_ignore_sigint() if separate else contextlib.nullcontext():
                 started = LocalCluster(**kwargs)
             client = Client(started)
-            from pairextract.pipeline._worker_signals import IgnoreSigint
+            if separate:
+                from pairextract.pipeline._worker_signals import IgnoreSigint
 
-            client.register_plugin(IgnoreSigint())
+                client.register_plugin(IgnoreSigint())
             if adapt is not None:
                 started.adapt(minimum=adapt[0], maximum=adapt[1])
-            say(f"local cluster: {n} worker process(es), dashboard {started.dashboard_link}")
+            say(f"local cluster: {n} worker {'process(es)' if separate else 'thread(s)'}, "
+                f"dashboard {started.dashboard_link}")
         else:
             kwargs = dict(cluster_kwargs)
             if memory_limit is not None:
