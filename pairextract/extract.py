@@ -225,17 +225,28 @@ def extract_micrograph(image: ArrayLike, coords: ArrayLike, params: ExtractionPa
             work, xy[sel], box, fill_borders=params.fill_borders)[0]
         local_average[sel] = part.reshape(len(sel), -1).mean(axis=1, dtype=np.float64)
         if params.invert:
-            part[...] = invert_contrast(part, dmin, dmax)
-        if params.normalize is not None:
-            normalize_stack(part, params.normalize, params.radius, out=part)
+            invert_contrast(part, dmin, dmax, out=part)  # rounded to float32, as Xmipp
         if stack is not None:
+            if params.normalize is not None:
+                normalize_stack(part, params.normalize, params.radius, out=part)
             stack[sel] = part
+            continue
+        assert sink is not None
+        rows = int(sel[-1]) + 1 - sent
+        if rows == len(sel):
+            # no skipped row in this block: normalize straight into it
+            block = np.empty((rows, box, box), dtype=np.float32)
+            if params.normalize is not None:
+                normalize_stack(part, params.normalize, params.radius, out=block)
+            else:
+                block[...] = part
         else:
-            assert sink is not None
-            block = np.zeros((int(sel[-1]) + 1 - sent, box, box), dtype=np.float32)
+            block = np.zeros((rows, box, box), dtype=np.float32)
+            if params.normalize is not None:
+                normalize_stack(part, params.normalize, params.radius, out=part)
             block[sel - sent] = part
-            sink(block)
-            sent = int(sel[-1]) + 1
+        sink(block)
+        sent = int(sel[-1]) + 1
     if sink is not None:
         # the rest: skipped rows (zeros), or a stack cut whole (tilt-aware flip)
         for k in range(sent, n, chunk):

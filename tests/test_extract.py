@@ -1,10 +1,17 @@
 import numpy as np
 import pytest
 import scipy.fft
-from _formulas import ctf_by_formula, downsample_by_formula, flip_by_formula
+from _formulas import (
+    ctf_by_formula,
+    downsample_by_formula,
+    flip_by_formula,
+    previous_invert_contrast,
+    previous_normalize_stack,
+)
 
 from pairextract import CTF, ExtractionParams
-from pairextract.extract import STATUS_OK, STATUS_OUTSIDE, extract_micrograph
+from pairextract.extract import _CHUNK_ELEMENTS, STATUS_OK, STATUS_OUTSIDE, extract_micrograph
+from pairextract.ops.boxes import cut_boxes
 from pairextract.ops.normalize import background_mask
 
 BOX = 64
@@ -288,3 +295,36 @@ def test_sink_gets_the_same_rows_as_the_whole_stack(case):
     np.testing.assert_array_equal(np.concatenate(blocks), whole.stack)
     np.testing.assert_array_equal(streamed.status, whole.status)
     np.testing.assert_array_equal(streamed.local_average, whole.local_average)
+
+
+@pytest.mark.parametrize("normalize", ["Ramp", "NewXmipp", "OldXmipp", None])
+@pytest.mark.parametrize("streamed", [False, True])
+def test_boxes_are_those_of_the_previous_kernels(normalize, streamed):
+    # Cut, invert (rounded to float32), normalize chunk by chunk of valid boxes, as the
+    # previous code did with the previous kernels: every row identical to the bit, skipped
+    # rows zero, and the local averages unchanged. 264 rows, 240 valid: two chunks of 128.
+    img = synthetic_micrograph()
+    coords = np.tile(np.concatenate([CENTRES, [[5, 5], [398, 200]], CENTRES[::-1]]), (20, 1))
+    coords = np.concatenate([coords, [[150, 150], [151, 152], [200, 201], [90, 300]] * 6])
+    params = ExtractionParams(BOX, dust_removal=False, invert=True, normalize=normalize,
+                              bg_radius=25)
+    blocks: list[np.ndarray] = []
+    res = extract_micrograph(img, coords, params, sink=blocks.append if streamed else None)
+    stack = np.concatenate(blocks) if streamed else res.stack
+
+    cut, valid = cut_boxes(img, coords.astype(np.int64), BOX)
+    expect = np.zeros_like(cut)
+    idx = np.flatnonzero(valid)
+    chunk = _CHUNK_ELEMENTS // (BOX * BOX)
+    assert 1 < idx.size / chunk < 2
+    for k in range(0, idx.size, chunk):
+        part = cut[idx[k:k + chunk]]
+        part[...] = previous_invert_contrast(part, float(img.min()), float(img.max()))
+        if normalize is not None:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                previous_normalize_stack(part, normalize, 25, out=part)
+        expect[idx[k:k + chunk]] = part
+    np.testing.assert_array_equal(stack, expect)
+    np.testing.assert_array_equal(res.local_average[valid],
+                                  cut[valid].reshape(idx.size, -1).mean(axis=1,
+                                                                        dtype=np.float64))

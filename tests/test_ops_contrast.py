@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+from _formulas import previous_invert_contrast
 
 from pairextract.ops.contrast import invert_contrast
 
@@ -19,3 +20,28 @@ def test_invert_uses_given_range_not_box_range():
 def test_invert_flat_refused():
     with pytest.raises(ValueError, match="max"):
         invert_contrast(np.ones(3), 1.0, 1.0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16, np.float64])
+def test_invert_into_float32_is_the_float64_result_rounded(dtype):
+    # Xmipp writes the inverted box as float32: out= must give exactly that rounding, with
+    # more values than one block of the conversion and a block boundary inside the array
+    rng = np.random.default_rng(0)
+    v = (rng.standard_normal((3, 150, 257)) * 40 + 7).astype(dtype)
+    dmin, dmax = float(v.min()) - 0.3, float(v.max()) + 1.7
+    expect = previous_invert_contrast(v, dmin, dmax).astype(np.float32)
+    out = np.empty(v.shape, np.float32)
+    assert invert_contrast(v, dmin, dmax, out=out) is out
+    np.testing.assert_array_equal(out, expect)
+    np.testing.assert_array_equal(invert_contrast(v, dmin, dmax), previous_invert_contrast(
+        v, dmin, dmax))
+    if dtype == np.float32:  # in place
+        invert_contrast(v, dmin, dmax, out=v)
+        np.testing.assert_array_equal(v, expect)
+
+
+def test_invert_into_wrong_array_refused():
+    with pytest.raises(ValueError, match="out must be"):
+        invert_contrast(np.ones((4, 4)), 0.0, 2.0, out=np.empty((4, 4)))
+    with pytest.raises(ValueError, match="out must be"):
+        invert_contrast(np.ones((4, 4)), 0.0, 2.0, out=np.empty((4, 8), np.float32)[:, ::2])

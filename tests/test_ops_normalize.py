@@ -1,6 +1,7 @@
 
 import numpy as np
 import pytest
+from _formulas import previous_normalize_stack
 
 from pairextract.ops.normalize import background_mask, normalize_stack
 
@@ -173,3 +174,51 @@ def test_oldxmipp_large_mean_small_spread(box, mean, std, slope):
         assert abs(out[k].std() - 1.0) < 1e-6      # population std
         assert abs(out[k].mean()) < 1e-6
         np.testing.assert_allclose(out[k], (x - x.mean()) / x.std(), rtol=0, atol=1e-5)
+
+
+# The kernels against a verbatim copy of the previous implementation (tests/_formulas.py):
+# the float32 output must not change by a bit. Only the summation order of the Ramp sigma
+# changed, which moves sigma by an ulp at most and so a pixel by at most one float32 ulp; the
+# stacks below are those where such a change would show if it were more than rare.
+
+def _varied_stacks(box: int, n: int, dtype: type, seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    i, j = np.indices((box, box)) - box // 2
+    noise = rng.standard_normal((n, box, box))
+    blank = np.zeros((n, box, box))
+    blank[1::2] = 3.5                                    # constant boxes: sigma 0
+    big = (1e4 + 1e-3 * noise) if dtype == np.float64 else (300 + 0.01 * noise)
+    stacks = {
+        "noise": noise,
+        "large_mean_small_spread": big,
+        "steep_plane": 50.0 * j - 37.0 * i + 0.1 * noise,
+        "tilted_counts": 1e4 + 3.0 * j + 0.5 * i + 100.0 * noise,
+        "blank": blank,
+        "inverted": (5.0 - rng.gamma(2.0, size=(n, box, box))) / 9.0,
+    }
+    return {k: v.astype(dtype) for k, v in stacks.items()}
+
+
+@pytest.mark.parametrize(("box", "n"), [(15, 9), (16, 9), (63, 7), (64, 7), (129, 37)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float16, np.float64])
+def test_kernels_match_the_previous_implementation_bit_for_bit(box, n, dtype):
+    # (129, 37): more boxes than one chunk of the kernel (31), so a chunk boundary too
+    for name, stack in _varied_stacks(box, n, dtype, seed=box).items():
+        for radius in (-1, box // 2, box // 3, 5):
+            for method in ("Ramp", "NewXmipp", "OldXmipp"):
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    expect = previous_normalize_stack(stack, method, radius)
+                    got = normalize_stack(stack, method, radius)
+                np.testing.assert_array_equal(
+                    got, expect, err_msg=f"{method} {name} radius {radius}")
+
+
+@pytest.mark.parametrize("method", ["Ramp", "NewXmipp"])
+def test_kernels_match_the_previous_implementation_on_the_benchmark_box(method):
+    # 256^2 boxes as in the benchmark: 8 per chunk, so 19 boxes span three chunks; in place
+    for name, stack in _varied_stacks(256, 19, np.float32, seed=7).items():
+        for radius in (-1, 100):
+            expect = previous_normalize_stack(stack, method, radius)
+            got = stack.copy()
+            assert normalize_stack(got, method, radius, out=got) is got
+            np.testing.assert_array_equal(got, expect, err_msg=f"{method} {name} {radius}")

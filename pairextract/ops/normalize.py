@@ -9,11 +9,14 @@ chunks of a few MB so the float64 work stays in cache and the memory overhead is
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 METHODS = ("OldXmipp", "NewXmipp", "Ramp")
 _CHUNK_ELEMENTS = 1 << 19  # float64 elements per chunk (4 MiB)
+_BOX_ELEMENTS = 1 << 16    # float64 elements of Ramp's per-box buffers (512 KiB each, in L2)
 _RAMP_MIN_SIGMA = 1e-6
 
 
@@ -61,6 +64,20 @@ def _masked_sums(x: NDArray[np.float64], mask: NDArray[np.float64],
     """
     y = np.multiply(x, mask, out=buf[:len(x)])
     return np.einsum("kp->k", y), np.einsum("kp,kp->k", y, x)
+
+
+@functools.lru_cache(maxsize=8)
+def _background(box: int, radius: int) -> tuple[NDArray[np.float64], NDArray[np.intp]]:
+    """The background as a 0/1 float64 ``(B, B)`` mask and as flat indices (raster order).
+
+    Cached, so the arrays are read-only.
+    """
+    bg = background_mask(box, radius)
+    flat = np.flatnonzero(bg)
+    mask = bg.astype(np.float64)
+    mask.setflags(write=False)
+    flat.setflags(write=False)
+    return mask, flat
 
 
 def normalize_stack(stack: ArrayLike, method: str, radius: int = -1,
@@ -123,14 +140,14 @@ def normalize_stack(stack: ArrayLike, method: str, radius: int = -1,
                 flat_out[k:k + chunk] = x
         return res[0] if single else res
 
-    bg = background_mask(box, radius).astype(np.float64)
-    nb = int(bg.sum())
+    bg, flat = _background(box, _radius(box, radius))
+    nb = len(flat)
     if nb < 2:
         raise ValueError(f"background of box {box} with radius {radius} has {nb} pixel(s)")
-    bg_flat = bg.reshape(npix)
-    buf = np.empty((min(chunk, n), npix))                 # background-masked copy of a chunk
 
     if method == "NewXmipp":
+        bg_flat = bg.reshape(npix)
+        buf = np.empty((min(chunk, n), npix))             # background-masked copy of a chunk
         with np.errstate(invalid="ignore", divide="ignore"):
             for k in range(0, n, chunk):
                 x = flat_in[k:k + chunk].astype(np.float64)
@@ -160,18 +177,39 @@ def normalize_stack(stack: ArrayLike, method: str, radius: int = -1,
     inv_normal = np.linalg.inv(normal)
     in3 = a.reshape(n, box, box)
     out3 = res.reshape(n, box, box)
+    # A few boxes at a time in float64 (xf: the box, then its residual; ym: the masked box),
+    # so that every pass over them after the first reads from cache.
+    per = max(1, min(n, _BOX_ELEMENTS // npix))
+    xf = np.empty((per, box, box))
+    ym = np.empty((per, box, box))
+    rows = np.empty((min(chunk, n), box))
+    cols = np.empty((min(chunk, n), box))
     for k in range(0, n, chunk):
-        x = in3[k:k + chunk].astype(np.float64)
-        y = np.multiply(x, bg, out=buf[:len(x)].reshape(-1, box, box))
-        rows = np.einsum("kab->ka", y)                    # background sum of each row
-        cols = np.einsum("kab->kb", y)
-        xtx = np.stack([rows.sum(axis=1), cols @ ij, rows @ ij], axis=1)
+        x = in3[k:k + chunk]
+        m = len(x)
+        # The fit's sums as before: the same operations on the same values, and the same
+        # chunks for the matrix-vector products (BLAS may round differently for another
+        # number of rows), so the plane and every residual pixel are bit for bit as before.
+        for s in range(0, m, per):
+            e = min(s + per, m)
+            np.copyto(xf[:e - s], x[s:e])
+            y = np.multiply(xf[:e - s], bg, out=ym[:e - s])
+            rows[s:e] = np.einsum("kab->ka", y)           # background sum of each row
+            cols[s:e] = np.einsum("kab->kb", y)
+        xtx = np.stack([rows[:m].sum(axis=1), cols[:m] @ ij, rows[:m] @ ij], axis=1)
         beta = xtx @ inv_normal                           # inv_normal is symmetric
-        x -= (beta[:, 0:1] + beta[:, 1:2] * ij)[:, None, :]
-        x -= (beta[:, 2:3] * ij)[:, :, None]
-        s1, s2 = _masked_sums(x.reshape(-1, npix), bg_flat, buf)
-        sigma = _sample_sigma(s1, s2, nb)
-        sigma = np.where(sigma > _RAMP_MIN_SIGMA, sigma, 1.0)
-        x /= sigma[:, None, None]
-        out3[k:k + chunk] = x
+        row_term = beta[:, 0:1] + beta[:, 1:2] * ij       # c + a*j, along each row
+        col_term = beta[:, 2:3] * ij                      # b*i, down each column
+        for s in range(0, m, per):
+            e = min(s + per, m)
+            r = xf[:e - s]
+            np.copyto(r, x[s:e])
+            r -= row_term[s:e, None, :]
+            r -= col_term[s:e, :, None]
+            # sigma from the residual's background pixels only (a fifth of the box for R = B/2);
+            # a change of summation order here moves sigma by an ulp at most
+            rb = np.take(r.reshape(e - s, npix), flat, axis=1)
+            sigma = _sample_sigma(np.einsum("kp->k", rb), np.einsum("kp,kp->k", rb, rb), nb)
+            r /= np.where(sigma > _RAMP_MIN_SIGMA, sigma, 1.0)[:, None, None]
+            out3[k + s:k + e] = r
     return res[0] if single else res
