@@ -65,8 +65,9 @@ def extract_pairs(
         A ``distributed.Client``; or a function returning a context manager that yields
         one (e.g. ``lambda: open_client("slurm")``), entered while the inputs are read and
         checked; ``None`` starts a local cluster of ``workers`` for this call, the same way:
-        threads of this process with ``local_threads`` (default
-        :data:`pairextract.pipeline.cluster.LOCAL_THREADS`), else one process each.
+        threads of this process with ``local_threads``, else one process each; by default
+        threads for a run of up to 64 micrographs
+        (:func:`pairextract.pipeline.cluster.prefer_local_threads`).
     dtype
         ``"float32"`` (default) or ``"float16"`` for the stored particles.
     residual_threshold, drop_flagged
@@ -137,10 +138,13 @@ def extract_pairs(
         return run(client, prepare())
     start = client
     if start is None:
-        from pairextract.pipeline.cluster import open_client
+        from pairextract.pipeline.cluster import open_client, prefer_local_threads
+
+        threads = (prefer_local_threads(2 * len(inputs.micrograph_pairs))
+                   if local_threads is None else local_threads)
 
         def start() -> Any:
-            return open_client("local", workers=workers, local_threads=local_threads)
+            return open_client("local", workers=workers, local_threads=threads)
 
     # Start the cluster while the inputs are read and checked (its workers import the
     # extraction code meanwhile); a bad input is reported once the cluster is up.

@@ -65,11 +65,36 @@ def test_local_cluster_starts_and_leaves_no_process() -> None:
 def test_local_threads_run_in_this_process() -> None:
     with open_client("local", workers=2, local_threads=True) as client:
         assert isinstance(client.cluster, LocalCluster)
-        assert _worker_pids(client) == [os.getpid()] * 2  # threads of this process
+        assert _worker_pids(client) == [os.getpid()]  # one worker in this process
         assert client.submit(sum, [1, 2, 3]).result() == 6
         info = client.scheduler_info(n_workers=-1)["workers"]
-        assert len(info) == 2 and all(w["nthreads"] == 1 for w in info.values())
+        assert [w["nthreads"] for w in info.values()] == [2]
     assert client.cluster.status.name == "closed"
+
+
+def test_threads_for_short_local_runs_processes_for_long_ones() -> None:
+    from pairextract.pipeline.cluster import THREADS_UP_TO_MICROGRAPHS, prefer_local_threads
+
+    assert prefer_local_threads(8)
+    assert prefer_local_threads(THREADS_UP_TO_MICROGRAPHS)
+    assert not prefer_local_threads(THREADS_UP_TO_MICROGRAPHS + 1)
+    assert not prefer_local_threads(8, adapt=(1, 2))  # adaptive scaling is of processes
+
+
+def test_cli_picks_threads_for_a_short_run_unless_told() -> None:
+    for argv, n, threads in ((["--workers", "2"], 8, True), (["--workers", "2"], 4000, False),
+                             (["--workers", "2", "--processes"], 8, False),
+                             (["--workers", "2", "--threads"], 4000, True)):
+        args = _parser().parse_args(argv)
+        with client_from_args(args, n_micrographs=n) as client:
+            in_here = _worker_pids(client) == [os.getpid()]
+            assert in_here == threads, (argv, n)
+
+
+def test_threads_cannot_adapt() -> None:
+    with pytest.raises(ClusterConfigError, match="--adapt"):
+        with open_client("local", adapt=(1, 2), local_threads=True):
+            pass
 
 
 def test_local_cluster_closed_on_keyboard_interrupt() -> None:

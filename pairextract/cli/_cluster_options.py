@@ -21,6 +21,7 @@ from pairextract.pipeline.cluster import (
     ClusterConfigError,
     open_client,
     parse_adapt,
+    prefer_local_threads,
     read_scheduler_file,
 )
 
@@ -69,14 +70,14 @@ def add_cluster_arguments(parser: argparse.ArgumentParser) -> argparse._Argument
     argument group) and return the group."""
     group = parser.add_argument_group(
         "cluster",
-        "where the work runs (default: a local cluster of worker processes; batch-system "
+        "where the work runs (default: a local cluster on this machine; batch-system "
         "settings come from dask-jobqueue's jobqueue.yaml or --jobqueue-config)",
     )
     group.add_argument(
         "--cluster",
         choices=("local", "slurm", "pbs", "address"),
         default=None,
-        help="local worker processes (default), workers as SLURM or PBS jobs "
+        help="local workers on this machine (default), workers as SLURM or PBS jobs "
         "(dask-jobqueue), or an existing scheduler given by --scheduler",
     )
     group.add_argument(
@@ -98,7 +99,8 @@ def add_cluster_arguments(parser: argparse.ArgumentParser) -> argparse._Argument
         type=_positive_int,
         metavar="N",
         default=None,
-        help="local: worker processes (default min(2, cpus)); slurm/pbs: worker processes "
+        help="local: workers, i.e. tasks at once (default min(2, cpus)); slurm/pbs: worker "
+        "processes "
         "to request",
     )
     kind = group.add_mutually_exclusive_group()
@@ -108,14 +110,15 @@ def add_cluster_arguments(parser: argparse.ArgumentParser) -> argparse._Argument
         action="store_true",
         default=None,
         help="local: run the workers as threads of this process (starts at once, no copying "
-        "of results; one process holds all the memory)",
+        "of results; one process holds all the memory); the default for a run of up to 64 "
+        "micrographs",
     )
     kind.add_argument(
         "--processes",
         dest="local_threads",
         action="store_false",
         help="local: run each worker in a process of its own (a worker that crashes or runs "
-        "out of memory is restarted and its task redone)",
+        "out of memory is restarted and its task redone); the default for longer runs",
     )
     group.add_argument(
         "--jobs",
@@ -210,7 +213,8 @@ def _report(text: str) -> None:
 
 
 def client_from_args(
-    args: argparse.Namespace, out: str | os.PathLike[str] | None = None, **cluster_kwargs: Any
+    args: argparse.Namespace, out: str | os.PathLike[str] | None = None,
+    n_micrographs: int | None = None, **cluster_kwargs: Any
 ) -> contextlib.AbstractContextManager[Client]:
     """Context manager yielding a ``Client`` for the options of :func:`add_cluster_arguments`.
 
@@ -222,6 +226,9 @@ def client_from_args(
     out
         The run's output folder: batch-job worker logs go to ``OUT/logs`` unless the jobqueue
         configuration names a ``log-directory``.
+    n_micrographs
+        Micrographs of the run: without ``--threads``/``--processes``, a local cluster runs
+        threads for a short run (:func:`~pairextract.pipeline.cluster.prefer_local_threads`).
     **cluster_kwargs
         Passed on to :func:`~pairextract.pipeline.cluster.open_client`.
 
@@ -235,13 +242,15 @@ def client_from_args(
     )
     logs = (Path(out).resolve() / outdir.LOGS if out is not None and kind in ("slurm", "pbs")
             else None)
+    threads = getattr(args, "local_threads", None)
+    if threads is None and kind == "local" and n_micrographs is not None:
+        threads = prefer_local_threads(n_micrographs, getattr(args, "adapt", None))
     return _opened(
         bool(getattr(args, "verbose", False)),
         kind,
         workers=getattr(args, "workers", None),
         jobs=getattr(args, "jobs", None),
-        **({"local_threads": args.local_threads}
-           if getattr(args, "local_threads", None) is not None else {}),
+        **({"local_threads": threads} if threads is not None else {}),
         adapt=getattr(args, "adapt", None),
         jobqueue_config=getattr(args, "jobqueue_config", None),
         connect_timeout=getattr(args, "connect_timeout", DEFAULT_CONNECT_TIMEOUT),

@@ -67,7 +67,9 @@ def run(args: argparse.Namespace) -> int:
     outdir.check_output_folder(Path(args.out).resolve(), outdir.input_paths(inputs, protect))
     # The cluster starts while extract_pairs checks the inputs (its workers import meanwhile).
     result = extract_pairs(
-        inputs, args.out, params, client=lambda: client_from_args(args, out=args.out),
+        inputs, args.out, params,
+        client=lambda: client_from_args(args, out=args.out,
+                                        n_micrographs=2 * len(inputs.micrograph_pairs)),
         dtype="float16" if args.float16 else "float32",
         residual_threshold=args.residual_threshold, drop_flagged=args.drop_flagged,
         overwrite=args.overwrite, progress=not args.no_progress,

@@ -64,8 +64,9 @@ _ADDRESS_RE = re.compile(r"^([a-z][a-z0-9+.-]*://)?[^/\s:]+:\d+$", re.IGNORECASE
 _CLOSE_TIMEOUT = 30.0
 # Seconds to wait for a scheduler to answer; a wrong address otherwise hangs for 30 s or more.
 DEFAULT_CONNECT_TIMEOUT = 10.0
-# Local workers: threads of the calling process (True) or processes (False); see open_client.
-LOCAL_THREADS = False
+# A local run of at most this many micrographs runs its workers as threads (see
+# prefer_local_threads): for those, starting worker processes costs more than it saves.
+THREADS_UP_TO_MICROGRAPHS = 64
 # Seconds for retired worker jobs to end by themselves before they are cancelled.
 _JOB_END_TIMEOUT = 30.0
 
@@ -701,10 +702,10 @@ def open_client(
         Local only: threads per worker (1: extraction tasks are single-threaded numpy).
         For batch jobs, threads follow ``cores / processes`` of the job configuration.
     local_threads
-        Local only: run the workers as threads of this process (no worker start-up, no
-        copying of results; one process holds all the memory) or, with False, each in a
-        process of its own (isolated: a worker that crashes or runs out of memory is
-        restarted and its task redone). None: :data:`LOCAL_THREADS`.
+        Local only: run the workers as threads of one worker in this process (no worker
+        start-up, no copying of results; one process holds all the memory) instead of each in
+        a process of its own (isolated: a worker that crashes or runs out of memory is
+        restarted and its task redone). None: processes (see :func:`prefer_local_threads`).
     jobs
         Slurm/pbs: number of batch jobs, kept at that number (a job that ends, e.g. at its
         walltime or ``--lifetime``, is replaced); default 1 when neither ``jobs``, ``workers``
@@ -766,10 +767,15 @@ def open_client(
             n = workers if workers is not None else max(1, min(2, CPU_COUNT))
             if adapt is not None:
                 n = adapt[0]
-            separate = not (LOCAL_THREADS if local_threads is None else local_threads)
+            if local_threads and adapt is not None:
+                raise ClusterConfigError("--adapt scales worker processes; it cannot be used "
+                                         "with --threads")
+            separate = not local_threads
             kwargs: dict[str, Any] = {
-                "n_workers": n,
-                "threads_per_worker": threads_per_worker,
+                # Threads: one worker holding them all, so that its memory limit and
+                # monitor see the one process they share.
+                "n_workers": n if separate else 1,
+                "threads_per_worker": threads_per_worker if separate else n * threads_per_worker,
                 "processes": separate,
                 # A random port: several runs (and users) share login/work nodes.
                 "dashboard_address": ":0",
@@ -826,6 +832,18 @@ def open_client(
             stack.close()
         finally:
             _close(client, started, graceful=graceful)
+
+
+def prefer_local_threads(n_micrographs: int, adapt: tuple[int, int] | None = None) -> bool:
+    """Whether a local run of ``n_micrographs`` should run its workers as threads.
+
+    Threads start at once and hand results over without copying: a short run is ~1 s faster
+    (B1, B24 in README's Performance). Worker processes cost that start-up once, and give a
+    long run isolation (a worker that crashes or runs out of memory is restarted and its task
+    redone) and true parallelism for the Python part of thousands of small micrographs, which
+    threads share one interpreter for.
+    """
+    return adapt is None and n_micrographs <= THREADS_UP_TO_MICROGRAPHS
 
 
 def _n_workers(client: Client) -> int:
