@@ -369,9 +369,15 @@ def _compute(todo: list[MicrographJob], infos: dict[str, Any], out: Path,
             show = _progress_printer(len(futures))
             show(0)
     results: list[dict[str, Any]] = []
-    for n, fut in enumerate(as_completed(futures), start=1):
+    # Results are fetched by the client's event loop as tasks finish, not one blocking call
+    # (two, with the error check) per future from this thread: thousands of small
+    # micrographs would wait on those round trips one by one.
+    done = as_completed(futures, with_results=True, raise_errors=False)
+    for n, (fut, value) in enumerate(done, start=1):
         job = by_key[fut.key]
-        error = fut.exception()
+        error = value[1] if fut.status == "error" else None
+        if isinstance(value, BaseException):  # cancelled
+            error = value
         if error is not None and kind_of(error) == ENVIRONMENT:
             # The output cannot be written: the run fails; finished parts stay for a resume.
             client.cancel(futures)
@@ -380,7 +386,7 @@ def _compute(todo: list[MicrographJob], infos: dict[str, Any], out: Path,
             failed[job.name] = (str(error) if isinstance(error, PairextractError)
                                 else f"{type(error).__name__}: {error}")
         else:
-            results.append(fut.result())
+            results.append(value)
         fut.release()
         if show:
             show(n)
