@@ -108,9 +108,9 @@ def extract_pairs(
     elif read_options:
         raise TypeError(f"read options {sorted(read_options)} given with an in-memory input")
 
-    def prepare() -> tuple[TiltPairInputs, pd.DataFrame | None, list[str], Any]:
+    def prepare() -> tuple[TiltPairInputs, pd.DataFrame | None, list[str], Any, Any]:
         given = cast(TiltPairInputs, inputs)
-        geometry, warnings = _check(given, params, residual_threshold, strict_checks)
+        geometry, warnings, headers = _check(given, params, residual_threshold, strict_checks)
         from pairextract.pipeline.tiltctf import with_specimen_tilts
 
         ready, tilt_warnings = with_specimen_tilts(given, params, geometry)
@@ -123,14 +123,16 @@ def extract_pairs(
                                                                                recenter_pairs)
             ready, recentred, more = recenter_inputs(ready, shifts, params, geometry)
             warnings += more
-        return ready, geometry, warnings, recentred
+        return ready, geometry, warnings, recentred, headers
 
-    def run(c: Any, prepared: tuple[TiltPairInputs, pd.DataFrame | None, list[str], Any]
+    def run(c: Any, prepared: tuple[TiltPairInputs, pd.DataFrame | None, list[str], Any, Any]
             ) -> ExtractionResult:
-        ready, geometry, warnings, recentred = prepared
+        ready, geometry, warnings, recentred, headers = prepared
+        # the headers the checks read are reused: each micrograph's is read once
         result = run_extraction(ready, out, params, c, dtype=dtype, geometry=geometry,
                                 drop_flagged=drop_flagged, overwrite=overwrite,
-                                progress=progress, warnings=warnings, protect=protect)
+                                progress=progress, warnings=warnings, protect=protect,
+                                headers=headers)
         _write_recenter(Path(out), recentred)
         return result
 
@@ -212,8 +214,11 @@ def _preloaded_workers() -> Iterator[None]:
 
 def _check(inputs: TiltPairInputs, params: ExtractionParams,
            residual_threshold: float | None,
-           strict: bool) -> tuple[pd.DataFrame | None, list[str]]:
+           strict: bool) -> tuple[pd.DataFrame | None, list[str], Any]:
     """Input checks and the geometry check, before any pixel is read.
+
+    Returns the geometry table, the warnings and the micrograph headers the checks read
+    (``CheckReport.headers``, for the run).
 
     Problems with single micrographs (missing, unreadable, smaller than the box) do not stop
     the run: those micrographs' pairs are dropped with the reason. Everything else the checks
@@ -233,7 +238,7 @@ def _check(inputs: TiltPairInputs, params: ExtractionParams,
                          + "\n  - ".join(run_wide))
     warnings.extend(run_wide)
     geometry = check_geometry(inputs, threshold=residual_threshold)
-    return geometry, warnings
+    return geometry, warnings, report.headers
 
 
 def _has_ctf(inputs: TiltPairInputs, s: str) -> bool:

@@ -339,3 +339,134 @@ def test_negative_residual_threshold_and_pixel_size_are_parameter_errors(
     err = capsys.readouterr().err
     assert "pixel size must be > 0" in err and "Traceback" not in err
     assert not (tmp_path / "o").exists()
+
+
+def _outside_one_by_one(inp: TiltPairInputs, rep: object, box: int, d: float) -> pd.DataFrame:
+    """The box rule evaluated per micrograph pair with the scalar kernels (as the check did
+    before it was vectorised): the reference for :func:`check_inputs`' outside table."""
+    import math
+
+    from pairextract.ops.boxes import inside_micrograph
+    from pairextract.ops.downsample import downsampled_shape
+    from pairextract.ops.scale import box_scale, runs_downsample, scale_coordinates
+
+    mp, cp = inp.micrograph_pairs, inp.coordinate_pairs
+    mics = rep.micrographs.set_index("micrograph")  # type: ignore[attr-defined]
+    out = {"pair_id": cp["pair_id"].to_numpy(np.int64),
+           "mic_pair_id": cp["mic_pair_id"].to_numpy(np.int64)}
+    for s in ("u", "t"):
+        outside = np.zeros(len(cp), dtype=bool)
+        xi = np.full((len(cp), 2), -1, dtype=np.int64)
+        for _, row in mp.iterrows():
+            path = row[f"micrograph_{s}"]
+            h, w = int(mics.loc[path, "height"]), int(mics.loc[path, "width"])
+            rows = np.flatnonzero(cp["mic_pair_id"].to_numpy() == row["mic_pair_id"])
+            if h < 0 or not len(rows):
+                continue
+            try:
+                shape = downsampled_shape((h, w), d) if runs_downsample(d) else (h, w)
+            except ValueError:
+                shape = (0, 0)
+            cps, ps = float(row[f"coord_pixel_size_{s}"]), float(mics.loc[path, "pixel_size"])
+            if not math.isnan(cps) and math.isnan(ps):
+                continue
+            scale = box_scale(1.0, 1.0, d) if math.isnan(cps) else box_scale(cps, ps, d)
+            for r in rows:
+                xy = cp[[f"x_{s}", f"y_{s}"]].to_numpy()[r]
+                if not np.isfinite(xy).all():
+                    outside[r] = True
+                    continue
+                xi[r] = scale_coordinates(xy[None], scale)[0]
+                outside[r] = not inside_micrograph(xi[r][None], box, shape)[0]
+        out[f"outside_{s}"], out[f"xi_{s}"], out[f"yi_{s}"] = outside, xi[:, 0], xi[:, 1]
+    return pd.DataFrame(out)[["pair_id", "mic_pair_id", "outside_u", "outside_t", "xi_u",
+                              "yi_u", "xi_t", "yi_t"]]
+
+
+@pytest.mark.parametrize("downsample", [1.0, 1.6, 3.0])
+def test_outside_table_equals_the_rule_per_micrograph(tmp_path: Path, downsample: float) -> None:
+    # Micrographs of different sizes and pixel sizes, picking at other pixel sizes (or the
+    # micrograph's own), a header without a pixel size, a missing file, rows interleaved.
+    rng = np.random.default_rng(int(downsample * 10))
+    shapes = [(100, 120), (90, 200), (64, 64), (300, 150), (100, 120)]
+    sizes = [2.0, 1.37, None, 3.0, 2.0]
+    paths = []
+    for k, (shape, ps) in enumerate(zip(shapes, sizes, strict=True)):
+        for v in ("u", "t"):
+            p = tmp_path / f"{v}{k}.mrc"
+            write_mrc(p, np.zeros(shape, np.float32), ps)
+            paths.append(str(p))
+    paths[-1] = str(tmp_path / "missing.mrc")
+    n_mp = len(shapes)
+    mp = pd.DataFrame({"mic_pair_id": np.arange(1, n_mp + 1), "micrograph_u": paths[0::2],
+                       "micrograph_t": paths[1::2],
+                       "coord_pixel_size_u": [np.nan, 1.0, 0.8, np.nan, 2.0],
+                       "coord_pixel_size_t": [1.5, np.nan, np.nan, 3.0, 1.1],
+                       "pixel_size_u": [np.nan] * n_mp, "pixel_size_t": [np.nan] * n_mp})
+    n = 200
+    cp = pd.DataFrame({"pair_id": np.arange(1, n + 1),
+                       "mic_pair_id": rng.integers(1, n_mp + 2, n),  # n_mp + 1: unknown pair
+                       "x_u": rng.uniform(-20, 320, n), "y_u": rng.uniform(-20, 320, n),
+                       "x_t": np.round(rng.uniform(-20, 320, n)),
+                       "y_t": rng.uniform(-20, 320, n)})
+    cp.loc[[3, 50], "x_u"] = np.nan
+    cp.loc[[7], "y_t"] = np.inf
+    inp = TiltPairInputs(mp, cp)
+    rep = check_inputs(inp, box_size=32, downsample=downsample)
+    want = _outside_one_by_one(inp, rep, 32, downsample)
+    pd.testing.assert_frame_equal(rep.outside, want)
+    assert rep.outside["outside_u"].any() and not rep.outside["outside_u"].all()
+    assert any("pixel size unknown" in e for e in rep.errors)  # u2: picked at 0.8 A/px
+
+
+def test_headers_are_kept_for_the_run(tmp_path: Path) -> None:
+    from pairextract.io.micrograph import micrograph_info
+    from pairextract.pipeline.run import _read_infos
+
+    paths = _mics(tmp_path)
+    bad = tmp_path / "bad.mrc"
+    bad.write_bytes(b"junk")
+    inp = _inputs([paths[0], str(bad)])
+    rep = check_inputs(inp, box_size=16)
+    assert rep.headers is not None
+    infos, unreadable = rep.headers
+    assert infos == {paths[0]: micrograph_info(paths[0])}
+    with pytest.raises(ValueError) as exc:
+        micrograph_info(bad)
+    assert unreadable == {str(bad): str(exc.value)}
+    # The run takes them as they are (no second read) and reads only what is not there.
+    bad.unlink()
+    again, errors = _read_infos([paths[0], str(bad), paths[1]], rep.headers)
+    assert again[paths[0]] is infos[paths[0]] and errors == unreadable
+    assert again[paths[1]] == micrograph_info(paths[1])
+    assert _read_infos([str(bad)])[1] == {str(bad): f"micrograph file not found: {bad}"}
+    # An injected reader's objects are not micrograph headers: nothing is kept.
+    assert check_inputs(inp, micrograph_info=micrograph_info).headers is None
+
+
+def test_flat_middle_row_is_not_a_constant_micrograph(tmp_path: Path) -> None:
+    paths = _mics(tmp_path)
+    image = np.zeros((100, 120), np.float32)
+    image[10, 5] = 1.0  # the middle row (50) is flat, the image is not
+    write_mrc(paths[0], image, 2.0)
+    rep = check_inputs(_inputs(paths))
+    constant = [w for w in rep.warnings if "one value in every pixel" in w]
+    assert len(constant) == 1 and paths[1] in constant[0] and paths[0] not in constant[0]
+
+
+def test_micrograph_paired_with_others_in_many_pairs(tmp_path: Path) -> None:
+    from pairextract.io import read_pairs
+
+    # u001 with t001 in 3 rows and t002 in 1; u002 only with t002: one warning, for u001;
+    # t002 is shared by two untilted micrographs, with more rows for u002.
+    write_mrc(tmp_path / "u002.mrc", np.ones((128, 128), np.float32), 2.0)
+    rows = [f"u001.mrc,{x},40,t001.mrc,{x},40" for x in (30, 40, 50)]
+    rows += ["u001.mrc,80,40,t002.mrc,80,40"]
+    rows += [f"u002.mrc,{x},60,t002.mrc,{x},60" for x in (30, 40)]
+    rep = check_inputs(read_pairs(_two_pairs(tmp_path, rows)), box_size=16)
+    odd = [w for w in rep.warnings if "a typo in the table?" in w]
+    assert odd == [
+        f"untilted micrograph {tmp_path / 'u001.mrc'} is paired with {tmp_path / 't002.mrc'} "
+        f"in 1 row(s) (pair ids 4) but with {tmp_path / 't001.mrc'} in 3: a typo in the table?",
+        f"tilted micrograph {tmp_path / 't002.mrc'} is paired with {tmp_path / 'u001.mrc'} in "
+        f"1 row(s) (pair ids 4) but with {tmp_path / 'u002.mrc'} in 2: a typo in the table?"]

@@ -234,3 +234,112 @@ def test_complex_mrc_is_refused_not_cut_from_its_real_part(tmp_path: Path, mode:
     assert info.value.micrograph == str(p)
     with pytest.raises(MicrographError):
         read_micrograph(p)
+
+
+def _raw_mrc(path: Path, *, order: str = "<", stamp: bytes | None = None, mode: int = 2,
+             nx: int = 6, ny: int = 5, nz: int = 1, mx: int = 6, cella_x: float = 9.0,
+             nsymbt: int = 0, map_id: bytes = b"MAP ", data_bytes: int | None = None) -> None:
+    """An MRC file written byte by byte, so that headers mrcfile would never write exist."""
+    from mrcfile.dtypes import HEADER_DTYPE
+
+    h = np.zeros((), dtype=HEADER_DTYPE.newbyteorder(order))
+    h["nx"], h["ny"], h["nz"], h["mode"] = nx, ny, nz, mode
+    h["mx"], h["my"], h["mz"] = mx, ny, 1
+    h["cella"]["x"] = cella_x
+    h["nsymbt"] = nsymbt
+    h["map"] = map_id
+    h["machst"] = np.frombuffer(stamp if stamp is not None else
+                                (b"DD\x00\x00" if order == "<" else b"\x11\x11\x00\x00"), "u1")
+    itemsize = {0: 1, 1: 2, 2: 4, 4: 8, 6: 2, 12: 2}.get(mode, 4)
+    n = data_bytes if data_bytes is not None else max(nsymbt, 0) + nx * ny * max(nz, 0) * itemsize
+    path.write_bytes(h.tobytes() + bytes(range(256)) * (n // 256) + bytes(n % 256))
+
+
+def _mrc_variants(tmp: Path) -> list[Path]:
+    paths = []
+
+    def add(name: str, **kw: object) -> None:
+        p = tmp / f"{name}.mrc"
+        _raw_mrc(p, **kw)  # type: ignore[arg-type]
+        paths.append(p)
+
+    for mode in (0, 1, 2, 6, 12, 3, 4, 5, 7, 101, -2):
+        add(f"le{mode}", mode=mode)
+        add(f"be{mode}", order=">", mode=mode)
+    add("stamp_zero", stamp=b"\x00\x00\x00\x00")
+    add("stamp_da", stamp=b"DA\x00\x00")
+    add("stamp_be_data_le", stamp=b"\x11\x11\x00\x00", order="<")  # mode valid only swapped
+    add("stamp_le_data_be", stamp=b"DD\x00\x00", order=">")
+    add("stamp_junk_be", stamp=b"\x12\x34\x00\x00", order=">")
+    add("no_map_id", map_id=b"XXXX")
+    add("three_sections", nz=3)
+    add("empty", nx=0)
+    add("negative_ny", ny=-4)
+    add("ext_header", nsymbt=100)
+    add("ext_header_beyond_file", nsymbt=5000, data_bytes=10)
+    add("negative_ext_header", nsymbt=-8)
+    add("truncated", data_bytes=7)
+    add("no_mx", mx=0)
+    add("negative_mx", mx=-3)
+    add("nan_cell", cella_x=float("nan"))
+    add("odd_pixel", cella_x=7.31, mx=3)
+    for name, content in (("zero_bytes", b""), ("short", b"MRC"), ("bz_junk", b"BZ" * 700),
+                          ("gz_junk", b"\x1f\x8b" + bytes(1500)),
+                          ("random", np.random.default_rng(3).bytes(2048))):
+        p = tmp / f"{name}.mrc"
+        p.write_bytes(content)
+        paths.append(p)
+    for compression in ("gzip", "bzip2"):
+        p = tmp / f"{compression}.mrc"
+        with mrcfile.new(p, compression=compression) as mrc:
+            mrc.set_data(np.arange(20, dtype=np.float32).reshape(4, 5))
+            mrc.voxel_size = 1.5
+        paths.append(p)
+    return paths
+
+
+def test_header_read_equals_mrcfile_read(tmp_path: Path) -> None:
+    # The one-read parse against mrcfile.open(header_only=True, permissive=True), which
+    # micrograph_info used before (and still uses for compressed files): same fields, same
+    # pixel type, same errors, on headers mrcfile would never write.
+    from pairextract.io.mrc import _read_header, _read_header_mrcfile
+
+    for p in _mrc_variants(tmp_path):
+        try:
+            want = _read_header_mrcfile(str(p))
+        except Exception as exc:
+            with pytest.raises(Exception) as got:
+                _read_header(str(p))
+            assert str(got.value) == str(exc), p.name
+            continue
+        fields = _read_header(str(p))
+        assert fields[:6] == want[:6], p.name
+        # the cell size bit for bit (NaN included), the pixel type with its byte order
+        assert np.float64(fields[6]).tobytes() == np.float64(want[6]).tobytes(), p.name
+        assert fields[7] == want[7] and str(fields[7]) == str(want[7]), p.name
+        assert fields[8] == want[8], p.name
+
+
+def test_pixel_row_is_the_row_of_the_pixels(tmp_path: Path, image: np.ndarray) -> None:
+    from pairextract.io.micrograph import pixel_row, pixels
+
+    mrc_le = tmp_path / "le.mrc"
+    write_mrc(mrc_le, image, 1.0)
+    mrc_be = tmp_path / "be.mrc"
+    _raw_mrc(mrc_be, order=">", mode=1, nx=7, ny=4, nsymbt=40)
+    tif = tmp_path / "m.tif"
+    write_tiff(tif, image, 1.0)
+    packed = tmp_path / "packed.tif"
+    tifffile.imwrite(packed, image, compression="zlib")
+    for p in (mrc_le, mrc_be, tif, packed):
+        info = micrograph_info(p)
+        for y in (0, info.shape[0] // 2, info.shape[0] - 1):
+            row = pixel_row(info, y)
+            assert row.dtype == info.dtype
+            np.testing.assert_array_equal(row, np.asarray(pixels(info)[y]))
+    cut = tmp_path / "cut.mrc"
+    write_mrc(cut, image, 1.0)
+    info = micrograph_info(cut)
+    cut.write_bytes(cut.read_bytes()[:2000])  # shortened after its header was read
+    with pytest.raises(InputError, match=r"cut\.mrc.*past the end"):
+        pixel_row(info, 30)

@@ -142,6 +142,7 @@ def robust_affine(
     gives the same fit), then least squares on the points within 2.5 robust sigmas, repeated
     twice with the refitted map. ``sigma`` is floored at ``min_sigma`` pixels so that exact
     synthetic data (sub-pixel rounding only) do not make every tiny deviation an outlier.
+    :func:`robust_affine_batch` fits many point sets of one size at once, with the same result.
 
     Raises
     ------
@@ -150,26 +151,104 @@ def robust_affine(
     """
     s = np.asarray(src, dtype=np.float64)
     d = np.asarray(dst, dtype=np.float64)
-    n = len(s)
+    return robust_affine_batch(s[None], d[None], n_trials, seed, min_sigma)[0]
+
+
+# Elements of the largest (sets, trials, points, 2) prediction array built at once.
+_BATCH_ELEMENTS = 2_000_000
+
+
+def robust_affine_batch(
+    src: ArrayLike,
+    dst: ArrayLike,
+    n_trials: int = 500,
+    seed: int = 0,
+    min_sigma: float = 0.5,
+) -> list[AffineFit]:
+    """:func:`robust_affine` of ``B`` point sets of the same size ``n``, solved together.
+
+    The random minimal sets depend only on ``(n, n_trials, seed)``, so every set shares
+    them: the least-median search runs as one stack of small solves (each matrix is solved
+    on its own, so each fit is exactly the one :func:`robust_affine` gives); the refits
+    follow per set.
+
+    Parameters
+    ----------
+    src, dst
+        ``(B, n, 2)`` untilted and tilted points.
+    n_trials, seed, min_sigma
+        As for :func:`robust_affine`.
+
+    Returns
+    -------
+    list of AffineFit
+        One per set, in order.
+
+    Raises
+    ------
+    ValueError
+        With fewer than 4 points, or arrays that are not ``(B, n, 2)``.
+    """
+    s = np.asarray(src, dtype=np.float64)
+    d = np.asarray(dst, dtype=np.float64)
+    if s.ndim != 3 or s.shape[2] != 2 or d.shape != s.shape:
+        raise ValueError(f"need (B, n, 2) point arrays of one shape, got {s.shape} and {d.shape}")
+    n = s.shape[1]
     if n < 4:
         raise ValueError(f"need at least 4 point pairs for a checked affine fit, got {n}")
     trials = _triples(n, n_trials, seed)
+    step = max(1, _BATCH_ELEMENTS // max(n_trials * n * 2, 1))
+    fits: list[AffineFit] = []
+    for lo in range(0, len(s), step):
+        fits.extend(_lmeds_then_refit(s[lo:lo + step], d[lo:lo + step], trials, min_sigma))
+    return fits
+
+
+def _lmeds_then_refit(s: NDArray[np.float64], d: NDArray[np.float64],
+                      trials: NDArray[np.int64], min_sigma: float) -> list[AffineFit]:
+    b = s.shape[0]
+    # A draw repeats some triples (500 of the 720 ordered triples of 10 points): each distinct
+    # one is solved once and its result is shared by every trial that drew it.
+    distinct, which = np.unique(trials, axis=0, return_inverse=True)
+    which = which.reshape(-1)
+    n_distinct = len(distinct)
     # Solve every minimal set at once: [x y 1] @ X = dst for the three points.
-    design = np.concatenate([s[trials], np.ones((n_trials, 3, 1))], axis=2)
+    design = np.concatenate([s[:, distinct], np.ones((b, n_distinct, 3, 1))], axis=3)
     det = np.linalg.det(design)
-    span = np.ptp(s, axis=0).max() if n else 1.0
-    ok = np.abs(det) > 1e-6 * max(span, 1.0) ** 2
-    best_med = np.inf
-    best = fit_affine(s, d)
-    if ok.any():
-        sols = np.linalg.solve(design[ok], d[trials[ok]])  # (k, 3, 2)
-        pred = s[None, :, :] @ sols[:, :2, :] + sols[:, 2:3, :]
-        r2 = ((pred - d[None]) ** 2).sum(axis=2)
-        med = np.median(r2, axis=1)
-        k = int(np.argmin(med))
-        best_med = float(med[k])
-        best = (sols[k, :2, :].T.copy(), sols[k, 2, :].copy())
-    matrix, offset = best
+    spans = np.ptp(s, axis=1).max(axis=1)
+    # the same scalar expression per set as a single fit evaluates
+    limit = np.array([1e-6 * max(span, 1.0) ** 2 for span in spans], dtype=np.float64)
+    ok_distinct = np.abs(det) > limit[:, None]
+    sols = np.zeros((b, n_distinct, 3, 2))
+    if ok_distinct.any():
+        sols[ok_distinct] = np.linalg.solve(design[ok_distinct], d[:, distinct][ok_distinct])
+    pred = s[:, None, :, :] @ sols[:, :, :2, :] + sols[:, :, 2:3, :]
+    r2 = ((pred - d[:, None]) ** 2).sum(axis=3)
+    med = np.median(r2, axis=2)[:, which]
+    ok = ok_distinct[:, which]
+    # Only solvable trials compete; among equals the first wins (NaN first, as argmin does).
+    med_ok = np.where(ok, med, np.inf)
+    best_k = np.argmin(med_ok, axis=1) if len(trials) else np.zeros(b, np.int64)
+    fits = []
+    for i in range(b):
+        if not ok[i].any():
+            matrix, offset = fit_affine(s[i], d[i])
+            best_med = np.inf
+        else:
+            k = int(best_k[i])
+            if med_ok[i, k] == np.inf:  # every solvable trial has an infinite median
+                k = int(np.argmax(ok[i]))
+            best_med = float(med[i, k])
+            sol = sols[i, which[k]]
+            matrix, offset = sol[:2, :].T.copy(), sol[2, :].copy()
+        fits.append(_refit(s[i], d[i], matrix, offset, best_med, min_sigma))
+    return fits
+
+
+def _refit(s: NDArray[np.float64], d: NDArray[np.float64], matrix: NDArray[np.float64],
+           offset: NDArray[np.float64], best_med: float, min_sigma: float) -> AffineFit:
+    """Least squares on the inliers of the least-median map, twice."""
+    n = len(s)
     # Rousseeuw's LMedS scale, with the small-sample correction; per axis from a 2-D distance.
     sigma = _MAD_TO_SIGMA * (1.0 + 5.0 / max(n - 3, 1)) * np.sqrt(best_med / 2.0) \
         if np.isfinite(best_med) else np.inf

@@ -36,9 +36,9 @@ import pandas as pd
 
 from pairextract.errors import MICROGRAPH, Problem
 from pairextract.model import TiltPairInputs, mic_pair_rows, remove_ext
-from pairextract.ops.boxes import inside_micrograph
+from pairextract.ops.boxes import box_origin
 from pairextract.ops.downsample import downsampled_shape
-from pairextract.ops.scale import box_scale, runs_downsample, scale_coordinates
+from pairextract.ops.scale import box_scale, runs_downsample
 from pairextract.params import ExtractionParams
 
 _VIEWS = (("u", "untilted"), ("t", "tilted"))
@@ -63,12 +63,18 @@ class CheckReport:
         One row per micrograph: ``micrograph``, ``view``, ``height``, ``width`` (of the file;
         -1 if unreadable), ``pixel_size`` (the one used: input, else header; NaN if unknown),
         ``error`` (str, "" when readable).
+    headers
+        With the default reader only: ``(infos, unreadable)``, the header of each readable
+        micrograph and the message of each one whose header could not be read (an
+        ``InputError``, ``OSError`` or ``ValueError``), for the run to reuse instead of
+        reading every header again (:func:`pairextract.pipeline.run.run_extraction`).
     """
 
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     outside: pd.DataFrame = field(default_factory=pd.DataFrame)
     micrographs: pd.DataFrame = field(default_factory=pd.DataFrame)
+    headers: tuple[dict[str, Any], dict[str, str]] | None = None
 
     @property
     def ok(self) -> bool:
@@ -138,6 +144,7 @@ def check_inputs(
 
     # Micrograph files (headers only).
     infos: dict[str, Any] = {}
+    unreadable: dict[str, str] = {}
     mic_rows = []
     for s, view in _VIEWS:
         for path, given_ps in zip(mp[f"micrograph_{s}"], mp[f"pixel_size_{s}"], strict=True):
@@ -148,6 +155,8 @@ def check_inputs(
                 infos[path] = info_of(path)
             except Exception as exc:  # any failure to read a header is reported, not raised
                 infos[path] = None
+                if isinstance(exc, (OSError, ValueError)):  # those the run reports per file
+                    unreadable[path] = str(exc)
                 err = str(exc) if os.path.exists(path) else "file not found"
                 # One micrograph: its pairs are dropped and the run goes on.
                 report.errors.append(Problem(
@@ -163,6 +172,8 @@ def check_inputs(
                              "pixel_size": ps, "error": err})
     report.micrographs = pd.DataFrame(
         mic_rows, columns=["micrograph", "view", "height", "width", "pixel_size", "error"])
+    if micrograph_info is None:
+        report.headers = ({p: i for p, i in infos.items() if i is not None}, unreadable)
 
     # Coordinates that are not numbers.
     bad_coords = []
@@ -265,7 +276,9 @@ def _check_dubious(inputs: TiltPairInputs, report: CheckReport, phase_flip: bool
     # One row pairing u001 with t002 while every other row of u001 pairs it with t001.
     counts = cp.groupby("mic_pair_id").size()
     for s, other, view in (("u", "t", "untilted"), ("t", "u", "tilted")):
-        for mic, group in mp.groupby(f"micrograph_{s}", sort=False):
+        # only micrographs in more than one micrograph pair can be paired with another one
+        shared = mp[mp[f"micrograph_{s}"].duplicated(keep=False)]
+        for mic, group in shared.groupby(f"micrograph_{s}", sort=False):
             if len(group) < 2:
                 continue
             n = {int(i): int(counts.get(i, 0)) for i in group["mic_pair_id"]}
@@ -299,16 +312,16 @@ def _check_dubious(inputs: TiltPairInputs, report: CheckReport, phase_flip: bool
 def _is_constant(info: Any) -> bool:
     """Whether every pixel of the micrograph has one value.
 
-    One middle row (a few KiB of the memory map) decides almost every micrograph; only when
-    that row is flat is the whole image read.
+    One middle row (a few KiB, one read) decides almost every micrograph; only when that row
+    is flat is the whole image read.
     """
-    from pairextract.io.micrograph import pixels
+    from pairextract.io.micrograph import pixel_row, pixels
 
     try:
-        image = pixels(info)
-        row = np.asarray(image[image.shape[0] // 2])
+        row = pixel_row(info, int(info.shape[0]) // 2)
         if row.size and row.min() != row.max():
             return False
+        image = pixels(info)
         return bool(image.size) and bool(np.min(image) == np.max(image))
     except Exception:  # unreadable pixels are reported by the extraction itself
         return False
@@ -327,18 +340,23 @@ def _check_boxes(inputs: TiltPairInputs, report: CheckReport, infos: dict[str, A
                                   "mic_pair_id": cp["mic_pair_id"].to_numpy(np.int64)}
     sizes = dict(zip(report.micrographs["micrograph"].tolist(),
                      report.micrographs["pixel_size"].tolist(), strict=True))
-    groups: dict[int, np.ndarray] = {}
-    ids = cp["mic_pair_id"].to_numpy(np.int64)
-    for mic_pair_id in np.unique(ids):
-        groups[int(mic_pair_id)] = np.flatnonzero(ids == mic_pair_id)
+    ids = out["mic_pair_id"]
+    # Rows of each micrograph pair from one sort: the check stays linear in the micrographs.
+    order = np.argsort(ids, kind="stable")
+    present, first = np.unique(ids[order], return_index=True)
+    counts = np.diff(np.r_[first, n])
+    where = dict(zip(present.tolist(), range(len(present)), strict=True))
+    down = runs_downsample(d)
+    mic_pairs = mic_pair_rows(mp)
     small: list[str] = []
     checked = 0
     for s, view in _VIEWS:
-        outside = np.zeros(n, dtype=bool)
-        xi = np.full((n, 2), -1, dtype=np.int64)
+        # Per micrograph pair: the scale and cut shape of its rows (-1: rows left unchecked).
+        scale = np.full(len(present), np.nan)
+        shapes = np.zeros((len(present), 2), dtype=np.int64)
+        assigned = np.zeros(len(present), dtype=bool)
         coord_sizes = mp[f"coord_pixel_size_{s}"].tolist()
-        for k, (mic_pair_id, mic_u, mic_t) in enumerate(mic_pair_rows(mp)):
-            rows = groups.get(mic_pair_id)
+        for k, (mic_pair_id, mic_u, mic_t) in enumerate(mic_pairs):
             path = mic_u if s == "u" else mic_t
             info = infos.get(path)
             if info is None:
@@ -350,28 +368,39 @@ def _check_boxes(inputs: TiltPairInputs, report: CheckReport, infos: dict[str, A
                 shape = (0, 0)
             if shape[0] < box or shape[1] < box:
                 small.append(f"{view} {path} ({shape[0]}x{shape[1]}"
-                             f"{' after downsampling' if runs_downsample(d) else ''})")
-            if rows is None:
+                             f"{' after downsampling' if down else ''})")
+            g = where.get(mic_pair_id)
+            if g is None:
                 continue
             cps = float(coord_sizes[k])
             ps = float(sizes.get(path, math.nan))
             if math.isnan(cps):
-                scale = box_scale(1.0, 1.0, d)
+                scale[g] = box_scale(1.0, 1.0, d)
             elif math.isnan(ps):
                 report.errors.append(
                     f"{view} micrograph {path}: pixel size unknown (not in the input nor the "
                     "header) but needed to rescale the picking coordinates")
                 continue
             else:
-                scale = box_scale(cps, ps, d)
-            xy = cp[[f"x_{s}", f"y_{s}"]].to_numpy()[rows]
-            finite = np.isfinite(xy).all(axis=1)
-            ints = np.full((len(rows), 2), -1, dtype=np.int64)
-            ints[finite] = scale_coordinates(xy[finite], scale)
-            inside = np.zeros(len(rows), dtype=bool)
-            inside[finite] = inside_micrograph(ints[finite], box, shape)
-            outside[rows] = ~inside
-            xi[rows] = ints
+                scale[g] = box_scale(cps, ps, d)
+            shapes[g] = shape
+            assigned[g] = True
+        outside = np.zeros(n, dtype=bool)
+        xi = np.full((n, 2), -1, dtype=np.int64)
+        row_group = np.repeat(np.arange(len(present)), counts)
+        rows = order[assigned[row_group]]
+        group = row_group[assigned[row_group]]
+        xy = cp[[f"x_{s}", f"y_{s}"]].to_numpy(np.float64)[rows]
+        finite = np.isfinite(xy).all(axis=1)
+        row_scale = scale[group][finite]
+        # trunc(xy * scale) as scale_coordinates does it; a scale of exactly 1 only truncates
+        scaled = np.where(row_scale[:, None] != 1.0, xy[finite] * row_scale[:, None], xy[finite])
+        ints = np.full((len(rows), 2), -1, dtype=np.int64)
+        ints[finite] = np.trunc(scaled).astype(np.int64)
+        inside = np.zeros(len(rows), dtype=bool)
+        inside[finite] = _inside(ints[finite], box, shapes[group][finite])
+        outside[rows] = ~inside
+        xi[rows] = ints
         out[f"outside_{s}"] = outside
         out[f"xi_{s}"] = xi[:, 0]
         out[f"yi_{s}"] = xi[:, 1]
@@ -379,10 +408,18 @@ def _check_boxes(inputs: TiltPairInputs, report: CheckReport, infos: dict[str, A
         # Not one micrograph fits: the parameters, not the micrographs, are at fault.
         report.errors.append(Problem(
             f"every micrograph is smaller than the box ({box} px"
-            f"{f' after downsampling by {d:g}' if runs_downsample(d) else ''}): "
+            f"{f' after downsampling by {d:g}' if down else ''}): "
             f"{_listed(small)}; lower --box or --downsample"))
     elif small:
         report.errors.append(Problem(
             f"micrographs smaller than the box ({box} px): {_listed(small)}", kind=MICROGRAPH))
     report.outside = pd.DataFrame(out)[["pair_id", "mic_pair_id", "outside_u", "outside_t",
                                         "xi_u", "yi_u", "xi_t", "yi_t"]]
+
+
+def _inside(xy: np.ndarray, box: int, shapes: np.ndarray) -> np.ndarray:
+    """:func:`inside_micrograph` with each row's own ``(H, W)``."""
+    half = box_origin(box)
+    x0 = xy[:, 0] - half
+    y0 = xy[:, 1] - half
+    return (x0 >= 0) & (y0 >= 0) & (x0 + box <= shapes[:, 1]) & (y0 + box <= shapes[:, 0])

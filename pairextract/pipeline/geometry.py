@@ -1,10 +1,11 @@
 """Pair-geometry check: per micrograph pair, fit untilted -> tilted robustly, flag wrong pairs.
 
 For each micrograph pair the coordinates (picking pixels) are fitted with
-:func:`pairextract.ops.geometry.robust_affine`; the tilt angle and the tilt-axis angles (Xmipp's
-``angleTilt``, ``angleY``, ``angleY2``) come from its linear part, and every coordinate pair gets
-its residual: the distance in tilted pixels between its tilted position and the mapped untilted
-one.
+:func:`pairextract.ops.geometry.robust_affine` (micrograph pairs with the same number of
+points in one batch, :func:`~pairextract.ops.geometry.robust_affine_batch`); the tilt angle and
+the tilt-axis angles (Xmipp's ``angleTilt``, ``angleY``, ``angleY2``) come from its linear part,
+and every coordinate pair gets its residual: the distance in tilted pixels between its tilted
+position and the mapped untilted one.
 
 Default threshold (``threshold=None``): per micrograph pair, ``max(5 px, 5 sigma)`` with sigma
 the robust per-axis scale of the residuals. A correct pair exceeds 5 sigma with probability
@@ -25,7 +26,7 @@ import pandas as pd
 
 from pairextract.errors import ParameterError
 from pairextract.model import TiltPairInputs
-from pairextract.ops.geometry import robust_affine
+from pairextract.ops.geometry import AffineFit, robust_affine_batch
 
 MIN_PAIRS = 4
 MIN_THRESHOLD = 5.0
@@ -65,24 +66,25 @@ def check_geometry(
     residual = np.full(len(cp), np.nan)
     flagged = np.zeros(len(cp), dtype=bool)
     fitted = []
-    groups = cp.groupby("mic_pair_id", sort=False).indices
     # once, not per micrograph pair: the check stays linear in the number of pairs
-    all_src = cp[["x_u", "y_u"]].to_numpy()
-    all_dst = cp[["x_t", "y_t"]].to_numpy()
-    for mic_pair_id in inputs.micrograph_pairs["mic_pair_id"]:
-        rows = np.asarray(groups.get(mic_pair_id, np.empty(0, dtype=np.int64)))
-        src = all_src[rows]
-        dst = all_dst[rows]
-        good = np.isfinite(src).all(axis=1) & np.isfinite(dst).all(axis=1)
-        rec: dict[str, Any] = {"mic_pair_id": int(mic_pair_id), "n_fitted": int(good.sum()),
+    groups = _rows_by_mic_pair(cp["mic_pair_id"].to_numpy())
+    all_src = cp[["x_u", "y_u"]].to_numpy(np.float64)
+    all_dst = cp[["x_t", "y_t"]].to_numpy(np.float64)
+    good_all = np.isfinite(all_src).all(axis=1) & np.isfinite(all_dst).all(axis=1)
+    mic_pair_ids = inputs.micrograph_pairs["mic_pair_id"].tolist()
+    empty = np.empty(0, dtype=np.int64)
+    fit_rows = [_good_rows(groups.get(i, empty), good_all) for i in mic_pair_ids]
+    fits = _fits_by_size(fit_rows, all_src, all_dst, seed)
+    for k, mic_pair_id in enumerate(mic_pair_ids):
+        idx = fit_rows[k]
+        rec: dict[str, Any] = {"mic_pair_id": int(mic_pair_id), "n_fitted": len(idx),
                                "fitted_tilt_angle": np.nan, "fitted_axis_angle_u": np.nan,
                                "fitted_axis_angle_t": np.nan, "residual_sigma": np.nan,
                                "residual_threshold": np.nan, "n_flagged": 0}
-        if good.sum() >= MIN_PAIRS:
-            fit = robust_affine(src[good], dst[good], seed=seed)
+        fit = fits.get(k)
+        if fit is not None:
             limit = (float(threshold) if threshold is not None
                      else max(MIN_THRESHOLD, SIGMA_FACTOR * fit.sigma))
-            idx = rows[good]
             residual[idx] = fit.residuals
             flagged[idx] = fit.residuals > limit
             tilt, axis_u, axis_t = fit.angles
@@ -98,6 +100,41 @@ def check_geometry(
     })
     out.attrs["fitted"] = pd.DataFrame(fitted, columns=list(FITTED_COLUMNS))
     return out
+
+
+def _rows_by_mic_pair(ids: np.ndarray) -> dict[Any, np.ndarray]:
+    """Row positions of each micrograph pair id, ascending, from one stable sort."""
+    if len(ids) == 0:
+        return {}
+    order = np.argsort(ids, kind="stable")
+    ordered = ids[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+    ends = np.r_[starts[1:], len(ids)]
+    return {key: order[lo:hi] for key, lo, hi in zip(ordered[starts].tolist(), starts.tolist(),
+                                                      ends.tolist(), strict=True)}
+
+
+def _good_rows(rows: np.ndarray, good: np.ndarray) -> np.ndarray:
+    return rows[good[rows]]
+
+
+def _fits_by_size(fit_rows: list[np.ndarray], src: np.ndarray, dst: np.ndarray,
+                  seed: int) -> dict[int, AffineFit]:
+    """The robust fit of every micrograph pair with enough pairs, keyed by its position.
+
+    Micrograph pairs with the same number of pairs share the random minimal sets, so each
+    such group is fitted in one batch.
+    """
+    by_size: dict[int, list[int]] = {}
+    for k, rows in enumerate(fit_rows):
+        if len(rows) >= MIN_PAIRS:
+            by_size.setdefault(len(rows), []).append(k)
+    fits: dict[int, AffineFit] = {}
+    for members in by_size.values():
+        idx = np.stack([fit_rows[k] for k in members])
+        batch = robust_affine_batch(src[idx], dst[idx], seed=seed)
+        fits.update(zip(members, batch, strict=True))
+    return fits
 
 
 def flagged_pair_ids(geometry: pd.DataFrame, mic_pair_id: int | None = None) -> list[int]:

@@ -126,10 +126,21 @@ def _pixel_sizes(inputs: TiltPairInputs, infos: dict[str, Any]) -> dict[str, flo
     return sizes
 
 
-def _read_infos(jobs_paths: list[str]) -> tuple[dict[str, Any], dict[str, str]]:
+def _read_infos(jobs_paths: list[str],
+                known: tuple[dict[str, Any], dict[str, str]] | None = None,
+                ) -> tuple[dict[str, Any], dict[str, str]]:
+    """Header of each micrograph, or why it cannot be read; ``known`` (``(infos, errors)``
+    from the input checks) is reused instead of reading those headers again."""
+    known_infos, known_errors = known if known is not None else ({}, {})
     infos: dict[str, Any] = {}
     errors: dict[str, str] = {}
     for path in dict.fromkeys(jobs_paths):
+        if path in known_infos:
+            infos[path] = known_infos[path]
+            continue
+        if path in known_errors:
+            errors[path] = known_errors[path]
+            continue
         try:
             infos[path] = micrograph_info(path)
         except (InputError, OSError, ValueError) as exc:
@@ -183,6 +194,7 @@ def run_extraction(
     progress: bool | str = False,
     warnings: list[str] | None = None,
     protect: Sequence[str | os.PathLike[str]] = (),
+    headers: tuple[dict[str, Any], dict[str, str]] | None = None,
 ) -> ExtractionResult:
     """Run the extraction of ``inputs`` into ``out`` on the Dask ``client``.
 
@@ -195,6 +207,9 @@ def run_extraction(
     ``overwrite`` clears only the files pairextract wrote there, under the run's lock.
     Writing failures (disk full, read-only, I/O error) raise
     :class:`~pairextract.errors.OutputIOError`.
+
+    ``headers`` (``CheckReport.headers`` of :func:`~pairextract.pipeline.checks.check_inputs`
+    run on these inputs just before) spares reading every micrograph's header again.
     """
     out = Path(out).resolve()
     if dtype not in ("float32", "float16"):
@@ -214,12 +229,14 @@ def run_extraction(
                         f"not write: {', '.join(kept[:5])}{' ...' if len(kept) > 5 else ''}")
             outdir.write_marker(out, "extract")
         return _run_locked(inputs, out, params, client, dtype, geometry, drop_flagged,
-                           progress, warnings, t0)
+                           progress, warnings, t0, headers)
 
 
 def _run_locked(inputs: TiltPairInputs, out: Path, params: ExtractionParams, client: Any,
                 dtype: str, geometry: pd.DataFrame | None, drop_flagged: bool,
-                progress: bool | str, warnings: list[str], t0: float) -> ExtractionResult:
+                progress: bool | str, warnings: list[str], t0: float,
+                headers: tuple[dict[str, Any], dict[str, str]] | None = None
+                ) -> ExtractionResult:
     provenance = {
         "format_version": FORMAT_VERSION,
         "params": params.to_dict(),
@@ -227,7 +244,7 @@ def _run_locked(inputs: TiltPairInputs, out: Path, params: ExtractionParams, cli
         "box_size": params.box_size,
     }
     paths = [str(p) for s in ("u", "t") for p in inputs.micrograph_pairs[f"micrograph_{s}"]]
-    infos, bad_files = _read_infos(paths)
+    infos, bad_files = _read_infos(paths, headers)
     pixel_sizes = _pixel_sizes(inputs, infos)
     jobs = make_jobs(inputs, pixel_sizes)
     itemsize = np.dtype(dtype).itemsize
