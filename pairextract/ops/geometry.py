@@ -155,7 +155,7 @@ def robust_affine(
 
 
 # Elements of the largest (sets, trials, points, 2) prediction array built at once.
-_BATCH_ELEMENTS = 2_000_000
+_BATCH_ELEMENTS = 1_000_000
 
 
 def robust_affine_batch(
@@ -213,7 +213,8 @@ def _lmeds_then_refit(s: NDArray[np.float64], d: NDArray[np.float64],
     which = which.reshape(-1)
     n_distinct = len(distinct)
     # Solve every minimal set at once: [x y 1] @ X = dst for the three points.
-    design = np.concatenate([s[:, distinct], np.ones((b, n_distinct, 3, 1))], axis=3)
+    design = np.ones((b, n_distinct, 3, 3))
+    design[..., :2] = s[:, distinct]
     det = np.linalg.det(design)
     spans = np.ptp(s, axis=1).max(axis=1)
     # the same scalar expression per set as a single fit evaluates
@@ -223,7 +224,9 @@ def _lmeds_then_refit(s: NDArray[np.float64], d: NDArray[np.float64],
     if ok_distinct.any():
         sols[ok_distinct] = np.linalg.solve(design[ok_distinct], d[:, distinct][ok_distinct])
     pred = s[:, None, :, :] @ sols[:, :, :2, :] + sols[:, :, 2:3, :]
-    r2 = ((pred - d[:, None]) ** 2).sum(axis=3)
+    pred -= d[:, None]
+    # dx^2 + dy^2: the sum over the last axis of two terms, without a reduction per point
+    r2 = pred[..., 0] ** 2 + pred[..., 1] ** 2
     med = np.median(r2, axis=2)[:, which]
     ok = ok_distinct[:, which]
     # Only solvable trials compete; among equals the first wins (NaN first, as argmin does).
