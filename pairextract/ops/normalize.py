@@ -72,12 +72,32 @@ def _background(box: int, radius: int) -> tuple[NDArray[np.float64], NDArray[np.
 
     Cached, so the arrays are read-only.
     """
-    bg = background_mask(box, radius)
+    bg = background_mask(box, radius).astype(np.float64)
     flat = np.flatnonzero(bg)
-    mask = bg.astype(np.float64)
-    mask.setflags(write=False)
+    bg.setflags(write=False)
     flat.setflags(write=False)
-    return mask, flat
+    return bg, flat
+
+
+@functools.lru_cache(maxsize=8)
+def _plane_normal_inverse(box: int, radius: int) -> NDArray[np.float64]:
+    """``(X^T X)^-1`` for the plane's columns ``(1, j, i)`` over the background.
+
+    Cached (``np.linalg.inv`` alone costs more than normalizing a small box): read-only.
+    """
+    bg, flat = _background(box, radius)
+    nb = len(flat)
+    ij = (np.arange(box) - box // 2).astype(np.float64)
+    row_w = bg.sum(axis=1)                                # background pixels per row
+    col_w = bg.sum(axis=0)
+    normal = np.array([
+        [nb, col_w @ ij, row_w @ ij],
+        [col_w @ ij, col_w @ ij ** 2, ij @ bg @ ij],
+        [row_w @ ij, ij @ bg @ ij, row_w @ ij ** 2],
+    ])
+    inv_normal = np.linalg.inv(normal)
+    inv_normal.setflags(write=False)
+    return inv_normal
 
 
 def normalize_stack(stack: ArrayLike, method: str, radius: int = -1,
@@ -140,7 +160,8 @@ def normalize_stack(stack: ArrayLike, method: str, radius: int = -1,
                 flat_out[k:k + chunk] = x
         return res[0] if single else res
 
-    bg, flat = _background(box, _radius(box, radius))
+    rad = _radius(box, radius)
+    bg, flat = _background(box, rad)
     nb = len(flat)
     if nb < 2:
         raise ValueError(f"background of box {box} with radius {radius} has {nb} pixel(s)")
@@ -167,14 +188,7 @@ def normalize_stack(stack: ArrayLike, method: str, radius: int = -1,
     # sum_b x^2 - beta . (X^T x) needs no extra pass but cancels catastrophically for boxes
     # with a large mean or a steep plane and a small spread.)
     ij = (np.arange(box) - box // 2).astype(np.float64)
-    row_w = bg.sum(axis=1)                                # background pixels per row
-    col_w = bg.sum(axis=0)
-    normal = np.array([
-        [nb, col_w @ ij, row_w @ ij],
-        [col_w @ ij, col_w @ ij ** 2, ij @ bg @ ij],
-        [row_w @ ij, ij @ bg @ ij, row_w @ ij ** 2],
-    ])                                                    # X^T X for columns (1, j, i)
-    inv_normal = np.linalg.inv(normal)
+    inv_normal = _plane_normal_inverse(box, rad)
     in3 = a.reshape(n, box, box)
     out3 = res.reshape(n, box, box)
     # A few boxes at a time in float64 (xf: the box, then its residual; ym: the masked box),
