@@ -324,7 +324,7 @@ def test_boxes_are_those_of_the_previous_kernels(normalize, streamed):
             with np.errstate(invalid="ignore", divide="ignore"):
                 previous_normalize_stack(part, normalize, 25, out=part)
         expect[idx[k:k + chunk]] = part
-    np.testing.assert_array_equal(stack, expect)
+    np.testing.assert_array_equal(stack.view(np.uint32), expect.view(np.uint32))
     np.testing.assert_array_equal(res.local_average[valid],
                                   cut[valid].reshape(idx.size, -1).mean(axis=1,
                                                                         dtype=np.float64))

@@ -187,6 +187,9 @@ def _varied_stacks(box: int, n: int, dtype: type, seed: int) -> dict[str, np.nda
     noise = rng.standard_normal((n, box, box))
     blank = np.zeros((n, box, box))
     blank[1::2] = 3.5                                    # constant boxes: sigma 0
+    signed_zeros = np.where(rng.random((n, box, box)) < 0.5, -0.0, 0.0)
+    signed_zeros[1::3] = -2.0                            # negative boxes, -0.0 outside the fit
+    signed_zeros[2::3, ::3] *= -1e-3 * noise[2::3, ::3] - 1  # sparse negative values
     big = (1e4 + 1e-3 * noise) if dtype == np.float64 else (300 + 0.01 * noise)
     stacks = {
         "noise": noise,
@@ -194,6 +197,7 @@ def _varied_stacks(box: int, n: int, dtype: type, seed: int) -> dict[str, np.nda
         "steep_plane": 50.0 * j - 37.0 * i + 0.1 * noise,
         "tilted_counts": 1e4 + 3.0 * j + 0.5 * i + 100.0 * noise,
         "blank": blank,
+        "signed_zeros": signed_zeros,
         "inverted": (5.0 - rng.gamma(2.0, size=(n, box, box))) / 9.0,
     }
     return {k: v.astype(dtype) for k, v in stacks.items()}
@@ -209,8 +213,10 @@ def test_kernels_match_the_previous_implementation_bit_for_bit(box, n, dtype):
                 with np.errstate(invalid="ignore", divide="ignore"):
                     expect = previous_normalize_stack(stack, method, radius)
                     got = normalize_stack(stack, method, radius)
+                # the bits, so that a zero's sign or a NaN counts too
                 np.testing.assert_array_equal(
-                    got, expect, err_msg=f"{method} {name} radius {radius}")
+                    got.view(np.uint32), expect.view(np.uint32),
+                    err_msg=f"{method} {name} radius {radius}")
 
 
 @pytest.mark.parametrize("method", ["Ramp", "NewXmipp"])
@@ -221,4 +227,5 @@ def test_kernels_match_the_previous_implementation_on_the_benchmark_box(method):
             expect = previous_normalize_stack(stack, method, radius)
             got = stack.copy()
             assert normalize_stack(got, method, radius, out=got) is got
-            np.testing.assert_array_equal(got, expect, err_msg=f"{method} {name} {radius}")
+            np.testing.assert_array_equal(got.view(np.uint32), expect.view(np.uint32),
+                                          err_msg=f"{method} {name} {radius}")

@@ -67,16 +67,17 @@ def _masked_sums(x: NDArray[np.float64], mask: NDArray[np.float64],
 
 
 @functools.lru_cache(maxsize=8)
-def _background(box: int, radius: int) -> tuple[NDArray[np.float64], NDArray[np.intp]]:
-    """The background as a 0/1 float64 ``(B, B)`` mask and as flat indices (raster order).
-
-    Cached, so the arrays are read-only.
+def _background(box: int, radius: int) -> tuple[NDArray[np.bool_], NDArray[np.float64],
+                                               NDArray[np.intp]]:
+    """The background as a boolean and a 0/1 float64 ``(B, B)`` mask, and as flat indices
+    (raster order). Cached, so the arrays are read-only.
     """
-    bg = background_mask(box, radius).astype(np.float64)
-    flat = np.flatnonzero(bg)
-    bg.setflags(write=False)
-    flat.setflags(write=False)
-    return bg, flat
+    mask = background_mask(box, radius)
+    bg = mask.astype(np.float64)
+    flat = np.flatnonzero(mask)
+    for a in (mask, bg, flat):
+        a.setflags(write=False)
+    return mask, bg, flat
 
 
 @functools.lru_cache(maxsize=8)
@@ -85,7 +86,7 @@ def _plane_normal_inverse(box: int, radius: int) -> NDArray[np.float64]:
 
     Cached (``np.linalg.inv`` alone costs more than normalizing a small box): read-only.
     """
-    bg, flat = _background(box, radius)
+    _, bg, flat = _background(box, radius)
     nb = len(flat)
     ij = (np.arange(box) - box // 2).astype(np.float64)
     row_w = bg.sum(axis=1)                                # background pixels per row
@@ -161,7 +162,7 @@ def normalize_stack(stack: ArrayLike, method: str, radius: int = -1,
         return res[0] if single else res
 
     rad = _radius(box, radius)
-    bg, flat = _background(box, rad)
+    mask, bg, flat = _background(box, rad)
     nb = len(flat)
     if nb < 2:
         raise ValueError(f"background of box {box} with radius {radius} has {nb} pixel(s)")
@@ -191,11 +192,11 @@ def normalize_stack(stack: ArrayLike, method: str, radius: int = -1,
     inv_normal = _plane_normal_inverse(box, rad)
     in3 = a.reshape(n, box, box)
     out3 = res.reshape(n, box, box)
-    # A few boxes at a time in float64 (xf: the box, then its residual; ym: the masked box),
-    # so that every pass over them after the first reads from cache.
+    # A few boxes at a time in float64 (xf: the residual; ym: the box's background, zeros
+    # elsewhere), so that every pass over them after the first reads from cache.
     per = max(1, min(n, _BOX_ELEMENTS // npix))
     xf = np.empty((per, box, box))
-    ym = np.empty((per, box, box))
+    ym = np.zeros((per, box, box))
     rows = np.empty((min(chunk, n), box))
     cols = np.empty((min(chunk, n), box))
     for k in range(0, n, chunk):
@@ -204,10 +205,12 @@ def normalize_stack(stack: ArrayLike, method: str, radius: int = -1,
         # The fit's sums as before: the same operations on the same values, and the same
         # chunks for the matrix-vector products (BLAS may round differently for another
         # number of rows), so the plane and every residual pixel are bit for bit as before.
+        # (Before, the pixels outside the background were x * 0, zeros of either sign; a zero
+        # term of either sign leaves these sums as they are, their accumulators start at +0.)
         for s in range(0, m, per):
             e = min(s + per, m)
-            np.copyto(xf[:e - s], x[s:e])
-            y = np.multiply(xf[:e - s], bg, out=ym[:e - s])
+            y = ym[:e - s]
+            np.copyto(y, x[s:e], where=mask)              # only the background is written
             rows[s:e] = np.einsum("kab->ka", y)           # background sum of each row
             cols[s:e] = np.einsum("kab->kb", y)
         xtx = np.stack([rows[:m].sum(axis=1), cols[:m] @ ij, rows[:m] @ ij], axis=1)
