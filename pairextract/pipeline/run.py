@@ -358,6 +358,11 @@ def view_samplings(jobs: list[MicrographJob], params: ExtractionParams
     return out
 
 
+# Fetch results once at least this many tasks finished, or after waiting this long.
+_GATHER_AT_LEAST = 32
+_GATHER_WAIT = 0.05
+
+
 def _compute(todo: list[MicrographJob], infos: dict[str, Any], out: Path,
              params: ExtractionParams, shard: int, dtype: str, client: Any,
              progress: bool | str, failed: dict[str, str]) -> list[dict[str, Any]]:
@@ -365,6 +370,8 @@ def _compute(todo: list[MicrographJob], infos: dict[str, Any], out: Path,
 
     Tasks are submitted directly (no graph to build or optimise); each returns its table.
     """
+    from concurrent.futures import CancelledError
+
     from distributed import as_completed
 
     if not todo:
@@ -386,27 +393,32 @@ def _compute(todo: list[MicrographJob], infos: dict[str, Any], out: Path,
             show = _progress_printer(len(futures))
             show(0)
     results: list[dict[str, Any]] = []
-    # Results are fetched by the client's event loop as tasks finish, not one blocking call
-    # (two, with the error check) per future from this thread: thousands of small
-    # micrographs would wait on those round trips one by one.
-    done = as_completed(futures, with_results=True, raise_errors=False)
-    for n, (fut, value) in enumerate(done, start=1):
-        job = by_key[fut.key]
-        error = value[1] if fut.status == "error" else None
-        if isinstance(value, BaseException):  # cancelled
-            error = value
-        if error is not None and kind_of(error) == ENVIRONMENT:
-            # The output cannot be written: the run fails; finished parts stay for a resume.
-            client.cancel(futures)
-            raise error
-        if error is not None:
+    finished = 0
+    # Results are fetched in batches, one gather for all the tasks that finished meanwhile:
+    # thousands of small micrographs would otherwise cost a round trip to a worker each,
+    # on the client, the scheduler and the workers alike.
+    done = as_completed(futures)
+    for batch in done.batches():
+        errors = [f for f in batch if f.status != "finished"]
+        for fut in errors:
+            job = by_key[fut.key]
+            error = fut.exception() if fut.status == "error" else CancelledError(fut.key)
+            if kind_of(error) == ENVIRONMENT:
+                # The output cannot be written: the run fails; finished parts stay for resume.
+                client.cancel(futures)
+                raise error
             failed[job.name] = (str(error) if isinstance(error, PairextractError)
                                 else f"{type(error).__name__}: {error}")
-        else:
-            results.append(value)
-        fut.release()
+        ok = [f for f in batch if f.status == "finished"]
+        if ok:
+            results.extend(client.gather(ok))
+        for fut in batch:
+            fut.release()
+        finished += len(batch)
         if show:
-            show(n)
+            show(finished)
+        if len(batch) < _GATHER_AT_LEAST and not done.is_empty():
+            time.sleep(_GATHER_WAIT)  # let a few more finish: fewer, larger gathers
     return results
 
 
