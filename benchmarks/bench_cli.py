@@ -228,7 +228,7 @@ def _report_store(out: Path, n_mics: int) -> None:
 
     files = sum(1 for p in (out / "pairs.zarr").rglob("*") if p.is_file())
     shards = sum(1 for v in ("untilted", "tilted")
-                 for p in (out / "pairs.zarr" / v / "images").rglob("c/*/*/*") if p.is_file())
+                 for p in (out / "pairs.zarr" / v / "images").glob("c.*") if p.is_file())
     work = sum(1 for p in (out / "_work").rglob("*") if p.is_file())
     arr = zarr.open_array(str(out / "pairs.zarr" / "untilted" / "images"), mode="r")
     rng = np.random.default_rng(0)

@@ -25,8 +25,7 @@ def _files(out: Path) -> dict[str, bytes]:
 
 
 def _shards(out: Path, view: str) -> list[Path]:
-    return sorted(p for p in (out / "pairs.zarr" / view / "images" / "c").rglob("*")
-                  if p.is_file())
+    return sorted(p for p in (out / "pairs.zarr" / view / "images").glob("c.*") if p.is_file())
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -132,8 +131,35 @@ def test_store_of_the_older_layout_is_refused(run, client):  # type: ignore[no-u
     assert layout is not None
     del layout["layout"]["format"]
     store.write_json(out / "_work" / "layout.json", layout)
-    with pytest.raises(store.StoreMismatchError, match="older pairextract"):
+    with pytest.raises(store.StoreMismatchError, match=r"another version of pairextract "
+                       r"\(store layout 1; this version writes 3\)"):
         extract_pairs(inputs, out, params, client=client)
+
+
+def test_layout_2_folder_is_refused_and_overwrite_clears_its_shard_folders(
+        run, client, tmp_path):  # type: ignore[no-untyped-def]
+    # Layout 2 kept each shard in folders of its own ("images/c/<i>/0/0"): those files are
+    # pairextract's, so --overwrite deletes them (and nothing else).
+    import shutil
+
+    inputs, params, out = run
+    old = tmp_path / "old"
+    shutil.copytree(out, old)
+    layout = store.read_json(old / "_work" / "layout.json")
+    assert layout is not None
+    layout["layout"]["format"] = 2
+    store.write_json(old / "_work" / "layout.json", layout)
+    legacy = old / "pairs.zarr" / "untilted" / "images" / "c" / "0" / "0" / "0"
+    legacy.parent.mkdir(parents=True)
+    legacy.write_bytes(b"old shard")
+    mine = old / "pairs.zarr" / "untilted" / "notes.txt"
+    mine.write_text("not pairextract's")
+    with pytest.raises(store.StoreMismatchError, match="store layout 2"):
+        extract_pairs(inputs, old, params, client=client)
+    result = extract_pairs(inputs, old, params, client=client, overwrite=True)
+    assert not legacy.exists() and mine.read_text() == "not pairextract's"
+    assert result.pairs_kept > 0 and _files(old).keys() - {"pairs.zarr/untilted/notes.txt"} \
+        == _files(out).keys()
 
 
 def test_plan_of_a_table_without_rows_has_no_jobs(small_dataset):  # type: ignore[no-untyped-def]

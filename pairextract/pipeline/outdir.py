@@ -144,7 +144,11 @@ def _is_extract_file(rel: PurePosixPath, out: Path) -> bool:
     if parts[0] == _ZARR:
         if rel.name == "zarr.json":
             return True
-        # Chunks live under "<array>/c/..." (zarr v3's default chunk key encoding).
+        # Shards are "<array>/c.<i>.0.0" (and their temporary ".c.<i>.0.0.<pid>.tmp"); a
+        # layout-2 folder has them under "<array>/c/<i>/0/0".
+        name = rel.name[1:] if rel.name.startswith(".") else rel.name
+        if name.startswith("c.") and (out.joinpath(*parts[:-1]) / "zarr.json").exists():
+            return True
         for i in range(1, len(parts) - 1):
             if parts[i] == "c" and (out.joinpath(*parts[:i]) / "zarr.json").exists():
                 return True

@@ -22,8 +22,9 @@ from pairextract.ctf import CTF
 from pairextract.model import TiltPairInputs
 
 VIEWS = ("untilted", "tilted")
-# Version of the store layout (2: one zarr shard per micrograph); older folders are refused.
-LAYOUT_FORMAT = 2
+# Version of the store layout (2: one zarr shard per micrograph; 3: shard files side by side,
+# "c.<i>.0.0", not one folder each); folders of another version are refused.
+LAYOUT_FORMAT = 3
 _SUFFIX = {"untilted": "u", "tilted": "t"}
 
 

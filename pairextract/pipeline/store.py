@@ -3,8 +3,9 @@
 Layout of ``OUT``::
 
     pairs.zarr/            zarr v3 group; attrs["pairextract"] = provenance
-      untilted/images      (slots, box, box) float32|float16, sharded: one shard file of
-                           (shard, box, box) per micrograph, inner chunks of one particle
+      untilted/images      (slots, box, box) float32|float16, sharded: one shard file
+                           ``c.<i>.0.0`` of (shard, box, box) per micrograph, inner chunks
+                           of one particle
       untilted/<column>    per-slot metadata (pair_id, x, y, xi, yi, status, ...)
       tilted/...           the same for the tilted view
     untilted.parquet       one row per extracted slot of the untilted view
@@ -13,7 +14,7 @@ Layout of ``OUT``::
     dropped.parquet        every coordinate pair that was not kept, with its reason
     micrographs.parquet    micrograph pairs with given and fitted tilt angles
     summary.json           counts, timings, output path
-    _work/                 layout.json and one part table per finished micrograph (resume)
+    _work/                 layout.json and one part file per finished micrograph (resume)
     .lock                  held while a run writes into OUT
 """
 
@@ -125,7 +126,8 @@ def open_layout(out: Path, provenance: dict[str, Any], chunk: int) -> Layout:
         return Layout(chunk=chunk)
     if old.get("layout", {}).get("format") != LAYOUT_FORMAT:
         raise StoreMismatchError(
-            f"{out} was written by an older pairextract (unsharded store); "
+            f"{out} was written by another version of pairextract (store layout "
+            f"{old.get('layout', {}).get('format', 1)}; this version writes {LAYOUT_FORMAT}); "
             "choose another output folder or pass overwrite")
     before = old.get("provenance", {})
     if before.get("params") != provenance["params"] or before.get("dtype") != provenance["dtype"]:
@@ -171,12 +173,16 @@ def prepare_arrays(out: Path, layout: Layout, box: int, dtype: str,
             shards=(layout.chunk, box, box), chunks=(1, box, box), fill_value=0,
             # Particle noise does not compress; plain bytes are the fastest to write and read.
             compressors=None, dimension_names=("slot", "y", "x"),
+            # Shard files side by side ("c.<i>.0.0"): with "/" each would be a file in two
+            # folders of its own, and creating those cost more than writing a small shard.
+            chunk_key_encoding={"name": "default", "separator": "."},
         )
 
 
 def shard_path(out: Path, view: str, index: int) -> Path:
-    """The file of shard ``index`` of a view's image array (zarr v3 default key encoding)."""
-    return out / ZARR_NAME / view / "images" / "c" / str(index) / "0" / "0"
+    """The file of shard ``index`` of a view's image array (zarr v3 default key encoding with
+    the "." separator)."""
+    return out / ZARR_NAME / view / "images" / f"c.{index}.0.0"
 
 
 def shard_bytes(rows: int, shard: int, box: int, itemsize: int) -> int:
@@ -212,9 +218,12 @@ class ShardWriter:
     def _open(self, box: int) -> None:
         index, _, rows = self.todo[0]
         path = shard_path(self.out, self.job.view, index)
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = _tmp(path)
-        self.file = open(self.tmp, "wb")
+        try:
+            self.file = open(self.tmp, "wb")
+        except FileNotFoundError:  # the array's folder (made with its zarr.json) is gone
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.file = open(self.tmp, "wb")
         self.left = rows
         self.nbytes = box * box * self.item.itemsize
 
