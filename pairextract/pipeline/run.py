@@ -261,10 +261,13 @@ def _run_locked(inputs: TiltPairInputs, out: Path, params: ExtractionParams, cli
         "sampling_rate_tilted": sampling["tilted"],
         "inputs": {"source": inputs.source, "digest": _input_digest(inputs)},
     })
-    with _writing("the run's layout and Zarr store", out), \
-            _damaged(out, f"the metadata (zarr.json) of {store.ZARR_NAME}"):
+    with _writing("the run's layout", out):
         store.save_layout(out, layout, provenance)
-        store.prepare_arrays(out, layout, params.box_size, dtype, provenance)
+
+    def prepare_arrays() -> None:
+        with _writing("the Zarr store's metadata", out), \
+                _damaged(out, f"the metadata (zarr.json) of {store.ZARR_NAME}"):
+            store.prepare_arrays(out, layout, params.box_size, dtype, provenance)
 
     done = store.done_jobs(out, jobs, layout.chunk, params.box_size, itemsize)
     failed: dict[str, str] = {}
@@ -276,8 +279,10 @@ def _run_locked(inputs: TiltPairInputs, out: Path, params: ExtractionParams, cli
             failed[job.name] = bad_files[job.micrograph]
         else:
             todo.append(job)
+    # The arrays' metadata is written while the first tasks run (the tasks write only their
+    # shard files): importing zarr and creating the arrays is off the critical path.
     results = _compute(todo, infos, out, params, layout.chunk, dtype, client, progress,
-                       failed)
+                       failed, meanwhile=prepare_arrays)
     extracted = sum(1 for j in todo if j.name not in failed)
 
     tables = _view_tables(out, jobs, done, results, failed)
@@ -365,16 +370,19 @@ _GATHER_WAIT = 0.05
 
 def _compute(todo: list[MicrographJob], infos: dict[str, Any], out: Path,
              params: ExtractionParams, shard: int, dtype: str, client: Any,
-             progress: bool | str, failed: dict[str, str]) -> list[dict[str, Any]]:
+             progress: bool | str, failed: dict[str, str],
+             meanwhile: Callable[[], None] = lambda: None) -> list[dict[str, Any]]:
     """One task per micrograph: the worker memory-maps the file and writes its shards.
 
     Tasks are submitted directly (no graph to build or optimise); each returns its table.
+    ``meanwhile`` runs here once they are submitted; if it fails, they are cancelled.
     """
     from concurrent.futures import CancelledError
 
     from distributed import as_completed
 
     if not todo:
+        meanwhile()
         return []
     token = _run_token(params, out)
     n = len(todo)
@@ -383,6 +391,11 @@ def _compute(todo: list[MicrographJob], infos: dict[str, Any], out: Path,
                          [params] * n, [shard] * n, [dtype] * n, pure=False,
                          key=[f"extract-{job.name}-{job.digest[:12]}-{token}" for job in todo])
     by_key = {f.key: job for f, job in zip(futures, todo, strict=True)}
+    try:
+        meanwhile()
+    except BaseException:
+        client.cancel(futures)
+        raise
     show = None
     if progress:
         if (_in_notebook() or progress == "notebook") and _has_widgets():
