@@ -123,9 +123,24 @@ class Measure:
     rc: int
 
 
+def _own_cmdline() -> bytes:
+    with open("/proc/self/cmdline", "rb") as f:
+        return f.read()
+
+
+_SELF = _own_cmdline()
+
+
 def _proc_stats(pid: int) -> tuple[float, int] | None:
-    """CPU seconds and VmHWM (KiB) of one live process, or None once it is gone."""
+    """CPU seconds and VmHWM (KiB) of one live process, or None once it is gone.
+
+    None too for a child caught between its fork and its exec: it is still a copy of this
+    process, whose memory is not the command's.
+    """
     try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            if f.read() == _SELF:
+                return None
         with open(f"/proc/{pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
         cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -162,6 +177,10 @@ def run_measured(cmd: list[str], env: dict[str, str], log: Path) -> Measure:
 
     Descendants are sampled every 20 ms (their last CPU reading is kept); the process's own
     rusage from wait4 covers every child it reaped, so the larger of the two sums is reported.
+    The peak is the sampled VmHWM only: wait4's ``ru_maxrss`` also counts the memory of this
+    (benchmark) process at the fork that started the command (Linux records the high-water
+    mark of the address space an exec replaces), and so does a sample taken between that
+    fork and the exec; both inflated earlier figures.
     """
     with open(log, "wb") as f:
         t0 = time.perf_counter()
@@ -185,7 +204,7 @@ def run_measured(cmd: list[str], env: dict[str, str], log: Path) -> Measure:
         th.join()
     proc.returncode = os.waitstatus_to_exitcode(status)
     cpu = max(ru.ru_utime + ru.ru_stime, sum(c for c, _ in seen.values()))
-    peak = max([ru.ru_maxrss] + [h for _, h in seen.values()]) / 1024
+    peak = max([0] + [h for _, h in seen.values()]) / 1024
     return Measure(wall, cpu, peak, proc.returncode)
 
 
