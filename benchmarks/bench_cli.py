@@ -184,7 +184,11 @@ def run_measured(cmd: list[str], env: dict[str, str], log: Path) -> Measure:
     """
     with open(log, "wb") as f:
         t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, env=env, stdout=f, stderr=subprocess.STDOUT)
+        # Started outside any checkout: ``python -c`` puts the working folder first on
+        # sys.path, so a run from a repository would import that repository's pairextract
+        # instead of the --tree given.
+        proc = subprocess.Popen(cmd, env=env, stdout=f, stderr=subprocess.STDOUT,
+                                cwd=log.parent)
         seen: dict[int, tuple[float, int]] = {}
         stop = threading.Event()
 
