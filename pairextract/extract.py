@@ -9,7 +9,8 @@ the cut: each box is cut with padding, flipped with its own defocus and cropped
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,6 +22,7 @@ from pairextract.ops import (
     cut_boxes,
     defocus_offsets,
     downsampled_shape,
+    dust_patch,
     flip_boxes,
     fourier_downsample,
     inside_micrograph,
@@ -40,6 +42,18 @@ STATUS_OUTSIDE = "outside_border"
 
 # Pixels per chunk of boxes for the float64 work (bounded temporaries, as in normalize_stack).
 _CHUNK_ELEMENTS = 1 << 19
+# Pixels per row block of the whole-micrograph scans (NaN check, range).
+_BLOCK_ELEMENTS = 1 << 20
+
+Release = Callable[[int, int], None]
+
+
+class NonFinitePixels(ValueError):
+    """The micrograph has ``count`` NaN or infinite pixels."""
+
+    def __init__(self, count: int) -> None:
+        super().__init__(f"the micrograph contains {count} NaN or infinite pixel values")
+        self.count = count
 
 
 @dataclass
@@ -86,8 +100,6 @@ def _check_inputs(image: ArrayLike, coords: ArrayLike) -> tuple[NDArray, NDArray
         raise ValueError(f"the micrograph must be a 2-D image, got an array of shape {img.shape}")
     if not (np.issubdtype(img.dtype, np.floating) or np.issubdtype(img.dtype, np.integer)):
         raise ValueError(f"the micrograph must hold real numbers, got dtype {img.dtype}")
-    if np.issubdtype(img.dtype, np.floating) and not np.isfinite(img).all():
-        raise ValueError("the micrograph contains NaN or infinite pixel values")
     try:
         xy = np.asarray(coords, dtype=np.float64)
     except (TypeError, ValueError) as exc:
@@ -105,12 +117,42 @@ def _check_inputs(image: ArrayLike, coords: ArrayLike) -> tuple[NDArray, NDArray
     return img, xy
 
 
+def _row_blocks(img: NDArray) -> Iterator[tuple[int, NDArray]]:
+    rows = max(1, _BLOCK_ELEMENTS // max(1, img.shape[1]))
+    for r in range(0, img.shape[0], rows):
+        yield r, img[r:r + rows]
+
+
+def _count_nonfinite(img: NDArray, release: Release | None) -> int:
+    """NaN and infinite pixels, counted in row blocks (no full-size mask)."""
+    if not np.issubdtype(img.dtype, np.floating):
+        return 0
+    bad = 0
+    for r, b in _row_blocks(img):
+        bad += b.size - int(np.count_nonzero(np.isfinite(b)))
+        if release is not None:
+            release(r, r + len(b))
+    return bad
+
+
+def _value_range(img: NDArray, release: Release | None) -> tuple[float, float]:
+    """``min`` and ``max`` of the micrograph, in row blocks."""
+    lo = math.inf
+    hi = -math.inf
+    for r, b in _row_blocks(img):
+        lo = min(lo, float(np.min(b)))
+        hi = max(hi, float(np.max(b)))
+        if release is not None:
+            release(r, r + len(b))
+    return lo, hi
+
+
 def extract_micrograph(image: ArrayLike, coords: ArrayLike, params: ExtractionParams,
                        ctf: CTF | None = None, pixel_size: float | None = None,
                        coord_pixel_size: float | None = None,
                        consume_image: bool = False,
-                       sink: Callable[[NDArray[np.float32]], None] | None = None
-                       ) -> MicrographExtraction:
+                       sink: Callable[[NDArray[np.float32]], None] | None = None,
+                       release: Release | None = None) -> MicrographExtraction:
     """Extract the boxes of one micrograph as Xmipp's pair protocol does for one view.
 
     Parameters
@@ -133,12 +175,18 @@ def extract_micrograph(image: ArrayLike, coords: ArrayLike, params: ExtractionPa
         ``box_scale(coord_pixel_size, pixel_size, downsample)``.
     consume_image
         Allow dust removal and phase flipping to work in place on ``image`` when it is a
-        writeable float32 array (saves one micrograph of memory; ``image`` is then garbage).
-        Intermediates made here are always reused in place.
+        writeable float32 array and the micrograph is phase flipped whole (saves one micrograph
+        of memory; ``image`` is then garbage). Intermediates made here are always reused in
+        place. Without downsampling or phase flip ``image`` is never written: the boxes are cut
+        from it and the pixels dust removal changes are patched into them.
     sink
         If given, receives the finished boxes in row order, a few at a time (blocks of
         ``(k, B, B)`` float32), instead of the whole stack being returned: boxes are then cut
         as they are normalized, and the stack of the micrograph is never held whole.
+    release
+        Called with ``(r0, r1)`` when rows ``r0:r1`` of ``image`` are not needed for a while,
+        so that a memory-mapped micrograph can drop those pages from memory (they are read
+        again, from the page cache, if touched); only while ``image`` is unchanged.
 
     Returns
     -------
@@ -168,51 +216,86 @@ def extract_micrograph(image: ArrayLike, coords: ArrayLike, params: ExtractionPa
             f"box size {box}"
         )
 
-    # 1. Downsample (only when the protocol would run the program at all).
-    own = consume_image  # may the kernels overwrite ``work``?
-    if runs_downsample(d):
-        work = fourier_downsample(img, d)
-        own = True
-    else:
-        work = img
-    # 2. Dust removal, with the threshold as Xmipp parses its command line.
-    if params.dust_removal:
-        fixed = remove_dust(work, xmipp_param(params.dust_threshold), overwrite=own)
-        own = own or fixed is not work
-        work = fixed
-    # 3. Phase flip at the downsampled sampling as Xmipp parses it (6 decimals, C float).
     sampling = output_sampling(pixel_size, d) if pixel_size is not None else None
     per_box = bool(flip and params.tilt_defocus is not None and ctf is not None and ctf.tilted)
-    if flip and not per_box:
-        assert ctf is not None and sampling is not None
-        work = phase_flip(work, xmipp_param(sampling), ctf.defocus_u, ctf.defocus_v,
-                          ctf.defocus_angle, ctf.voltage, ctf.cs, ctf.amplitude_contrast,
-                          ctf.phase_shift, overwrite=own)
-    # 4. Cut (+ invert over the whole micrograph's range).
     xy = scale_coordinates(xy_in, scale)
     n = len(xy)
     offset = None
-    if per_box:
-        assert ctf is not None and sampling is not None
-        assert ctf.specimen_tilt is not None and ctf.specimen_tilt_axis is not None
-        offset = defocus_offsets(xy, work.shape, xmipp_param(sampling), ctf.specimen_tilt,
-                                 ctf.specimen_tilt_axis, params.tilt_sign)
-        stack, valid = flip_boxes(work, xy, box, xmipp_param(sampling), ctf.defocus_u + offset,
-                                  ctf.defocus_v + offset, ctf.defocus_angle, ctf.voltage,
-                                  ctf.cs, ctf.amplitude_contrast, ctf.phase_shift,
-                                  fill_borders=params.fill_borders)
-    elif sink is not None:
-        stack = None  # cut below, chunk by chunk
+    dmin = dmax = 0.0
+    patch = None
+    # Without downsampling or phase flip, the boxes are cut from the micrograph as it is and
+    # patched where dust removal changes it: no whole-micrograph copy is made, nothing is
+    # written into ``img``, and the scans below can release its rows as they go.
+    sparse = not runs_downsample(d) and not flip
+    if sparse:
+        work = img
         valid = (np.ones(n, dtype=bool) if params.fill_borders
-                 else inside_micrograph(xy, box, work.shape))
+                 else inside_micrograph(xy, box, img.shape))
+        need_range = bool(params.invert and valid.any())
+        # The first scan also tells whether every pixel is finite: a NaN or inf makes the
+        # sums (or the range) NaN or inf; only then are the pixels counted.
+        finite = not np.issubdtype(img.dtype, np.floating)
+        if params.dust_removal:
+            found = dust_patch(img, xmipp_param(params.dust_threshold), value_range=need_range,
+                               release=release)
+            finite = finite or math.isfinite(found.mean)
+            patch = (found.index, found.value)
+            if need_range:
+                assert found.low is not None and found.high is not None
+                dmin, dmax = found.low, found.high
+        elif need_range:
+            dmin, dmax = _value_range(img, release)
+            finite = finite or math.isfinite(dmin + dmax)
+        if not finite and (bad := _count_nonfinite(img, release)):
+            raise NonFinitePixels(bad)
+        stack = None if sink is not None else cut_boxes(
+            img, xy, box, fill_borders=params.fill_borders, patch=patch, release=release)[0]
     else:
-        stack, valid = cut_boxes(work, xy, box, fill_borders=params.fill_borders)
+        if bad := _count_nonfinite(img, release):
+            raise NonFinitePixels(bad)
+        # 1. Downsample (only when the protocol would run the program at all).
+        own = consume_image  # may the kernels overwrite ``work``?
+        if runs_downsample(d):
+            work = fourier_downsample(img, d)
+            own = True
+        else:
+            work = img
+        # 2. Dust removal, with the threshold as Xmipp parses its command line.
+        if params.dust_removal:
+            fixed = remove_dust(work, xmipp_param(params.dust_threshold), overwrite=own)
+            own = own or fixed is not work
+            work = fixed
+        # 3. Phase flip at the downsampled sampling as Xmipp parses it (6 decimals, C float).
+        if flip and not per_box:
+            assert ctf is not None and sampling is not None
+            work = phase_flip(work, xmipp_param(sampling), ctf.defocus_u, ctf.defocus_v,
+                              ctf.defocus_angle, ctf.voltage, ctf.cs, ctf.amplitude_contrast,
+                              ctf.phase_shift, overwrite=own)
+        if release is not None and work is not img:
+            release(0, img.shape[0])  # unchanged (a kernel writing in place returns ``img``)
+        # 4. Cut (+ invert over the whole micrograph's range).
+        if per_box:
+            assert ctf is not None and sampling is not None
+            assert ctf.specimen_tilt is not None and ctf.specimen_tilt_axis is not None
+            offset = defocus_offsets(xy, work.shape, xmipp_param(sampling), ctf.specimen_tilt,
+                                     ctf.specimen_tilt_axis, params.tilt_sign)
+            stack, valid = flip_boxes(work, xy, box, xmipp_param(sampling),
+                                      ctf.defocus_u + offset, ctf.defocus_v + offset,
+                                      ctf.defocus_angle, ctf.voltage, ctf.cs,
+                                      ctf.amplitude_contrast, ctf.phase_shift,
+                                      fill_borders=params.fill_borders)
+        elif sink is not None:
+            stack = None  # cut below, chunk by chunk
+            valid = (np.ones(n, dtype=bool) if params.fill_borders
+                     else inside_micrograph(xy, box, work.shape))
+        else:
+            stack, valid = cut_boxes(work, xy, box, fill_borders=params.fill_borders)
+        if params.invert and valid.any():
+            dmin = float(np.min(work))
+            dmax = float(np.max(work))
+    cut_release = release if sparse else None
     local_average = np.full(n, np.nan)
     idx = np.flatnonzero(valid)
-    dmin = dmax = 0.0
-    if params.invert and idx.size:
-        dmin = float(np.min(work))
-        dmax = float(np.max(work))
     # 5. Normalize. Skipped rows stay zero (Xmipp would make them NaN for OldXmipp/NewXmipp,
     # but they are dropped anyway). Invert and normalize in chunks of valid boxes: one
     # read and one write of the stack, and no whole-stack copy from fancy indexing.
@@ -222,7 +305,8 @@ def extract_micrograph(image: ArrayLike, coords: ArrayLike, params: ExtractionPa
         sel = idx[k:k + chunk]
         # the same boxes, cut now or taken from the whole stack, in the same chunks
         part = stack[sel] if stack is not None else cut_boxes(
-            work, xy[sel], box, fill_borders=params.fill_borders)[0]
+            work, xy[sel], box, fill_borders=params.fill_borders, patch=patch,
+            release=cut_release)[0]
         local_average[sel] = part.reshape(len(sel), -1).mean(axis=1, dtype=np.float64)
         if params.invert:
             invert_contrast(part, dmin, dmax, out=part)  # rounded to float32, as Xmipp

@@ -10,7 +10,17 @@ from _formulas import (
 )
 
 from pairextract import CTF, ExtractionParams
-from pairextract.extract import _CHUNK_ELEMENTS, STATUS_OK, STATUS_OUTSIDE, extract_micrograph
+from pairextract.extract import (
+    _CHUNK_ELEMENTS,
+    STATUS_OK,
+    STATUS_OUTSIDE,
+    NonFinitePixels,
+    extract_micrograph,
+)
+from pairextract.io.micrograph import micrograph_info, pixels
+from pairextract.io.mrc import write_mrc
+from pairextract.io.pages import row_release
+from pairextract.ops import remove_dust, xmipp_param
 from pairextract.ops.boxes import cut_boxes
 from pairextract.ops.normalize import background_mask
 
@@ -212,7 +222,10 @@ def test_input_untouched_unless_consumed(flip):
     consumed = extract_micrograph(img, CENTRES, params, ctf=ctf, pixel_size=1.0,
                                   consume_image=True)
     np.testing.assert_array_equal(consumed.stack, res.stack)
-    assert img[100, 100] != 400.0               # it was worked on in place
+    if flip:
+        assert img[100, 100] != 400.0           # it was worked on in place
+    else:
+        np.testing.assert_array_equal(img, keep)  # boxes are cut and patched: never written
 
 
 # A CTF with a Fourier coefficient of a 64 x 64 micrograph, (17, 32), whose sign differs between
@@ -328,3 +341,118 @@ def test_boxes_are_those_of_the_previous_kernels(normalize, streamed):
     np.testing.assert_array_equal(res.local_average[valid],
                                   cut[valid].reshape(idx.size, -1).mean(axis=1,
                                                                         dtype=np.float64))
+
+
+def dusty_micrograph(dtype=np.float32, seed=6):
+    """The synthetic micrograph with outliers inside boxes, in clusters, and on the borders
+    and corners (where boxes leaving the micrograph clamp to them)."""
+    img = synthetic_micrograph(seed=seed).astype(np.float64)
+    h, w = img.shape
+    for r, c in [(0, 0), (0, w - 1), (h - 1, 0), (h - 1, w - 1), (0, 3), (2, 0), (h - 1, 40),
+                 (200, w - 1), (80, 70), (300, 301), (90, 205)]:
+        img[r, c] = 60.0
+    img[250:253, 120:122] = -40.0                  # a cluster in a box
+    img[0:2, w - 2:w] = 70.0                       # a cluster in a corner
+    if np.issubdtype(dtype, np.integer):
+        img = np.round(img * 100)
+    return img.astype(dtype)
+
+
+BORDER_CENTRES = np.concatenate([CENTRES, [[5, 5], [398, 200], [0, 383], [399, 0], [-10, 150],
+                                           [200, 390], [200, 3]]])
+
+
+@pytest.mark.parametrize("fill", [False, True])
+@pytest.mark.parametrize("invert", [False, True])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int16])
+def test_boxes_of_the_untouched_micrograph_equal_those_of_the_cleaned_one(fill, invert, dtype):
+    # The boxes are cut from the micrograph as it is and patched; the previous way cleaned
+    # the whole micrograph first (remove_dust) and cut from it, inverting over its range.
+    img = dusty_micrograph(dtype)
+    keep = img.copy()
+    params = ExtractionParams(BOX, invert=invert, fill_borders=fill, normalize="Ramp")
+    got = extract_micrograph(img, BORDER_CENTRES, params)
+    cleaned = remove_dust(img, xmipp_param(params.dust_threshold))
+    assert (cleaned != img).sum() > 10
+    want = extract_micrograph(cleaned, BORDER_CENTRES,
+                              ExtractionParams(BOX, invert=invert, fill_borders=fill,
+                                               normalize="Ramp", dust_removal=False))
+    np.testing.assert_array_equal(img, keep)  # never written
+    np.testing.assert_array_equal(got.status, want.status)
+    np.testing.assert_array_equal(got.stack, want.stack)
+    np.testing.assert_array_equal(got.local_average, want.local_average)
+    blocks: list[np.ndarray] = []
+    seen: list[tuple[int, int]] = []
+    streamed = extract_micrograph(img, BORDER_CENTRES, params, sink=blocks.append,
+                                  release=lambda r0, r1: seen.append((r0, r1)))
+    np.testing.assert_array_equal(np.concatenate(blocks), want.stack)
+    np.testing.assert_array_equal(streamed.local_average, want.local_average)
+    assert seen and all(0 <= r0 < r1 <= img.shape[0] for r0, r1 in seen)
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.uint8, np.float16])
+@pytest.mark.parametrize("case", ["dust", "plain", "downsample", "flip"])
+def test_pixel_types_float32_holds_give_the_particles_of_their_float32_copy(dtype, case):
+    # Tasks extract 8/16-bit and float16 micrographs without a float32 copy.
+    img = dusty_micrograph(np.float64, seed=8)
+    img = (img - img.min()) / (img.max() - img.min()) * (200 if dtype == np.uint8 else 3000)
+    img = img.astype(dtype)
+    kw: dict = {"invert": True, "dust_removal": case != "plain"}
+    if case == "downsample":
+        kw["downsample"] = 2.0
+    if case == "flip":
+        kw["phase_flip"] = True
+    params = ExtractionParams(32, **kw)
+    ctf = CTF(15000.0, 13000.0, 30.0, 300.0, 2.7, 0.1)
+    got = extract_micrograph(img, CENTRES, params, ctf=ctf, pixel_size=1.0)
+    want = extract_micrograph(img.astype(np.float32), CENTRES, params, ctf=ctf, pixel_size=1.0)
+    np.testing.assert_array_equal(got.stack, want.stack)
+    np.testing.assert_array_equal(got.local_average, want.local_average)
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "both"])
+@pytest.mark.parametrize("case", ["dust", "invert", "neither", "no_box", "downsample", "flip"])
+def test_nonfinite_pixels_are_counted_on_every_path(value, case):
+    # The check rides on the first scan (sums, range) and counts only when that is not finite.
+    img = synthetic_micrograph(seed=2).astype(np.float64)
+    bad = {"nan": [np.nan] * 3, "inf": [np.inf] * 3, "-inf": [-np.inf] * 3,
+           "both": [np.inf, -np.inf, np.inf]}[value]
+    img[[3, 200, 383], [0, 100, 399]] = bad
+    kw: dict = {"dust_removal": case == "dust", "invert": case != "neither"}
+    if case == "downsample":
+        kw["downsample"] = 2.0
+    if case == "flip":
+        kw["phase_flip"] = True
+    coords = [[-100, -100]] if case == "no_box" else CENTRES
+    ctf = CTF(15000.0, 13000.0, 30.0, 300.0, 2.7, 0.1)
+    for dtype in (np.float32, np.float64):
+        with pytest.raises(NonFinitePixels, match="contains 3 NaN or infinite") as err:
+            extract_micrograph(img.astype(dtype), coords, ExtractionParams(BOX, **kw), ctf=ctf,
+                               pixel_size=1.0)
+        assert err.value.count == 3
+
+
+@pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning")
+@pytest.mark.parametrize("dust", [False, True])
+def test_huge_finite_pixels_are_not_taken_for_infinite(dust):
+    # float64 sums (and min + max) can overflow without any pixel being infinite
+    img = synthetic_micrograph(seed=2).astype(np.float64) * 1e307
+    res = extract_micrograph(img, CENTRES, ExtractionParams(BOX, dust_removal=dust,
+                                                            normalize=None))
+    assert (res.status == STATUS_OK).sum() == len(CENTRES) - 1  # (31, 300) leaves it
+
+
+def test_memory_mapped_micrograph_released_as_read_gives_the_same_particles(tmp_path):
+    img = dusty_micrograph()
+    path = tmp_path / "m.mrc"
+    write_mrc(path, img, 1.0)
+    before = path.read_bytes()
+    mapped = pixels(micrograph_info(path))
+    release = row_release(mapped)
+    assert release is not None
+    params = ExtractionParams(BOX, invert=True, fill_borders=True)
+    got = extract_micrograph(mapped, BORDER_CENTRES, params, release=release)
+    want = extract_micrograph(img, BORDER_CENTRES, params)
+    np.testing.assert_array_equal(got.stack, want.stack)
+    np.testing.assert_array_equal(np.asarray(mapped), img)
+    assert path.read_bytes() == before

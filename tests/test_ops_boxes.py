@@ -53,3 +53,36 @@ def test_fill_borders_copies_nearest_edge():
         np.testing.assert_array_equal(stack[k], padded[r0:r0 + box, c0:c0 + box])
     # corner pixel of the first box repeats img[0, 0]
     assert stack[0, 0, 0] == img[0, 0]
+
+
+@pytest.mark.parametrize("fill_borders", [False, True])
+@pytest.mark.parametrize("box", [8, 9])
+@pytest.mark.parametrize("dtype", [np.float32, np.int16])
+def test_patched_boxes_equal_boxes_of_the_patched_image(fill_borders, box, dtype):
+    # Boxes cut from the untouched image and patched are those cut from the patched image,
+    # also where a box leaves the image and the clamped border pixels are patched ones.
+    rng = np.random.default_rng(4)
+    h, w = 30, 41
+    img = rng.integers(-500, 500, size=(h, w)).astype(dtype)
+    keep = img.copy()
+    spots = [(0, 0), (0, w - 1), (h - 1, 0), (h - 1, w - 1), (0, 7), (h - 1, 20), (12, 0),
+             (5, w - 1), (1, 1), (h - 2, w - 2)]
+    spots += [tuple(rng.integers(0, (h, w))) for _ in range(25)]
+    index = np.unique([r * w + c for r, c in spots]).astype(np.int64)
+    value = rng.normal(size=index.size).astype(np.float32) * 1000
+    fixed = img.astype(np.float32)
+    fixed.reshape(-1)[index] = value
+    xy = np.array([[20, 15], [1, 1], [w - 1, h - 1], [0, h - 1], [w - 2, 0], [-3, 10],
+                   [w + 2, 10], [20, -4], [20, h + 3], [-20, -20], [w + 9, h + 9], [4, 4],
+                   [w - 5, h - 5], [10, 6], [30, 22]])
+    released: list[tuple[int, int]] = []
+    got, valid = cut_boxes(img, xy, box, fill_borders=fill_borders, patch=(index, value),
+                           release=lambda r0, r1: released.append((r0, r1)))
+    want, want_valid = cut_boxes(fixed, xy, box, fill_borders=fill_borders)
+    np.testing.assert_array_equal(valid, want_valid)
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(img, keep)
+    assert (got != cut_boxes(img, xy, box, fill_borders=fill_borders)[0]).any()
+    # every box cut says which rows it read
+    assert len(released) == int(valid.sum())
+    assert all(0 <= r0 < r1 <= h for r0, r1 in released)

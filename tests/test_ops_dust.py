@@ -1,7 +1,8 @@
 
 import numpy as np
+import pytest
 
-from pairextract.ops.dust import _mean_std, dust_mask, remove_dust
+from pairextract.ops.dust import _mean_std, dust_mask, dust_patch, remove_dust
 
 
 def slow_reference(image, k):
@@ -135,3 +136,73 @@ def test_float32_mask_equals_float64_comparison_at_the_thresholds():
         np.testing.assert_array_equal(dust_mask(img, k), want)
         # and the bad pixels are visited in raster order, as np.nonzero gives them
         np.testing.assert_array_equal(remove_dust(img, k), remove_dust(x, k))
+
+
+def dusty(seed, shape, dtype, clusters=4, isolated=6):
+    """Noise with isolated and clustered outliers, some on borders and corners."""
+    rng = np.random.default_rng(seed)
+    h, w = shape
+    img = rng.normal(50.0, 4.0, size=shape)
+    spots = [(0, 0), (0, w - 1), (h - 1, 0), (h - 1, w - 1), (0, w // 2), (h // 2, 0)]
+    spots += [tuple(rng.integers(0, (h, w))) for _ in range(isolated)]
+    for r, c in spots:
+        img[r, c] = 50.0 + rng.choice([-1, 1]) * rng.uniform(30, 45)
+    for _ in range(clusters):
+        r, c = rng.integers(0, (h, w))
+        img[r:r + rng.integers(1, 4), c:c + rng.integers(1, 4)] = 50.0 + rng.choice([-1, 1]) * 40
+    return img.astype(dtype)
+
+
+CASES = [(seed, shape, dtype, k)
+         for seed, (shape, dtype) in enumerate([((40, 52), np.float32), ((33, 29), np.float64),
+                                                ((36, 41), np.float16), ((30, 45), np.int16),
+                                                ((5, 64), np.uint8), ((64, 3), np.float32)])
+         for k in (3.5, 2.0, 0.8)]
+
+
+@pytest.mark.parametrize(("seed", "shape", "dtype", "k"), CASES)
+def test_patch_holds_exactly_the_reference_changes(seed, shape, dtype, k):
+    # The sparse patch is the reference's result at the bad pixels, nothing else; the dense
+    # remove_dust built on it equals the reference, and the range is the cleaned image's.
+    img = dusty(seed, shape, dtype)
+    keep = img.copy()
+    ref = slow_reference(img, k)
+    patch = dust_patch(img, k, value_range=True)
+    np.testing.assert_array_equal(img, keep)  # only read
+    np.testing.assert_array_equal(patch.index, np.flatnonzero(dust_mask(img, k)))
+    assert patch.index.dtype == np.int64 and patch.value.dtype == np.float32
+    np.testing.assert_array_equal(patch.value, ref.reshape(-1)[patch.index])
+    np.testing.assert_array_equal(remove_dust(img, k), ref)
+    assert (patch.low, patch.high) == (float(ref.min()), float(ref.max()))
+    x = img.astype(np.float64)
+    assert patch.mean == _mean_std(img)[0] and patch.mean == pytest.approx(x.mean())
+    assert patch.std == pytest.approx(x.std())
+
+
+def test_patch_of_a_clean_image_is_empty_and_its_range_the_image_range():
+    img = np.random.default_rng(3).uniform(0, 1, size=(64, 64)).astype(np.float32)
+    patch = dust_patch(img, 3.5, value_range=True)
+    assert patch.index.size == 0 and patch.value.size == 0
+    assert (patch.low, patch.high) == (float(img.min()), float(img.max()))
+    assert dust_patch(img, 3.5).low is None
+
+
+def test_release_covers_every_row_once_read():
+    img = dusty(7, (700, 40), np.float32)  # more than two row blocks
+    seen: list[tuple[int, int]] = []
+    patch = dust_patch(img, 3.5, value_range=True, release=lambda r0, r1: seen.append((r0, r1)))
+    plain = dust_patch(img, 3.5, value_range=True)
+    np.testing.assert_array_equal(patch.index, plain.index)
+    np.testing.assert_array_equal(patch.value, plain.value)
+    covered = np.zeros(700, dtype=int)
+    for r0, r1 in seen:
+        assert 0 <= r0 < r1 <= 700
+        covered[r0:r1] += 1
+    assert covered.min() == 2  # each row released by both passes (statistics, then mask)
+
+
+def test_transposed_input_is_cleaned_like_a_c_ordered_one():
+    img = dusty(8, (45, 38), np.float32)
+    np.testing.assert_array_equal(remove_dust(np.asfortranarray(img), 3.5),
+                                  slow_reference(img, 3.5))
+    np.testing.assert_array_equal(remove_dust(img.T, 3.5), slow_reference(img.T.copy(), 3.5))

@@ -181,7 +181,7 @@ def test_bad_micrographs_are_dropped_with_reason_and_the_run_goes_on(client, tmp
         assert corrupt.name in drops.loc[pid, "detail"]
     for pid in cp.loc[cp.mic_pair_id == 2, "pair_id"]:
         assert drops.loc[pid, "reason"] == "micrograph_error_untilted"
-        assert "NaN" in drops.loc[pid, "detail"]
+        assert "has 1 NaN or infinite pixels" in drops.loc[pid, "detail"]
     assert len(result.micrographs_failed) == 2
     assert result.pairs_kept > 0
     assert set(open_pairs(tmp_path / "out").mic_pair_id.values) == {3}

@@ -74,8 +74,9 @@ def read_micrograph(path: PathLike) -> np.ndarray[Any, np.dtype[np.float32]]:
 def pixels(info: MicrographInfo) -> np.ndarray[Any, Any]:
     """The pixels of a micrograph whose header was read, in its native type.
 
-    A copy-on-write memory map where the format allows (MRC): nothing is read until used,
-    and a kernel that fixes a few pixels in place copies only their pages.
+    A memory map where the format allows: nothing is read until used. MRC maps are read-only
+    (their pages can then be released as they are read: :mod:`pairextract.io.pages`);
+    uncompressed TIFF maps are copy-on-write.
     """
     try:
         out: np.ndarray[Any, Any] = _module(info.path).pixels(info)

@@ -192,8 +192,8 @@ def _memmap(info: MicrographInfo) -> np.memmap[Any, Any]:
 
 
 def pixels(info: MicrographInfo) -> np.ndarray[Any, Any]:
-    """The pixels as a copy-on-write memory map in the native type (see io.micrograph)."""
-    return np.memmap(info.path, dtype=info.dtype, mode="c", offset=info.offset or 0,
+    """The pixels as a read-only memory map in the native type (see io.micrograph)."""
+    return np.memmap(info.path, dtype=info.dtype, mode="r", offset=info.offset or 0,
                      shape=info.shape, order="C")
 
 

@@ -10,7 +10,7 @@ from .boxes import box_origin, cut_boxes, inside_micrograph
 from .contrast import invert_contrast
 from .ctf import ctf_half_plane, electron_wavelength, phase_flip
 from .downsample import downsampled_shape, fourier_downsample
-from .dust import dust_mask, remove_dust
+from .dust import DustPatch, dust_mask, dust_patch, remove_dust
 from .normalize import METHODS, background_mask, normalize_stack
 from .scale import (
     box_scale,
@@ -30,6 +30,7 @@ from .tilt import (
 
 __all__ = [
     "METHODS",
+    "DustPatch",
     "axis_from_xmipp",
     "background_mask",
     "box_origin",
@@ -40,6 +41,7 @@ __all__ = [
     "defocus_offsets",
     "downsampled_shape",
     "dust_mask",
+    "dust_patch",
     "electron_wavelength",
     "flip_boxes",
     "fmt6",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
@@ -31,7 +33,30 @@ def inside_micrograph(xy_int: ArrayLike, box: int, shape: tuple[int, int]) -> ND
     return (x0 >= 0) & (y0 >= 0) & (x0 + box <= w) & (y0 + box <= h)
 
 
-def cut_boxes(image: ArrayLike, xy_int: ArrayLike, box: int, fill_borders: bool = False
+def _patch_windows(stack: NDArray[np.float32], target: NDArray[np.intp],
+                   rows0: NDArray[np.int64], cols0: NDArray[np.int64],
+                   patch: tuple[NDArray[np.int64], NDArray[np.float32]], width: int) -> None:
+    """Write the patched pixels that fall in window ``k`` of the image (corner ``rows0[k],
+    cols0[k]``, shape ``stack.shape[1:]``) into ``stack[target[k]]``."""
+    index, value = patch
+    hh, ww = stack.shape[1:]
+    start = np.searchsorted(index, rows0 * width)  # the patches in each window's rows
+    count = np.searchsorted(index, (rows0 + hh) * width) - start
+    total = int(count.sum())
+    if not total:
+        return
+    k = np.repeat(np.arange(len(rows0)), count)
+    pos = np.arange(total) + np.repeat(start - (np.cumsum(count) - count), count)
+    r, c = np.divmod(index[pos], width)
+    c -= cols0[k]
+    keep = (c >= 0) & (c < ww)
+    k = k[keep]
+    stack[target[k], r[keep] - rows0[k], c[keep]] = value[pos[keep]]
+
+
+def cut_boxes(image: ArrayLike, xy_int: ArrayLike, box: int, fill_borders: bool = False,
+              patch: tuple[ArrayLike, ArrayLike] | None = None,
+              release: Callable[[int, int], None] | None = None
               ) -> tuple[NDArray[np.float32], NDArray[np.bool_]]:
     """Cut ``B x B`` boxes with corner ``(x - B//2, y - B//2)``.
 
@@ -46,6 +71,13 @@ def cut_boxes(image: ArrayLike, xy_int: ArrayLike, box: int, fill_borders: bool 
     fill_borders
         If True every box is valid and pixels outside take the nearest edge pixel's value
         (index clamping); otherwise boxes that leave the micrograph are all-zero and invalid.
+    patch
+        ``(index, value)``: flat (C-order) indices of pixels of ``image``, increasing, and
+        float32 values that replace them in the boxes (``image`` itself is not changed), as a
+        :class:`~pairextract.ops.dust.DustPatch` gives them.
+    release
+        Called with the rows ``(r0, r1)`` of ``image`` each box was cut from, once it is cut
+        (lets a caller drop a memory-mapped micrograph's pages box by box).
 
     Returns
     -------
@@ -65,17 +97,33 @@ def cut_boxes(image: ArrayLike, xy_int: ArrayLike, box: int, fill_borders: bool 
     stack = np.zeros((n, box, box), dtype=np.float32)
     half = box_origin(box)
     corners = xy - half
+    fix = None
+    if patch is not None:
+        fix = (np.asarray(patch[0], dtype=np.int64), np.asarray(patch[1], dtype=np.float32))
     # Plain slices for boxes inside (a memcpy each) beat fancy indexing of the whole stack.
-    for k in np.flatnonzero(inside):
+    which = np.flatnonzero(inside)
+    for k in which:
         c0, r0 = corners[k]
         stack[k] = img[r0:r0 + box, c0:c0 + box]
+        if release is not None:
+            release(int(r0), int(r0) + box)
+    if fix is not None and fix[0].size and which.size:
+        _patch_windows(stack, which, corners[which, 1], corners[which, 0], fix, w)
     if fill_borders:
         ramp = np.arange(box)
         for k in np.flatnonzero(~inside):
             c0, r0 = corners[k]
             rr = np.clip(r0 + ramp, 0, h - 1)
             cc = np.clip(c0 + ramp, 0, w - 1)
-            stack[k] = img[np.ix_(rr, cc)]
+            if fix is None:
+                stack[k] = img[np.ix_(rr, cc)]
+            else:
+                # the part of the image the box covers, patched, then stretched over the border
+                win = img[rr[0]:rr[-1] + 1, cc[0]:cc[-1] + 1].astype(np.float32)[None]
+                _patch_windows(win, np.zeros(1, dtype=np.intp), rr[:1], cc[:1], fix, w)
+                stack[k] = win[0][np.ix_(rr - rr[0], cc - cc[0])]
+            if release is not None:
+                release(int(rr[0]), int(rr[-1]) + 1)
         valid = np.ones(n, dtype=bool)
     else:
         valid = inside

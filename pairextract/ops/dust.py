@@ -7,9 +7,17 @@ not-bad pixels of their clipped 5x5 window; sweeps repeat until none is left.
 Only the (rare) bad pixels are visited. A bad pixel with no other bad pixel in its window
 cannot influence, nor be influenced by, any other replacement, so all of those are
 replaced at once (vectorised); the remaining clustered ones go through the sequential rule.
+
+The result comes as a sparse *patch* (:func:`dust_patch`: the bad pixels' indices and new
+values), found in two passes over row blocks with no full-size temporary, so that a caller
+can cut boxes from the untouched micrograph and patch them; :func:`remove_dust` applies it.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -17,17 +25,52 @@ from numpy.typing import ArrayLike, NDArray
 _HALF = 2  # 5x5 window
 _OFFSETS = [(dr, dc) for dr in range(-_HALF, _HALF + 1) for dc in range(-_HALF, _HALF + 1)
             if (dr, dc) != (0, 0)]
+# Rows per block of the statistics: the block sums fix the float64 rounding of mean and std,
+# so changing it would move pixels sitting exactly on a threshold.
 _ROWS_PER_BLOCK = 256
 
+Release = Callable[[int, int], None]
 
-def _mean_std(x: NDArray) -> tuple[float, float]:
+
+@dataclass
+class DustPatch:
+    """What dust removal changes in a micrograph, without the micrograph.
+
+    Attributes
+    ----------
+    index
+        ``(k,)`` int64 flat (C-order) indices of the bad pixels, increasing.
+    value
+        ``(k,)`` float32: their values in the cleaned (float32) micrograph. A bad pixel with no
+        good neighbour at all (threshold < 1) keeps its own value, as in Xmipp's last sweep.
+    mean, std
+        Mean and population std of the micrograph (float64 sums); NaN for NaN/inf pixels.
+    low, high
+        Minimum and maximum of the cleaned float32 micrograph when asked for (``value_range``),
+        else None.
+    """
+
+    index: NDArray[np.int64]
+    value: NDArray[np.float32]
+    mean: float
+    std: float
+    low: float | None = None
+    high: float | None = None
+
+
+def _mean_std(x: NDArray, release: Release | None = None) -> tuple[float, float]:
     """Mean and population std from one-pass float64 sums, in row blocks to bound memory."""
     s1 = 0.0
     s2 = 0.0
+    buf = np.empty((min(_ROWS_PER_BLOCK, x.shape[0]), x.shape[1]))  # one block, reused
     for r in range(0, x.shape[0], _ROWS_PER_BLOCK):
-        b = x[r:r + _ROWS_PER_BLOCK].astype(np.float64)
-        s1 += float(b.sum())
-        s2 += float(np.vdot(b, b))
+        b = buf[:len(x[r:r + _ROWS_PER_BLOCK])]
+        b[...] = x[r:r + _ROWS_PER_BLOCK]
+        with np.errstate(invalid="ignore", over="ignore"):  # NaN/inf pixels: a NaN mean says so
+            s1 += float(b.sum())
+            s2 += float(np.vdot(b, b))
+        if release is not None:
+            release(r, r + len(b))
     n = x.size
     mu = s1 / n
     return mu, float(np.sqrt(abs(s2 / n - mu * mu)))
@@ -54,6 +97,37 @@ def _nonzero_sparse(mask: NDArray[np.bool_]) -> tuple[NDArray[np.intp], NDArray[
     return np.divmod(lin, mask.shape[1])
 
 
+class _Limits:
+    """``mean +- k * std`` and the test of one row block against it."""
+
+    def __init__(self, x: NDArray, threshold: float, release: Release | None) -> None:
+        self.mean, self.std = _mean_std(x, release)
+        k = float(threshold)
+        self.lo = self.mean - k * self.std
+        self.hi = self.mean + k * self.std
+        # For float32 pixels, ``v < lo`` (compared in float64, as Xmipp does) is exactly
+        # ``v < lo32`` with lo32 the smallest float32 >= lo (and likewise for hi): the
+        # same mask without a float64 copy of the micrograph.
+        self.f32 = x.dtype == np.float32
+        self.lo32, self.hi32 = _float32_bounds(self.lo, self.hi)
+
+    def bad(self, b: NDArray, out: NDArray[np.bool_]) -> NDArray[np.bool_]:
+        """Pixels of block ``b`` strictly outside the limits, into ``out``."""
+        if self.f32:
+            np.less(b, self.lo32, out=out)
+            out |= b > self.hi32
+        else:
+            # Compare in float64 so that the pixels meet the same thresholds as in Xmipp.
+            b64 = b.astype(np.float64)
+            np.logical_or(b64 < self.lo, b64 > self.hi, out=out)
+        return out
+
+
+def _check_2d(x: NDArray) -> None:
+    if x.ndim != 2:
+        raise ValueError(f"dust removal needs a 2-D image, got shape {x.shape}")
+
+
 def dust_mask(image: ArrayLike, threshold: float) -> NDArray[np.bool_]:
     """Pixels strictly outside ``mean +- threshold * std`` of the whole image.
 
@@ -65,42 +139,24 @@ def dust_mask(image: ArrayLike, threshold: float) -> NDArray[np.bool_]:
         ``k`` in units of the population std (÷N).
     """
     x = np.asarray(image)
-    if x.ndim != 2:
-        raise ValueError(f"dust removal needs a 2-D image, got shape {x.shape}")
-    mu, sigma = _mean_std(x)
-    k = float(threshold)
-    lo = mu - k * sigma
-    hi = mu + k * sigma
+    _check_2d(x)
+    limits = _Limits(x, threshold, None)
     mask = np.empty(x.shape, dtype=bool)
-    if x.dtype == np.float32:
-        # For float32 pixels, ``v < lo`` (compared in float64, as Xmipp does) is exactly
-        # ``v < lo32`` with lo32 the smallest float32 >= lo (and likewise for hi): the
-        # same mask without a float64 copy of the micrograph.
-        lo32, hi32 = _float32_bounds(lo, hi)
-        for r in range(0, x.shape[0], _ROWS_PER_BLOCK):
-            b = x[r:r + _ROWS_PER_BLOCK]
-            out = mask[r:r + _ROWS_PER_BLOCK]
-            np.less(b, lo32, out=out)
-            out |= b > hi32
-        return mask
-    # Compare in float64 so that the pixels meet the same thresholds as in Xmipp.
     for r in range(0, x.shape[0], _ROWS_PER_BLOCK):
-        b = x[r:r + _ROWS_PER_BLOCK].astype(np.float64)
-        np.logical_or(b < lo, b > hi, out=mask[r:r + _ROWS_PER_BLOCK])
+        limits.bad(x[r:r + _ROWS_PER_BLOCK], mask[r:r + _ROWS_PER_BLOCK])
     return mask
 
 
-def _window_index(rows: NDArray, cols: NDArray, shape: tuple[int, int]
-                  ) -> tuple[NDArray, NDArray]:
-    """Linear indices ``(k, 24)`` of the 5x5 neighbours and whether each is inside."""
+def _window(rows: NDArray, cols: NDArray, shape: tuple[int, int]
+            ) -> tuple[NDArray, NDArray, NDArray]:
+    """Rows, columns (clipped) and insideness ``(k, 24)`` of the 5x5 neighbours."""
     h, w = shape
     dr = np.array([o[0] for o in _OFFSETS])
     dc = np.array([o[1] for o in _OFFSETS])
     rr = rows[:, None] + dr[None, :]
     cc = cols[:, None] + dc[None, :]
     inside = (rr >= 0) & (rr < h) & (cc >= 0) & (cc < w)
-    lin = np.clip(rr, 0, h - 1) * w + np.clip(cc, 0, w - 1)
-    return lin, inside
+    return np.clip(rr, 0, h - 1), np.clip(cc, 0, w - 1), inside
 
 
 def _median_rows(vals: NDArray[np.float64], n: NDArray[np.intp]) -> NDArray[np.float64]:
@@ -110,31 +166,31 @@ def _median_rows(vals: NDArray[np.float64], n: NDArray[np.intp]) -> NDArray[np.f
     return (s[k, (n - 1) // 2] + s[k, n // 2]) / 2.0
 
 
-def _sequential(out: NDArray[np.float32], src: NDArray, lin_bad: list[int],
-                bad: set[int]) -> int:
-    """Xmipp's sequential rule for clustered bad pixels; returns how many stay bad.
+def _sequential(lin_bad: list[int], width: int, height: int,
+                source: dict[int, float]) -> dict[int, float]:
+    """Xmipp's sequential rule for clustered bad pixels: their new values (float64).
 
-    Replaced values are kept in float64 during the sweeps (Xmipp works on a float64 image)
-    and written to ``out`` as float32 at the end.
+    ``source`` holds the values of the good pixels in their windows. Replaced values are kept
+    in float64 during the sweeps (Xmipp works on a float64 image). Pixels that no sweep can
+    replace are left out.
     """
-    h, w = out.shape
-    flat_src = src.reshape(-1)
+    bad = set(lin_bad)
     new: dict[int, float] = {}
-    pending = list(lin_bad)
+    pending = lin_bad
     while pending:
         left = []
         for p in pending:
-            r, c = divmod(p, w)
+            r, c = divmod(p, width)
             vals = []
             for dr, dc in _OFFSETS:
                 rr = r + dr
                 cc = c + dc
-                if 0 <= rr < h and 0 <= cc < w:
-                    q = rr * w + cc
+                if 0 <= rr < height and 0 <= cc < width:
+                    q = rr * width + cc
                     if q in bad:
                         continue
                     v = new.get(q)
-                    vals.append(float(flat_src[q]) if v is None else v)
+                    vals.append(source[q] if v is None else v)
             if vals:
                 vals.sort()
                 m = len(vals)
@@ -147,10 +203,132 @@ def _sequential(out: NDArray[np.float32], src: NDArray, lin_bad: list[int],
             # Xmipp would sweep forever; leave these pixels unchanged.
             break
         pending = left
-    flat_out = out.reshape(-1)
-    for p, v in new.items():
-        flat_out[p] = v
-    return len(pending)
+    return new
+
+
+def _range_of_good(b: NDArray, bad: NDArray[np.bool_] | None
+                   ) -> tuple[float, float] | None:
+    """Minimum and maximum of the pixels of block ``b`` that are not ``bad`` (None if none)."""
+    if bad is None:
+        return float(np.min(b)), float(np.max(b))
+    good = ~bad
+    if not good.any():
+        return None
+    start_lo: Any = np.inf  # where=good reductions start from a value any pixel beats
+    start_hi: Any = -np.inf
+    if np.issubdtype(b.dtype, np.integer):
+        start_lo, start_hi = np.iinfo(b.dtype).max, np.iinfo(b.dtype).min
+    return (float(np.min(b, where=good, initial=start_lo)),
+            float(np.max(b, where=good, initial=start_hi)))
+
+
+def dust_patch(image: ArrayLike, threshold: float, value_range: bool = False,
+               release: Release | None = None) -> DustPatch:
+    """The bad pixels of ``image`` and their replacements, as :func:`remove_dust` would set them.
+
+    Parameters
+    ----------
+    image
+        2-D micrograph (any real dtype); only read.
+    threshold
+        ``k`` as in :func:`remove_dust`.
+    value_range
+        Also give the minimum and maximum of the cleaned micrograph (``low``, ``high``),
+        found in the same pass.
+    release
+        Called with ``(r0, r1)`` once a pass no longer reads rows ``r0:r1``, so that a caller
+        holding the micrograph as a memory map can drop those pages meanwhile.
+
+    Returns
+    -------
+    DustPatch
+    """
+    x = np.asarray(image)
+    _check_2d(x)
+    h, w = x.shape
+    limits = _Limits(x, threshold, release)
+    mask = np.empty((min(_ROWS_PER_BLOCK, h), w), dtype=bool)
+    lins: list[NDArray] = []
+    own: list[NDArray] = []
+    nb_rows: list[NDArray] = []
+    nb_cols: list[NDArray] = []
+    nb_in: list[NDArray] = []
+    nb_val: list[NDArray] = []
+    lo = hi = None
+    done = 0  # rows released so far
+    for r0 in range(0, h, _ROWS_PER_BLOCK):
+        b = x[r0:r0 + _ROWS_PER_BLOCK]
+        bad = limits.bad(b, mask[:len(b)])
+        rows, cols = _nonzero_sparse(bad)
+        if value_range:
+            got = _range_of_good(b, bad if rows.size else None)
+            if got is not None:
+                lo = got[0] if lo is None else min(lo, got[0])
+                hi = got[1] if hi is None else max(hi, got[1])
+        if rows.size:
+            rows = rows + r0
+            lins.append(rows * w + cols)
+            own.append(x[rows, cols])
+            # the neighbours' values, read while their rows are at hand (2 rows either side)
+            rr, cc, inside = _window(rows, cols, (h, w))
+            nb_rows.append(rr)
+            nb_cols.append(cc)
+            nb_in.append(inside)
+            nb_val.append(x[rr, cc])
+        if release is not None and r0 + len(b) - _HALF > done:
+            release(done, r0 + len(b) - _HALF)
+            done = r0 + len(b) - _HALF
+    if release is not None and done < h:
+        release(done, h)
+    patch = DustPatch(np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32),
+                      limits.mean, limits.std)
+    if lins:
+        patch.index = np.concatenate(lins).astype(np.int64, copy=False)
+        patch.value = _replacements(patch.index, np.concatenate(own),
+                                    np.concatenate(nb_rows) * w + np.concatenate(nb_cols),
+                                    np.concatenate(nb_in), np.concatenate(nb_val), (h, w))
+    if value_range:
+        # the cleaned micrograph is float32: its range is that of the good pixels cast to
+        # float32 (rounding keeps the order) and of the new values
+        ends = [np.float32(v) for v in (lo, hi) if v is not None]
+        if patch.value.size:
+            ends += [patch.value.min(), patch.value.max()]
+        patch.low = float(min(ends))
+        patch.high = float(max(ends))
+    return patch
+
+
+def _replacements(lin_bad: NDArray[np.int64], own: NDArray, nb_lin: NDArray, inside: NDArray,
+                  nb_val: NDArray, shape: tuple[int, int]) -> NDArray[np.float32]:
+    """New float32 values of the bad pixels ``lin_bad`` (increasing) from their windows.
+
+    ``own``: their values; ``nb_lin``, ``inside``, ``nb_val``: ``(k, 24)`` flat index (of the
+    clipped position), insideness and value of each neighbour.
+    """
+    h, w = shape
+    pos = np.searchsorted(lin_bad, nb_lin)
+    nb_bad = (lin_bad[np.minimum(pos, lin_bad.size - 1)] == nb_lin) & inside
+    isolated = ~nb_bad.any(axis=1)
+    out = own.astype(np.float32)
+
+    # Isolated: no other bad pixel in the window, so nothing else changes their neighbours.
+    if isolated.any():
+        vals = nb_val[isolated].astype(np.float64)
+        ok = inside[isolated]
+        vals[~ok] = np.inf
+        out[isolated] = _median_rows(vals, ok.sum(axis=1)).astype(np.float32)
+
+    clustered = ~isolated
+    if clustered.any():
+        ok = inside[clustered]
+        source = dict(zip(nb_lin[clustered][ok].tolist(),
+                          nb_val[clustered][ok].astype(np.float64).tolist(), strict=True))
+        new = _sequential(lin_bad[clustered].tolist(), w, h, source)
+        if new:
+            where = np.searchsorted(lin_bad, np.fromiter(new, dtype=np.int64, count=len(new)))
+            out[where] = np.fromiter(new.values(), dtype=np.float64,
+                                     count=len(new)).astype(np.float32)
+    return out
 
 
 def remove_dust(image: ArrayLike, threshold: float, overwrite: bool = False
@@ -175,30 +353,9 @@ def remove_dust(image: ArrayLike, threshold: float, overwrite: bool = False
         A new array, or ``image`` itself with ``overwrite=True``.
     """
     x = np.asarray(image)
-    bad_mask = dust_mask(x, threshold)
+    patch = dust_patch(x, threshold)
     own = (overwrite and isinstance(image, np.ndarray) and x.dtype == np.float32
            and x.flags.c_contiguous and x.flags.writeable)
-    out = x if own else x.astype(np.float32, copy=True)
-    rows, cols = _nonzero_sparse(bad_mask)
-    del bad_mask
-    if rows.size == 0:
-        return out
-    h, w = x.shape
-    lin_bad = rows * w + cols  # sorted: np.nonzero is raster order
-    nb_lin, inside = _window_index(rows, cols, (h, w))
-    pos = np.searchsorted(lin_bad, nb_lin)
-    nb_bad = (lin_bad[np.minimum(pos, lin_bad.size - 1)] == nb_lin) & inside
-    isolated = ~nb_bad.any(axis=1)
-
-    # Isolated: no other bad pixel in the window, so nothing else changes their neighbours.
-    if isolated.any():
-        vals = x.reshape(-1)[nb_lin[isolated]].astype(np.float64)
-        ok = inside[isolated]
-        vals[~ok] = np.inf
-        med = _median_rows(vals, ok.sum(axis=1))
-        out.reshape(-1)[lin_bad[isolated]] = med.astype(np.float32)
-
-    clustered = lin_bad[~isolated]
-    if clustered.size:
-        _sequential(out, x, clustered.tolist(), set(clustered.tolist()))
+    out = x if own else x.astype(np.float32, order="C")
+    out.reshape(-1)[patch.index] = patch.value
     return out

@@ -12,8 +12,9 @@ import numpy as np
 import pandas as pd
 
 from pairextract.errors import MicrographError, PairextractError, output_io_error
-from pairextract.extract import extract_micrograph
+from pairextract.extract import NonFinitePixels, extract_micrograph
 from pairextract.io.micrograph import MicrographInfo, pixels
+from pairextract.io.pages import row_release
 from pairextract.params import ExtractionParams
 from pairextract.pipeline.plan import MicrographJob
 from pairextract.pipeline.store import shard_writer, write_part
@@ -178,16 +179,17 @@ def run_job(info: MicrographInfo, job: MicrographJob, out: str, params: Extracti
     tune_malloc()
     t0 = time.perf_counter()
     try:
-        image = np.asarray(pixels(info))
+        image = pixels(info)
     except (PairextractError, OSError, ValueError) as exc:  # changed since it was checked
         raise MicrographError(f"{job.view} micrograph {job.micrograph}: {exc}",
                               job.micrograph, job.view) from None
-    if image.dtype != np.float32:
+    # The micrograph stays a read-only memory map whose rows are released as the extraction
+    # is done with them: a task holds a few MiB of it, not all of it. Pixel types that float32
+    # holds exactly (8/16-bit integers, float16) give the same particles uncast.
+    release = row_release(image)
+    if not np.can_cast(image.dtype, np.float32, casting="safe"):
         image = image.astype(np.float32)
-    if not np.isfinite(image).all():
-        bad = int(np.size(image) - np.count_nonzero(np.isfinite(image)))
-        raise MicrographError(f"{job.view} micrograph {job.micrograph} has {bad} NaN or "
-                              "infinite pixels", job.micrograph, job.view)
+        release = None
     try:
         # The boxes go to the shard file as they are finished: the stack is never whole.
         with shard_writer(Path(out), job, shard, dtype) as write:
@@ -195,7 +197,10 @@ def run_job(info: MicrographInfo, job: MicrographJob, out: str, params: Extracti
                 res = extract_micrograph(image, job.coords, params, ctf=job.ctf,
                                          pixel_size=job.pixel_size,
                                          coord_pixel_size=job.coord_pixel_size,
-                                         consume_image=True, sink=write)
+                                         consume_image=True, sink=write, release=release)
+            except NonFinitePixels as exc:
+                raise MicrographError(f"{job.view} micrograph {job.micrograph} has {exc.count} "
+                                      "NaN or infinite pixels", job.micrograph, job.view) from None
             except ValueError as exc:  # what this micrograph's pixels or metadata do not allow
                 raise MicrographError(f"{job.view} micrograph {job.micrograph}: {exc}",
                                       job.micrograph, job.view) from None
