@@ -27,6 +27,7 @@ _OFFSETS = [(dr, dc) for dr in range(-_HALF, _HALF + 1) for dc in range(-_HALF, 
 # Rows per block of the statistics: the block sums fix the float64 rounding of mean and std,
 # so changing it would move pixels sitting exactly on a threshold.
 _ROWS_PER_BLOCK = 256
+_RANGE_ROWS = 64  # rows per copy when finding the range of the good pixels
 
 Release = Callable[[int, int], None]
 
@@ -262,12 +263,16 @@ def dust_patch(image: ArrayLike, threshold: float, value_range: bool = False,
         bad = limits.bad(b, mask[:len(b)])
         rows, cols = _nonzero_sparse(bad)
         if value_range:
-            if work is None or work.shape != b.shape:
-                work = np.empty(b.shape, dtype=b.dtype)
-            got = _range_of_good(b, rows * w + cols, work)
-            if got is not None:
-                lo = got[0] if lo is None else min(lo, got[0])
-                hi = got[1] if hi is None else max(hi, got[1])
+            local = rows * w + cols
+            for s0 in range(0, len(b), _RANGE_ROWS):  # a small copy at a time
+                sub = b[s0:s0 + _RANGE_ROWS]
+                i0, i1 = np.searchsorted(local, [s0 * w, (s0 + len(sub)) * w])
+                if work is None or work.shape != sub.shape:
+                    work = np.empty(sub.shape, dtype=sub.dtype)
+                got = _range_of_good(sub, local[i0:i1] - s0 * w, work)
+                if got is not None:
+                    lo = got[0] if lo is None else min(lo, got[0])
+                    hi = got[1] if hi is None else max(hi, got[1])
         if rows.size:
             rows = rows + r0
             lins.append(rows * w + cols)
