@@ -218,7 +218,9 @@ def _cli(tree: Path | None) -> tuple[list[str], dict[str, str]]:
         env["PYTHONPATH"] = str(tree.resolve())
         # What the console script runs, from the tree (an installed script may name an
         # older entry point)
-        return [sys.executable, "-c", "from pairextract.cli import entry; entry()"], env
+        # (main() for checkouts older than entry())
+        return [sys.executable, "-c", "import sys; from pairextract import cli; "
+                "cli.entry() if hasattr(cli, 'entry') else sys.exit(cli.main())"], env
     # The console script next to this interpreter: what a user's `pairextract` runs (a
     # pyenv/conda shim in front of it would add its own start-up time to every figure).
     beside = Path(sys.executable).parent / "pairextract"
@@ -338,7 +340,8 @@ def main() -> None:
                 walls = []
                 for _ in range(max(args.repeat, 3)):
                     t = time.perf_counter()
-                    subprocess.run(base + [flag], env=env, capture_output=True, check=True)
+                    subprocess.run(base + [flag], env=env, capture_output=True, check=True,
+                                   cwd=args.data)
                     walls.append(time.perf_counter() - t)
                 print(f"pairextract {flag} [{tree or 'installed'}]: best {min(walls):.3f} s")
 
