@@ -252,8 +252,10 @@ def _report_store(out: Path, n_mics: int) -> None:
     import zarr
 
     files = sum(1 for p in (out / "pairs.zarr").rglob("*") if p.is_file())
+    # shard files: "c.<i>.0.0" (store layout 3) or "c/<i>/0/0" (layout 2, older trees)
     shards = sum(1 for v in ("untilted", "tilted")
-                 for p in (out / "pairs.zarr" / v / "images").glob("c.*") if p.is_file())
+                 for p in (out / "pairs.zarr" / v / "images").rglob("*") if p.is_file()
+                 and (p.name.startswith("c.") or p.match("c/*/*/*")))
     work = sum(1 for p in (out / "_work").rglob("*") if p.is_file())
     arr = zarr.open_array(str(out / "pairs.zarr" / "untilted" / "images"), mode="r")
     rng = np.random.default_rng(0)
