@@ -228,7 +228,7 @@ class TestPairextractExtractPairs(BaseTest):
         work = prot._getExtraPath("pairextract", "_work")
         deadline = time.time() + 300
         while time.time() < deadline:
-            parts = [f for f in os.listdir(work) if f.endswith(".parquet")] \
+            parts = [f for f in os.listdir(work) if f.endswith(".arrow")] \
                 if os.path.isdir(work) else []
             if parts:
                 break
