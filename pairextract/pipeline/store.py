@@ -338,7 +338,7 @@ def read_parts(out: Path, jobs: list[MicrographJob]) -> list[dict[str, np.ndarra
 
 def done_jobs(out: Path, jobs: list[MicrographJob], shard: int, box: int,
               itemsize: int) -> set[str]:
-    """Names of the jobs that are complete: part table for their digest and intact shards.
+    """Names of the jobs that are complete: part file for their digest and intact shards.
 
     A job whose shard file was deleted or damaged since is not done: it is extracted again.
     """
