@@ -430,8 +430,10 @@ def _compute(todo: list[MicrographJob], infos: dict[str, Any], out: Path,
         finished += len(batch)
         if show:
             show(finished)
-        if len(batch) < _GATHER_AT_LEAST and not done.is_empty():
-            time.sleep(_GATHER_WAIT)  # let a few more finish: fewer, larger gathers
+        # Let a few more finish (fewer, larger gathers), but not for the last few tasks: the
+        # end of the run would wait for nothing.
+        if len(batch) < _GATHER_AT_LEAST and len(futures) - finished > _GATHER_AT_LEAST:
+            time.sleep(_GATHER_WAIT)
     return results
 
 
