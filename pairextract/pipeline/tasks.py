@@ -9,10 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from pairextract.errors import MicrographError, PairextractError, output_io_error
-from pairextract.extract import NonFinitePixels, extract_micrograph
+from pairextract.extract import STATUS_OK, STATUS_OUTSIDE, NonFinitePixels, extract_micrograph
 from pairextract.io.micrograph import MicrographInfo, pixels
 from pairextract.io.pages import row_release
 from pairextract.params import ExtractionParams
@@ -25,7 +24,7 @@ CTF_COLUMNS = ("defocus_u", "defocus_v", "defocus_angle", "voltage", "cs",
 
 # Row statuses a task can give (codes in its result and part file); "error" rows are made by
 # the client for a micrograph whose task failed.
-STATUSES = ("ok", "outside_border", "error")
+STATUSES = (STATUS_OK, STATUS_OUTSIDE, "error")
 _STATUS_CODE = {name: code for code, name in enumerate(STATUSES)}
 
 
@@ -134,11 +133,6 @@ def particle_columns(jobs: Sequence[MicrographJob], rows: Sequence[JobRows]
         cols["defocus_u"] = cols["defocus_u"] + shift
         cols["defocus_v"] = cols["defocus_v"] + shift
     return cols
-
-
-def particle_table(jobs: Sequence[MicrographJob], rows: Sequence[JobRows]) -> pd.DataFrame:
-    """:func:`particle_columns` as a DataFrame."""
-    return pd.DataFrame(particle_columns(jobs, rows))
 
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
