@@ -97,6 +97,55 @@ def test_threads_cannot_adapt() -> None:
             pass
 
 
+def _held(name: str) -> int:
+    from distributed import Event
+
+    Event(name).wait(timeout=60)
+    return 1
+
+
+def _placement(client: object, n: int) -> tuple[int, int]:
+    """(queued on the scheduler, sent to workers) once all ``n`` tasks have arrived."""
+    def count(dask_scheduler: object) -> tuple[int, int]:
+        workers = dask_scheduler.workers.values()  # type: ignore[attr-defined]
+        return (len(dask_scheduler.queued),  # type: ignore[attr-defined]
+                sum(len(ws.processing) for ws in workers))
+
+    deadline = time.monotonic() + 30
+    while True:
+        queued, sent = client.run_on_scheduler(count)  # type: ignore[attr-defined]
+        if queued + sent == n or time.monotonic() > deadline:
+            return queued, sent
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("kwargs, saturation, sent_at_once", [
+    ({"workers": 1, "local_threads": True}, None, True),
+    ({"adapt": (1, 1)}, None, False),            # a cluster that may grow keeps dask's queue
+    ({"workers": 1, "local_threads": True}, 1.0, False),  # what the user configured stays
+])
+def test_fixed_local_cluster_gets_every_task_at_once(kwargs: dict[str, object],
+                                                     saturation: float | None,
+                                                     sent_at_once: bool) -> None:
+    from distributed import Event
+
+    config = {} if saturation is None else {"distributed.scheduler.worker-saturation": saturation}
+    with dask.config.set(config), open_client("local", **kwargs) as client:  # type: ignore[arg-type]
+        client.wait_for_workers(1, timeout=30)
+        name = f"held-{time.monotonic_ns()}"
+        futures = client.map(_held, [name] * 6, pure=False)
+        try:
+            queued, sent = _placement(client, 6)
+        finally:
+            Event(name, client=client).set()
+        assert sum(client.gather(futures)) == 6
+    # No queue on the scheduler: a worker never waits a round trip for its next micrograph.
+    if sent_at_once:
+        assert (queued, sent) == (0, 6)
+    else:  # dask's default: a slot or two per worker thread, the rest wait on the scheduler
+        assert queued >= 4 and queued + sent == 6
+
+
 def test_local_cluster_closed_on_keyboard_interrupt() -> None:
     pids: list[int] = []
     with pytest.raises(KeyboardInterrupt):

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import re
 import shlex
@@ -666,6 +667,42 @@ class _JobReporter:
 # --------------------------------------------------------------------------- the entry point
 
 
+_SATURATION = "distributed.scheduler.worker-saturation"
+
+
+def _dask_default(key: str) -> Any:
+    """The value dask ships for ``key`` (before any user file or environment variable)."""
+    import dask.config
+
+    value = None
+    for defaults in dask.config.defaults:
+        node: Any = defaults
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if node is not None:
+            value = node
+    return value
+
+
+@contextlib.contextmanager
+def _eager_local_scheduling(fixed_size: bool) -> Iterator[None]:
+    """Let a fixed-size local scheduler hand every task to the workers at once.
+
+    Dask's default (``worker-saturation: 1.1``) keeps tasks queued on the scheduler and sends
+    each worker its next one only when a slot frees: right for clusters that grow, but for
+    workers that are all there from the start it costs a round trip per task. With thousands
+    of small micrographs that was a fifth of the run (Bmany: 26.6 s -> 20.5 s). A value the
+    user configured is kept, and adaptive clusters keep queuing.
+    """
+    import dask.config
+
+    if not fixed_size or dask.config.get(_SATURATION) != _dask_default(_SATURATION):
+        yield
+        return
+    with dask.config.set({_SATURATION: math.inf}):
+        yield
+
+
 @contextlib.contextmanager
 def open_client(
     cluster: str = "local",
@@ -784,13 +821,21 @@ def open_client(
                 kwargs["memory_limit"] = memory_limit
             kwargs.update(cluster_kwargs)
             with _half_started_clusters_closed(), \
-                    _children_ignore_sigint() if separate else contextlib.nullcontext():
+                    _children_ignore_sigint() if separate else contextlib.nullcontext(), \
+                    _eager_local_scheduling(adapt is None):
                 started = LocalCluster(**kwargs)
             client = Client(started)
             if separate:
+                from pairextract.pipeline._batching import (
+                    BatchSchedulerMessages,
+                    BatchWorkerMessages,
+                )
                 from pairextract.pipeline._worker_signals import IgnoreSigint
 
                 client.register_plugin(IgnoreSigint())
+                # worker processes talk over TCP: what a message costs is worth batching
+                client.register_plugin(BatchWorkerMessages())
+                client.register_plugin(BatchSchedulerMessages())
             if adapt is not None:
                 started.adapt(minimum=adapt[0], maximum=adapt[1])
             say(f"local cluster: {n} worker {'process(es)' if separate else 'thread(s)'}, "

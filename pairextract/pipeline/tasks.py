@@ -18,6 +18,9 @@ from pairextract.params import ExtractionParams
 from pairextract.pipeline.plan import MicrographJob
 from pairextract.pipeline.store import shard_writer, write_part
 
+# Micrographs from this size on give their pages back as their rows are done (2048² float32).
+RELEASE_FROM_BYTES = 16 << 20
+
 CTF_COLUMNS = ("defocus_u", "defocus_v", "defocus_angle", "voltage", "cs",
                "amplitude_contrast", "phase_shift")
 
@@ -44,6 +47,17 @@ class JobRows:
     defocus_offset: np.ndarray | None = None
     error: str = ""
 
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        # Bytes, not arrays: dask sends every array of a result as a frame of its own, and
+        # for thousands of small micrographs those frames cost more than the rows themselves.
+        def raw(a: np.ndarray | None) -> bytes | None:
+            return None if a is None else np.asarray(a, np.float64).tobytes()
+
+        return (_rows_from_bytes, (np.asarray(self.status, np.int8).tobytes(),
+                                   np.asarray(self.xy, np.int64).tobytes(), self.phase_flipped,
+                                   raw(self.local_average), raw(self.defocus_offset),
+                                   self.error))
+
     @classmethod
     def failed(cls, n: int, error: str) -> JobRows:
         """Every row of a micrograph whose task failed."""
@@ -68,6 +82,16 @@ class JobRows:
                    bool(flipped[0]) if len(flipped) else False,
                    np.asarray(cols["local_average"], np.float64),
                    np.asarray(cols["defocus_offset"], np.float64))
+
+
+def _rows_from_bytes(status: bytes, xy: bytes, phase_flipped: bool, local_average: bytes | None,
+                     defocus_offset: bytes | None, error: str) -> JobRows:
+    def column(raw: bytes | None) -> np.ndarray | None:
+        return None if raw is None else np.frombuffer(raw, np.float64).copy()
+
+    return JobRows(np.frombuffer(status, np.int8).copy(),
+                   np.frombuffer(xy, np.int64).reshape(-1, 2).copy(), phase_flipped,
+                   column(local_average), column(defocus_offset), error)
 
 
 def status_codes(status: np.ndarray) -> np.ndarray:
@@ -180,7 +204,8 @@ def run_job(info: MicrographInfo, job: MicrographJob, out: str, params: Extracti
     # The micrograph stays a read-only memory map whose rows are released as the extraction
     # is done with them: a task holds a few MiB of it, not all of it. Pixel types that float32
     # holds exactly (8/16-bit integers, float16) give the same particles uncast.
-    release = row_release(image)
+    # Small micrographs are not worth a madvise per row block (a 512² one is 1 MiB).
+    release = row_release(image) if image.nbytes >= RELEASE_FROM_BYTES else None
     if not np.can_cast(image.dtype, np.float32, casting="safe"):
         image = image.astype(np.float32)
         release = None

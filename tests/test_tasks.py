@@ -1,0 +1,52 @@
+"""What a task sends back: compact rows that survive pickling and dask's wire format whole."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+
+from pairextract.pipeline.tasks import JobRows
+
+
+def _rows(n: int, optional: bool) -> JobRows:
+    rng = np.random.default_rng(n)
+    return JobRows(rng.integers(0, 3, n).astype(np.int8),
+                   rng.integers(-5, 5000, (n, 2)).astype(np.int64), optional,
+                   rng.normal(size=n) if optional else None,
+                   np.where(rng.random(n) < 0.5, np.nan, rng.normal(size=n)) if optional
+                   else None, "" if optional else "boom")
+
+
+def _same(a: JobRows, b: JobRows) -> None:
+    assert a.status.dtype == b.status.dtype == np.int8
+    assert a.xy.dtype == b.xy.dtype == np.int64 and a.xy.shape == b.xy.shape
+    np.testing.assert_array_equal(a.status, b.status)
+    np.testing.assert_array_equal(a.xy, b.xy)
+    assert a.phase_flipped == b.phase_flipped and a.error == b.error
+    for x, y in ((a.local_average, b.local_average), (a.defocus_offset, b.defocus_offset)):
+        assert (x is None) == (y is None)
+        if x is not None:
+            assert y is not None and y.dtype == np.float64 and y.flags.writeable
+            np.testing.assert_array_equal(x, y)  # NaNs included, bit for bit
+
+
+@pytest.mark.parametrize("n", [0, 1, 300])
+@pytest.mark.parametrize("optional", [False, True])
+def test_job_rows_pickle_round_trip(n: int, optional: bool) -> None:
+    rows = _rows(n, optional)
+    back = pickle.loads(pickle.dumps(rows, protocol=5))
+    _same(rows, back)
+    assert back.status.flags.writeable and back.xy.flags.writeable
+
+
+def test_job_rows_cross_dask_as_one_frame() -> None:
+    from distributed.protocol import dumps, loads
+    from distributed.protocol.serialize import ToPickle
+
+    rows = _rows(10, True)
+    frames = dumps({"data": ToPickle({"name": "u1", "rows": rows})})
+    # numpy arrays would travel as one out-of-band frame each; bytes stay in the pickle
+    assert len(frames) <= 2
+    _same(rows, loads(frames)["data"]["rows"])
