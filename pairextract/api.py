@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -108,12 +109,23 @@ def extract_pairs(
     elif read_options:
         raise TypeError(f"read options {sorted(read_options)} given with an in-memory input")
 
-    def prepare() -> tuple[TiltPairInputs, pd.DataFrame | None, list[str], Any, Any]:
+    # The geometry check is needed before extraction only to tilt the CTFs or to re-centre;
+    # otherwise it runs while the first tasks do (thousands of small micrograph pairs: about
+    # a second of fits that no task waits for). Flagged pairs are dropped from the index.
+    geometry_first = params.tilt_defocus == "geometry" or recenter is not None
+
+    def prepare() -> tuple[TiltPairInputs, Any, list[str], Any, Any]:
         given = cast(TiltPairInputs, inputs)
-        geometry, warnings, headers = _check(given, params, residual_threshold, strict_checks)
+        table, warnings, headers = _check(given, params, residual_threshold, strict_checks,
+                                          geometry=geometry_first)
+        geometry: Any = table
+        if not geometry_first:
+            from pairextract.pipeline.geometry import check_geometry
+
+            geometry = functools.partial(check_geometry, given, threshold=residual_threshold)
         from pairextract.pipeline.tiltctf import with_specimen_tilts
 
-        ready, tilt_warnings = with_specimen_tilts(given, params, geometry)
+        ready, tilt_warnings = with_specimen_tilts(given, params, table)
         warnings += tilt_warnings
         recentred = None
         if recenter is not None:
@@ -121,11 +133,11 @@ def extract_pairs(
 
             shifts = recenter if isinstance(recenter, Shifts) else read_shifts(recenter,
                                                                                recenter_pairs)
-            ready, recentred, more = recenter_inputs(ready, shifts, params, geometry)
+            ready, recentred, more = recenter_inputs(ready, shifts, params, table)
             warnings += more
         return ready, geometry, warnings, recentred, headers
 
-    def run(c: Any, prepared: tuple[TiltPairInputs, pd.DataFrame | None, list[str], Any, Any]
+    def run(c: Any, prepared: tuple[TiltPairInputs, Any, list[str], Any, Any]
             ) -> ExtractionResult:
         ready, geometry, warnings, recentred, headers = prepared
         # the headers the checks read are reused: each micrograph's is read once
@@ -214,11 +226,12 @@ def _preloaded_workers() -> Iterator[None]:
 
 def _check(inputs: TiltPairInputs, params: ExtractionParams,
            residual_threshold: float | None,
-           strict: bool) -> tuple[pd.DataFrame | None, list[str], Any]:
+           strict: bool, geometry: bool = True) -> tuple[pd.DataFrame | None, list[str], Any]:
     """Input checks and the geometry check, before any pixel is read.
 
-    Returns the geometry table, the warnings and the micrograph headers the checks read
-    (``CheckReport.headers``, for the run).
+    Returns the geometry table (None without ``geometry``: only its threshold is checked),
+    the warnings and the micrograph headers the checks read (``CheckReport.headers``, for
+    the run).
 
     Problems with single micrographs (missing, unreadable, smaller than the box) do not stop
     the run: those micrographs' pairs are dropped with the reason. Everything else the checks
@@ -226,8 +239,9 @@ def _check(inputs: TiltPairInputs, params: ExtractionParams,
     CTFs missing for phase flipping, unsafe names, ...) refuses the run when ``strict``.
     """
     from pairextract.pipeline.checks import check_inputs
-    from pairextract.pipeline.geometry import check_geometry
+    from pairextract.pipeline.geometry import check_geometry, check_threshold
 
+    check_threshold(residual_threshold)
     params.check_ctf(_has_ctf(inputs, "u"), _has_ctf(inputs, "t"))
     report = check_inputs(inputs, params)
     warnings = list(report.warnings)
@@ -237,8 +251,8 @@ def _check(inputs: TiltPairInputs, params: ExtractionParams,
         raise InputError("the input cannot be extracted as it stands:\n  - "
                          + "\n  - ".join(run_wide))
     warnings.extend(run_wide)
-    geometry = check_geometry(inputs, threshold=residual_threshold)
-    return geometry, warnings, report.headers
+    table = check_geometry(inputs, threshold=residual_threshold) if geometry else None
+    return table, warnings, report.headers
 
 
 def _has_ctf(inputs: TiltPairInputs, s: str) -> bool:

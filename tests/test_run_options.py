@@ -89,3 +89,34 @@ def test_strict_checks_false_runs_with_run_wide_problems_as_warnings(
     assert any("1 of 2 untilted micrographs have no CTF" in w for w in result.warnings)
     assert result.pairs_kept > 0
     assert "warning: phase flip requested but 1 of 2" in str(result)
+
+
+def test_geometry_fitted_during_the_run_gives_the_same_index(
+        swapped: object, client: object, tmp_path: Path) -> None:
+    # The API fits the geometry while the tasks run; given as a table up front, the pair
+    # index and the fitted angles are the same.
+    import functools
+
+    from pairextract.pipeline.geometry import check_geometry
+    from pairextract.pipeline.run import run_extraction
+
+    inputs = read_pairs(swapped.pair_table)  # type: ignore[attr-defined]
+    params = ExtractionParams(box_size=32)
+    for name, geometry in (("table", check_geometry(inputs)),
+                           ("later", functools.partial(check_geometry, inputs))):
+        run_extraction(inputs, tmp_path / name, params, client, geometry=geometry,
+                       drop_flagged=True)
+    for table in ("pairs.parquet", "dropped.parquet", "micrographs.parquet"):
+        pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "table" / table),
+                                      pd.read_parquet(tmp_path / "later" / table))
+    assert (read_drops(tmp_path / "later")["reason"] == "geometry_flagged").sum() > 0
+
+
+def test_bad_residual_threshold_is_refused_before_anything_is_written(
+        swapped: object, client: object, tmp_path: Path) -> None:
+    from pairextract.errors import ParameterError
+
+    with pytest.raises(ParameterError, match="residual threshold"):
+        extract_pairs(swapped.pair_table, tmp_path / "out",  # type: ignore[attr-defined]
+                      ExtractionParams(box_size=32), client=client, residual_threshold=-1.0)
+    assert not (tmp_path / "out").exists()

@@ -36,6 +36,19 @@ FITTED_COLUMNS = ("mic_pair_id", "n_fitted", "fitted_tilt_angle", "fitted_axis_a
                   "fitted_axis_angle_t", "residual_sigma", "residual_threshold", "n_flagged")
 
 
+def check_threshold(threshold: float | None) -> None:
+    """Refuse a residual threshold that is negative or not a number (it would flag every pair).
+
+    Raises
+    ------
+    ParameterError
+    """
+    if threshold is not None and not float(threshold) >= 0:
+        raise ParameterError(
+            f"residual threshold must be >= 0 pixels, got {threshold} (--residual-threshold); "
+            "leave it out for the automatic max(5, 5 sigma) per micrograph pair")
+
+
 def check_geometry(
     inputs: TiltPairInputs,
     threshold: float | None = None,
@@ -58,10 +71,7 @@ def check_geometry(
     ParameterError
         For a threshold that is negative or not a number (it would flag every pair).
     """
-    if threshold is not None and not float(threshold) >= 0:
-        raise ParameterError(
-            f"residual threshold must be >= 0 pixels, got {threshold} (--residual-threshold); "
-            "leave it out for the automatic max(5, 5 sigma) per micrograph pair")
+    check_threshold(threshold)
     cp = inputs.coordinate_pairs
     residual = np.full(len(cp), np.nan)
     flagged = np.zeros(len(cp), dtype=bool)

@@ -188,7 +188,7 @@ def run_extraction(
     client: Any,
     *,
     dtype: str = "float32",
-    geometry: pd.DataFrame | None = None,
+    geometry: pd.DataFrame | Callable[[], pd.DataFrame] | None = None,
     drop_flagged: bool = False,
     overwrite: bool = False,
     progress: bool | str = False,
@@ -199,7 +199,8 @@ def run_extraction(
     """Run the extraction of ``inputs`` into ``out`` on the Dask ``client``.
 
     ``geometry`` is the per-pair table of the geometry check (``pair_id, residual,
-    flagged``); with ``drop_flagged`` its flagged pairs are dropped. Micrographs already
+    flagged``), or a function that computes it (called while the tasks run); with
+    ``drop_flagged`` its flagged pairs are dropped from the pair index. Micrographs already
     complete in ``out`` from an earlier run with the same parameters are not recomputed.
 
     ``out`` must be new, empty or a pairextract output, and must not hold any input (the
@@ -233,7 +234,8 @@ def run_extraction(
 
 
 def _run_locked(inputs: TiltPairInputs, out: Path, params: ExtractionParams, client: Any,
-                dtype: str, geometry: pd.DataFrame | None, drop_flagged: bool,
+                dtype: str, geometry: pd.DataFrame | Callable[[], pd.DataFrame] | None,
+                drop_flagged: bool,
                 progress: bool | str, warnings: list[str], t0: float,
                 headers: tuple[dict[str, Any], dict[str, str]] | None = None
                 ) -> ExtractionResult:
@@ -264,10 +266,14 @@ def _run_locked(inputs: TiltPairInputs, out: Path, params: ExtractionParams, cli
     with _writing("the run's layout", out):
         store.save_layout(out, layout, provenance)
 
-    def prepare_arrays() -> None:
+    fitted: list[pd.DataFrame | None] = [None if callable(geometry) else geometry]
+
+    def meanwhile() -> None:
         with _writing("the Zarr store's metadata", out), \
                 _damaged(out, f"the metadata (zarr.json) of {store.ZARR_NAME}"):
             store.prepare_arrays(out, layout, params.box_size, dtype, provenance)
+        if callable(geometry):
+            fitted[0] = geometry()
 
     done = store.done_jobs(out, jobs, layout.chunk, params.box_size, itemsize)
     failed: dict[str, str] = {}
@@ -280,17 +286,18 @@ def _run_locked(inputs: TiltPairInputs, out: Path, params: ExtractionParams, cli
         else:
             todo.append(job)
     # The arrays' metadata is written while the first tasks run (the tasks write only their
-    # shard files): importing zarr and creating the arrays is off the critical path.
+    # shard files): importing zarr and creating the arrays is off the critical path, and so
+    # is a geometry check that nothing before the pair index needs.
     results = _compute(todo, infos, out, params, layout.chunk, dtype, client, progress,
-                       failed, meanwhile=prepare_arrays)
+                       failed, meanwhile=meanwhile)
     extracted = sum(1 for j in todo if j.name not in failed)
 
     tables = _view_tables(out, jobs, done, results, failed)
     pairs, dropped = build_pair_index(
         inputs.coordinate_pairs, inputs.micrograph_pairs,
-        tables["untilted"], tables["tilted"], geometry, drop_flagged)
+        tables["untilted"], tables["tilted"], fitted[0], drop_flagged)
     with _writing("the tables", out):
-        _write_outputs(out, inputs, layout, tables, pairs, dropped, geometry)
+        _write_outputs(out, inputs, layout, tables, pairs, dropped, fitted[0])
     result = ExtractionResult(
         out=out,
         pairs_in=int(len(inputs.coordinate_pairs)),
