@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from fractions import Fraction
 
 import numpy as np
@@ -28,6 +29,7 @@ def fmt6(x: float) -> float:
     return float(f"{float(x):f}")
 
 
+@functools.lru_cache(maxsize=256)  # exact rational arithmetic: ~0.1 ms, once per value
 def xmipp_param(x: float) -> float:
     """The value an Xmipp program computes with for a numeric parameter ``x`` of the protocol.
 
