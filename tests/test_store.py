@@ -201,3 +201,50 @@ def test_shard_writer_splits_rows_over_shards_and_checks_them(tmp_path):  # type
         with shard_writer(tmp_path / "short", job, shard, "float32") as write:
             write(stack[:6])
     assert not [p for p in (tmp_path / "short").rglob("*") if p.is_file() and ".tmp" in p.name]
+
+
+@pytest.mark.parametrize("dtype, fill", [("float32", 0), ("float16", 0)])
+def test_image_array_metadata_is_what_zarr_writes(tmp_path: Path, dtype: str, fill: int) -> None:
+    # The store's zarr.json files are written without zarr (startup time); they must say
+    # exactly what zarr itself would for the same array.
+    import json
+
+    box, shard, rows = 8, 5, 12
+    zarr.create_array(str(tmp_path / "z"), shape=(rows, box, box), dtype=dtype,
+                      chunks=(1, box, box), shards=(shard, box, box), compressors=None,
+                      fill_value=fill, dimension_names=("slot", "y", "x"),
+                      chunk_key_encoding={"name": "default", "separator": "."})
+    ours = store._array_meta(
+        (rows, box, box), dtype, (shard, box, box), fill,
+        [{"name": "sharding_indexed", "configuration": {
+            "chunk_shape": [1, box, box], "codecs": [store._bytes_codec(np.dtype(dtype))],
+            "index_codecs": [store._bytes_codec(np.dtype("<u8")), {"name": "crc32c"}],
+            "index_location": "end"}}], separator=".", dimension_names=("slot", "y", "x"))
+    assert json.loads((tmp_path / "z" / "zarr.json").read_text()) == ours
+
+
+@pytest.mark.parametrize("dtype, fill", [("int64", -1), ("float64", np.nan), ("uint8", 0),
+                                         ("bool", False)])
+def test_slot_metadata_arrays_read_back_with_zarr(tmp_path: Path, dtype: str,
+                                                  fill: object) -> None:
+    import json
+
+    table = pd.DataFrame({
+        "slot": [0, 2, 3], "pair_id": [7, 8, 9], "mic_pair_id": [1, 1, 1],
+        "x": [1.5, np.nan, 3.0], "y": [4.0, 5.0, 6.0], "xi": [1, 2, 3], "yi": [4, 5, 6],
+        "status": ["ok", "outside_border", "ok"], "phase_flipped": [True, False, True],
+        "defocus_u": [1e4, 2e4, np.nan]})
+    store.write_slot_metadata(tmp_path, "untilted", table, rows=5)
+    store.write_slot_metadata(tmp_path, "untilted", table, rows=5)  # rewritten, not appended
+    group = zarr.open_group(str(tmp_path / store.ZARR_NAME / "untilted"), mode="r")
+    assert group.attrs["status_codes"] == store.STATUS_CODES
+    np.testing.assert_array_equal(group["pair_id"][:], [7, -1, 8, 9, -1])
+    np.testing.assert_array_equal(group["x"][:], [1.5, np.nan, np.nan, 3.0, np.nan])
+    np.testing.assert_array_equal(group["status"][:], [1, 0, 2, 1, 0])
+    np.testing.assert_array_equal(group["phase_flipped"][:], [True, False, False, True, False])
+    np.testing.assert_array_equal(group["defocus_u"][:], [1e4, np.nan, 2e4, np.nan, np.nan])
+    # and each array's zarr.json is what zarr writes for an uncompressed array of that kind
+    zarr.create_array(str(tmp_path / "z"), shape=(5,), dtype=dtype, chunks=(5,),
+                      fill_value=fill, compressors=None)
+    assert json.loads((tmp_path / "z" / "zarr.json").read_text()) == store._array_meta(
+        (5,), dtype, (5,), fill, [store._bytes_codec(np.dtype(dtype))])
