@@ -243,6 +243,15 @@ def test_slot_metadata_arrays_read_back_with_zarr(tmp_path: Path, dtype: str,
     np.testing.assert_array_equal(group["status"][:], [1, 0, 2, 1, 0])
     np.testing.assert_array_equal(group["phase_flipped"][:], [True, False, False, True, False])
     np.testing.assert_array_equal(group["defocus_u"][:], [1e4, np.nan, 2e4, np.nan, np.nan])
+    # a chunk of nothing but the fill value is not written, as zarr does, and reads as fill
+    store.write_slot_metadata(tmp_path, "tilted", table.assign(
+        phase_flipped=False, defocus_u=np.nan), rows=5)
+    tilted = tmp_path / store.ZARR_NAME / "tilted"
+    assert not (tilted / "phase_flipped" / "c" / "0").exists()
+    assert not (tilted / "defocus_u" / "c" / "0").exists()
+    back = zarr.open_group(str(tilted), mode="r")
+    np.testing.assert_array_equal(back["phase_flipped"][:], np.zeros(5, bool))
+    assert np.isnan(back["defocus_u"][:]).all()
     # and each array's zarr.json is what zarr writes for an uncompressed array of that kind
     zarr.create_array(str(tmp_path / "z"), shape=(5,), dtype=dtype, chunks=(5,),
                       fill_value=fill, compressors=None)

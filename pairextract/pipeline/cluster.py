@@ -691,8 +691,9 @@ def _eager_local_scheduling(fixed_size: bool) -> Iterator[None]:
     Dask's default (``worker-saturation: 1.1``) keeps tasks queued on the scheduler and sends
     each worker its next one only when a slot frees: right for clusters that grow, but for
     workers that are all there from the start it costs a round trip per task. With thousands
-    of small micrographs that was a fifth of the run (Bmany: 26.6 s -> 20.5 s). A value the
-    user configured is kept, and adaptive clusters keep queuing.
+    of small micrographs that was a fifth of the run (Bmany: 26.6 s -> 20.5 s). A value other
+    than dask's default (from the user's dask configuration) is kept, and adaptive clusters
+    keep queuing.
     """
     import dask.config
 

@@ -480,7 +480,10 @@ def write_slot_metadata(out: Path, view: str, table: pd.DataFrame, rows: int) ->
         if folder.exists():  # this store's own array from an earlier run: rewritten whole
             shutil.rmtree(folder)
         (folder / "c").mkdir(parents=True)
-        if rows:
+        # as zarr does: a chunk of nothing but the fill value is not written (read as fill)
+        empty = bool(np.all(np.isnan(full))) if full.dtype.kind == "f" and np.isnan(fill) \
+            else bool(np.all(full == fill))
+        if rows and not empty:
             chunk = folder / "c" / "0"
             tmp = _tmp(chunk)
             tmp.write_bytes(full.tobytes())
