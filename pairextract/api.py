@@ -67,7 +67,7 @@ def extract_pairs(
         one (e.g. ``lambda: open_client("slurm")``), entered while the inputs are read and
         checked; ``None`` starts a local cluster of ``workers`` for this call, the same way:
         threads of this process with ``local_threads``, else one process each; by default
-        threads for a run of up to 64 micrographs
+        threads for a run of up to 64 micrographs without phase flip
         (:func:`pairextract.pipeline.cluster.prefer_local_threads`).
     dtype
         ``"float32"`` (default) or ``"float16"`` for the stored particles.
@@ -154,7 +154,8 @@ def extract_pairs(
     if start is None:
         from pairextract.pipeline.cluster import open_client, prefer_local_threads
 
-        threads = (prefer_local_threads(2 * len(inputs.micrograph_pairs))
+        threads = (prefer_local_threads(2 * len(inputs.micrograph_pairs),
+                                        phase_flip=params.phase_flip)
                    if local_threads is None else local_threads)
 
         def start() -> Any:

@@ -79,14 +79,18 @@ def test_threads_for_short_local_runs_processes_for_long_ones() -> None:
     assert prefer_local_threads(THREADS_UP_TO_MICROGRAPHS)
     assert not prefer_local_threads(THREADS_UP_TO_MICROGRAPHS + 1)
     assert not prefer_local_threads(8, adapt=(1, 2))  # adaptive scaling is of processes
+    assert not prefer_local_threads(8, phase_flip=True)  # each task holds a whole spectrum
 
 
 def test_cli_picks_threads_for_a_short_run_unless_told() -> None:
-    for argv, n, threads in ((["--workers", "2"], 8, True), (["--workers", "2"], 4000, False),
-                             (["--workers", "2", "--processes"], 8, False),
-                             (["--workers", "2", "--threads"], 4000, True)):
+    for argv, n, flip, threads in ((["--workers", "2"], 8, False, True),
+                                   (["--workers", "2"], 4000, False, False),
+                                   (["--workers", "2"], 8, True, False),
+                                   (["--workers", "2", "--processes"], 8, False, False),
+                                   (["--workers", "2", "--threads"], 8, True, True),
+                                   (["--workers", "2", "--threads"], 4000, False, True)):
         args = _parser().parse_args(argv)
-        with client_from_args(args, n_micrographs=n) as client:
+        with client_from_args(args, n_micrographs=n, phase_flip=flip) as client:
             in_here = _worker_pids(client) == [os.getpid()]
             assert in_here == threads, (argv, n)
 

@@ -214,7 +214,7 @@ def _report(text: str) -> None:
 
 def client_from_args(
     args: argparse.Namespace, out: str | os.PathLike[str] | None = None,
-    n_micrographs: int | None = None, **cluster_kwargs: Any
+    n_micrographs: int | None = None, phase_flip: bool = False, **cluster_kwargs: Any
 ) -> contextlib.AbstractContextManager[Client]:
     """Context manager yielding a ``Client`` for the options of :func:`add_cluster_arguments`.
 
@@ -229,6 +229,8 @@ def client_from_args(
     n_micrographs
         Micrographs of the run: without ``--threads``/``--processes``, a local cluster runs
         threads for a short run (:func:`~pairextract.pipeline.cluster.prefer_local_threads`).
+    phase_flip
+        Whether the run flips phases (then processes: each holds one micrograph's spectrum).
     **cluster_kwargs
         Passed on to :func:`~pairextract.pipeline.cluster.open_client`.
 
@@ -244,7 +246,8 @@ def client_from_args(
             else None)
     threads = getattr(args, "local_threads", None)
     if threads is None and kind == "local" and n_micrographs is not None:
-        threads = prefer_local_threads(n_micrographs, getattr(args, "adapt", None))
+        threads = prefer_local_threads(n_micrographs, getattr(args, "adapt", None),
+                                       phase_flip=phase_flip)
     return _opened(
         bool(getattr(args, "verbose", False)),
         kind,

@@ -69,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
     result = extract_pairs(
         inputs, args.out, params,
         client=lambda: client_from_args(args, out=args.out,
-                                        n_micrographs=2 * len(inputs.micrograph_pairs)),
+                                        n_micrographs=2 * len(inputs.micrograph_pairs),
+                                        phase_flip=params.phase_flip),
         dtype="float16" if args.float16 else "float32",
         residual_threshold=args.residual_threshold, drop_flagged=args.drop_flagged,
         overwrite=args.overwrite, progress=not args.no_progress,
