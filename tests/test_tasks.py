@@ -50,3 +50,16 @@ def test_job_rows_cross_dask_as_one_frame() -> None:
     # numpy arrays would travel as one out-of-band frame each; bytes stay in the pickle
     assert len(frames) <= 2
     _same(rows, loads(frames)["data"]["rows"])
+
+
+def test_worker_module_does_not_import_pandas() -> None:
+    # Workers preload pairextract.pipeline.tasks as they start: pandas (~0.25 s per worker
+    # process) is only needed where tables are built, on the client.
+    import subprocess
+    import sys
+
+    code = ("import sys, pairextract.pipeline.tasks\n"
+            "print(sorted(m for m in ('pandas', 'zarr', 'scipy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == "[]"

@@ -13,13 +13,16 @@ import json
 import math
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from pairextract.ctf import CTF
-from pairextract.model import TiltPairInputs
+
+if TYPE_CHECKING:  # a worker imports this module for MicrographJob: no pandas there (~0.25 s)
+    import pandas as pd
+
+    from pairextract.model import TiltPairInputs
 
 VIEWS = ("untilted", "tilted")
 # Version of the store layout (2: one zarr shard per micrograph; 3: shard files side by side,
@@ -198,6 +201,8 @@ class Layout:
 
 def jobs_table(jobs: list[MicrographJob]) -> pd.DataFrame:
     """One row per job, for reports."""
+    import pandas as pd
+
     return pd.DataFrame(
         {
             "view": [j.view for j in jobs],

@@ -29,13 +29,15 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
-import pandas as pd
 
 from pairextract.errors import OutputFolderError
 from pairextract.pipeline.plan import LAYOUT_FORMAT, VIEWS, Layout, MicrographJob
+
+if TYPE_CHECKING:  # imported by the workers (shard writer): pandas only where tables are read
+    import pandas as pd
 
 ZARR_NAME = "pairs.zarr"
 WORK = "_work"
@@ -425,6 +427,8 @@ def check_output(out: Path) -> list[str]:
         box = int(meta["shape"][-1])
         shard = int(meta["chunk_grid"]["configuration"]["chunk_shape"][0])
         itemsize = np.dtype(meta["data_type"]).itemsize
+        import pandas as pd
+
         table = pd.read_parquet(out / f"{view}.parquet", columns=["slot", "status", "micrograph"])
         table = table[table["status"] != "error"]
         counts = table.groupby(table["slot"].to_numpy(np.int64) // shard).agg(
