@@ -63,3 +63,32 @@ def test_worker_module_does_not_import_pandas() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.strip()
     assert out == "[]"
+
+
+@pytest.mark.parametrize("n", [0, 3])
+def test_micrograph_job_pickles_whole_and_in_one_frame(n: int) -> None:
+    from distributed.protocol import dumps, loads
+    from distributed.protocol.serialize import ToPickle
+
+    from pairextract.ctf import CTF
+    from pairextract.pipeline.plan import MicrographJob, job_digest
+
+    job = MicrographJob(view="tilted", mic_pair_id=7, micrograph="/data/t7.mrc",
+                        pair_ids=np.arange(10, 10 + n, dtype=np.int64),
+                        coords=np.arange(2 * n, dtype=np.float64).reshape(n, 2) + 0.25,
+                        pixel_size=1.5, coord_pixel_size=None,
+                        ctf=CTF(defocus_u=15000.0, defocus_v=14000.0, defocus_angle=30.0,
+                                voltage=300.0, cs=2.7, amplitude_contrast=0.1),
+                        slot_start=32, digest="ab" * 20)
+    frames = dumps({"args": ToPickle((job,))})
+    assert len(frames) <= 2
+    back = loads(frames)["args"][0]
+    for b in (back, pickle.loads(pickle.dumps(job, protocol=5))):
+        assert (b.view, b.mic_pair_id, b.micrograph, b.pixel_size, b.coord_pixel_size, b.ctf,
+                b.slot_start, b.digest, b.name, b.part_name) == (
+            job.view, job.mic_pair_id, job.micrograph, job.pixel_size, job.coord_pixel_size,
+            job.ctf, job.slot_start, job.digest, job.name, job.part_name)
+        assert b.pair_ids.dtype == job.pair_ids.dtype and b.coords.shape == job.coords.shape
+        np.testing.assert_array_equal(b.pair_ids, job.pair_ids)
+        np.testing.assert_array_equal(b.coords, job.coords)
+        assert job_digest(b) == job_digest(job)

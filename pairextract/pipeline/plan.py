@@ -65,6 +65,26 @@ class MicrographJob:
     def n(self) -> int:
         return int(len(self.pair_ids))
 
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        # Sent to a worker with every task: as bytes, the two arrays stay inside one small
+        # pickle instead of travelling as frames of their own (thousands of micrographs).
+        ids = np.asarray(self.pair_ids)
+        coords = np.asarray(self.coords, np.float64)
+        return (_job_from_bytes, (self.view, self.mic_pair_id, self.micrograph,
+                                  ids.dtype.str, ids.tobytes(), coords.shape, coords.tobytes(),
+                                  self.pixel_size, self.coord_pixel_size, self.ctf,
+                                  self.slot_start, self.digest))
+
+
+def _job_from_bytes(view: str, mic_pair_id: int, micrograph: str, ids_dtype: str, ids: bytes,
+                    coords_shape: tuple[int, ...], coords: bytes, pixel_size: float | None,
+                    coord_pixel_size: float | None, ctf: CTF | None, slot_start: int,
+                    digest: str) -> MicrographJob:
+    return MicrographJob(view, mic_pair_id, micrograph,
+                         np.frombuffer(ids, np.dtype(ids_dtype)).copy(),
+                         np.frombuffer(coords, np.float64).reshape(coords_shape).copy(),
+                         pixel_size, coord_pixel_size, ctf, slot_start, digest)
+
 
 def _nan_to_none(v: Any) -> float | None:
     if v is None:
