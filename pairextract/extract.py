@@ -18,6 +18,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from pairextract.ctf import CTF
 from pairextract.ops import (
+    DustPatch,
     box_scale,
     cut_boxes,
     defocus_offsets,
@@ -29,7 +30,7 @@ from pairextract.ops import (
     invert_contrast,
     normalize_stack,
     output_sampling,
-    phase_flip,
+    phase_flip_rows,
     remove_dust,
     runs_downsample,
     scale_coordinates,
@@ -46,6 +47,27 @@ _CHUNK_ELEMENTS = 1 << 19
 _BLOCK_ELEMENTS = 1 << 20
 
 Release = Callable[[int, int], None]
+
+
+def _cleaned_rows(image: NDArray, dust: DustPatch | None, release: Release | None
+                  ) -> Callable[[int, int], NDArray[np.float32]]:
+    """``read(r0, r1)``: rows of ``image`` as the float32 micrograph dust removal makes.
+
+    What :func:`pairextract.ops.remove_dust` returns, a row block at a time; rows handed out
+    are released from ``image``.
+    """
+    w = image.shape[1]
+
+    def read(r0: int, r1: int) -> NDArray[np.float32]:
+        rows = image[r0:r1].astype(np.float32)
+        if dust is not None and dust.index.size:
+            i0, i1 = np.searchsorted(dust.index, [r0 * w, r1 * w])
+            rows.reshape(-1)[dust.index[i0:i1] - r0 * w] = dust.value[i0:i1]
+        if release is not None:
+            release(r0, r1)
+        return rows
+
+    return read
 
 
 class NonFinitePixels(ValueError):
@@ -174,11 +196,12 @@ def extract_micrograph(image: ArrayLike, coords: ArrayLike, params: ExtractionPa
         Å/px of the picking micrograph; coordinates are then scaled by
         ``box_scale(coord_pixel_size, pixel_size, downsample)``.
     consume_image
-        Allow dust removal and phase flipping to work in place on ``image`` when it is a
-        writeable float32 array and the micrograph is phase flipped whole (saves one micrograph
-        of memory; ``image`` is then garbage). Intermediates made here are always reused in
-        place. Without downsampling or phase flip ``image`` is never written: the boxes are cut
-        from it and the pixels dust removal changes are patched into them.
+        Allow dust removal to work in place on ``image`` when it is a writeable float32 array
+        and the boxes are flipped one by one (``tilt_defocus``; ``image`` is then garbage).
+        Otherwise ``image`` is never written: without downsampling or phase flip the boxes are
+        cut from it and patched where dust removal changes it; a whole-micrograph flip reads
+        its rows with that patch applied and works in the memory of its own spectrum.
+        Intermediates made here are always reused in place.
     sink
         If given, receives the finished boxes in row order, a few at a time (blocks of
         ``(k, B, B)`` float32), instead of the whole stack being returned: boxes are then cut
@@ -261,16 +284,23 @@ def extract_micrograph(image: ArrayLike, coords: ArrayLike, params: ExtractionPa
         else:
             work = img
         # 2. Dust removal, with the threshold as Xmipp parses its command line.
-        if params.dust_removal:
+        # 3. Phase flip at the downsampled sampling as Xmipp parses it (6 decimals, C float).
+        if flip and not per_box:
+            # The flip reads the micrograph row block by row block with the dust patch applied
+            # and writes its result over its own spectrum: the cleaned micrograph is never
+            # whole beside the spectrum, and the task peaks at the spectrum alone.
+            assert ctf is not None and sampling is not None
+            source_release = release if work is img else None
+            dust = (dust_patch(work, xmipp_param(params.dust_threshold),
+                               release=source_release) if params.dust_removal else None)
+            work = phase_flip_rows(_cleaned_rows(work, dust, source_release), work.shape,
+                                   xmipp_param(sampling), ctf.defocus_u, ctf.defocus_v,
+                                   ctf.defocus_angle, ctf.voltage, ctf.cs,
+                                   ctf.amplitude_contrast, ctf.phase_shift)
+        elif params.dust_removal:
             fixed = remove_dust(work, xmipp_param(params.dust_threshold), overwrite=own)
             own = own or fixed is not work
             work = fixed
-        # 3. Phase flip at the downsampled sampling as Xmipp parses it (6 decimals, C float).
-        if flip and not per_box:
-            assert ctf is not None and sampling is not None
-            work = phase_flip(work, xmipp_param(sampling), ctf.defocus_u, ctf.defocus_v,
-                              ctf.defocus_angle, ctf.voltage, ctf.cs, ctf.amplitude_contrast,
-                              ctf.phase_shift, overwrite=own)
         if release is not None and work is not img:
             release(0, img.shape[0])  # unchanged (a kernel writing in place returns ``img``)
         # 4. Cut (+ invert over the whole micrograph's range).

@@ -20,7 +20,15 @@ from pairextract.extract import (
 from pairextract.io.micrograph import micrograph_info, pixels
 from pairextract.io.mrc import write_mrc
 from pairextract.io.pages import row_release
-from pairextract.ops import remove_dust, xmipp_param
+from pairextract.ops import (
+    box_scale,
+    fourier_downsample,
+    output_sampling,
+    phase_flip,
+    remove_dust,
+    scale_coordinates,
+    xmipp_param,
+)
 from pairextract.ops.boxes import cut_boxes
 from pairextract.ops.normalize import background_mask
 
@@ -222,10 +230,9 @@ def test_input_untouched_unless_consumed(flip):
     consumed = extract_micrograph(img, CENTRES, params, ctf=ctf, pixel_size=1.0,
                                   consume_image=True)
     np.testing.assert_array_equal(consumed.stack, res.stack)
-    if flip:
-        assert img[100, 100] != 400.0           # it was worked on in place
-    else:
-        np.testing.assert_array_equal(img, keep)  # boxes are cut and patched: never written
+    # Boxes are cut and patched, or the flip reads the rows with the patch applied: the
+    # micrograph is never written, consumed or not.
+    np.testing.assert_array_equal(img, keep)
 
 
 # A CTF with a Fourier coefficient of a 64 x 64 micrograph, (17, 32), whose sign differs between
@@ -388,6 +395,38 @@ def test_boxes_of_the_untouched_micrograph_equal_those_of_the_cleaned_one(fill, 
     np.testing.assert_array_equal(np.concatenate(blocks), want.stack)
     np.testing.assert_array_equal(streamed.local_average, want.local_average)
     assert seen and all(0 <= r0 < r1 <= img.shape[0] for r0, r1 in seen)
+
+
+@pytest.mark.parametrize("downsample", [1.0, 1.5])
+@pytest.mark.parametrize("dtype", [np.float32, np.int16])
+def test_flip_of_the_patched_rows_equals_flipping_the_cleaned_micrograph(downsample, dtype):
+    # The flip reads the rows with the dust patch applied; the previous way cleaned the whole
+    # micrograph (remove_dust), flipped it whole (phase_flip) and cut from that.
+    img = dusty_micrograph(dtype)
+    keep = img.copy()
+    ctf = CTF(15000.0, 13000.0, 30.0, 300.0, 2.7, 0.1)
+    params = ExtractionParams(BOX, downsample=downsample, invert=True, phase_flip=True,
+                              normalize="Ramp")
+    seen: list[tuple[int, int]] = []
+    got = extract_micrograph(img, BORDER_CENTRES, params, ctf=ctf, pixel_size=1.0,
+                             release=lambda r0, r1: seen.append((r0, r1)))
+    np.testing.assert_array_equal(img, keep)
+    small = img if downsample == 1.0 else fourier_downsample(img, downsample)
+    cleaned = remove_dust(small, xmipp_param(params.dust_threshold))
+    assert (cleaned != small).sum() > 5
+    flipped = phase_flip(cleaned, xmipp_param(output_sampling(1.0, downsample)), ctf.defocus_u,
+                         ctf.defocus_v, ctf.defocus_angle, ctf.voltage, ctf.cs,
+                         ctf.amplitude_contrast)
+    want = extract_micrograph(flipped, scale_coordinates(BORDER_CENTRES,
+                                                         box_scale(1.0, 1.0, downsample)),
+                              ExtractionParams(BOX, invert=True, normalize="Ramp",
+                                               dust_removal=False))
+    np.testing.assert_array_equal(got.status, want.status)
+    np.testing.assert_array_equal(got.stack.view(np.uint32), want.stack.view(np.uint32))
+    np.testing.assert_array_equal(got.local_average, want.local_average)
+    assert got.phase_flipped
+    if downsample == 1.0:  # every row of the micrograph released once the flip has read it
+        assert sorted(set(seen))[-1][1] == img.shape[0]
 
 
 @pytest.mark.parametrize("dtype", [np.int16, np.uint8, np.float16])

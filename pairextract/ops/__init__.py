@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from .boxes import box_origin, cut_boxes, inside_micrograph
 from .contrast import invert_contrast
-from .ctf import ctf_half_plane, electron_wavelength, phase_flip
+from .ctf import ctf_half_plane, electron_wavelength, phase_flip, phase_flip_rows
 from .downsample import downsampled_shape, fourier_downsample
 from .dust import DustPatch, dust_mask, dust_patch, remove_dust
 from .normalize import METHODS, background_mask, normalize_stack
@@ -51,6 +51,7 @@ __all__ = [
     "normalize_stack",
     "output_sampling",
     "phase_flip",
+    "phase_flip_rows",
     "remove_dust",
     "runs_downsample",
     "scale_coordinates",

@@ -9,10 +9,15 @@ one task per core.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 from numpy.typing import NDArray
 
 _ROWS_PER_BLOCK = 256
+
+ReadRows = Callable[[int, int], NDArray]
+ApplyRows = Callable[[int, NDArray[np.complex128]], None]
 
 
 def rfft2_f64(x: NDArray, ncols: int | None = None, norm: str = "backward"
@@ -51,4 +56,58 @@ def irfft2_f32(spec: NDArray[np.complex128], shape: tuple[int, int], norm: str =
     for r in range(0, h, _ROWS_PER_BLOCK):
         out[r:r + _ROWS_PER_BLOCK] = scipy.fft.irfft(spec[r:r + _ROWS_PER_BLOCK], n=w, axis=1,
                                                      norm=norm)
+    return out
+
+
+def filter_rows_f32(read: ReadRows, shape: tuple[int, int], apply: ApplyRows
+                    ) -> NDArray[np.float32]:
+    """``irfft2(F * rfft2(x))`` in float64, as float32, in the memory of the spectrum alone.
+
+    Parameters
+    ----------
+    read
+        ``read(r0, r1)`` gives rows ``r0:r1`` of the real image ``x`` (any real dtype); each
+        row is asked for once, in order, so the caller may compute rows on the fly (a dust
+        patch) and drop its own copy of them afterwards.
+    shape
+        ``(H, W)`` of ``x``.
+    apply
+        ``apply(r0, block)`` multiplies spectrum rows ``r0:r0 + len(block)`` by the filter in
+        place (``block`` is a view of the ``(H, W//2+1)`` complex128 spectrum).
+
+    Returns
+    -------
+    ndarray of float32 ``(H, W)``
+        A view at the start of the spectrum's buffer: the rows are written over spectrum rows
+        already transformed, so the result needs no memory of its own (the buffer, about
+        twice the result, lives as long as the result does).
+
+    The same 1-D transforms in the same order as :func:`rfft2_f64` and :func:`irfft2_f32`,
+    so the numbers are those of the whole-array path, bit for bit.
+    """
+    import scipy.fft
+
+    h, w = (int(v) for v in shape)
+    nc = w // 2 + 1
+    buf = np.empty(h * nc, dtype=np.complex128)
+    spec = buf.reshape(h, nc)
+    for r in range(0, h, _ROWS_PER_BLOCK):
+        r1 = min(h, r + _ROWS_PER_BLOCK)
+        rows = np.asarray(read(r, r1))
+        if rows.shape != (r1 - r, w):
+            raise ValueError(f"rows {r}:{r1} came as shape {rows.shape}, expected {(r1 - r, w)}")
+        spec[r:r1] = scipy.fft.rfft(rows.astype(np.float64), axis=1)
+        del rows
+    spec = scipy.fft.fft(spec, axis=0, overwrite_x=True)
+    for r in range(0, h, _ROWS_PER_BLOCK):
+        apply(r, spec[r:r + _ROWS_PER_BLOCK])
+    spec = scipy.fft.ifft(spec, axis=0, overwrite_x=True)
+    if not np.shares_memory(spec, buf):  # scipy gave the column transform a new array
+        buf = spec.reshape(-1)
+    out = buf.view(np.float32)[:h * w].reshape(h, w)
+    # Output rows r0:r1 take bytes [4*W*r0, 4*W*r1); spectrum row r1 starts at 16*(W//2+1)*r1,
+    # further on: each block is written over spectrum rows that are already transformed.
+    for r in range(0, h, _ROWS_PER_BLOCK):
+        block = scipy.fft.irfft(spec[r:r + _ROWS_PER_BLOCK], n=w, axis=1)
+        out[r:r + _ROWS_PER_BLOCK] = block
     return out

@@ -19,13 +19,16 @@ Here a ``phase_shift`` given in degrees is applied as a constant added phase
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from ._fft import irfft2_f32, rfft2_f64
+from ._fft import filter_rows_f32, irfft2_f32, rfft2_f64
 
-_ROWS_PER_BLOCK = 512
+# Rows of the CTF computed at once: its float64 temporaries (a few of 2 MiB at 4k) stay in
+# cache. Per-coefficient arithmetic does not depend on it.
+_ROWS_PER_BLOCK = 128
 
 
 def electron_wavelength(voltage_kv: float) -> float:
@@ -106,6 +109,35 @@ def ctf_half_plane(shape: tuple[int, int], sampling: float, defocus_u: float, de
     return -(math.sqrt(1.0 - q0 * q0) * np.sin(chi) - q0 * np.cos(chi))
 
 
+def _flip_where_negative(shape: tuple[int, int], sampling: float, defocus_u: float,
+                         defocus_v: float, defocus_angle: float, voltage: float, cs: float,
+                         amplitude_contrast: float, phase_shift: float | None
+                         ) -> Callable[[int, NDArray[np.complex128]], None]:
+    """``apply(r0, block)``: negate spectrum rows ``r0:r0+len(block)`` where the CTF is < 0."""
+    h, w = shape
+    q0 = float(amplitude_contrast)
+    k3 = math.atan2(q0, math.sqrt(1.0 - q0 * q0))
+
+    def apply(r0: int, block: NDArray[np.complex128]) -> None:
+        # in sub-blocks: the float64 temporaries of the CTF stay small and in cache
+        for s0 in range(0, len(block), _ROWS_PER_BLOCK):
+            part = block[s0:s0 + _ROWS_PER_BLOCK]
+            rows = np.arange(r0 + s0, r0 + s0 + len(part))
+            chi = _chi_rows(rows, (h, w), sampling, defocus_u, defocus_v, defocus_angle,
+                            voltage, cs, phase_shift)
+            np.negative(part, out=part, where=_ctf_negative(chi, k3))
+
+    return apply
+
+
+def _check_flip(shape: tuple[int, ...], sampling: float) -> tuple[int, int]:
+    if len(shape) != 2:
+        raise ValueError(f"phase_flip needs a 2-D image, got shape {tuple(shape)}")
+    if not float(sampling) > 0:
+        raise ValueError(f"phase_flip needs a positive sampling (Å/px), got {sampling}")
+    return int(shape[0]), int(shape[1])
+
+
 def phase_flip(image: ArrayLike, sampling: float, defocus_u: float, defocus_v: float,
                defocus_angle: float, voltage: float, cs: float, amplitude_contrast: float,
                phase_shift: float | None = None, overwrite: bool = False
@@ -117,22 +149,29 @@ def phase_flip(image: ArrayLike, sampling: float, defocus_u: float, defocus_v: f
     ``overwrite=True`` a writeable float32 ``image`` receives the result (saves a copy).
     """
     x = np.asarray(image)
-    if x.ndim != 2:
-        raise ValueError(f"phase_flip needs a 2-D image, got shape {x.shape}")
-    if not float(sampling) > 0:
-        raise ValueError(f"phase_flip needs a positive sampling (Å/px), got {sampling}")
-    h, w = x.shape
-    q0 = float(amplitude_contrast)
-    k3 = math.atan2(q0, math.sqrt(1.0 - q0 * q0))
+    h, w = _check_flip(x.shape, sampling)
     spec = rfft2_f64(x)
-    # The CTF is built in row blocks to keep the float64 temporaries small.
-    for r0 in range(0, h, _ROWS_PER_BLOCK):
-        rows = np.arange(r0, min(h, r0 + _ROWS_PER_BLOCK))
-        chi = _chi_rows(rows, (h, w), sampling, defocus_u, defocus_v, defocus_angle, voltage,
-                        cs, phase_shift)
-        neg = _ctf_negative(chi, k3)
-        block = spec[r0:r0 + len(rows)]
-        np.negative(block, out=block, where=neg)
+    apply = _flip_where_negative((h, w), sampling, defocus_u, defocus_v, defocus_angle,
+                                 voltage, cs, amplitude_contrast, phase_shift)
+    apply(0, spec)
     own = (overwrite and isinstance(image, np.ndarray) and x.dtype == np.float32
            and x.flags.c_contiguous and x.flags.writeable)
     return irfft2_f32(spec, (h, w), out=x if own else None)
+
+
+def phase_flip_rows(read: Callable[[int, int], NDArray], shape: tuple[int, int],
+                    sampling: float, defocus_u: float, defocus_v: float, defocus_angle: float,
+                    voltage: float, cs: float, amplitude_contrast: float,
+                    phase_shift: float | None = None) -> NDArray[np.float32]:
+    """:func:`phase_flip` of an image given row block by row block, in the spectrum's memory.
+
+    ``read(r0, r1)`` gives rows ``r0:r1`` of the (cleaned) micrograph, each once and in
+    order; the caller need not hold the micrograph meanwhile. The float32 result, the same
+    bits as :func:`phase_flip`, is a view into the buffer of the complex128 spectrum (about
+    twice its size), so a whole-micrograph flip peaks at the spectrum alone: for a task
+    that cuts its boxes and lets the result go, not for results kept for long.
+    """
+    h, w = _check_flip(tuple(shape), sampling)
+    apply = _flip_where_negative((h, w), sampling, defocus_u, defocus_v, defocus_angle,
+                                 voltage, cs, amplitude_contrast, phase_shift)
+    return filter_rows_f32(read, (h, w), apply)
