@@ -74,7 +74,7 @@ def test_ctrl_c_mid_run_on_local_cluster_exits_130_and_resumes(
                             env=cli_env(), start_new_session=True)
     try:
         # Interrupted once the first micrograph is finished: mid-run for sure.
-        _interrupt_when(proc, out / "_work" / "*.arrow")
+        _interrupt_when(proc, out / "_work" / "*.part")
         stdout, stderr = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
@@ -84,7 +84,7 @@ def test_ctrl_c_mid_run_on_local_cluster_exits_130_and_resumes(
     # One line: no worker KeyboardInterrupt/CancelledError tracebacks, no Dask log lines.
     assert "Traceback" not in stderr and "distributed." not in stderr, stderr
     assert "pairs kept" not in stdout
-    done_before = len(list((out / "_work").glob("*.arrow")))
+    done_before = len(list((out / "_work").glob("*.part")))
     assert done_before >= 1
 
     rerun = run_cli("extract", str(dataset.pair_table), "--out", str(out), "--box", "48",

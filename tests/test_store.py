@@ -48,7 +48,7 @@ def test_one_shard_file_per_micrograph_and_view(run):  # type: ignore[no-untyped
     for view in ("untilted", "tilted"):
         shards = _shards(out, view)
         assert len(shards) == n_pairs
-    parts = list((out / "_work").glob("*.arrow"))
+    parts = list((out / "_work").glob("*.part"))
     # particle files and resume tables: 4 per micrograph pair, whatever the particle count
     assert len(shards) * 2 + len(parts) == 4 * n_pairs
     arr = zarr.open_array(str(out / "pairs.zarr" / "untilted" / "images"), mode="r")
@@ -93,6 +93,49 @@ def test_truncated_shard_is_extracted_again(run, client):  # type: ignore[no-unt
     again = extract_pairs(inputs, out, params, client=client)
     assert again.micrographs_extracted == 1
     assert _files(out) == before
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "empty", "other rows"])
+def test_damaged_part_file_is_extracted_again(run, client, damage):  # type: ignore[no-untyped-def]
+    inputs, params, out = run
+    before = _files(out)
+    part = sorted((out / "_work").glob("*.part"))[0]
+    data = part.read_bytes()
+    if damage == "truncate":
+        part.write_bytes(data[:-3])
+    elif damage == "garbage":
+        part.write_bytes(b"PAR1" + data[4:])
+    elif damage == "empty":
+        part.write_bytes(b"")
+    else:  # a whole part file, but of one row fewer
+        cols = store.decode_part(data)
+        part.write_bytes(store.encode_part({k: v[:-1] for k, v in cols.items()}))
+    again = extract_pairs(inputs, out, params, client=client)
+    assert again.micrographs_extracted == 1
+    assert _files(out) == before
+    assert part.read_bytes() == data
+
+
+@pytest.mark.parametrize("n", [0, 1, 300])
+def test_part_file_round_trip(n: int) -> None:
+    from pairextract.pipeline.tasks import JobRows
+
+    rng = np.random.default_rng(n)
+    rows = JobRows(rng.integers(0, 3, n).astype(np.int8), rng.integers(-5, 4000, (n, 2)),
+                   True, rng.normal(size=n), np.where(rng.random(n) < 0.5, np.nan, 3.5))
+    cols = rows.to_arrays()
+    back = store.decode_part(store.encode_part(cols))
+    assert list(back) == list(cols)
+    for k, v in cols.items():
+        assert back[k].dtype == v.dtype and back[k].shape == v.shape
+        np.testing.assert_array_equal(back[k], v)
+    again = JobRows.from_arrays(back)
+    np.testing.assert_array_equal(again.xy, rows.xy)
+    assert again.phase_flipped == (n > 0)
+    with pytest.raises(TypeError, match="'name'"):
+        store.encode_part({"name": np.array(["a"])})
+    with pytest.raises(ValueError, match="bytes after"):
+        store.decode_part(store.encode_part(cols) + b"x")
 
 
 def test_damaged_shard_index_is_reported(run):  # type: ignore[no-untyped-def]

@@ -36,8 +36,8 @@ _EXTRACT_FILES = frozenset({MARKER, "summary.json", "pairs.parquet", "dropped.pa
                             "recenter.parquet"})
 _ZARR = "pairs.zarr"
 _WORK = "_work"
-# ".parquet": the part tables of earlier versions
-_WORK_SUFFIXES = (".arrow", ".parquet", ".json", ".tmp")
+# ".arrow", ".parquet": the part files of earlier versions
+_WORK_SUFFIXES = (".part", ".arrow", ".parquet", ".json", ".tmp")
 
 
 def read_marker(folder: Path) -> dict[str, Any] | None:
