@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import mrcfile
@@ -22,6 +23,7 @@ import pytest
 
 from pairextract import synth
 from pairextract.cli._deploy import RECIPES
+from pairextract.pipeline import store
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -55,9 +57,10 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> synth.SynthDataset:
 # ----------------------------------------------------------------------- Ctrl-C
 
 
-def _interrupt_when(proc: subprocess.Popen[str], ready: Path, timeout: float = 120) -> None:
+def _interrupt_when(proc: subprocess.Popen[str], ready: Callable[[], bool],
+                    timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
-    while not any(ready.parent.glob(ready.name)) and proc.poll() is None:
+    while not ready() and proc.poll() is None:
         assert time.monotonic() < deadline, "the run never reached the point to interrupt"
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGINT)  # like Ctrl-C in a terminal: every process of the group
@@ -74,7 +77,7 @@ def test_ctrl_c_mid_run_on_local_cluster_exits_130_and_resumes(
                             env=cli_env(), start_new_session=True)
     try:
         # Interrupted once the first micrograph is finished: mid-run for sure.
-        _interrupt_when(proc, out / "_work" / "*.part")
+        _interrupt_when(proc, lambda: len(store.read_journal(out)) > 0)
         stdout, stderr = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
@@ -84,7 +87,7 @@ def test_ctrl_c_mid_run_on_local_cluster_exits_130_and_resumes(
     # One line: no worker KeyboardInterrupt/CancelledError tracebacks, no Dask log lines.
     assert "Traceback" not in stderr and "distributed." not in stderr, stderr
     assert "pairs kept" not in stdout
-    done_before = len(list((out / "_work").glob("*.part")))
+    done_before = len(store.read_journal(out))
     assert done_before >= 1
 
     rerun = run_cli("extract", str(dataset.pair_table), "--out", str(out), "--box", "48",

@@ -48,9 +48,13 @@ def test_one_shard_file_per_micrograph_and_view(run):  # type: ignore[no-untyped
     for view in ("untilted", "tilted"):
         shards = _shards(out, view)
         assert len(shards) == n_pairs
-    parts = list((out / "_work").glob("*.part"))
-    # particle files and resume tables: 4 per micrograph pair, whatever the particle count
-    assert len(shards) * 2 + len(parts) == 4 * n_pairs
+    journals = store.journal_paths(out)
+    # particle files: 2 per micrograph pair, whatever the particle count; what each task
+    # gave goes to one journal per worker process (this client's cluster: at most 2)
+    assert 1 <= len(journals) <= 2
+    assert len(store.read_journal(out)) == 2 * n_pairs
+    assert sorted(p.name for p in (out / "_work").iterdir()) == sorted(
+        ["layout.json"] + [p.name for p in journals])
     arr = zarr.open_array(str(out / "pairs.zarr" / "untilted" / "images"), mode="r")
     table = pd.read_parquet(out / "untilted.parquet")
     slot = int(table.loc[table["status"] == "ok", "slot"].iloc[3])
@@ -95,25 +99,81 @@ def test_truncated_shard_is_extracted_again(run, client):  # type: ignore[no-unt
     assert _files(out) == before
 
 
-@pytest.mark.parametrize("damage", ["truncate", "garbage", "empty", "other rows"])
-def test_damaged_part_file_is_extracted_again(run, client, damage):  # type: ignore[no-untyped-def]
+def _one_journal(out: Path) -> Path:
+    """Gather the run's journals into one (records in order), as a one-worker run writes."""
+    data = b"".join(p.read_bytes() for p in store.journal_paths(out))
+    records = [store.decode_journal(p.read_bytes())[0] for p in store.journal_paths(out)]
+    for p in store.journal_paths(out):
+        p.unlink()
+    merged = {k: v for r in records for k, v in r.items()}
+    one = out / "_work" / "journal-test.part"
+    one.write_bytes(b"pairextract-journal 1\n" + b"".join(
+        store.encode_record(k, v) for k, v in sorted(merged.items())))
+    assert len(data) > 0
+    return one
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "crc", "header", "other rows"])
+def test_damaged_journal_is_read_up_to_the_damage(run, client, damage):  # type: ignore[no-untyped-def]
+    # A worker killed while appending leaves a record cut short; damage in the middle ends
+    # the journal there. Either way the jobs whose records are lost are extracted again,
+    # the others are reused, and the output is the same.
     inputs, params, out = run
     before = _files(out)
-    part = sorted((out / "_work").glob("*.part"))[0]
-    data = part.read_bytes()
+    journal = _one_journal(out)
+    data = journal.read_bytes()
+    parts, whole = store.decode_journal(data)
+    assert whole and len(parts) == 2 * len(inputs.micrograph_pairs)
+    last = store.encode_record(*sorted(parts.items())[-1])
     if damage == "truncate":
-        part.write_bytes(data[:-3])
+        journal.write_bytes(data[:-3])
+        lost = 1
     elif damage == "garbage":
-        part.write_bytes(b"PAR1" + data[4:])
-    elif damage == "empty":
-        part.write_bytes(b"")
-    else:  # a whole part file, but of one row fewer
-        cols = store.decode_part(data)
-        part.write_bytes(store.encode_part({k: v[:-1] for k, v in cols.items()}))
+        journal.write_bytes(data[:-len(last)] + b"PAR1" + last[4:])
+        lost = 1
+    elif damage == "crc":
+        journal.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+        lost = 1
+    elif damage == "header":
+        journal.write_bytes(b"X" + data[1:])
+        lost = len(parts)
+    else:  # a whole record, but of one row fewer
+        name, part = sorted(parts.items())[-1]
+        cols = store.decode_part(part)
+        short = store.encode_part({k: v[:-1] for k, v in cols.items()})
+        journal.write_bytes(data[:-len(last)] + store.encode_record(name, short))
+        lost = 1
     again = extract_pairs(inputs, out, params, client=client)
-    assert again.micrographs_extracted == 1
+    assert again.micrographs_extracted == lost
+    assert again.micrographs_reused == len(parts) - lost
     assert _files(out) == before
-    assert part.read_bytes() == data
+
+
+def test_journal_appends_survive_the_writer(tmp_path):  # type: ignore[no-untyped-def]
+    # Each record is one write: another process reads it back at once, without a close.
+    from pairextract.pipeline.plan import MicrographJob
+    from pairextract.pipeline.tasks import JobRows
+
+    (tmp_path / "_work").mkdir()
+    run_id = store.new_run()
+    jobs = [MicrographJob("untilted", k, f"m{k}.mrc", np.arange(k), np.zeros((k, 2)), 1.0,
+                          None, None, 0, f"{k:02d}" * 20) for k in range(3)]
+    for job in jobs:
+        rows = JobRows(np.zeros(job.n, np.int8), np.full((job.n, 2), job.mic_pair_id), False)
+        store.append_journal(tmp_path, run_id, job, rows.to_arrays())
+    code = ("import sys, pathlib\nfrom pairextract.pipeline import store\n"
+            "print(len(store.read_journal(pathlib.Path(sys.argv[1]))))")
+    seen = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    assert seen == "3"
+    journal = store.read_journal(tmp_path)
+    assert store.journal_columns(journal, jobs[2])["xi"].tolist() == [2, 2]
+    # a later run in the same process writes a journal of its own
+    store.append_journal(tmp_path, store.new_run(), jobs[0],
+                         JobRows(np.zeros(0, np.int8), np.zeros((0, 2), np.int64),
+                                 False).to_arrays())
+    store.close_journal(tmp_path)
+    assert len(store.journal_paths(tmp_path)) == 2
 
 
 @pytest.mark.parametrize("n", [0, 1, 300])

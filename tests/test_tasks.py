@@ -67,8 +67,9 @@ def test_worker_module_does_not_import_pandas() -> None:
             "rows = t.JobRows(np.zeros(3, np.int8), np.zeros((3, 2), np.int64), False)\n"
             "out = pathlib.Path(tempfile.mkdtemp())\n"
             "(out / '_work').mkdir()\n"
-            "store.write_part(out, job, rows.to_arrays())\n"
-            "assert store.read_parts(out, [job])[0]['xi'].tolist() == [0, 0, 0]\n"
+            "store.append_journal(out, store.new_run(), job, rows.to_arrays())\n"
+            "cols = store.journal_columns(store.read_journal(out), job)\n"
+            "assert cols['xi'].tolist() == [0, 0, 0]\n"
             "print(sorted(m for m in ('pandas', 'zarr', 'scipy', 'pyarrow') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.strip()

@@ -275,7 +275,8 @@ def _run_locked(inputs: TiltPairInputs, out: Path, params: ExtractionParams, cli
         if callable(geometry):
             fitted[0] = geometry()
 
-    done = store.done_jobs(out, jobs, layout.chunk, params.box_size, itemsize)
+    journal = store.read_journal(out)
+    done = store.done_jobs(out, jobs, layout.chunk, params.box_size, itemsize, journal)
     failed: dict[str, str] = {}
     todo: list[MicrographJob] = []
     for job in jobs:
@@ -288,11 +289,14 @@ def _run_locked(inputs: TiltPairInputs, out: Path, params: ExtractionParams, cli
     # The arrays' metadata is written while the first tasks run (the tasks write only their
     # shard files): importing zarr and creating the arrays is off the critical path, and so
     # is a geometry check that nothing before the pair index needs.
-    results = _compute(todo, infos, out, params, layout.chunk, dtype, client, progress,
-                       failed, meanwhile=meanwhile)
+    try:
+        results = _compute(todo, infos, out, params, layout.chunk, dtype, client, progress,
+                           failed, meanwhile=meanwhile)
+    finally:
+        store.close_journal(out)  # this process's, when tasks ran here (threads)
     extracted = sum(1 for j in todo if j.name not in failed)
 
-    tables = _view_tables(out, jobs, done, results, failed)
+    tables = _view_tables(jobs, done, journal, results, failed)
     pairs, dropped = build_pair_index(
         inputs.coordinate_pairs, inputs.micrograph_pairs,
         tables["untilted"], tables["tilted"], fitted[0], drop_flagged)
@@ -393,9 +397,10 @@ def _compute(todo: list[MicrographJob], infos: dict[str, Any], out: Path,
         return []
     token = _run_token(params, out)
     n = len(todo)
+    run = store.new_run()  # names this run's journals
     # One map call: one message to the scheduler for all tasks, not one per micrograph.
     futures = client.map(run_job, [infos[job.micrograph] for job in todo], todo, [str(out)] * n,
-                         [params] * n, [shard] * n, [dtype] * n, pure=False,
+                         [params] * n, [shard] * n, [dtype] * n, [run] * n, pure=False,
                          key=[f"extract-{job.name}-{job.digest[:12]}-{token}" for job in todo])
     by_key = {f.key: job for f, job in zip(futures, todo, strict=True)}
     try:
@@ -449,21 +454,25 @@ def _run_token(params: ExtractionParams, out: Path) -> str:
     return h.hexdigest()[:12]
 
 
-def _view_tables(out: Path, jobs: list[MicrographJob], done: set[str],
+def _view_tables(jobs: list[MicrographJob], done: set[str], journal: dict[str, bytes],
                  results: list[dict[str, Any]],
                  failed: dict[str, str]) -> dict[str, pd.DataFrame]:
-    """Each view's particle table, from what this run's tasks returned, the part files of jobs
-    finished by an earlier run (the only files read back) and error rows for failed ones."""
+    """Each view's particle table, from what this run's tasks returned, the journal records
+    of jobs finished by an earlier run (read once, before the run) and error rows for failed
+    ones."""
     fresh = {r["name"]: r["rows"] for r in results}
-    earlier_jobs = [j for j in jobs if j.name in done]
-    journal = dict(zip((j.name for j in earlier_jobs), store.read_parts(out, earlier_jobs),
-                       strict=True))
+    earlier = {}
+    for j in jobs:
+        if j.name in done:
+            cols = store.journal_columns(journal, j)
+            assert cols is not None  # done_jobs checked it
+            earlier[j.name] = cols
     tables: dict[str, pd.DataFrame] = {}
     for view in VIEWS:
         view_jobs = [j for j in jobs if j.view == view]
         rows = [JobRows.failed(j.n, failed[j.name]) if j.name in failed
                 else fresh[j.name] if j.name in fresh
-                else JobRows.from_arrays(journal[j.name]) for j in view_jobs]
+                else JobRows.from_arrays(earlier[j.name]) for j in view_jobs]
         cols = particle_columns(view_jobs, rows)
         order = np.argsort(cols["slot"], kind="stable")
         tables[view] = pd.DataFrame({c: v[order] for c, v in cols.items()})

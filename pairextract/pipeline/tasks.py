@@ -16,7 +16,7 @@ from pairextract.io.micrograph import MicrographInfo, pixels
 from pairextract.io.pages import row_release
 from pairextract.params import ExtractionParams
 from pairextract.pipeline.plan import MicrographJob
-from pairextract.pipeline.store import shard_writer, write_part
+from pairextract.pipeline.store import append_journal, shard_writer
 
 # Micrographs from this size on give their pages back as their rows are done (2048² float32).
 RELEASE_FROM_BYTES = 16 << 20
@@ -25,7 +25,7 @@ CTF_COLUMNS = ("defocus_u", "defocus_v", "defocus_angle", "voltage", "cs",
                "amplitude_contrast", "phase_shift")
 
 
-# Row statuses a task can give (codes in its result and part file); "error" rows are made by
+# Row statuses a task can give (codes in its result and journal record); "error" rows are made by
 # the client for a micrograph whose task failed.
 STATUSES = (STATUS_OK, STATUS_OUTSIDE, "error")
 _STATUS_CODE = {name: code for code, name in enumerate(STATUSES)}
@@ -65,7 +65,7 @@ class JobRows:
                    False, error=error)
 
     def to_arrays(self) -> dict[str, np.ndarray]:
-        """Columns of the job's part file (all of length n)."""
+        """Columns of the job's journal record (all of length n)."""
         n = len(self.status)
         nan = np.full(n, np.nan)
         return {"status": self.status, "xi": self.xy[:, 0], "yi": self.xy[:, 1],
@@ -187,12 +187,12 @@ def tune_malloc(threshold: int = 32 << 20) -> bool:
 
 
 def run_job(info: MicrographInfo, job: MicrographJob, out: str, params: ExtractionParams,
-            shard: int, dtype: str) -> dict[str, Any]:
+            shard: int, dtype: str, run: str) -> dict[str, Any]:
     """Extract one micrograph into its shards of the store; returns counts and its table.
 
     What each coordinate gave (:class:`JobRows`) goes back to the client, which builds the
-    tables from it without re-reading files; the part file written here after the shards is
-    only for resuming.
+    tables from it without re-reading files; the record appended to this process's journal
+    of run ``run`` after the shards (:func:`store.append_journal`) is only for resuming.
     """
     tune_malloc()
     t0 = time.perf_counter()
@@ -227,7 +227,7 @@ def run_job(info: MicrographInfo, job: MicrographJob, out: str, params: Extracti
         t1 = time.perf_counter()
         rows = JobRows(status_codes(res.status), res.xy.astype(np.int64, copy=False),
                        bool(res.phase_flipped), res.local_average, res.defocus_offset)
-        write_part(Path(out), job, rows.to_arrays())
+        append_journal(Path(out), run, job, rows.to_arrays())
     except OSError as exc:  # disk full, read-only, I/O error: the run fails, not the micrograph
         raise output_io_error(exc, f"the particles of {job.view} micrograph {job.micrograph}",
                               exc.filename or out) from None
