@@ -25,6 +25,7 @@ import errno
 import fcntl
 import json
 import os
+import re
 import socket
 import threading
 import time
@@ -471,9 +472,17 @@ class _Journals:
             del self.open[key]
         while len(self.open) >= _OPEN_JOURNALS:  # a long-lived worker, many folders
             os.close(self.open.pop(next(iter(self.open)))[1])
-        name = f"{JOURNAL_PREFIX}{run}-{socket.gethostname()}-{os.getpid()}{JOURNAL_SUFFIX}"
-        fd = os.open(out / WORK / name, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL,
-                     0o666)
+        host = re.sub(r"[^A-Za-z0-9._-]", "_", socket.gethostname())[:64]
+        while True:
+            # the run's nonce, the host and the process, and a random part: two processes of
+            # one pid on two hosts of one name (containers) still get journals of their own
+            name = f"{JOURNAL_PREFIX}{run}-{host}-{os.getpid()}-{os.urandom(3).hex()}"
+            try:
+                fd = os.open(out / WORK / f"{name}{JOURNAL_SUFFIX}",
+                             os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o666)
+                break
+            except FileExistsError:
+                continue
         try:
             os.write(fd, _JOURNAL_MAGIC)
         except OSError:
