@@ -228,9 +228,12 @@ class TestPairextractExtractPairs(BaseTest):
         work = prot._getExtraPath("pairextract", "_work")
         deadline = time.time() + 300
         while time.time() < deadline:
-            parts = [f for f in os.listdir(work) if f.endswith(".arrow")] \
+            # a worker's journal holding a record: its header line and more (one write each)
+            journals = [f for f in os.listdir(work)
+                        if f.startswith("journal-") and f.endswith(".part")] \
                 if os.path.isdir(work) else []
-            if parts:
+            if any(os.path.getsize(os.path.join(work, f)) > len(b"pairextract-journal 1\n")
+                   for f in journals):
                 break
             time.sleep(0.05)
         self.proj.stopProtocol(prot)
