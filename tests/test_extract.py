@@ -429,6 +429,29 @@ def test_flip_of_the_patched_rows_equals_flipping_the_cleaned_micrograph(downsam
         assert sorted(set(seen))[-1][1] == img.shape[0]
 
 
+def test_flipping_a_micrograph_holds_its_spectrum_and_little_else():
+    # Dust removal, the flip and the cut of a whole micrograph: no cleaned copy and no separate
+    # result beside the complex128 spectrum (each would be half of it again at this size).
+    import tracemalloc
+
+    h = w = 2048
+    rng = np.random.default_rng(9)
+    img = rng.normal(size=(h, w)).astype(np.float32)
+    img[rng.integers(0, h, 50), rng.integers(0, w, 50)] = 60.0
+    ctf = CTF(15000.0, 13000.0, 30.0, 300.0, 2.7, 0.1)
+    params = ExtractionParams(64, invert=True, phase_flip=True, normalize="Ramp")
+    xy = rng.uniform(100, 1900, (40, 2))
+    extract_micrograph(img, xy, params, ctf=ctf, pixel_size=1.0, sink=lambda b: None)  # warm
+    tracemalloc.start()
+    try:
+        extract_micrograph(img, xy, params, ctf=ctf, pixel_size=1.0, sink=lambda b: None)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    spectrum = h * (w // 2 + 1) * 16
+    assert peak < spectrum + 3 * 256 * w * 8, peak / spectrum
+
+
 @pytest.mark.parametrize("dtype", [np.int16, np.uint8, np.float16])
 @pytest.mark.parametrize("case", ["dust", "plain", "downsample", "flip"])
 def test_pixel_types_float32_holds_give_the_particles_of_their_float32_copy(dtype, case):
