@@ -279,7 +279,7 @@ def extract_micrograph(image: ArrayLike, coords: ArrayLike, params: ExtractionPa
         # 1. Downsample (only when the protocol would run the program at all).
         own = consume_image  # may the kernels overwrite ``work``?
         if runs_downsample(d):
-            work = fourier_downsample(img, d)
+            work = fourier_downsample(img, d, release=release)
             own = True
         else:
             work = img

@@ -20,11 +20,13 @@ ReadRows = Callable[[int, int], NDArray]
 ApplyRows = Callable[[int, NDArray[np.complex128]], None]
 
 
-def rfft2_f64(x: NDArray, ncols: int | None = None, norm: str = "backward"
-              ) -> NDArray[np.complex128]:
+def rfft2_f64(x: NDArray, ncols: int | None = None, norm: str = "backward",
+              release: Callable[[int, int], None] | None = None) -> NDArray[np.complex128]:
     """``rfft2`` of a 2-D array in float64, keeping only the first ``ncols`` columns.
 
-    Cropping columns before the column transform is exact (it is column-wise).
+    Cropping columns before the column transform is exact (it is column-wise). ``release``,
+    if given, is called with ``(r0, r1)`` once rows ``r0:r1`` of ``x`` have been read (a
+    memory-mapped ``x`` can then drop them).
     """
     import scipy.fft  # here: extraction without flip or downsampling never needs it (~0.2 s)
 
@@ -32,8 +34,11 @@ def rfft2_f64(x: NDArray, ncols: int | None = None, norm: str = "backward"
     nc = w // 2 + 1 if ncols is None else int(ncols)
     spec = np.empty((h, nc), dtype=np.complex128)
     for r in range(0, h, _ROWS_PER_BLOCK):
-        row = scipy.fft.rfft(x[r:r + _ROWS_PER_BLOCK].astype(np.float64), axis=1, norm=norm)
-        spec[r:r + _ROWS_PER_BLOCK] = row[:, :nc]
+        r1 = min(h, r + _ROWS_PER_BLOCK)
+        row = scipy.fft.rfft(x[r:r1].astype(np.float64), axis=1, norm=norm)
+        spec[r:r1] = row[:, :nc]
+        if release is not None:
+            release(r, r1)
     return scipy.fft.fft(spec, axis=0, norm=norm, overwrite_x=True)
 
 

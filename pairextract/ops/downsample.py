@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -34,7 +35,9 @@ def downsampled_shape(shape: tuple[int, int], factor: float) -> tuple[int, int]:
     return out
 
 
-def fourier_downsample(image: ArrayLike, factor: float) -> NDArray[np.float32]:
+def fourier_downsample(image: ArrayLike, factor: float,
+                       release: Callable[[int, int], None] | None = None
+                       ) -> NDArray[np.float32]:
     """Crop the spectrum of ``image`` to the downsampled size; the mean is preserved.
 
     Keeps rows ``0 .. H'//2`` and the last ``H' - H'//2 - 1`` (negative) rows of the r2c
@@ -47,6 +50,9 @@ def fourier_downsample(image: ArrayLike, factor: float) -> NDArray[np.float32]:
         2-D micrograph.
     factor
         Downsampling factor >= 1 (non-integer allowed), as Xmipp parses it (``xmipp_param``).
+    release
+        Called with ``(r0, r1)`` once rows ``r0:r1`` of ``image`` have been read, so that a
+        memory-mapped micrograph can drop them.
 
     Returns
     -------
@@ -57,9 +63,15 @@ def fourier_downsample(image: ArrayLike, factor: float) -> NDArray[np.float32]:
         raise ValueError(f"fourier_downsample needs a 2-D image, got shape {x.shape}")
     h, w = x.shape
     h2, w2 = downsampled_shape((h, w), factor)
-    spec = rfft2_f64(x, ncols=w2 // 2 + 1, norm="forward")
+    spec = rfft2_f64(x, ncols=w2 // 2 + 1, norm="forward", release=release)
     keep = h2 // 2 + 1
-    rows = np.concatenate([np.arange(keep), np.arange(h - h2 + keep, h)])
-    cropped = spec[rows]
-    del spec
-    return irfft2_f32(cropped, (h2, w2), norm="forward")
+    # The crop in place: the kept negative rows move up under the positive ones (numpy copies
+    # through a buffer where the two ranges overlap).
+    spec[keep:h2] = spec[h - h2 + keep:h]
+    cropped = spec[:h2]
+    # The result is written over the spectrum's rows already transformed (as
+    # filter_rows_f32 does), then copied out whole so that the big buffer goes: the peak is
+    # the spectrum and the result, not the spectrum, its crop and the result.
+    over = spec.reshape(-1).view(np.float32)[:h2 * w2].reshape(h2, w2)
+    out = irfft2_f32(cropped, (h2, w2), norm="forward", out=over)
+    return out.copy()
