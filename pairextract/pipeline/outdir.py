@@ -36,8 +36,7 @@ _EXTRACT_FILES = frozenset({MARKER, "summary.json", "pairs.parquet", "dropped.pa
                             "recenter.parquet"})
 _ZARR = "pairs.zarr"
 _WORK = "_work"
-# ".part": the journals (and the part files of the previous version); ".arrow", ".parquet":
-# the part files of earlier versions
+# ".part": the journals; ".arrow", ".parquet": the part files of earlier versions
 _WORK_SUFFIXES = (".part", ".arrow", ".parquet", ".json", ".tmp")
 
 

@@ -58,7 +58,7 @@ class MicrographJob:
 
     @property
     def part_name(self) -> str:
-        """Name of the job's part file: changes whenever anything deciding its output does."""
+        """Key of the job's journal record: changes whenever anything deciding its output does."""
         return f"{self.name}-{self.digest[:16]}"
 
     @property
@@ -203,7 +203,7 @@ class Layout:
         """Give each job its slots: the same as before when unchanged, else new ones at the end.
 
         Jobs are known by their digest: a micrograph whose coordinates, CTF or file changed
-        gets new rows (its old ones stay unused), and its old part file is never read again.
+        gets new rows (its old ones stay unused), and its old journal record is never read again.
         """
         placed = []
         for job in jobs:

@@ -369,7 +369,7 @@ _RECORD = b"PXJR"
 
 
 def encode_part(columns: dict[str, np.ndarray]) -> bytes:
-    """The bytes of a part file holding ``columns`` (numeric or bool numpy arrays)."""
+    """The bytes of a part (one journal record's payload) holding ``columns`` (numeric or bool)."""
     arrays = [(name, np.ascontiguousarray(a)) for name, a in columns.items()]
     for name, a in arrays:
         if a.dtype.str not in _PART_DTYPES:
@@ -381,10 +381,10 @@ def encode_part(columns: dict[str, np.ndarray]) -> bytes:
 
 
 def decode_part(data: bytes) -> dict[str, np.ndarray]:
-    """Inverse of :func:`encode_part`; ValueError when ``data`` is not a whole part file."""
+    """Inverse of :func:`encode_part`; ValueError when ``data`` is not a whole part."""
     m = len(_PART_MAGIC)
     if data[:m] != _PART_MAGIC or len(data) < m + 4:
-        raise ValueError("not a pairextract part file")
+        raise ValueError("not a pairextract part")
     size = int.from_bytes(data[m:m + 4], "little")
     try:
         header = json.loads(data[m + 4:m + 4 + size])
