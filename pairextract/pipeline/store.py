@@ -524,14 +524,21 @@ def new_run() -> str:
 
 
 def journal_paths(out: Path) -> list[Path]:
-    """The journals in ``out/_work``, by name."""
-    return sorted((out / WORK).glob(f"{JOURNAL_PREFIX}*{JOURNAL_SUFFIX}"))
+    """The journals in ``out/_work``, oldest first (by last write, then name)."""
+    def key(path: Path) -> tuple[int, str]:
+        try:
+            return path.stat().st_mtime_ns, path.name
+        except OSError:
+            return 0, path.name
+
+    return sorted((out / WORK).glob(f"{JOURNAL_PREFIX}*{JOURNAL_SUFFIX}"), key=key)
 
 
 def read_journal(out: Path) -> dict[str, bytes]:
     """Every whole record of every journal in ``out``: the parts by job ``part_name``.
 
-    A journal that cannot be read counts as empty: its jobs are extracted again.
+    Journals are read oldest first, so a job recorded again by a later run has its later
+    record. A journal that cannot be read counts as empty: its jobs are extracted again.
     """
     parts: dict[str, bytes] = {}
     for path in journal_paths(out):
