@@ -20,6 +20,23 @@ ReadRows = Callable[[int, int], NDArray]
 ApplyRows = Callable[[int, NDArray[np.complex128]], None]
 
 
+def _rfft2_of_rows(read: ReadRows, shape: tuple[int, int], ncols: int | None, norm: str
+                   ) -> NDArray[np.complex128]:
+    """``rfft2`` of the image ``read(r0, r1)`` gives row block by row block (each once)."""
+    import scipy.fft  # here: extraction without flip or downsampling never needs it (~0.2 s)
+
+    h, w = shape
+    nc = w // 2 + 1 if ncols is None else int(ncols)
+    spec = np.empty((h, nc), dtype=np.complex128)
+    for r in range(0, h, _ROWS_PER_BLOCK):
+        r1 = min(h, r + _ROWS_PER_BLOCK)
+        rows = read(r, r1)
+        if rows.shape != (r1 - r, w):
+            raise ValueError(f"rows {r}:{r1} came as shape {rows.shape}, expected {(r1 - r, w)}")
+        spec[r:r1] = scipy.fft.rfft(np.asarray(rows, np.float64), axis=1, norm=norm)[:, :nc]
+    return scipy.fft.fft(spec, axis=0, norm=norm, overwrite_x=True)
+
+
 def rfft2_f64(x: NDArray, ncols: int | None = None, norm: str = "backward",
               release: Callable[[int, int], None] | None = None) -> NDArray[np.complex128]:
     """``rfft2`` of a 2-D array in float64, keeping only the first ``ncols`` columns.
@@ -28,25 +45,22 @@ def rfft2_f64(x: NDArray, ncols: int | None = None, norm: str = "backward",
     if given, is called with ``(r0, r1)`` once rows ``r0:r1`` of ``x`` have been read (a
     memory-mapped ``x`` can then drop them).
     """
-    import scipy.fft  # here: extraction without flip or downsampling never needs it (~0.2 s)
-
-    h, w = x.shape
-    nc = w // 2 + 1 if ncols is None else int(ncols)
-    spec = np.empty((h, nc), dtype=np.complex128)
-    for r in range(0, h, _ROWS_PER_BLOCK):
-        r1 = min(h, r + _ROWS_PER_BLOCK)
-        row = scipy.fft.rfft(x[r:r1].astype(np.float64), axis=1, norm=norm)
-        spec[r:r1] = row[:, :nc]
+    def read(r0: int, r1: int) -> NDArray:
+        rows = x[r0:r1]
         if release is not None:
-            release(r, r1)
-    return scipy.fft.fft(spec, axis=0, norm=norm, overwrite_x=True)
+            rows = rows.astype(np.float64)  # read before the pages go
+            release(r0, r1)
+        return rows
+
+    return _rfft2_of_rows(read, x.shape, ncols, norm)
 
 
 def irfft2_f32(spec: NDArray[np.complex128], shape: tuple[int, int], norm: str = "backward",
                out: NDArray[np.float32] | None = None) -> NDArray[np.float32]:
     """``irfft2(spec, s=shape)`` computed in float64 and returned as float32.
 
-    ``spec`` (``(H, W//2+1)``) is overwritten; the result goes to ``out`` when given.
+    ``spec`` (``(H, W//2+1)``) is overwritten; the result goes to ``out`` when given, which
+    may be :func:`over_spectrum` of ``spec``.
     """
     import scipy.fft
 
@@ -62,6 +76,19 @@ def irfft2_f32(spec: NDArray[np.complex128], shape: tuple[int, int], norm: str =
         out[r:r + _ROWS_PER_BLOCK] = scipy.fft.irfft(spec[r:r + _ROWS_PER_BLOCK], n=w, axis=1,
                                                      norm=norm)
     return out
+
+
+def over_spectrum(spec: NDArray[np.complex128], shape: tuple[int, int]) -> NDArray[np.float32]:
+    """A float32 ``shape`` array at the start of the C-contiguous ``spec``'s memory.
+
+    :func:`irfft2_f32` may write its result there: output rows ``r0:r1`` take bytes
+    ``[4*W*r0, 4*W*r1)`` and spectrum row ``r1`` starts at ``16*(W//2+1)*r1``, further on, so
+    each block of rows is written over spectrum rows already transformed.
+    """
+    h, w = shape
+    if not spec.flags.c_contiguous or spec.shape[0] < h or spec.shape[1] < w // 2 + 1:
+        raise ValueError("the result fits over a C-contiguous spectrum of its size only")
+    return spec.reshape(-1).view(np.float32)[:h * w].reshape(h, w)
 
 
 def filter_rows_f32(read: ReadRows, shape: tuple[int, int], apply: ApplyRows
@@ -83,36 +110,15 @@ def filter_rows_f32(read: ReadRows, shape: tuple[int, int], apply: ApplyRows
     Returns
     -------
     ndarray of float32 ``(H, W)``
-        A view at the start of the spectrum's buffer: the rows are written over spectrum rows
-        already transformed, so the result needs no memory of its own (the buffer, about
-        twice the result, lives as long as the result does).
+        A view at the start of the spectrum's buffer (:func:`over_spectrum`), so the result
+        needs no memory of its own (the buffer, about twice the result, lives as long as the
+        result does).
 
     The same 1-D transforms in the same order as :func:`rfft2_f64` and :func:`irfft2_f32`,
     so the numbers are those of the whole-array path, bit for bit.
     """
-    import scipy.fft
-
     h, w = (int(v) for v in shape)
-    nc = w // 2 + 1
-    buf = np.empty(h * nc, dtype=np.complex128)
-    spec = buf.reshape(h, nc)
-    for r in range(0, h, _ROWS_PER_BLOCK):
-        r1 = min(h, r + _ROWS_PER_BLOCK)
-        rows = np.asarray(read(r, r1))
-        if rows.shape != (r1 - r, w):
-            raise ValueError(f"rows {r}:{r1} came as shape {rows.shape}, expected {(r1 - r, w)}")
-        spec[r:r1] = scipy.fft.rfft(rows.astype(np.float64), axis=1)
-        del rows
-    spec = scipy.fft.fft(spec, axis=0, overwrite_x=True)
+    spec = _rfft2_of_rows(read, (h, w), None, "backward")
     for r in range(0, h, _ROWS_PER_BLOCK):
         apply(r, spec[r:r + _ROWS_PER_BLOCK])
-    spec = scipy.fft.ifft(spec, axis=0, overwrite_x=True)
-    if not np.shares_memory(spec, buf):  # scipy gave the column transform a new array
-        buf = spec.reshape(-1)
-    out = buf.view(np.float32)[:h * w].reshape(h, w)
-    # Output rows r0:r1 take bytes [4*W*r0, 4*W*r1); spectrum row r1 starts at 16*(W//2+1)*r1,
-    # further on: each block is written over spectrum rows that are already transformed.
-    for r in range(0, h, _ROWS_PER_BLOCK):
-        block = scipy.fft.irfft(spec[r:r + _ROWS_PER_BLOCK], n=w, axis=1)
-        out[r:r + _ROWS_PER_BLOCK] = block
-    return out
+    return irfft2_f32(spec, (h, w), out=over_spectrum(spec, (h, w)))

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from ._fft import irfft2_f32, rfft2_f64
+from ._fft import irfft2_f32, over_spectrum, rfft2_f64
 from .scale import xmipp_param
 
 
@@ -69,9 +69,8 @@ def fourier_downsample(image: ArrayLike, factor: float,
     # through a buffer where the two ranges overlap).
     spec[keep:h2] = spec[h - h2 + keep:h]
     cropped = spec[:h2]
-    # The result is written over the spectrum's rows already transformed (as
-    # filter_rows_f32 does), then copied out whole so that the big buffer goes: the peak is
-    # the spectrum and the result, not the spectrum, its crop and the result.
-    over = spec.reshape(-1).view(np.float32)[:h2 * w2].reshape(h2, w2)
-    out = irfft2_f32(cropped, (h2, w2), norm="forward", out=over)
+    # The result is written over the spectrum's rows already transformed, then copied out
+    # whole so that the big buffer goes: the peak is the spectrum and the result, not the
+    # spectrum, its crop and the result.
+    out = irfft2_f32(cropped, (h2, w2), norm="forward", out=over_spectrum(cropped, (h2, w2)))
     return out.copy()
