@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from pairextract.model import TiltPairInputs
-from pairextract.ops.geometry import robust_affine, tilt_angles, tilt_matrix
+from pairextract.ops.geometry import outlier_factor, robust_affine, tilt_angles, tilt_matrix
 from pairextract.pipeline.geometry import (
     check_geometry,
     drop_flagged,
@@ -110,46 +110,6 @@ def test_synthetic_dataset(tmp_path: Path) -> None:
     assert swapped and flagged_pair_ids(geo) == swapped
 
 
-def _robust_affine_before(src: np.ndarray, dst: np.ndarray, n_trials: int = 500, seed: int = 0,
-                          min_sigma: float = 0.5) -> tuple:
-    """The single-pair fit as it was before the batched one (the reference it must equal)."""
-    from pairextract.ops.geometry import _MAD_TO_SIGMA, _triples, fit_affine, residuals
-
-    s = np.asarray(src, dtype=np.float64)
-    d = np.asarray(dst, dtype=np.float64)
-    n = len(s)
-    trials = _triples(n, n_trials, seed)
-    design = np.concatenate([s[trials], np.ones((n_trials, 3, 1))], axis=2)
-    det = np.linalg.det(design)
-    span = np.ptp(s, axis=0).max() if n else 1.0
-    ok = np.abs(det) > 1e-6 * max(span, 1.0) ** 2
-    best_med = np.inf
-    best = fit_affine(s, d)
-    if ok.any():
-        sols = np.linalg.solve(design[ok], d[trials[ok]])
-        pred = s[None, :, :] @ sols[:, :2, :] + sols[:, 2:3, :]
-        r2 = ((pred - d[None]) ** 2).sum(axis=2)
-        med = np.median(r2, axis=1)
-        k = int(np.argmin(med))
-        best_med = float(med[k])
-        best = (sols[k, :2, :].T.copy(), sols[k, 2, :].copy())
-    matrix, offset = best
-    sigma = _MAD_TO_SIGMA * (1.0 + 5.0 / max(n - 3, 1)) * np.sqrt(best_med / 2.0) \
-        if np.isfinite(best_med) else np.inf
-    sigma = max(float(sigma), min_sigma)
-    inliers = np.ones(n, dtype=bool)
-    for _ in range(2):
-        r = residuals(s, d, matrix, offset)
-        inliers = r <= 2.5 * sigma * np.sqrt(2.0)
-        if inliers.sum() < 3:
-            inliers = np.ones(n, dtype=bool)
-        matrix, offset = fit_affine(s[inliers], d[inliers])
-        r_in = residuals(s[inliers], d[inliers], matrix, offset)
-        sigma = max(float(np.sqrt((r_in ** 2).sum() / max(2 * (inliers.sum() - 3), 1))),
-                    min_sigma)
-    return matrix, offset, residuals(s, d, matrix, offset), inliers, sigma
-
-
 def _point_sets(n: int, count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """``count`` sets of ``n`` pairs: noisy tilt maps, wrong partners, exact and degenerate."""
     rng = np.random.default_rng(seed)
@@ -176,37 +136,131 @@ def _point_sets(n: int, count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return src, dst
 
 
-@pytest.mark.parametrize("n", [4, 5, 7, 10, 23, 60])
-def test_batched_fit_equals_the_single_fit_before(n: int) -> None:
-    from pairextract.ops.geometry import robust_affine_batch
+@pytest.mark.parametrize("n", [4, 5, 7, 10, 16, 23, 60])
+def test_batched_fit_equals_one_fit_per_set(n: int) -> None:
+    from pairextract.ops import geometry
 
     src, dst = _point_sets(n, 18, seed=n)
-    batch = robust_affine_batch(src, dst)
+    # several batches, so that sets of one batch cannot leak into another's fit
+    old = geometry._BATCH_ELEMENTS
+    geometry._BATCH_ELEMENTS = 5 * len(geometry.minimal_sets(n)) * n * 2
+    try:
+        batch = geometry.robust_affine_batch(src, dst)
+    finally:
+        geometry._BATCH_ELEMENTS = old
     assert len(batch) == len(src)
     for b, fit in enumerate(batch):
-        matrix, offset, res, inliers, sigma = _robust_affine_before(src[b], dst[b])
         single = robust_affine(src[b], dst[b])
-        for got in (fit, single):
-            np.testing.assert_array_equal(got.matrix, matrix)
-            np.testing.assert_array_equal(got.offset, offset)
-            np.testing.assert_array_equal(got.residuals, res)
-            np.testing.assert_array_equal(got.inliers, inliers)
-            assert got.sigma == sigma or (np.isnan(got.sigma) and np.isnan(sigma))
+        np.testing.assert_array_equal(fit.matrix, single.matrix)
+        np.testing.assert_array_equal(fit.offset, single.offset)
+        np.testing.assert_array_equal(fit.residuals, single.residuals)
+        np.testing.assert_array_equal(fit.inliers, single.inliers)
+        assert fit.sigma == single.sigma or (np.isnan(fit.sigma) and np.isnan(single.sigma))
 
 
 def test_batched_fit_with_other_trials_and_seed() -> None:
     from pairextract.ops.geometry import robust_affine_batch
 
-    src, dst = _point_sets(9, 12, seed=3)
+    src, dst = _point_sets(20, 12, seed=3)
     for n_trials, seed in ((1, 0), (37, 5), (2000, 1)):
         batch = robust_affine_batch(src, dst, n_trials=n_trials, seed=seed)
         for b, fit in enumerate(batch):
-            want = _robust_affine_before(src[b], dst[b], n_trials=n_trials, seed=seed)
-            np.testing.assert_array_equal(fit.matrix, want[0])
-            np.testing.assert_array_equal(fit.residuals, want[2])
-            assert fit.sigma == want[4]
+            want = robust_affine(src[b], dst[b], n_trials=n_trials, seed=seed)
+            np.testing.assert_array_equal(fit.matrix, want.matrix)
+            np.testing.assert_array_equal(fit.residuals, want.residuals)
+            assert fit.sigma == want.sigma
     with pytest.raises(ValueError, match="at least 4"):
         robust_affine_batch(src[:, :3], dst[:, :3])
+
+
+def test_minimal_sets_are_exhaustive_when_few() -> None:
+    from itertools import combinations
+
+    from pairextract.ops.geometry import minimal_sets
+
+    for n in (3, 4, 10, 15):
+        sets = minimal_sets(n)
+        assert sets.tolist() == [list(c) for c in combinations(range(n), 3)]
+        assert (minimal_sets(n, seed=7) == sets).all()  # no seed needed
+    assert minimal_sets(2).shape == (0, 3)
+    # more than n_trials: random sets, each once, increasing indices, fixed by the seed
+    for n, trials in ((16, 500), (60, 500), (10, 50)):
+        sets = minimal_sets(n, trials, seed=1)
+        assert 0 < len(sets) <= trials
+        assert (np.diff(sets, axis=1) > 0).all() and sets.max() < n
+        assert len(np.unique(sets, axis=0)) == len(sets)
+        assert (minimal_sets(n, trials, seed=1) == sets).all()
+        assert not np.array_equal(minimal_sets(n, trials, seed=2), sets)
+
+
+def test_outlier_factor_is_the_f_quantile_of_a_5_sigma_event() -> None:
+    import math
+
+    from scipy import stats
+
+    from pairextract.ops.geometry import outlier_factor
+
+    alpha = math.exp(-12.5)  # P(r > 5 sigma) of a 2-D Gaussian residual, sigma known
+    for dof in (1, 2, 4, 14, 54, 1000):
+        c = outlier_factor(dof)
+        # r^2 / (2 sigma_hat^2) ~ F(2, dof): the factor is where its tail is alpha
+        assert stats.f.sf(c * c / 2.0, 2, dof) == pytest.approx(alpha, rel=1e-6)
+    assert outlier_factor(0) == math.inf
+    assert outlier_factor(10**7) == pytest.approx(5.0, rel=1e-5)
+    assert [round(outlier_factor(d), 1) for d in (6, 14)] == [19.5, 8.3]  # 6 and 10 pairs
+    assert outlier_factor(14, z=3.0) < outlier_factor(14)
+
+
+def _simulated_inputs(sizes: list[int], noise: float, seed: int
+                      ) -> tuple[TiltPairInputs, np.ndarray]:
+    """Micrograph pairs of tilted picks with Gaussian picking error; every second one of 5 or
+    more pairs has wrong partners (another particle's tilted position). Returns the inputs and
+    which coordinate pairs are wrong."""
+    rng = np.random.default_rng(seed)
+    parts, wrong_all = [], []
+    pid = 1
+    for k, n in enumerate(sizes):
+        m = tilt_matrix(*rng.uniform([5, -90, -90], [60, 90, 90]))
+        src = rng.uniform(0, 4000, (n, 2))
+        dst = src @ m.T + rng.uniform(-500, 500, 2) + rng.normal(0, noise, (n, 2))
+        wrong = np.zeros(n, dtype=bool)
+        if n >= 5 and k % 2:
+            idx = rng.choice(n, max(1, n // 6), replace=False)
+            # one: another particle's position; several: each other's partners
+            dst[idx] = (rng.uniform(0, 4000, (1, 2)) @ m.T if len(idx) == 1
+                        else dst[np.roll(idx, 1)])
+            wrong[idx] = True
+        parts.append(pd.DataFrame({"pair_id": np.arange(pid, pid + n), "mic_pair_id": k + 1,
+                                   "x_u": src[:, 0], "y_u": src[:, 1],
+                                   "x_t": dst[:, 0], "y_t": dst[:, 1]}))
+        wrong_all.append(wrong)
+        pid += n
+    mp = pd.DataFrame({"micrograph_u": [f"u{k}" for k in range(len(sizes))],
+                       "micrograph_t": [f"t{k}" for k in range(len(sizes))],
+                       "mic_pair_id": np.arange(1, len(sizes) + 1)})
+    return TiltPairInputs(mp, pd.concat(parts, ignore_index=True)), np.concatenate(wrong_all)
+
+
+@pytest.mark.parametrize("noise", [0.5, 1.5, 3.0])
+def test_few_pairs_flag_wrong_partners_and_almost_no_correct_ones(noise: float) -> None:
+    # A plain least-median fit (the median counts the minimal set's own zero residuals) with
+    # max(5 px, 5 sigma) flagged 1-30 % of the correct pairs of micrograph pairs with 5-8 pairs
+    # at these picking errors, and found only ~57 % of the wrong partners with 5 pairs.
+    sizes = [n for n in (4, 5, 6, 7, 8, 10, 15, 30) for _ in range(60)]
+    inp, wrong = _simulated_inputs(sizes, noise, seed=int(noise * 10))
+    geo = check_geometry(inp)
+    flagged = geo["flagged"].to_numpy()
+    n_pairs = inp.coordinate_pairs.groupby("mic_pair_id")["pair_id"].transform("size")
+    n_pairs = n_pairs.to_numpy()
+    assert flagged[~wrong].mean() <= 1e-3
+    assert not flagged[n_pairs == 4].any()  # 4 pairs: sigma has 2 dof, the factor is 733
+    assert flagged[wrong & (n_pairs >= 6)].all()
+    # 5 pairs: 4 that agree leave sigma 2 degrees of freedom; what stands out of that
+    # uncertainty is flagged (90 %, 83 %, 47 % of the wrong partners here)
+    assert flagged[wrong & (n_pairs == 5)].mean() >= 0.4
+    fitted = geo.attrs["fitted"]
+    assert (fitted["residual_threshold"].dropna() >= 5.0).all()
+    assert (fitted.loc[fitted["n_fitted"] == 4, "residual_threshold"] > 300.0).all()
 
 
 def _check_geometry_before(inp: TiltPairInputs) -> tuple[np.ndarray, np.ndarray, list]:
@@ -224,10 +278,11 @@ def _check_geometry_before(inp: TiltPairInputs) -> tuple[np.ndarray, np.ndarray,
             fitted.append((int(good.sum()),))
             continue
         fit = robust_affine(src[good], dst[good])
-        limit = max(5.0, 5.0 * fit.sigma)
+        limit = max(5.0, outlier_factor(fit.dof) * fit.sigma)
         residual[rows[good]] = fit.residuals
         flagged[rows[good]] = fit.residuals > limit
-        fitted.append((int(good.sum()), *fit.angles, fit.sigma, limit))
+        fitted.append((int(good.sum()), *fit.angles, fit.sigma,
+                       limit if np.isfinite(limit) else np.nan))
     return residual, flagged, fitted
 
 

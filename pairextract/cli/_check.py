@@ -27,7 +27,8 @@ def register(sub: Any) -> None:
     add_input_arguments(p)
     p.add_argument("--residual-threshold", type=float, metavar="PX",
                    help="flag pairs off the fitted geometry by more than PX pixels "
-                        "(default: max(5, 5 sigma) per micrograph pair)")
+                        "(default: per micrograph pair, max(5 px, a 5-sigma test of its own "
+                        "residual scale))")
     p.set_defaults(func=run)
 
 

@@ -11,13 +11,12 @@ Pure numpy; no I/O.
 
 from __future__ import annotations
 
+import itertools
+import math
 from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-
-# Rousseeuw's consistency factor: sigma of a normal from the median absolute residual.
-_MAD_TO_SIGMA = 1.4826
 
 
 def rotation(angle_deg: float) -> NDArray[np.float64]:
@@ -111,6 +110,29 @@ class AffineFit:
         """``(tilt, axis_u, axis_t)`` degrees, Xmipp's (angleTilt, angleY, angleY2)."""
         return tilt_angles(self.matrix)
 
+    @property
+    def dof(self) -> int:
+        """Degrees of freedom of ``sigma``: 2 per inlier (x and y) less the map's 6."""
+        return max(2 * (int(self.inliers.sum()) - 3), 0)
+
+
+def outlier_factor(dof: int, z: float = 5.0) -> float:
+    """Radius, in units of an estimated ``sigma`` with ``dof`` degrees of freedom, that a
+    correct point exceeds as rarely as it exceeds ``z`` times a known sigma.
+
+    A correct point's 2-D residual over a known per-axis sigma is chi-squared with 2 degrees
+    of freedom: ``P(r > z sigma) = exp(-z^2/2)``. With sigma estimated from the fit itself,
+    ``r^2 / (2 sigma^2)`` follows F(2, dof), whose tail has the closed form
+    ``(1 + 2f/dof)^(-dof/2)``; the factor solves it for the same probability. It tends to
+    ``z`` for many points and grows quickly for few (``inf`` without any dof): with a
+    handful of points sigma itself is too uncertain for a 5-sigma rule to mean 5 sigma.
+    """
+    if dof < 1:
+        return math.inf
+    alpha = math.exp(-z * z / 2.0)
+    f = dof / 2.0 * math.expm1(-2.0 / dof * math.log(alpha))
+    return math.sqrt(2.0 * f)
+
 
 def _triples(n: int, count: int, seed: int) -> NDArray[np.int64]:
     """``count`` random sets of 3 distinct indices below ``n``, drawn at once.
@@ -129,6 +151,33 @@ def _triples(n: int, count: int, seed: int) -> NDArray[np.int64]:
     return np.column_stack([a, b, c])
 
 
+def minimal_sets(n: int, n_trials: int = 500, seed: int = 0) -> NDArray[np.int64]:
+    """The 3-point sets the least-median search tries: ``(k, 3)`` increasing indices.
+
+    All ``C(n, 3)`` of them, in lexicographic order, when there are at most ``n_trials``
+    (up to 15 points for 500): the search is then exhaustive and needs no seed. Otherwise
+    ``n_trials`` random ones (``seed``), each set once, in the order first drawn.
+    """
+    if n < 3:
+        return np.empty((0, 3), dtype=np.int64)
+    if math.comb(n, 3) <= n_trials:
+        return np.array(list(itertools.combinations(range(n), 3)), dtype=np.int64)
+    drawn = np.sort(_triples(n, n_trials, seed), axis=1)
+    _, first = np.unique(drawn, axis=0, return_index=True)
+    out: NDArray[np.int64] = drawn[np.sort(first)]
+    return out
+
+
+def _order_statistic(n: int) -> int:
+    """Which squared residual (1-based) the least-median search minimizes for ``n`` points.
+
+    Rousseeuw's ``h = [n/2] + [(p+1)/2]`` with ``p = 3`` parameters per coordinate. The plain
+    median would count the three points of the minimal set itself, whose residuals are zero:
+    with 4 or 5 points every set would score 0 and rounding would pick the map.
+    """
+    return min(n, n // 2 + 2)
+
+
 def robust_affine(
     src: ArrayLike,
     dst: ArrayLike,
@@ -138,11 +187,13 @@ def robust_affine(
 ) -> AffineFit:
     """Affine fit tolerant of a minority (< 50 %) of wrong pairs.
 
-    Least median of squares over random 3-point minimal sets (fixed ``seed``: the same input
-    gives the same fit), then least squares on the points within 2.5 robust sigmas, repeated
-    twice with the refitted map. ``sigma`` is floored at ``min_sigma`` pixels so that exact
-    synthetic data (sub-pixel rounding only) do not make every tiny deviation an outlier.
-    :func:`robust_affine_batch` fits many point sets of one size at once, with the same result.
+    Least median of squares over 3-point minimal sets (every one for up to 15 points, else
+    ``n_trials`` random ones with a fixed ``seed``: the same input gives the same fit), scoring
+    each map by its ``h``-th smallest squared residual (:func:`_order_statistic`); then least
+    squares on the points within 2.5 robust sigmas, repeated twice with the refitted map.
+    ``sigma`` is floored at ``min_sigma`` pixels so that exact synthetic data (sub-pixel
+    rounding only) do not make every tiny deviation an outlier. :func:`robust_affine_batch`
+    fits many point sets of one size at once, with the same result.
 
     Raises
     ------
@@ -167,10 +218,9 @@ def robust_affine_batch(
 ) -> list[AffineFit]:
     """:func:`robust_affine` of ``B`` point sets of the same size ``n``, solved together.
 
-    The random minimal sets depend only on ``(n, n_trials, seed)``, so every set shares
-    them: the least-median search runs as one stack of small solves (each matrix is solved
-    on its own, so each fit is exactly the one :func:`robust_affine` gives); the refits
-    follow per set.
+    The minimal sets depend only on ``(n, n_trials, seed)``, so every set shares them: the
+    least-median search runs as one stack of small solves (each matrix is solved on its own,
+    so each fit is exactly the one :func:`robust_affine` gives); the refits follow per set.
 
     Parameters
     ----------
@@ -196,66 +246,71 @@ def robust_affine_batch(
     n = s.shape[1]
     if n < 4:
         raise ValueError(f"need at least 4 point pairs for a checked affine fit, got {n}")
-    trials = _triples(n, n_trials, seed)
-    step = max(1, _BATCH_ELEMENTS // max(n_trials * n * 2, 1))
+    sets = minimal_sets(n, n_trials, seed)
+    step = max(1, _BATCH_ELEMENTS // max(len(sets) * n * 2, 1))
     fits: list[AffineFit] = []
     for lo in range(0, len(s), step):
-        fits.extend(_lmeds_then_refit(s[lo:lo + step], d[lo:lo + step], trials, min_sigma))
+        fits.extend(_lmeds_then_refit(s[lo:lo + step], d[lo:lo + step], sets, min_sigma))
     return fits
 
 
 def _lmeds_then_refit(s: NDArray[np.float64], d: NDArray[np.float64],
-                      trials: NDArray[np.int64], min_sigma: float) -> list[AffineFit]:
-    b = s.shape[0]
-    # A draw repeats some triples (500 of the 720 ordered triples of 10 points): each distinct
-    # one is solved once and its result is shared by every trial that drew it.
-    distinct, which = np.unique(trials, axis=0, return_inverse=True)
-    which = which.reshape(-1)
-    n_distinct = len(distinct)
+                      sets: NDArray[np.int64], min_sigma: float) -> list[AffineFit]:
+    b, n = s.shape[:2]
+    h = _order_statistic(n)
     # Solve every minimal set at once: [x y 1] @ X = dst for the three points.
-    design = np.ones((b, n_distinct, 3, 3))
-    design[..., :2] = s[:, distinct]
+    design = np.ones((b, len(sets), 3, 3))
+    design[..., :2] = s[:, sets]
     det = np.linalg.det(design)
     spans = np.ptp(s, axis=1).max(axis=1)
-    # the same scalar expression per set as a single fit evaluates
-    limit = np.array([1e-6 * max(span, 1.0) ** 2 for span in spans], dtype=np.float64)
-    ok_distinct = np.abs(det) > limit[:, None]
-    sols = np.zeros((b, n_distinct, 3, 2))
-    if ok_distinct.any():
-        sols[ok_distinct] = np.linalg.solve(design[ok_distinct], d[:, distinct][ok_distinct])
+    limit = 1e-6 * np.maximum(spans, 1.0) ** 2
+    ok = np.abs(det) > limit[:, None]
+    sols = np.zeros((b, len(sets), 3, 2))
+    if ok.any():
+        sols[ok] = np.linalg.solve(design[ok], d[:, sets][ok])
     pred = s[:, None, :, :] @ sols[:, :, :2, :] + sols[:, :, 2:3, :]
     pred -= d[:, None]
     # dx^2 + dy^2: the sum over the last axis of two terms, without a reduction per point
     r2 = pred[..., 0] ** 2 + pred[..., 1] ** 2
-    med = np.median(r2, axis=2)[:, which]
-    ok = ok_distinct[:, which]
-    # Only solvable trials compete; among equals the first wins (NaN first, as argmin does).
-    med_ok = np.where(ok, med, np.inf)
-    best_k = np.argmin(med_ok, axis=1) if len(trials) else np.zeros(b, np.int64)
+    score = np.partition(r2, h - 1, axis=2)[..., h - 1]
+    # Only solvable sets compete; among equals the first wins (NaN first, as argmin does).
+    score_ok = np.where(ok, score, np.inf)
+    best_k = np.argmin(score_ok, axis=1) if len(sets) else np.zeros(b, np.int64)
     fits = []
     for i in range(b):
         if not ok[i].any():
             matrix, offset = fit_affine(s[i], d[i])
-            best_med = np.inf
+            best = np.inf
         else:
             k = int(best_k[i])
-            if med_ok[i, k] == np.inf:  # every solvable trial has an infinite median
+            if score_ok[i, k] == np.inf:  # every solvable set has an infinite score
                 k = int(np.argmax(ok[i]))
-            best_med = float(med[i, k])
-            sol = sols[i, which[k]]
+            best = float(score[i, k])
+            sol = sols[i, k]
             matrix, offset = sol[:2, :].T.copy(), sol[2, :].copy()
-        fits.append(_refit(s[i], d[i], matrix, offset, best_med, min_sigma))
+        fits.append(_refit(s[i], d[i], matrix, offset, best, h, min_sigma))
     return fits
 
 
+def _lmeds_sigma(best: float, n: int, h: int) -> float:
+    """Per-axis sigma from the least-median score (the ``h``-th smallest squared distance).
+
+    Three of the ``n`` residuals belong to the minimal set and are zero, so the score is the
+    ``(h - 3)``-th smallest of the other ``n - 3``: about their ``q = (h - 3) / (n - 2)``
+    quantile, which for a 2-D Gaussian residual is ``-2 ln(1 - q) sigma^2``. Rousseeuw's
+    ``1 + 5 / (n - p)`` makes up for having taken the smallest score of many.
+    """
+    q = (h - 3) / (n - 2)
+    if not math.isfinite(best) or q <= 0:
+        return math.inf
+    return (1.0 + 5.0 / max(n - 3, 1)) * math.sqrt(best / (-2.0 * math.log1p(-q)))
+
+
 def _refit(s: NDArray[np.float64], d: NDArray[np.float64], matrix: NDArray[np.float64],
-           offset: NDArray[np.float64], best_med: float, min_sigma: float) -> AffineFit:
+           offset: NDArray[np.float64], best: float, h: int, min_sigma: float) -> AffineFit:
     """Least squares on the inliers of the least-median map, twice."""
     n = len(s)
-    # Rousseeuw's LMedS scale, with the small-sample correction; per axis from a 2-D distance.
-    sigma = _MAD_TO_SIGMA * (1.0 + 5.0 / max(n - 3, 1)) * np.sqrt(best_med / 2.0) \
-        if np.isfinite(best_med) else np.inf
-    sigma = max(float(sigma), min_sigma)
+    sigma = max(_lmeds_sigma(best, n, h), min_sigma)
     inliers = np.ones(n, dtype=bool)
     for _ in range(2):
         r = residuals(s, d, matrix, offset)

@@ -174,8 +174,8 @@ class ProtPairextractExtractPairs(ProtExtractParticlesPair):
                       label="Geometry threshold (px)",
                       help="Each micrograph pair's coordinates are fitted with the tilt "
                            "geometry; pairs whose tilted coordinate is further than this from "
-                           "the fit are flagged. A value <= 0 means automatic: max(5 px, 5 "
-                           "robust standard deviations) per micrograph pair.")
+                           "the fit are flagged. A value <= 0 means automatic: per micrograph "
+                           "pair, max(5 px, a 5-sigma test of its own residual scale).")
         form.addParam("dropFlagged", params.BooleanParam, default=False,
                       label="Drop flagged pairs",
                       help="Leave out the pairs flagged by the geometry check (they are listed "
