@@ -206,7 +206,7 @@ def robust_affine(
 
 
 # Elements of the largest (sets, trials, points, 2) prediction array built at once.
-_BATCH_ELEMENTS = 1_000_000
+_BATCH_ELEMENTS = 250_000
 
 
 def robust_affine_batch(
