@@ -244,8 +244,8 @@ def _simulated_inputs(sizes: list[int], noise: float, seed: int
 @pytest.mark.parametrize("noise", [0.5, 1.5, 3.0])
 def test_few_pairs_flag_wrong_partners_and_almost_no_correct_ones(noise: float) -> None:
     # A plain least-median fit (the median counts the minimal set's own zero residuals) with
-    # max(5 px, 5 sigma) flagged 1-30 % of the correct pairs of micrograph pairs with 5-8 pairs
-    # at these picking errors, and found only ~57 % of the wrong partners with 5 pairs.
+    # max(5 px, 5 sigma) flagged up to 32 % of the correct pairs of micrograph pairs with 4-8
+    # pairs at these picking errors, and found only ~57 % of the wrong partners with 5 pairs.
     sizes = [n for n in (4, 5, 6, 7, 8, 10, 15, 30) for _ in range(60)]
     inp, wrong = _simulated_inputs(sizes, noise, seed=int(noise * 10))
     geo = check_geometry(inp)
