@@ -205,7 +205,7 @@ def robust_affine(
     return robust_affine_batch(s[None], d[None], n_trials, seed, min_sigma)[0]
 
 
-# Elements of the largest (sets, trials, points, 2) prediction array built at once.
+# Elements of the largest (point sets, minimal sets, points, 2) prediction array built at once.
 _BATCH_ELEMENTS = 250_000
 
 
