@@ -2,9 +2,10 @@
 
 Runs ``--tasks`` tasks that only sleep ``--ms`` milliseconds (no CPU of their own) on
 ``open_client("local", workers=N)`` (worker processes, as a run of many micrographs uses) and
-gathers their small results in batches the way ``run._compute`` does. The CPU seconds of the
-client process (scheduler + client) and of every worker are then Dask's overhead alone: the
-floor under one task per micrograph, whatever the extraction itself costs. Usage::
+gathers their small results in batches the way ``run._compute`` does (``run._done_batches``).
+The CPU seconds of the client process (scheduler + client) and of every worker are then Dask's
+overhead alone: the floor under one task per micrograph, whatever the extraction itself costs.
+Usage::
 
     python3 benchmarks/bench_dask_floor.py --tasks 4000 --ms 5 --workers 2
 """
@@ -35,9 +36,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
 
-    from distributed import as_completed
-
     from pairextract.pipeline.cluster import open_client
+    from pairextract.pipeline.run import _done_batches
 
     with open_client("local", workers=args.workers) as client:
         client.wait_for_workers(args.workers, timeout=60)
@@ -46,11 +46,10 @@ def main() -> None:
         t0 = time.perf_counter()
         futures = client.map(_sleep, [args.ms] * args.tasks, pure=False)
         n = 0
-        for batch in as_completed(futures).batches():
+        for batch in _done_batches(futures):
             n += len(client.gather(batch))
             for f in batch:
                 f.release()
-            time.sleep(0.05)
         wall = time.perf_counter() - t0
         main_cpu = _cpu(os.getpid()) - main0
         worker_cpu = [_cpu(p) - workers0[p] for p in pids]

@@ -206,7 +206,8 @@ class _Background:
 
 @contextmanager
 def _preloaded_workers() -> Iterator[None]:
-    """Dask config that makes new local workers import the extraction code as they start."""
+    """Dask config that makes new local workers import the extraction code as they start (and
+    worker processes freeze the heap those imports made: ``pipeline._worker_start``)."""
     import dask.config
 
     # added to any preloads the user configured (DASK_DISTRIBUTED__WORKER__PRELOAD, ...)
@@ -217,7 +218,7 @@ def _preloaded_workers() -> Iterator[None]:
     # the same process would fail (KeyError 'comm').
     worker = dask.config.config.setdefault("distributed", {}).setdefault("worker", {})
     before = worker.get("preload", given)
-    worker["preload"] = [*given, "pairextract.pipeline.tasks"]
+    worker["preload"] = [*given, "pairextract.pipeline._worker_start"]
     try:
         yield
     finally:

@@ -218,3 +218,31 @@ def test_deploy_copies_recipes_and_never_overwrites(tmp_path: Path) -> None:
     assert forced.returncode == 0, forced.stderr
     assert (dest / "extract.sbatch").read_bytes() == (shipped / "extract.sbatch").read_bytes()
     assert (dest / "notes.txt").read_text() == "mine\n"  # not a recipe: never touched
+
+
+# ----------------------------------------------------------------------- the program's heap
+
+
+def test_program_freezes_its_imports_and_main_leaves_the_caller_alone(
+        dataset: synth.SynthDataset, tmp_path: Path) -> None:
+    import gc
+
+    from pairextract.cli import main
+
+    argv = ["extract", str(dataset.pair_table), "--box", "48", "--threads", "--workers", "1",
+            "--no-progress"]
+    # As the pairextract program (entry() sets PROGRAM): the imports' objects are frozen.
+    code = ("import gc, sys, pairextract.cli as c\n"
+            "c.PROGRAM = True\n"
+            "rc = c.main(sys.argv[1:])\n"
+            "print(rc, gc.get_freeze_count(), 'distributed' in sys.modules)")
+    res = subprocess.run([sys.executable, "-c", code, *argv, "--out", str(tmp_path / "a")],
+                         capture_output=True, text=True, timeout=120, env=cli_env(), check=False)
+    rc, frozen, dask_in = res.stdout.split()[-3:]
+    assert rc == "0", res.stderr
+    # pandas, Dask and ours: tens of thousands of objects (about 100,000 today)
+    assert int(frozen) > 30_000 and dask_in == "True"
+    # main() from Python (a notebook, this test): nothing of the caller's is frozen
+    before = gc.get_freeze_count()
+    assert main([*argv, "--out", str(tmp_path / "b")]) == 0
+    assert gc.get_freeze_count() == before

@@ -266,3 +266,40 @@ def test_threads_and_processes_write_the_same_bytes(client, small_dataset, tmp_p
                                local_threads=True)
     assert by_threads.micrographs_extracted == by_processes.micrographs_extracted > 0
     assert output_bytes(tmp_path / "t") == output_bytes(tmp_path / "p")
+
+
+def _sleep_or_fail(i: int) -> int:
+    import time
+
+    if i < 0:
+        raise ValueError(f"task {i} fails")
+    time.sleep(1.5 if i == 0 else 0.01)
+    return i
+
+
+def test_done_batches_give_every_future_once_and_do_not_wait_for_the_slowest(client):  # type: ignore[no-untyped-def]
+    # run._done_batches polls statuses instead of as_completed: every future comes out exactly
+    # once (finished, failed or cancelled), and the quick ones before the slow one ends.
+    import time
+
+    from pairextract.pipeline.run import _done_batches
+
+    futures = client.map(_sleep_or_fail, [0, *range(1, 80), -1, -2], pure=False)
+    late = client.submit(time.sleep, 30, pure=False)
+    late.cancel()
+    t0 = time.perf_counter()
+    seen: list[tuple[float, object]] = []
+    for batch in _done_batches([*futures, late]):
+        seen += [(time.perf_counter() - t0, f) for f in batch]
+    got = [f for _, f in seen]
+    assert len(got) == len({f.key for f in got}) == len(futures) + 1
+    status = {f.key: f.status for f in got}
+    assert status[late.key] == "cancelled"
+    assert [status[f.key] for f in futures[-2:]] == ["error", "error"]
+    assert all(status[f.key] == "finished" for f in futures[:-2])
+    when = {f.key: t for t, f in seen}
+    # (one or two quick tasks may have been queued on the slow task's worker, behind it)
+    early = sum(when[f.key] < when[futures[0].key] - 0.5 for f in futures[1:-2])
+    assert early >= 70, early
+    for f in got:
+        f.release()

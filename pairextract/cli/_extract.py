@@ -53,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from pairextract.api import extract_pairs
+    from pairextract.cli import settle_imports
     from pairextract.cli._cluster_options import client_from_args
     from pairextract.io import read_pairs
     from pairextract.io.reader import PATH_OPTIONS
@@ -65,6 +66,9 @@ def run(args: argparse.Namespace) -> int:
     protect += [p for p in (args.recenter, args.recenter_pairs) if p]
     # Before a cluster is started: an unusable --out is known now.
     outdir.check_output_folder(Path(args.out).resolve(), outdir.input_paths(inputs, protect))
+    import distributed  # noqa: F401  (a moment before the cluster would: its objects settle too)
+
+    settle_imports()
     # The cluster starts while extract_pairs checks the inputs (its workers import meanwhile).
     result = extract_pairs(
         inputs, args.out, params,

@@ -377,6 +377,44 @@ def view_samplings(jobs: list[MicrographJob], params: ExtractionParams
 # Fetch results once at least this many tasks finished, or after waiting this long.
 _GATHER_AT_LEAST = 32
 _GATHER_WAIT = 0.05
+# A look at every pending future costs at most 1/_POLL_SHARE of the time between looks.
+_POLL_SHARE = 50
+# What a future's status is once it will not change by itself ("lost" is recomputed).
+_DONE = frozenset({"finished", "error", "cancelled"})
+
+
+def _done_batches(futures: list[Any]) -> Iterator[list[Any]]:
+    """The futures that are done (finished, failed or cancelled), a batch at a time.
+
+    Their statuses are polled: the client's event loop sets them, and reading one is an
+    attribute lookup. ``distributed.as_completed`` would add a coroutine, an asyncio task and a
+    context per future to this process (and a local scheduler lives here too): for thousands of
+    micrographs, CPU and a heap that every full garbage collection walks. A batch is taken once
+    at least ``_GATHER_AT_LEAST`` are done (fewer, larger gathers) or ``_GATHER_WAIT`` has passed;
+    the looks are spaced so that they cost at most ``1/_POLL_SHARE`` of the time.
+    """
+    pending = futures
+    done: list[Any] = []
+    waited = 0.0
+    while pending:
+        t0 = time.perf_counter()
+        still: list[Any] = []
+        for f in pending:
+            (done if f.status in _DONE else still).append(f)
+        pending = still
+        look = time.perf_counter() - t0
+        # the last tasks are not kept waiting for company
+        if done and (len(done) >= _GATHER_AT_LEAST or waited >= _GATHER_WAIT
+                     or len(pending) <= _GATHER_AT_LEAST):
+            yield done
+            done = []
+            waited = 0.0
+        if pending:
+            pause = max(_GATHER_WAIT / 10, _POLL_SHARE * look)
+            time.sleep(pause)
+            waited += pause
+    if done:
+        yield done
 
 
 def _compute(todo: list[MicrographJob], infos: dict[str, Any], out: Path,
@@ -389,8 +427,6 @@ def _compute(todo: list[MicrographJob], infos: dict[str, Any], out: Path,
     ``meanwhile`` runs here once they are submitted; if it fails, they are cancelled.
     """
     from concurrent.futures import CancelledError
-
-    from distributed import as_completed
 
     if not todo:
         meanwhile()
@@ -422,8 +458,7 @@ def _compute(todo: list[MicrographJob], infos: dict[str, Any], out: Path,
     # Results are fetched in batches, one gather for all the tasks that finished meanwhile:
     # thousands of small micrographs would otherwise cost a round trip to a worker each,
     # on the client, the scheduler and the workers alike.
-    done = as_completed(futures)
-    for batch in done.batches():
+    for batch in _done_batches(futures):
         errors = [f for f in batch if f.status != "finished"]
         for fut in errors:
             job = by_key[fut.key]
@@ -442,10 +477,6 @@ def _compute(todo: list[MicrographJob], infos: dict[str, Any], out: Path,
         finished += len(batch)
         if show:
             show(finished)
-        # Let a few more finish (fewer, larger gathers), but not for the last few tasks: the
-        # end of the run would wait for nothing.
-        if len(batch) < _GATHER_AT_LEAST and len(futures) - finished > _GATHER_AT_LEAST:
-            time.sleep(_GATHER_WAIT)
     return results
 
 
