@@ -19,6 +19,7 @@ from pathlib import Path
 
 import mrcfile
 import numpy as np
+import psutil
 import pytest
 
 from pairextract import synth
@@ -96,6 +97,47 @@ def test_ctrl_c_mid_run_on_local_cluster_exits_130_and_resumes(
     assert "already done" in rerun.stdout
     summary = json.loads((out / "summary.json").read_text())
     assert summary["pairs_kept"] > 0
+
+
+def _forkserver_started(pid: int) -> bool:
+    """Whether process ``pid`` has started its workers' fork server (a child of its own)."""
+    for d in Path("/proc").iterdir():
+        try:
+            stat = (d / "stat").read_text()
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid and \
+                    b"multiprocessing.forkserver" in (d / "cmdline").read_bytes():
+                return True
+        except (OSError, ValueError, IndexError):
+            continue
+    return False
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_local_worker_processes_start_is_not_ignored(
+        dataset: synth.SynthDataset, tmp_path: Path) -> None:
+    # The program forks its worker processes from a server started with SIGINT ignored, so it
+    # need not ignore SIGINT itself while they start (with spawn, a Ctrl-C then was lost).
+    out = tmp_path / "out"
+    argv = [sys.executable, "-m", "pairextract", "extract", str(dataset.pair_table), "--out",
+            str(out), "--box", "48", "--workers", "2", "--no-progress", "--processes"]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=cli_env(), start_new_session=True)
+    try:
+        _interrupt_when(proc, lambda: _forkserver_started(proc.pid))
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, (proc.returncode, stdout, stderr)
+    assert "interrupted" in stderr and "Traceback" not in stderr, stderr
+    assert "pairs kept" not in stdout
+    # nothing of the run is left behind: no worker, no fork server
+    deadline = time.monotonic() + 30
+    while any(p.info["cmdline"] and str(out) in " ".join(p.info["cmdline"])
+              for p in psutil.process_iter(["cmdline"])) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    left = [p.pid for p in psutil.process_iter(["ppid"]) if p.info["ppid"] == proc.pid]
+    assert not left
 
 
 def test_threads_or_processes_only_for_a_local_cluster(dataset: synth.SynthDataset,

@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from pairextract.pipeline import outdir
 from pairextract.pipeline.cluster import (
@@ -175,6 +175,10 @@ def resolve_scheduler(cluster: str | None, scheduler: str | None) -> tuple[str, 
     )
 
 
+# What local worker processes inherit to keep quiet (read as they import Dask).
+QUIET_WORKERS = {"DASK_LOGGING__DISTRIBUTED": "critical"}
+
+
 @contextlib.contextmanager
 def quiet_dask_logs(verbose: bool = False, local_workers: bool = True) -> Iterator[None]:
     """Keep Dask's log lines off the terminal unless ``verbose``.
@@ -198,7 +202,7 @@ def quiet_dask_logs(verbose: bool = False, local_workers: bool = True) -> Iterat
     for lg in loggers:
         lg.setLevel(logging.CRITICAL)
     if local_workers:
-        os.environ["DASK_LOGGING__DISTRIBUTED"] = "critical"
+        os.environ.update(QUIET_WORKERS)
     yield  # not restored on an exception (see above)
     for lg, level in zip(loggers, levels, strict=True):
         lg.setLevel(level)
@@ -244,10 +248,7 @@ def client_from_args(
     )
     logs = (Path(out).resolve() / outdir.LOGS if out is not None and kind in ("slurm", "pbs")
             else None)
-    threads = getattr(args, "local_threads", None)
-    if threads is None and kind == "local" and n_micrographs is not None:
-        threads = prefer_local_threads(n_micrographs, getattr(args, "adapt", None),
-                                       phase_flip=phase_flip)
+    threads = _local_threads(args, kind, n_micrographs, phase_flip)
     return _opened(
         bool(getattr(args, "verbose", False)),
         kind,
@@ -263,6 +264,27 @@ def client_from_args(
         **target,
         **cluster_kwargs,
     )
+
+
+def _local_threads(args: argparse.Namespace, kind: str, n_micrographs: int | None,
+                   phase_flip: bool) -> bool | None:
+    threads = getattr(args, "local_threads", None)
+    if threads is None and kind == "local" and n_micrographs is not None:
+        threads = prefer_local_threads(n_micrographs, getattr(args, "adapt", None),
+                                       phase_flip=phase_flip)
+    return cast("bool | None", threads)
+
+
+def starts_local_processes(args: argparse.Namespace, n_micrographs: int,
+                           phase_flip: bool = False) -> bool:
+    """Whether :func:`client_from_args` will start local worker processes for this run."""
+    kind, _ = resolve_scheduler(getattr(args, "cluster", None), getattr(args, "scheduler", None))
+    return kind == "local" and not _local_threads(args, kind, n_micrographs, phase_flip)
+
+
+def worker_environ(args: argparse.Namespace) -> dict[str, str]:
+    """Environment variables local worker processes need for these options (quiet logs)."""
+    return {} if getattr(args, "verbose", False) else dict(QUIET_WORKERS)
 
 
 @contextlib.contextmanager

@@ -52,9 +52,13 @@ def run(args: argparse.Namespace) -> int:
     """Run the extraction; exit status as documented in README ("Exit status")."""
     from pathlib import Path
 
+    from pairextract import cli
     from pairextract.api import extract_pairs
-    from pairextract.cli import settle_imports
-    from pairextract.cli._cluster_options import client_from_args
+    from pairextract.cli._cluster_options import (
+        client_from_args,
+        starts_local_processes,
+        worker_environ,
+    )
     from pairextract.io import read_pairs
     from pairextract.io.reader import PATH_OPTIONS
     from pairextract.pipeline import outdir
@@ -66,14 +70,20 @@ def run(args: argparse.Namespace) -> int:
     protect += [p for p in (args.recenter, args.recenter_pairs) if p]
     # Before a cluster is started: an unusable --out is known now.
     outdir.check_output_folder(Path(args.out).resolve(), outdir.input_paths(inputs, protect))
+    n_micrographs = 2 * len(inputs.micrograph_pairs)
+    if cli.PROGRAM and starts_local_processes(args, n_micrographs, params.phase_flip):
+        from pairextract.pipeline.cluster import start_worker_forkserver
+
+        # workers will be forks of a server that imports Dask and ours from now on, on a core
+        # this process is not using yet
+        start_worker_forkserver(environ=worker_environ(args))
     import distributed  # noqa: F401  (a moment before the cluster would: its objects settle too)
 
-    settle_imports()
+    cli.settle_imports()
     # The cluster starts while extract_pairs checks the inputs (its workers import meanwhile).
     result = extract_pairs(
         inputs, args.out, params,
-        client=lambda: client_from_args(args, out=args.out,
-                                        n_micrographs=2 * len(inputs.micrograph_pairs),
+        client=lambda: client_from_args(args, out=args.out, n_micrographs=n_micrographs,
                                         phase_flip=params.phase_flip),
         dtype="float16" if args.float16 else "float32",
         residual_threshold=args.residual_threshold, drop_flagged=args.drop_flagged,
