@@ -82,6 +82,33 @@ def test_local_worker_processes_freeze_their_imports_threads_leave_this_heap() -
     assert gc.get_freeze_count() == before
 
 
+def test_worker_forkserver_forks_quiet_workers_that_ignore_ctrl_c() -> None:
+    # cluster.start_worker_forkserver, as the program uses it (in a process of its own: it sets
+    # Dask's multiprocessing method for the rest of the process).
+    import subprocess
+    import sys
+
+    code = """
+import os, signal, sys
+import multiprocessing.forkserver as fs
+from pairextract.api import _preloaded_workers
+from pairextract.pipeline.cluster import open_client, start_worker_forkserver
+assert start_worker_forkserver(environ={"PAIREXTRACT_TEST_FORKED": "yes"})
+assert "PAIREXTRACT_TEST_FORKED" not in os.environ  # only the server's environment
+def state():
+    import gc, signal
+    return (os.getppid(), signal.getsignal(signal.SIGINT) == signal.SIG_IGN,
+            os.environ.get("PAIREXTRACT_TEST_FORKED"), gc.get_freeze_count() > 30000)
+with _preloaded_workers(), open_client("local", workers=2, local_threads=False) as client:
+    got = list(client.run(state).values())
+server = fs._forkserver._forkserver_pid
+print(all(g == (server, True, "yes", True) for g in got) and len(got) == 2)
+"""
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, check=False)
+    assert res.stdout.strip().splitlines()[-1:] == ["True"], res.stdout + res.stderr
+
+
 def test_local_threads_run_in_this_process() -> None:
     with open_client("local", workers=2, local_threads=True) as client:
         assert isinstance(client.cluster, LocalCluster)

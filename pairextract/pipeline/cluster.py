@@ -660,6 +660,9 @@ def start_worker_forkserver(preload: Sequence[str] = ("distributed",
     try:
         os.environ.update(extra)
         multiprocessing.forkserver.ensure_running()
+    except OSError as exc:  # no socket or pipe to spare: Dask's spawn still works
+        log.info("no fork server for local workers (%s); they are spawned", exc)
+        return False
     finally:
         signal.signal(signal.SIGINT, previous)
         for k, v in saved.items():
