@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     import distributed  # noqa: F401  (a moment before the cluster would: its objects settle too)
 
     cli.settle_imports()
-    # The cluster starts while extract_pairs checks the inputs (its workers import meanwhile).
+    # The cluster starts while extract_pairs checks the inputs.
     result = extract_pairs(
         inputs, args.out, params,
         client=lambda: client_from_args(args, out=args.out, n_micrographs=n_micrographs,
