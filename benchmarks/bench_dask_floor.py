@@ -2,7 +2,10 @@
 
 Runs ``--tasks`` tasks that only sleep ``--ms`` milliseconds (no CPU of their own) on
 ``open_client("local", workers=N)`` (worker processes, as a run of many micrographs uses) and
-gathers their small results in batches the way ``run._compute`` does (``run._done_batches``).
+follows them the way ``run._compute`` does: statuses polled in batches (``run._done_batches``),
+futures released, nothing gathered (a run reads its rows from the workers' journals).
+``--gather`` also fetches every result, as runs did before: the difference is what a gather
+per task costs.
 The CPU seconds of the client process (scheduler + client) and of every worker are then Dask's
 overhead alone: the floor under one task per micrograph, whatever the extraction itself costs.
 Usage::
@@ -17,9 +20,8 @@ import os
 import time
 
 
-def _sleep(ms: float) -> dict[str, object]:
+def _sleep(ms: float) -> None:
     time.sleep(ms / 1000.0)
-    return {"name": "x", "n": 10, "ok": 10}
 
 
 def _cpu(pid: int) -> float:
@@ -34,6 +36,7 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=4000)
     parser.add_argument("--ms", type=float, default=5.0, help="sleep per task (no CPU)")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--gather", action="store_true", help="gather every (None) result")
     args = parser.parse_args()
 
     from pairextract.pipeline.cluster import open_client
@@ -47,7 +50,7 @@ def main() -> None:
         futures = client.map(_sleep, [args.ms] * args.tasks, pure=False)
         n = 0
         for batch in _done_batches(futures):
-            n += len(client.gather(batch))
+            n += len(client.gather(batch)) if args.gather else len(batch)
             for f in batch:
                 f.release()
         wall = time.perf_counter() - t0

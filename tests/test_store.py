@@ -176,6 +176,62 @@ def test_journal_appends_survive_the_writer(tmp_path):  # type: ignore[no-untype
     assert len(store.journal_paths(tmp_path)) == 2
 
 
+def test_a_run_reads_its_rows_from_its_workers_journals(client, tmp_path):  # type: ignore[no-untyped-def]
+    # Tasks return nothing: the client learns their rows from the run's journals, which the
+    # workers close first (NFS). Another run's records do not stand in for this run's, and a
+    # finished task without a whole record becomes a failed micrograph, not a missing table row.
+    from pairextract.pipeline.plan import MicrographJob
+    from pairextract.pipeline.run import _fresh_rows
+    from pairextract.pipeline.tasks import JobRows
+
+    out = tmp_path / "out"
+    (out / "_work").mkdir(parents=True)
+    jobs = [MicrographJob("untilted", k, f"m{k}.mrc", np.arange(k + 1), np.zeros((k + 1, 2)),
+                          1.0, None, None, 0, f"{k:02d}" * 20) for k in range(3)]
+
+    def cols(job: MicrographJob, x: int) -> dict[str, np.ndarray]:
+        return JobRows(np.zeros(job.n, np.int8), np.full((job.n, 2), x, np.int64),
+                       False).to_arrays()
+
+    this, other = store.new_run(), store.new_run()
+    # written in the worker processes, whose journals stay open until the run ends
+    client.gather([client.submit(store.append_journal, out, this, job, cols(job, 7),
+                                 pure=False) for job in jobs[:2]])
+    store.append_journal(out, other, jobs[2], cols(jobs[2], 9))  # an earlier run's record
+    store.close_journal(out)
+    failed: dict[str, str] = {}
+    rows = _fresh_rows(jobs, {j.name for j in jobs}, out, this, client, failed)
+    assert sorted(rows) == sorted(j.name for j in jobs[:2])
+    assert all(r.xy.tolist() == [[7, 7]] * len(r.xy) for r in rows.values())
+    assert list(failed) == [jobs[2].name]
+    assert "no whole record" in failed[jobs[2].name] and "run again" in failed[jobs[2].name]
+    # every worker closed its journal (a later task of the run would start a new one)
+    assert set(client.run(store.close_journal, str(out)).values()) == {None}
+
+
+def test_journals_named_by_workers_are_read_from_this_folder(tmp_path):  # type: ignore[no-untyped-def]
+    # A worker may mount the output folder elsewhere: only the file name it returns counts,
+    # and only a journal of the run asked for.
+    from pairextract.pipeline.plan import MicrographJob
+    from pairextract.pipeline.tasks import JobRows
+
+    (tmp_path / "_work").mkdir()
+    job = MicrographJob("tilted", 1, "m.mrc", np.arange(2), np.zeros((2, 2)), 1.0, None, None,
+                        0, "cd" * 20)
+    run_id = store.new_run()
+    store.append_journal(tmp_path, run_id, job,
+                         JobRows(np.zeros(2, np.int8), np.ones((2, 2), np.int64),
+                                 True).to_arrays())
+    name = Path(store.close_journal(tmp_path)).name
+    found = store.read_journal(tmp_path, run=run_id, also=[f"/mnt/worker/view/_work/{name}"])
+    assert list(found) == [job.part_name]
+    # a name in ``also`` that is listed too is read once; one that is no journal is not read
+    (tmp_path / "_work" / "layout.json").write_text("{}")
+    assert list(store.read_journal(tmp_path, run=run_id, also=[name, "layout.json"])) == [
+        job.part_name]
+    assert store.read_journal(tmp_path, run=store.new_run(), also=[name]) == {}
+
+
 @pytest.mark.parametrize("n", [0, 1, 300])
 def test_part_file_round_trip(n: int) -> None:
     from pairextract.pipeline.tasks import JobRows

@@ -24,13 +24,14 @@ from pairextract.errors import (
     kind_of,
     output_io_error,
 )
+from pairextract.extract import STATUS_OK
 from pairextract.io.micrograph import micrograph_info
 from pairextract.model import TiltPairInputs
 from pairextract.params import ExtractionParams
 from pairextract.pipeline import outdir, store
 from pairextract.pipeline.pairindex import build_pair_index
 from pairextract.pipeline.plan import VIEWS, MicrographJob, make_jobs, shard_rows
-from pairextract.pipeline.tasks import JobRows, particle_columns, run_job
+from pairextract.pipeline.tasks import STATUSES, JobRows, particle_columns, run_job
 
 FORMAT_VERSION = 1
 
@@ -277,6 +278,7 @@ def _run_locked(inputs: TiltPairInputs, out: Path, params: ExtractionParams, cli
 
     journal = store.read_journal(out)
     done = store.done_jobs(out, jobs, layout.chunk, params.box_size, itemsize, journal)
+    run = store.new_run()  # names this run's journals
     failed: dict[str, str] = {}
     todo: list[MicrographJob] = []
     for job in jobs:
@@ -290,13 +292,14 @@ def _run_locked(inputs: TiltPairInputs, out: Path, params: ExtractionParams, cli
     # shard files): importing zarr and creating the arrays is off the critical path, and so
     # is a geometry check that nothing before the pair index needs.
     try:
-        results = _compute(todo, infos, out, params, layout.chunk, dtype, client, progress,
-                           failed, meanwhile=meanwhile)
+        finished = _compute(todo, infos, out, params, layout.chunk, dtype, run, client,
+                            progress, failed, meanwhile=meanwhile)
     finally:
         store.close_journal(out)  # this process's, when tasks ran here (threads)
-    extracted = sum(1 for j in todo if j.name not in failed)
+    fresh = _fresh_rows(todo, finished, out, run, client, failed)
+    extracted = len(fresh)
 
-    tables = _view_tables(jobs, done, journal, results, failed)
+    tables = _view_tables(jobs, done, journal, fresh, failed)
     pairs, dropped = build_pair_index(
         inputs.coordinate_pairs, inputs.micrograph_pairs,
         tables["untilted"], tables["tilted"], fitted[0], drop_flagged)
@@ -311,7 +314,7 @@ def _run_locked(inputs: TiltPairInputs, out: Path, params: ExtractionParams, cli
         micrographs_reused=len(done),
         micrographs_failed={_job_label(jobs, k): v for k, v in failed.items()},
         seconds=time.perf_counter() - t0,
-        particles_extracted=int(sum(r.get("ok", 0) for r in results)),
+        particles_extracted=int(sum(int((r.status == _OK).sum()) for r in fresh.values())),
         warnings=warnings,
     )
     with _writing("the summary", out / "summary.json"):
@@ -374,13 +377,14 @@ def view_samplings(jobs: list[MicrographJob], params: ExtractionParams
     return out
 
 
-# Fetch results once at least this many tasks finished, or after waiting this long.
-_GATHER_AT_LEAST = 32
-_GATHER_WAIT = 0.05
+# Take finished tasks in batches of at least this many, or after waiting this long.
+_BATCH_AT_LEAST = 32
+_BATCH_WAIT = 0.05
 # A look at every pending future costs at most 1/_POLL_SHARE of the time between looks.
 _POLL_SHARE = 50
 # What a future's status is once it will not change by itself ("lost" is recomputed).
 _DONE = frozenset({"finished", "error", "cancelled"})
+_OK = STATUSES.index(STATUS_OK)
 
 
 def _done_batches(futures: list[Any]) -> Iterator[list[Any]]:
@@ -390,8 +394,8 @@ def _done_batches(futures: list[Any]) -> Iterator[list[Any]]:
     attribute lookup. ``distributed.as_completed`` would add a coroutine, an asyncio task and a
     context per future to this process (and a local scheduler lives here too): for thousands of
     micrographs, CPU and a heap that every full garbage collection walks. A batch is taken once
-    at least ``_GATHER_AT_LEAST`` are done (fewer, larger gathers) or ``_GATHER_WAIT`` has passed;
-    the looks are spaced so that they cost at most ``1/_POLL_SHARE`` of the time.
+    at least ``_BATCH_AT_LEAST`` are done or ``_BATCH_WAIT`` has passed; the looks are spaced
+    so that they cost at most ``1/_POLL_SHARE`` of the time.
     """
     pending = futures
     done: list[Any] = []
@@ -404,13 +408,13 @@ def _done_batches(futures: list[Any]) -> Iterator[list[Any]]:
         pending = still
         look = time.perf_counter() - t0
         # the last tasks are not kept waiting for company
-        if done and (len(done) >= _GATHER_AT_LEAST or waited >= _GATHER_WAIT
-                     or len(pending) <= _GATHER_AT_LEAST):
+        if done and (len(done) >= _BATCH_AT_LEAST or waited >= _BATCH_WAIT
+                     or len(pending) <= _BATCH_AT_LEAST):
             yield done
             done = []
             waited = 0.0
         if pending:
-            pause = max(_GATHER_WAIT / 10, _POLL_SHARE * look)
+            pause = max(_BATCH_WAIT / 10, _POLL_SHARE * look)
             time.sleep(pause)
             waited += pause
     if done:
@@ -418,22 +422,24 @@ def _done_batches(futures: list[Any]) -> Iterator[list[Any]]:
 
 
 def _compute(todo: list[MicrographJob], infos: dict[str, Any], out: Path,
-             params: ExtractionParams, shard: int, dtype: str, client: Any,
+             params: ExtractionParams, shard: int, dtype: str, run: str, client: Any,
              progress: bool | str, failed: dict[str, str],
-             meanwhile: Callable[[], None] = lambda: None) -> list[dict[str, Any]]:
+             meanwhile: Callable[[], None] = lambda: None) -> set[str]:
     """One task per micrograph: the worker memory-maps the file and writes its shards.
 
-    Tasks are submitted directly (no graph to build or optimise); each returns its table.
-    ``meanwhile`` runs here once they are submitted; if it fails, they are cancelled.
+    Tasks are submitted directly (no graph to build or optimise). Returns the names of the
+    jobs whose task finished; failed ones go to ``failed`` with their reason. Nothing is
+    gathered: each task's rows are in its worker's journal of run ``run``
+    (:func:`_fresh_rows` reads them once at the end). ``meanwhile`` runs here once the tasks
+    are submitted; if it fails, they are cancelled.
     """
     from concurrent.futures import CancelledError
 
     if not todo:
         meanwhile()
-        return []
+        return set()
     token = _run_token(params, out)
     n = len(todo)
-    run = store.new_run()  # names this run's journals
     # One map call: one message to the scheduler for all tasks, not one per micrograph.
     futures = client.map(run_job, [infos[job.micrograph] for job in todo], todo, [str(out)] * n,
                          [params] * n, [shard] * n, [dtype] * n, [run] * n, pure=False,
@@ -453,15 +459,17 @@ def _compute(todo: list[MicrographJob], infos: dict[str, Any], out: Path,
         else:
             show = _progress_printer(len(futures))
             show(0)
-    results: list[dict[str, Any]] = []
-    finished = 0
-    # Results are fetched in batches, one gather for all the tasks that finished meanwhile:
-    # thousands of small micrographs would otherwise cost a round trip to a worker each,
-    # on the client, the scheduler and the workers alike.
+    finished: set[str] = set()
+    count = 0
+    # Finished tasks' results are not fetched: a gather costs the client, the scheduler and
+    # the worker a serialization and a message per task (about 0.4 ms in all), more than a
+    # small micrograph's whole journal record. Futures are released as they finish.
     for batch in _done_batches(futures):
-        errors = [f for f in batch if f.status != "finished"]
-        for fut in errors:
+        for fut in batch:
             job = by_key[fut.key]
+            if fut.status == "finished":
+                finished.add(job.name)
+                continue
             error = fut.exception() if fut.status == "error" else CancelledError(fut.key)
             if kind_of(error) == ENVIRONMENT:
                 # The output cannot be written: the run fails; finished parts stay for resume.
@@ -469,15 +477,44 @@ def _compute(todo: list[MicrographJob], infos: dict[str, Any], out: Path,
                 raise error
             failed[job.name] = (str(error) if isinstance(error, PairextractError)
                                 else f"{type(error).__name__}: {error}")
-        ok = [f for f in batch if f.status == "finished"]
-        if ok:
-            results.extend(client.gather(ok))
         for fut in batch:
             fut.release()
-        finished += len(batch)
+        count += len(batch)
         if show:
-            show(finished)
-    return results
+            show(count)
+    return finished
+
+
+def _fresh_rows(todo: list[MicrographJob], finished: set[str], out: Path, run: str,
+                client: Any, failed: dict[str, str]) -> dict[str, JobRows]:
+    """What each finished task of run ``run`` found, read from the run's journals.
+
+    Every worker closes its journal first: on NFS that is what makes a remote worker's records
+    visible here, and the file names it returns are read even if a cached listing of
+    ``_work/`` does not show them yet. A finished task without a whole record (its worker's
+    host crashed before the kernel wrote it out) becomes a failed micrograph: a run again
+    extracts it.
+    """
+    if not finished:
+        return {}
+    try:
+        closed = client.run(store.close_journal, str(out), on_error="return")
+    except Exception:  # noqa: BLE001 - a worker gone meanwhile: the listing still has its file
+        closed = {}
+    names = [v for v in closed.values() if isinstance(v, str)]
+    journal = store.read_journal(out, run=run, also=names)
+    rows: dict[str, JobRows] = {}
+    for job in todo:
+        if job.name not in finished:
+            continue
+        cols = store.journal_columns(journal, job)
+        if cols is None:
+            failed[job.name] = ("its task finished but its worker's journal in "
+                                f"{out / store.WORK} has no whole record of it (the worker's "
+                                "host lost it?); run again to extract it")
+        else:
+            rows[job.name] = JobRows.from_arrays(cols)
+    return rows
 
 
 def _run_token(params: ExtractionParams, out: Path) -> str:
@@ -486,12 +523,11 @@ def _run_token(params: ExtractionParams, out: Path) -> str:
 
 
 def _view_tables(jobs: list[MicrographJob], done: set[str], journal: dict[str, bytes],
-                 results: list[dict[str, Any]],
+                 fresh: dict[str, JobRows],
                  failed: dict[str, str]) -> dict[str, pd.DataFrame]:
-    """Each view's particle table, from what this run's tasks returned, the journal records
-    of jobs finished by an earlier run (read once, before the run) and error rows for failed
-    ones."""
-    fresh = {r["name"]: r["rows"] for r in results}
+    """Each view's particle table, from this run's rows (:func:`_fresh_rows`), the journal
+    records of jobs finished by an earlier run (read once, before the run) and error rows for
+    failed ones."""
     earlier = {}
     for j in jobs:
         if j.name in done:

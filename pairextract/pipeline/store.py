@@ -30,7 +30,7 @@ import socket
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -453,7 +453,7 @@ class _Journals:
 
     def __init__(self) -> None:
         self.lock = threading.Lock()  # thread workers share the process's journal
-        self.open: dict[str, tuple[str, int]] = {}  # folder -> (run, file descriptor)
+        self.open: dict[str, tuple[str, int, Path]] = {}  # folder -> (run, descriptor, path)
 
     def append(self, out: Path, run: str, record: bytes) -> None:
         with self.lock:
@@ -477,9 +477,9 @@ class _Journals:
             # the run's nonce, the host and the process, and a random part: two processes of
             # one pid on two hosts of one name (containers) still get journals of their own
             name = f"{JOURNAL_PREFIX}{run}-{host}-{os.getpid()}-{os.urandom(3).hex()}"
+            path = out / WORK / f"{name}{JOURNAL_SUFFIX}"
             try:
-                fd = os.open(out / WORK / f"{name}{JOURNAL_SUFFIX}",
-                             os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o666)
+                fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o666)
                 break
             except FileExistsError:
                 continue
@@ -488,24 +488,32 @@ class _Journals:
         except OSError:
             os.close(fd)
             raise
-        self.open[key] = (run, fd)
+        self.open[key] = (run, fd, path)
         return fd
 
 
-    def close(self, out: Path) -> None:
+    def close(self, out: Path) -> str | None:
         with self.lock:
             held = self.open.pop(str(out), None)
-            if held is not None:
-                os.close(held[1])
+            if held is None:
+                return None
+            os.close(held[1])
+            return str(held[2])
 
 
 _OPEN_JOURNALS = 16
 _JOURNALS = _Journals()
 
 
-def close_journal(out: Path) -> None:
-    """Close this process's journal of ``out`` (it is reopened, as a new file, if needed)."""
-    _JOURNALS.close(out)
+def close_journal(out: Path | str) -> str | None:
+    """Close this process's journal of ``out`` (it is reopened, as a new file, if needed).
+
+    Returns the journal's path, or None when this process had none open. Closing is what
+    makes the records of a worker on another host visible to the client on NFS
+    (close-to-open consistency), and the path lets the client read a journal that a cached
+    listing of ``_work/`` would not show yet.
+    """
+    return _JOURNALS.close(Path(out))
 
 
 def append_journal(out: Path, run: str, job: MicrographJob,
@@ -523,25 +531,37 @@ def new_run() -> str:
     return os.urandom(6).hex()
 
 
-def journal_paths(out: Path) -> list[Path]:
-    """The journals in ``out/_work``, oldest first (by last write, then name)."""
+def journal_paths(out: Path, run: str | None = None) -> list[Path]:
+    """The journals in ``out/_work`` (of run ``run`` only, if given), oldest first (by last
+    write, then name)."""
     def key(path: Path) -> tuple[int, str]:
         try:
             return path.stat().st_mtime_ns, path.name
         except OSError:
             return 0, path.name
 
-    return sorted((out / WORK).glob(f"{JOURNAL_PREFIX}*{JOURNAL_SUFFIX}"), key=key)
+    prefix = JOURNAL_PREFIX if run is None else f"{JOURNAL_PREFIX}{run}-"
+    return sorted((out / WORK).glob(f"{prefix}*{JOURNAL_SUFFIX}"), key=key)
 
 
-def read_journal(out: Path) -> dict[str, bytes]:
+def read_journal(out: Path, run: str | None = None,
+                 also: Iterable[str | Path] = ()) -> dict[str, bytes]:
     """Every whole record of every journal in ``out``: the parts by job ``part_name``.
 
     Journals are read oldest first, so a job recorded again by a later run has its later
     record. A journal that cannot be read counts as empty: its jobs are extracted again.
+    With ``run``, only that run's journals; ``also`` names journals to read even if the
+    listing of ``_work/`` does not show them yet (what :func:`close_journal` returned on the
+    workers; only the file names are used: a worker may mount ``out`` elsewhere).
     """
     parts: dict[str, bytes] = {}
-    for path in journal_paths(out):
+    paths = journal_paths(out, run)
+    listed = {p.name for p in paths}
+    paths += [out / WORK / name for name in sorted({Path(p).name for p in also})
+              if name not in listed and name.startswith(JOURNAL_PREFIX)
+              and name.endswith(JOURNAL_SUFFIX)
+              and (run is None or name.startswith(f"{JOURNAL_PREFIX}{run}-"))]
+    for path in paths:
         try:
             found, _ = decode_journal(path.read_bytes())
         except OSError:

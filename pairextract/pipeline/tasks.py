@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +32,7 @@ _STATUS_CODE = {name: code for code, name in enumerate(STATUSES)}
 
 @dataclass(frozen=True)
 class JobRows:
-    """What one task found per coordinate: compact, so it travels and is stored cheaply.
+    """What one task found per coordinate: compact, so its journal record is small.
 
     The columns that are the same for every row of a micrograph (its name, pixel sizes, CTF,
     ...) are not here: :func:`particle_columns` takes them from the job.
@@ -46,17 +45,6 @@ class JobRows:
     # (n,) float64 Å added to the CTF's defocus (NaN: not flipped); None: 0 with a CTF, else NaN
     defocus_offset: np.ndarray | None = None
     error: str = ""
-
-    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
-        # Bytes, not arrays: dask sends every array of a result as a frame of its own, and
-        # for thousands of small micrographs those frames cost more than the rows themselves.
-        def raw(a: np.ndarray | None) -> bytes | None:
-            return None if a is None else np.asarray(a, np.float64).tobytes()
-
-        return (_rows_from_bytes, (np.asarray(self.status, np.int8).tobytes(),
-                                   np.asarray(self.xy, np.int64).tobytes(), self.phase_flipped,
-                                   raw(self.local_average), raw(self.defocus_offset),
-                                   self.error))
 
     @classmethod
     def failed(cls, n: int, error: str) -> JobRows:
@@ -82,16 +70,6 @@ class JobRows:
                    bool(flipped[0]) if len(flipped) else False,
                    np.asarray(cols["local_average"], np.float64),
                    np.asarray(cols["defocus_offset"], np.float64))
-
-
-def _rows_from_bytes(status: bytes, xy: bytes, phase_flipped: bool, local_average: bytes | None,
-                     defocus_offset: bytes | None, error: str) -> JobRows:
-    def column(raw: bytes | None) -> np.ndarray | None:
-        return None if raw is None else np.frombuffer(raw, np.float64).copy()
-
-    return JobRows(np.frombuffer(status, np.int8).copy(),
-                   np.frombuffer(xy, np.int64).reshape(-1, 2).copy(), phase_flipped,
-                   column(local_average), column(defocus_offset), error)
 
 
 def status_codes(status: np.ndarray) -> np.ndarray:
@@ -187,15 +165,15 @@ def tune_malloc(threshold: int = 32 << 20) -> bool:
 
 
 def run_job(info: MicrographInfo, job: MicrographJob, out: str, params: ExtractionParams,
-            shard: int, dtype: str, run: str) -> dict[str, Any]:
-    """Extract one micrograph into its shards of the store; returns counts and its table.
+            shard: int, dtype: str, run: str) -> None:
+    """Extract one micrograph into its shards of the store and record what each row gave.
 
-    What each coordinate gave (:class:`JobRows`) goes back to the client, which builds the
-    tables from it without re-reading files; the record appended to this process's journal
-    of run ``run`` after the shards (:func:`store.append_journal`) is only for resuming.
+    The record (:class:`JobRows`, appended to this process's journal of run ``run`` after the
+    shards, :func:`store.append_journal`) is how the client learns the rows: it reads the
+    run's journals once at the end instead of fetching a result per task, and a resumed run
+    reuses it. Nothing is returned.
     """
     tune_malloc()
-    t0 = time.perf_counter()
     try:
         image = pixels(info)
     except (PairextractError, OSError, ValueError) as exc:  # changed since it was checked
@@ -224,13 +202,9 @@ def run_job(info: MicrographInfo, job: MicrographJob, out: str, params: Extracti
                 raise MicrographError(f"{job.view} micrograph {job.micrograph}: {exc}",
                                       job.micrograph, job.view) from None
             del image
-        t1 = time.perf_counter()
         rows = JobRows(status_codes(res.status), res.xy.astype(np.int64, copy=False),
                        bool(res.phase_flipped), res.local_average, res.defocus_offset)
         append_journal(Path(out), run, job, rows.to_arrays())
     except OSError as exc:  # disk full, read-only, I/O error: the run fails, not the micrograph
         raise output_io_error(exc, f"the particles of {job.view} micrograph {job.micrograph}",
                               exc.filename or out) from None
-    t2 = time.perf_counter()
-    return {"name": job.name, "n": job.n, "ok": int((res.status == "ok").sum()),
-            "rows": rows, "seconds_extract": t1 - t0, "seconds_write": t2 - t1}
