@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import functools
 import json
 import os
 import re
@@ -380,27 +381,37 @@ def encode_part(columns: dict[str, np.ndarray]) -> bytes:
                     + [a.tobytes() for _, a in arrays])
 
 
+@functools.lru_cache(maxsize=64)
+def _part_layout(header: bytes) -> tuple[tuple[str, np.dtype, int, tuple[int, ...]], ...]:
+    """The columns a part's JSON header lists: (name, dtype, count, shape). Cached: the parts
+    of one run share a handful of headers, and parsing each again was most of reading them."""
+    try:
+        listed = json.loads(header)
+        layout = []
+        for name, dtype, shape in listed:
+            if dtype not in _PART_DTYPES:
+                raise ValueError(f"column {name!r} has dtype {dtype!r}")
+            shape = tuple(int(v) for v in shape)
+            layout.append((str(name), np.dtype(dtype), int(np.prod(shape, dtype=np.int64)),
+                           shape))
+    except (TypeError, KeyError) as exc:
+        raise ValueError(f"damaged header ({exc})") from None
+    return tuple(layout)
+
+
 def decode_part(data: bytes) -> dict[str, np.ndarray]:
     """Inverse of :func:`encode_part`; ValueError when ``data`` is not a whole part."""
     m = len(_PART_MAGIC)
     if data[:m] != _PART_MAGIC or len(data) < m + 4:
         raise ValueError("not a pairextract part")
     size = int.from_bytes(data[m:m + 4], "little")
-    try:
-        header = json.loads(data[m + 4:m + 4 + size])
-        pos = m + 4 + size
-        columns: dict[str, np.ndarray] = {}
-        for name, dtype, shape in header:
-            if dtype not in _PART_DTYPES:
-                raise ValueError(f"column {name!r} has dtype {dtype!r}")
-            dt = np.dtype(dtype)
-            count = int(np.prod(shape, dtype=np.int64))
-            if pos + count * dt.itemsize > len(data):
-                raise ValueError("truncated")
-            columns[str(name)] = np.frombuffer(data, dt, count, pos).reshape(shape).copy()
-            pos += count * dt.itemsize
-    except (TypeError, KeyError) as exc:
-        raise ValueError(f"damaged header ({exc})") from None
+    pos = m + 4 + size
+    columns: dict[str, np.ndarray] = {}
+    for name, dt, count, shape in _part_layout(bytes(data[m + 4:pos])):
+        if pos + count * dt.itemsize > len(data):
+            raise ValueError("truncated")
+        columns[name] = np.frombuffer(data, dt, count, pos).reshape(shape).copy()
+        pos += count * dt.itemsize
     if pos != len(data):
         raise ValueError(f"{len(data) - pos} bytes after the last column")
     return columns
