@@ -312,8 +312,8 @@ def test_keyword_overrides_config_file(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("kind", "expected"),
     [
-        ("slurm", ["#SBATCH -J pairextract-worker", "#SBATCH --mem=2G", "#SBATCH -t 04:00:00"]),
-        ("pbs", ["#PBS -N pairextract-worker", "#PBS -l select=1:ncpus=1:mem=2048MB"]),
+        ("slurm", ["#SBATCH -J pairextract-worker", "#SBATCH --mem=1G", "#SBATCH -t 04:00:00"]),
+        ("pbs", ["#PBS -N pairextract-worker", "#PBS -l select=1:ncpus=1:mem=1024MB"]),
     ],
 )
 def test_deploy_configs_are_valid(kind: str, expected: list[str]) -> None:

@@ -322,3 +322,42 @@ def test_check_geometry_equals_one_fit_per_micrograph_pair() -> None:
             assert np.isnan(got).all()
         else:
             np.testing.assert_array_equal(got, want[1:])
+
+
+def test_tilt_angles_of_a_stack_are_those_of_each_matrix() -> None:
+    # check_geometry takes every micrograph pair's angles in one call
+    from pairextract.ops.geometry import tilt_angles_batch
+
+    rng = np.random.default_rng(4)
+    tilts = rng.uniform(5, 70, 12)
+    mats = [tilt_matrix(t, au, at) * sc for t, au, at, sc in zip(
+        tilts, rng.uniform(-180, 180, 12), rng.uniform(-180, 180, 12),
+        rng.uniform(0.9, 1.1, 12), strict=True)]
+    mats += [np.diag([1.0, -1.0]), np.eye(2), np.full((2, 2), np.nan), np.zeros((2, 2)),
+             tilt_matrix(90.0, 10.0, 20.0)]
+    got = tilt_angles_batch(np.stack(mats))
+    assert got.shape == (len(mats), 3)
+    for row, m in zip(got, mats, strict=True):
+        np.testing.assert_array_equal(row, tilt_angles(m))
+    assert np.isnan(got[12]).all()                              # a mirror
+    assert got[13, 0] == 0.0 and np.isnan(got[13, 1:]).all()    # no tilt: no axes
+    assert np.isnan(got[14]).all() and np.isnan(got[15]).all()  # not finite, degenerate
+    np.testing.assert_allclose(got[:12, 0], tilts, atol=1e-9)  # the scale is divided out
+    assert tilt_angles_batch(np.empty((0, 2, 2))).shape == (0, 3)
+
+
+def test_refit_ignores_the_points_it_does_not_use() -> None:
+    # the batched least squares (zero rows for unused points) is the fit of the used points
+    from pairextract.ops.geometry import _fit_affine_where, fit_affine
+
+    rng = np.random.default_rng(8)
+    s = rng.uniform(0, 4000, (5, 9, 2))
+    d = s @ tilt_matrix(40.0, 15.0, -20.0).T + rng.normal(0, 0.7, (5, 9, 2)) + 30.0
+    use = rng.random((5, 9)) < 0.7
+    use[:, :3] = True
+    d[~use] += 500.0  # what a wrong partner would do, were it used
+    matrix, offset = _fit_affine_where(s, d, use)
+    for b in range(5):
+        want_m, want_t = fit_affine(s[b][use[b]], d[b][use[b]])
+        np.testing.assert_allclose(matrix[b], want_m, rtol=1e-10, atol=1e-10)
+        np.testing.assert_allclose(offset[b], want_t, rtol=1e-10, atol=1e-8)

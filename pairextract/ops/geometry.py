@@ -43,24 +43,45 @@ def tilt_angles(matrix: ArrayLike) -> tuple[float, float, float]:
     NaNs; with no tilt (``tilt`` ~ 0) the axes are undefined and NaN.
     """
     m = np.asarray(matrix, dtype=np.float64)
-    if m.shape != (2, 2) or not np.all(np.isfinite(m)) or np.linalg.det(m) <= 0:
+    if m.shape != (2, 2):
         return (np.nan, np.nan, np.nan)
-    s = np.linalg.svd(m, compute_uv=False)
-    m = m / s[0]
-    c = float(np.clip(s[1] / s[0], 0.0, 1.0))
-    tilt = float(np.degrees(np.arccos(c)))
-    if tilt < 1e-3:
-        return (tilt, np.nan, np.nan)
-    w, v = np.linalg.eigh(m.T @ m)
-    vec = v[:, int(np.argmin(w))]
-    axis_u = float(np.degrees(np.arctan2(-vec[1], vec[0])))
+    tilt, axis_u, axis_t = tilt_angles_batch(m[None])[0]
+    return (float(tilt), float(axis_u), float(axis_t))
+
+
+def tilt_angles_batch(matrices: ArrayLike) -> NDArray[np.float64]:
+    """:func:`tilt_angles` of a ``(B, 2, 2)`` stack at once: ``(B, 3)`` degrees (NaN where
+    :func:`tilt_angles` gives NaN)."""
+    m = np.asarray(matrices, dtype=np.float64).reshape(-1, 2, 2)
+    out = np.full((len(m), 3), np.nan)
+    finite = np.isfinite(m).all(axis=(1, 2))
+    good = np.zeros(len(m), dtype=bool)
+    good[finite] = np.linalg.det(m[finite]) > 0
+    if not good.any():
+        return out
+    g = m[good]
+    sv = np.linalg.svd(g, compute_uv=False)
+    g = g / sv[:, 0, None, None]
+    c = np.clip(sv[:, 1] / sv[:, 0], 0.0, 1.0)
+    tilt = np.degrees(np.arccos(c))
+    w, v = np.linalg.eigh(np.swapaxes(g, 1, 2) @ g)
+    vec = v[np.arange(len(g)), :, np.argmin(w, axis=1)]
+    axis_u = np.degrees(np.arctan2(-vec[:, 1], vec[:, 0]))
     axis_u = (axis_u + 90.0) % 180.0 - 90.0
-    if axis_u == -90.0:
-        axis_u = 90.0
-    rot_t = m @ rotation(axis_u).T @ np.diag([1.0 / c, 1.0])
-    # rot_t = R(-a_t): its (1, 0) entry is sin(-a_t), its (0, 0) entry cos(-a_t).
-    axis_t = float(-np.degrees(np.arctan2(rot_t[1, 0], rot_t[0, 0])))
-    return (tilt, axis_u, axis_t)
+    axis_u[axis_u == -90.0] = 90.0
+    # rot_t = g @ R(axis_u).T @ diag(1/c, 1) = R(-a_t): its (1, 0) entry is sin(-a_t), its
+    # (0, 0) entry cos(-a_t).
+    a = np.deg2rad(axis_u)
+    ca, sa = np.cos(a), np.sin(a)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r00 = (g[:, 0, 0] * ca - g[:, 0, 1] * sa) / c
+        r10 = (g[:, 1, 0] * ca - g[:, 1, 1] * sa) / c
+    axis_t = -np.degrees(np.arctan2(r10, r00))
+    flat = tilt < 1e-3  # no tilt: the axes are undefined
+    axis_u[flat] = np.nan
+    axis_t[flat] = np.nan
+    out[good] = np.column_stack([tilt, axis_u, axis_t])
+    return out
 
 
 def fit_affine(src: ArrayLike, dst: ArrayLike) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
@@ -276,20 +297,21 @@ def _lmeds_then_refit(s: NDArray[np.float64], d: NDArray[np.float64],
     # Only solvable sets compete; among equals the first wins (NaN first, as argmin does).
     score_ok = np.where(ok, score, np.inf)
     best_k = np.argmin(score_ok, axis=1) if len(sets) else np.zeros(b, np.int64)
-    fits = []
+    matrix = np.empty((b, 2, 2))
+    offset = np.empty((b, 2))
+    best = np.empty(b)
     for i in range(b):
         if not ok[i].any():
-            matrix, offset = fit_affine(s[i], d[i])
-            best = np.inf
+            matrix[i], offset[i] = fit_affine(s[i], d[i])
+            best[i] = np.inf
         else:
             k = int(best_k[i])
             if score_ok[i, k] == np.inf:  # every solvable set has an infinite score
                 k = int(np.argmax(ok[i]))
-            best = float(score[i, k])
-            sol = sols[i, k]
-            matrix, offset = sol[:2, :].T.copy(), sol[2, :].copy()
-        fits.append(_refit(s[i], d[i], matrix, offset, best, h, min_sigma))
-    return fits
+            best[i] = score[i, k]
+            matrix[i] = sols[i, k, :2, :].T
+            offset[i] = sols[i, k, 2, :]
+    return _refit(s, d, matrix, offset, best, h, min_sigma)
 
 
 def _lmeds_sigma(best: float, n: int, h: int) -> float:
@@ -306,20 +328,44 @@ def _lmeds_sigma(best: float, n: int, h: int) -> float:
     return (1.0 + 5.0 / max(n - 3, 1)) * math.sqrt(best / (-2.0 * math.log1p(-q)))
 
 
+def _residuals(s: NDArray[np.float64], d: NDArray[np.float64], matrix: NDArray[np.float64],
+               offset: NDArray[np.float64]) -> NDArray[np.float64]:
+    """:func:`residuals` of ``(B, n, 2)`` point sets under ``(B, 2, 2)``, ``(B, 2)`` maps, each
+    set on its own (the same numbers whatever the batch)."""
+    px = s[..., 0] * matrix[:, 0, 0, None] + s[..., 1] * matrix[:, 0, 1, None] + offset[:, 0, None]
+    py = s[..., 0] * matrix[:, 1, 0, None] + s[..., 1] * matrix[:, 1, 1, None] + offset[:, 1, None]
+    out: NDArray[np.float64] = np.hypot(d[..., 0] - px, d[..., 1] - py)
+    return out
+
+
+def _fit_affine_where(s: NDArray[np.float64], d: NDArray[np.float64], use: NDArray[np.bool_]
+                      ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """:func:`fit_affine` of each of ``B`` point sets on its points where ``use`` (``(B, n)``).
+
+    A point not used is a zero row of the design and of the target: it adds nothing to the
+    squared error, so the minimum-norm least-squares solution (one pseudo-inverse per set) is
+    that of the used points alone.
+    """
+    w = use[..., None].astype(np.float64)
+    design = np.concatenate([s, np.ones(s.shape[:2] + (1,))], axis=2) * w
+    sol = np.linalg.pinv(design) @ (d * w)               # (B, 3, 2)
+    return np.swapaxes(sol[:, :2, :], 1, 2).copy(), sol[:, 2, :].copy()
+
+
 def _refit(s: NDArray[np.float64], d: NDArray[np.float64], matrix: NDArray[np.float64],
-           offset: NDArray[np.float64], best: float, h: int, min_sigma: float) -> AffineFit:
-    """Least squares on the inliers of the least-median map, twice."""
-    n = len(s)
-    sigma = max(_lmeds_sigma(best, n, h), min_sigma)
-    inliers = np.ones(n, dtype=bool)
+           offset: NDArray[np.float64], best: NDArray[np.float64], h: int, min_sigma: float
+           ) -> list[AffineFit]:
+    """Least squares on the inliers of the least-median maps, twice; all sets at once."""
+    b, n = s.shape[:2]
+    sigma = np.maximum([_lmeds_sigma(float(v), n, h) for v in best], min_sigma)
+    inliers = np.ones((b, n), dtype=bool)
     for _ in range(2):
-        r = residuals(s, d, matrix, offset)
-        inliers = r <= 2.5 * sigma * np.sqrt(2.0)
-        if inliers.sum() < 3:
-            inliers = np.ones(n, dtype=bool)
-        matrix, offset = fit_affine(s[inliers], d[inliers])
-        r_in = residuals(s[inliers], d[inliers], matrix, offset)
-        sigma = max(float(np.sqrt((r_in ** 2).sum() / max(2 * (inliers.sum() - 3), 1))),
-                    min_sigma)
-    r = residuals(s, d, matrix, offset)
-    return AffineFit(matrix, offset, r, inliers, sigma)
+        r = _residuals(s, d, matrix, offset)
+        inliers = r <= (2.5 * np.sqrt(2.0)) * sigma[:, None]
+        inliers[inliers.sum(axis=1) < 3] = True
+        matrix, offset = _fit_affine_where(s, d, inliers)
+        r_in = np.where(inliers, _residuals(s, d, matrix, offset), 0.0)
+        dof = np.maximum(2 * (inliers.sum(axis=1) - 3), 1)
+        sigma = np.maximum(np.sqrt((r_in ** 2).sum(axis=1) / dof), min_sigma)
+    r = _residuals(s, d, matrix, offset)
+    return [AffineFit(matrix[i], offset[i], r[i], inliers[i], float(sigma[i])) for i in range(b)]

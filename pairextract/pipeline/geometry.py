@@ -35,7 +35,12 @@ import pandas as pd
 
 from pairextract.errors import ParameterError
 from pairextract.model import TiltPairInputs
-from pairextract.ops.geometry import AffineFit, outlier_factor, robust_affine_batch
+from pairextract.ops.geometry import (
+    AffineFit,
+    outlier_factor,
+    robust_affine_batch,
+    tilt_angles_batch,
+)
 
 MIN_PAIRS = 4
 MIN_THRESHOLD = 5.0
@@ -95,6 +100,10 @@ def check_geometry(
     empty = np.empty(0, dtype=np.int64)
     fit_rows = [_good_rows(groups.get(i, empty), good_all) for i in mic_pair_ids]
     fits = _fits_by_size(fit_rows, all_src, all_dst, seed)
+    fitted_keys = sorted(fits)
+    angles = dict(zip(fitted_keys, tilt_angles_batch(
+        np.stack([fits[k].matrix for k in fitted_keys]) if fits else np.empty((0, 2, 2)))
+        .tolist(), strict=True))
     for k, mic_pair_id in enumerate(mic_pair_ids):
         idx = fit_rows[k]
         rec: dict[str, Any] = {"mic_pair_id": int(mic_pair_id), "n_fitted": len(idx),
@@ -107,7 +116,7 @@ def check_geometry(
                      else max(MIN_THRESHOLD, outlier_factor(fit.dof, SIGMA_FACTOR) * fit.sigma))
             residual[idx] = fit.residuals
             flagged[idx] = fit.residuals > limit
-            tilt, axis_u, axis_t = fit.angles
+            tilt, axis_u, axis_t = angles[k]
             rec.update(fitted_tilt_angle=tilt, fitted_axis_angle_u=axis_u,
                        fitted_axis_angle_t=axis_t, residual_sigma=fit.sigma,
                        residual_threshold=limit if math.isfinite(limit) else np.nan,
