@@ -317,6 +317,57 @@ def test_sink_gets_the_same_rows_as_the_whole_stack(case):
     np.testing.assert_array_equal(streamed.local_average, whole.local_average)
 
 
+@pytest.mark.parametrize("case", ["dust", "outside", "fill_borders", "flip", "tilt_flip",
+                                  "downsample"])
+def test_put_gets_each_box_once_and_reads_the_rows_top_to_bottom(case):
+    # What a task gives its shard writer: every box bit for bit as the whole stack has it,
+    # each once, skipped ones never (they stay zeros in the file); without downsampling or
+    # flip the boxes are cut top row first and each row of the micrograph is released once,
+    # in order, after its last box.
+    img = dusty_micrograph()
+    coords = np.tile(np.concatenate([BORDER_CENTRES, CENTRES[::-1]]), (12, 1))
+    ctf = None
+    kw: dict = {"invert": True, "normalize": "Ramp"}
+    if case == "fill_borders":
+        kw["fill_borders"] = True
+    if case == "outside":
+        kw["dust_removal"] = False
+    if case == "downsample":
+        kw["downsample"] = 1.5
+    if case in ("flip", "tilt_flip"):
+        kw["phase_flip"] = True
+        tilt = 30.0 if case == "tilt_flip" else None
+        ctf = CTF(15000.0, 13000.0, 30.0, 300.0, 2.7, 0.1, specimen_tilt=tilt,
+                  specimen_tilt_axis=None if tilt is None else 80.0)
+    if case == "tilt_flip":
+        kw["tilt_defocus"] = "ctf"
+    params = ExtractionParams(BOX, **kw)
+    whole = extract_micrograph(img, coords, params, ctf=ctf, pixel_size=1.0)
+    got = np.zeros_like(whole.stack)
+    given = np.zeros(len(coords), dtype=int)
+    seen: list[tuple[int, int]] = []
+
+    def put(rows, boxes):
+        given[rows] += 1
+        got[rows] = boxes
+
+    res = extract_micrograph(img, coords, params, ctf=ctf, pixel_size=1.0, put=put,
+                             release=lambda r0, r1: seen.append((r0, r1)))
+    assert res.stack.shape == (0, BOX, BOX)
+    np.testing.assert_array_equal(got, whole.stack)
+    np.testing.assert_array_equal(res.local_average, whole.local_average)
+    ok = whole.status == "ok"
+    assert (given[ok] == 1).all() and ((given[~ok] == 0).all() or case == "tilt_flip")
+    if case in ("dust", "outside", "fill_borders"):
+        # the cut's releases: the last scan's, in order, each row once, down to the bottom
+        cut = seen[len(seen) - next(i for i, (a, _) in enumerate(reversed(seen)) if a == 0) - 1:]
+        assert [a for a, _ in cut[1:]] == [b for _, b in cut[:-1]]
+        assert cut[-1][1] == img.shape[0]
+    with pytest.raises(ValueError, match="not both"):
+        extract_micrograph(img, coords, params, ctf=ctf, pixel_size=1.0, put=put,
+                           sink=lambda b: None)
+
+
 @pytest.mark.parametrize("normalize", ["Ramp", "NewXmipp", "OldXmipp", None])
 @pytest.mark.parametrize("streamed", [False, True])
 def test_boxes_are_those_of_the_previous_kernels(normalize, streamed):

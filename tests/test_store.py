@@ -345,9 +345,9 @@ def test_shard_writer_splits_rows_over_shards_and_checks_them(tmp_path):  # type
                         pair_ids=np.arange(n), coords=np.zeros((n, 2)), pixel_size=None,
                         coord_pixel_size=None, ctf=None, slot_start=0, digest="d")
     stack = np.arange(n * box * box, dtype=np.float32).reshape(n, box, box)
-    with shard_writer(tmp_path, job, shard, "float32") as write:
+    with shard_writer(tmp_path, job, shard, "float32", box) as writer:
         for a, b in ((0, 3), (3, 9), (9, 10)):
-            write(stack[a:b])
+            writer.write(stack[a:b])
     arr = zarr.create_array(str(tmp_path / "z"), shape=(n, box, box), dtype="float32",
                             chunks=(1, box, box), shards=(shard, box, box), compressors=None)
     for k in range(3):
@@ -357,9 +357,45 @@ def test_shard_writer_splits_rows_over_shards_and_checks_them(tmp_path):  # type
     np.testing.assert_array_equal(arr[:], stack)
 
     with pytest.raises(ValueError, match="never written"):
-        with shard_writer(tmp_path / "short", job, shard, "float32") as write:
-            write(stack[:6])
+        with shard_writer(tmp_path / "short", job, shard, "float32", box) as writer:
+            writer.write(stack[:6])
     assert not [p for p in (tmp_path / "short").rglob("*") if p.is_file() and ".tmp" in p.name]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_shard_writer_puts_rows_in_any_order_and_leaves_zeros(tmp_path, dtype):  # type: ignore[no-untyped-def]
+    # Boxes come top row first, not in slot order: each lands in its place, in whichever of
+    # the job's shards holds it; rows never given read as zeros; the files have the size and
+    # index a writer in order gives (shards_ok, zarr).
+    import zarr
+
+    from pairextract.pipeline.plan import MicrographJob
+    from pairextract.pipeline.store import shard_path, shard_writer, shards_ok
+
+    box, shard, n = 4, 4, 10
+    job = MicrographJob(view="tilted", mic_pair_id=1, micrograph="m.mrc",
+                        pair_ids=np.arange(n), coords=np.zeros((n, 2)), pixel_size=None,
+                        coord_pixel_size=None, ctf=None, slot_start=0, digest="e")
+    stack = np.arange(n * box * box, dtype=np.float32).reshape(n, box, box) + 1
+    rows = np.random.default_rng(2).permutation(n)
+    skipped = rows[:3]
+    with shard_writer(tmp_path, job, shard, dtype, box) as writer:
+        for part in np.array_split(rows[3:], 3):
+            writer.put(part, stack[part])
+    assert shards_ok(tmp_path, job, shard, box, np.dtype(dtype).itemsize)
+    arr = zarr.create_array(str(tmp_path / "z"), shape=(n, box, box), dtype=dtype,
+                            chunks=(1, box, box), shards=(shard, box, box), compressors=None)
+    for k in range(3):
+        target = tmp_path / "z" / "c" / str(k) / "0" / "0"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(shard_path(tmp_path, "tilted", k).read_bytes())
+    want = stack.astype(dtype)
+    want[skipped] = 0
+    np.testing.assert_array_equal(arr[:], want)
+    with pytest.raises(ValueError, match="outside"):
+        with shard_writer(tmp_path / "bad", job, shard, dtype, box) as writer:
+            writer.put(np.array([n]), stack[:1])
+    assert not [p for p in (tmp_path / "bad").rglob("*") if p.is_file()]
 
 
 @pytest.mark.parametrize("dtype, fill", [("float32", 0), ("float16", 0)])

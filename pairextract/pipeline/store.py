@@ -31,10 +31,10 @@ import socket
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -255,93 +255,115 @@ def _job_shards(job: MicrographJob, shard: int) -> Iterator[tuple[int, int, int]
 
 
 class ShardWriter:
-    """Writes a job's particles, in row order and in blocks, as whole shard files.
+    """Writes a job's particles as whole shard files, rows in any order.
 
     The job owns its shards (its slots start on a shard boundary), so no other writer ever
     touches them, and each shard on disk is always complete: it is written to a temporary
     file and renamed once its rows, index and checksum are all there. The layout is zarr v3's
-    ``sharding_indexed`` codec: inner chunks of one particle, back to back, then the index
-    of (offset, length) pairs and its CRC32C.
+    ``sharding_indexed`` codec: inner chunks of one particle, back to back in row order, then
+    the index of (offset, length) pairs and its CRC32C. Each row goes to its own place in the
+    file (``put``), so rows may come in any order; a row never given reads as zeros (a hole
+    in the file). ``write`` appends rows in order and, on closing, insists on all of them.
     """
 
-    def __init__(self, out: Path, job: MicrographJob, shard: int, dtype: str) -> None:
+    def __init__(self, out: Path, job: MicrographJob, shard: int, dtype: str,
+                 box: int) -> None:
         self.out, self.job, self.shard = out, job, shard
         self.item = np.dtype(dtype).newbyteorder("<")
-        self.todo = list(_job_shards(job, shard))
-        self.file: BinaryIO | None = None
-        self.tmp: Path | None = None
-        self.left = 0  # rows still to write to the open shard
-        self.nbytes = 0
+        self.nbytes = box * box * self.item.itemsize
+        self.shards = list(_job_shards(job, shard))
+        self.open: dict[int, tuple[int, Path]] = {}  # position in shards -> (fd, temporary)
+        self.appended = 0  # rows given to ``write``, which must be all of them
+        self.finished = False
 
-    def _open(self, box: int) -> None:
-        index, _, rows = self.todo[0]
-        path = shard_path(self.out, self.job.view, index)
-        self.tmp = _tmp(path)
+    def _fd(self, pos: int) -> int:
+        held = self.open.get(pos)
+        if held is not None:
+            return held[0]
+        path = shard_path(self.out, self.job.view, self.shards[pos][0])
+        tmp = _tmp(path)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
         try:
-            self.file = open(self.tmp, "wb")
+            fd = os.open(tmp, flags, 0o666)
         except FileNotFoundError:  # the array's folder (made with its zarr.json) is gone
             path.parent.mkdir(parents=True, exist_ok=True)
-            self.file = open(self.tmp, "wb")
-        self.left = rows
-        self.nbytes = box * box * self.item.itemsize
+            fd = os.open(tmp, flags, 0o666)
+        self.open[pos] = (fd, tmp)
+        return fd
 
-    def _finish(self) -> None:
-        import google_crc32c
+    @staticmethod
+    def _pwrite(fd: int, data: memoryview, offset: int) -> None:
+        while data:
+            done = os.pwrite(fd, data, offset)
+            data, offset = data[done:], offset + done
 
-        assert self.file is not None and self.tmp is not None
-        index, _, rows = self.todo.pop(0)
-        table = np.full((self.shard, 2), _EMPTY, dtype="<u8")
-        table[:rows, 0] = np.arange(rows, dtype=np.uint64) * np.uint64(self.nbytes)
-        table[:rows, 1] = self.nbytes
-        index_bytes = table.tobytes()
-        self.file.write(index_bytes)
-        self.file.write(np.uint32(google_crc32c.value(index_bytes)).astype("<u4").tobytes())
-        self.file.close()
-        self.file = None
-        os.replace(self.tmp, shard_path(self.out, self.job.view, index))
-        self.tmp = None
+    def put(self, rows: np.ndarray, block: np.ndarray) -> None:
+        """Rows ``rows`` (job rows, ``(k,)``) of the stack are ``block`` ``(k, B, B)`` (cast to
+        the store's dtype as they are written); runs of consecutive rows go in one write."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if len(rows) != len(block):
+            raise ValueError(f"{len(rows)} rows for a block of {len(block)}")
+        if len(rows) and (rows.min() < 0 or rows.max() >= self.job.n):
+            raise ValueError(f"rows outside the {self.job.n} of {self.job.name}")
+        data = np.ascontiguousarray(block, dtype=self.item)
+        # runs of consecutive rows within one shard
+        cut = np.flatnonzero((np.diff(rows) != 1) | (np.diff(rows // self.shard) != 0)) + 1
+        for a, b in zip(np.r_[0, cut].tolist(), np.r_[cut, len(rows)].tolist(), strict=True):
+            if a == b:
+                continue
+            first = int(rows[a])
+            pos = first // self.shard
+            self._pwrite(self._fd(pos), data[a:b].data.cast("B"),
+                         (first - self.shards[pos][1]) * self.nbytes)
 
     def write(self, block: np.ndarray) -> None:
         """Append the next rows ``(k, B, B)`` (cast to the store's dtype as they are written)."""
-        k = 0
-        while k < len(block):
-            if self.file is None:
-                if not self.todo:
-                    raise ValueError(f"more rows than the {self.job.n} of {self.job.name}")
-                self._open(int(block.shape[-1]))
-            assert self.file is not None
-            take = min(self.left, len(block) - k)
-            self.file.write(np.ascontiguousarray(block[k:k + take], dtype=self.item).data)
-            self.left -= take
-            k += take
-            if self.left == 0:
-                self._finish()
+        if self.appended + len(block) > self.job.n:
+            raise ValueError(f"more rows than the {self.job.n} of {self.job.name}")
+        self.put(np.arange(self.appended, self.appended + len(block)), block)
+        self.appended += len(block)
+
+    def finish(self) -> None:
+        """Write every shard's index and checksum and move the shards into place."""
+        import google_crc32c
+
+        if self.appended and self.appended != self.job.n:
+            raise ValueError(f"{self.job.name}: {self.job.n - self.appended} rows were never "
+                             "written")
+        for pos, (index, _, rows) in enumerate(self.shards):
+            fd = self._fd(pos)
+            table = np.full((self.shard, 2), _EMPTY, dtype="<u8")
+            table[:rows, 0] = np.arange(rows, dtype=np.uint64) * np.uint64(self.nbytes)
+            table[:rows, 1] = self.nbytes
+            index_bytes = table.tobytes()
+            tail = index_bytes + np.uint32(google_crc32c.value(index_bytes)).astype(
+                "<u4").tobytes()
+            # the tail's write also gives the file its size: rows never written are holes
+            self._pwrite(fd, memoryview(tail), rows * self.nbytes)
+            tmp = self.open.pop(pos)[1]
+            os.close(fd)
+            os.replace(tmp, shard_path(self.out, self.job.view, index))
+        self.finished = True
 
     def close(self) -> None:
-        """Check that every row was written; drop a shard left half written."""
-        if self.file is not None:
-            self.file.close()
-            self.file = None
-        if self.tmp is not None:
-            self.tmp.unlink(missing_ok=True)
-            self.tmp = None
-        if self.todo:
-            raise ValueError(f"{self.job.name}: {sum(r for _, _, r in self.todo)} rows were "
-                             "never written")
+        """Drop what was not finished (the temporary files of a failed job)."""
+        for fd, tmp in self.open.values():
+            os.close(fd)
+            tmp.unlink(missing_ok=True)
+        self.open = {}
 
 
 @contextmanager
-def shard_writer(out: Path, job: MicrographJob, shard: int, dtype: str
-                 ) -> Iterator[Callable[[np.ndarray], None]]:
-    """A :class:`ShardWriter`'s ``write``; on leaving, every row must have been written."""
-    writer = ShardWriter(out, job, shard, dtype)
+def shard_writer(out: Path, job: MicrographJob, shard: int, dtype: str, box: int
+                 ) -> Iterator[ShardWriter]:
+    """A :class:`ShardWriter`; on leaving without an error its shards are finished (and with
+    ``write``, every row must have been written), with one their temporary files removed."""
+    writer = ShardWriter(out, job, shard, dtype, box)
     try:
-        yield writer.write
-    except BaseException:
-        writer.todo = []  # failed: just remove the unfinished shard
+        yield writer
+        writer.finish()
+    finally:
         writer.close()
-        raise
-    writer.close()
 
 
 def shards_ok(out: Path, job: MicrographJob, shard: int, box: int, itemsize: int) -> bool:

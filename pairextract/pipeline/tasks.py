@@ -188,13 +188,14 @@ def run_job(info: MicrographInfo, job: MicrographJob, out: str, params: Extracti
         image = image.astype(np.float32)
         release = None
     try:
-        # The boxes go to the shard file as they are finished: the stack is never whole.
-        with shard_writer(Path(out), job, shard, dtype) as write:
+        # The boxes go to their places in the shard file as they are finished (top row
+        # first): the stack is never whole.
+        with shard_writer(Path(out), job, shard, dtype, params.box_size) as writer:
             try:
                 res = extract_micrograph(image, job.coords, params, ctf=job.ctf,
                                          pixel_size=job.pixel_size,
                                          coord_pixel_size=job.coord_pixel_size,
-                                         consume_image=True, sink=write, release=release)
+                                         consume_image=True, put=writer.put, release=release)
             except NonFinitePixels as exc:
                 raise MicrographError(f"{job.view} micrograph {job.micrograph} has {exc.count} "
                                       "NaN or infinite pixels", job.micrograph, job.view) from None
