@@ -287,17 +287,16 @@ def test_dust_threshold_as_xmipp_parses_it():
     assert res.stack[0][10, 10] == pytest.approx(np.median(window), abs=1e-6)
 
 
-@pytest.mark.parametrize("case", ["outside", "fill_borders", "flip", "tilt_flip"])
-def test_sink_gets_the_same_rows_as_the_whole_stack(case):
-    # The task streams boxes to its shard file; the rows must be those of the whole stack,
-    # skipped ones (zeros) included, in order.
-    img = synthetic_micrograph()
-    # more boxes than one chunk of the normalization (128 of 64^2), some outside
-    coords = np.tile(np.concatenate([CENTRES, [[5, 5], [398, 200]], CENTRES[::-1]]), (20, 1))
+def _case_params(case: str) -> tuple[ExtractionParams, CTF | None]:
+    """Options of the streaming tests' cases (invert and Ramp in all of them)."""
     ctf = None
     kw: dict = {"invert": True, "normalize": "Ramp"}
     if case == "fill_borders":
         kw["fill_borders"] = True
+    if case == "outside":
+        kw["dust_removal"] = False
+    if case == "downsample":
+        kw["downsample"] = 1.5
     if case in ("flip", "tilt_flip"):
         kw["phase_flip"] = True
         tilt = 30.0 if case == "tilt_flip" else None
@@ -305,7 +304,18 @@ def test_sink_gets_the_same_rows_as_the_whole_stack(case):
                   specimen_tilt_axis=None if tilt is None else 80.0)
     if case == "tilt_flip":
         kw["tilt_defocus"] = "ctf"
-    params = ExtractionParams(BOX, **kw)
+    return ExtractionParams(BOX, **kw), ctf
+
+
+@pytest.mark.parametrize("case", ["outside", "fill_borders", "flip", "tilt_flip"])
+def test_sink_gets_the_same_rows_as_the_whole_stack(case):
+    # The task streams boxes to its shard file; the rows must be those of the whole stack,
+    # skipped ones (zeros) included, in order.
+    img = synthetic_micrograph()
+    # more boxes than one chunk of the normalization (128 of 64^2), some outside
+    coords = np.tile(np.concatenate([CENTRES, [[5, 5], [398, 200]], CENTRES[::-1]]), (20, 1))
+    # "outside": dust removal on, as before (only the put test's "outside" turns it off)
+    params, ctf = _case_params(case if case != "outside" else "dust")
     whole = extract_micrograph(img, coords, params, ctf=ctf, pixel_size=1.0)
     blocks: list[np.ndarray] = []
     streamed = extract_micrograph(img, coords, params, ctf=ctf, pixel_size=1.0,
@@ -326,22 +336,7 @@ def test_put_gets_each_box_once_and_reads_the_rows_top_to_bottom(case):
     # in order, after its last box.
     img = dusty_micrograph()
     coords = np.tile(np.concatenate([BORDER_CENTRES, CENTRES[::-1]]), (12, 1))
-    ctf = None
-    kw: dict = {"invert": True, "normalize": "Ramp"}
-    if case == "fill_borders":
-        kw["fill_borders"] = True
-    if case == "outside":
-        kw["dust_removal"] = False
-    if case == "downsample":
-        kw["downsample"] = 1.5
-    if case in ("flip", "tilt_flip"):
-        kw["phase_flip"] = True
-        tilt = 30.0 if case == "tilt_flip" else None
-        ctf = CTF(15000.0, 13000.0, 30.0, 300.0, 2.7, 0.1, specimen_tilt=tilt,
-                  specimen_tilt_axis=None if tilt is None else 80.0)
-    if case == "tilt_flip":
-        kw["tilt_defocus"] = "ctf"
-    params = ExtractionParams(BOX, **kw)
+    params, ctf = _case_params(case)
     whole = extract_micrograph(img, coords, params, ctf=ctf, pixel_size=1.0)
     got = np.zeros_like(whole.stack)
     given = np.zeros(len(coords), dtype=int)
