@@ -274,7 +274,6 @@ class ShardWriter:
         self.shards = list(_job_shards(job, shard))
         self.open: dict[int, tuple[int, Path]] = {}  # position in shards -> (fd, temporary)
         self.appended = 0  # rows given to ``write``, which must be all of them
-        self.finished = False
 
     def _fd(self, pos: int) -> int:
         held = self.open.get(pos)
@@ -343,7 +342,6 @@ class ShardWriter:
             tmp = self.open.pop(pos)[1]
             os.close(fd)
             os.replace(tmp, shard_path(self.out, self.job.view, index))
-        self.finished = True
 
     def close(self) -> None:
         """Drop what was not finished (the temporary files of a failed job)."""
