@@ -215,10 +215,10 @@ def extract_micrograph(image: ArrayLike, coords: ArrayLike, params: ExtractionPa
         again, from the page cache, if touched); only while ``image`` is unchanged.
     put
         Like ``sink``, but receives ``(rows, boxes)``: the stack rows of the boxes, in any
-        order, and never the rows of skipped boxes (they are zeros). The boxes are then cut in
-        the order of their top rows, so that the micrograph's rows are read (and released)
-        once, top to bottom, instead of once per box that overlaps them. Each box is exactly
-        what ``sink`` would get.
+        order; rows of skipped boxes may never come (they are zeros). Each box is exactly what
+        ``sink`` would get. When the boxes are cut from ``image`` itself with ``release``
+        given, they are cut in the order of their top rows, so that the micrograph's rows are
+        read (and released) once, top to bottom, instead of once per box that overlaps them.
 
     Returns
     -------
