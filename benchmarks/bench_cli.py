@@ -92,7 +92,7 @@ def make_ctf(folder: Path) -> Path:
     """Write (once) a RELION micrographs STAR with one CTF per micrograph (for --phase-flip)."""
     path = folder / "ctf.star"
     if not path.exists():
-        from pairextract.ctf import CTF
+        from pairextract.core.ctf import CTF
         from pairextract.io.relion import write_relion_ctf
 
         mics = sorted(str(p) for p in (folder / "mics").glob("*.mrc"))

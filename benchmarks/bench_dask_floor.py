@@ -39,8 +39,8 @@ def main() -> None:
     parser.add_argument("--gather", action="store_true", help="gather every (None) result")
     args = parser.parse_args()
 
-    from pairextract.pipeline.cluster import open_client
     from pairextract.pipeline.run import _done_batches
+    from pairextract.runtime.cluster import open_client
 
     with open_client("local", workers=args.workers) as client:
         client.wait_for_workers(args.workers, timeout=60)

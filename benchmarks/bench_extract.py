@@ -77,9 +77,10 @@ def main() -> None:
 
     from distributed import Client, LocalCluster
 
-    from pairextract import ExtractionParams, synth
+    from pairextract import ExtractionParams
     from pairextract.api import extract_pairs
     from pairextract.io import read_pairs
+    from pairextract.testing import synth
 
     root = args.keep or Path(tempfile.mkdtemp(prefix="pe-bench-"))
     data_dir = root / f"data-{args.pairs}x{args.size}-{args.particles}"

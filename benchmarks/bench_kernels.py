@@ -23,13 +23,13 @@ from pathlib import Path
 
 import numpy as np
 
-from pairextract.extract import extract_micrograph
+from pairextract.core.params import ExtractionParams
 from pairextract.io.mrc import micrograph_info, write_mrc
 from pairextract.ops.contrast import invert_contrast
 from pairextract.ops.dust import remove_dust
 from pairextract.ops.normalize import normalize_stack
-from pairextract.params import ExtractionParams
-from pairextract.synth import make_dataset
+from pairextract.ops.protocol import extract_micrograph
+from pairextract.testing.synth import make_dataset
 
 
 def best_of(repeat: int, setup: Callable[[], object], run: Callable[[object], object]) -> float:

@@ -38,11 +38,11 @@ def main() -> None:
 
     import numpy as np
 
+    from pairextract.core.params import ExtractionParams
     from pairextract.io.micrograph import micrograph_info
-    from pairextract.params import ExtractionParams
     from pairextract.pipeline.plan import MicrographJob
-    from pairextract.pipeline.store import new_run
     from pairextract.pipeline.tasks import run_job
+    from pairextract.store._format import new_run
 
     folder = bench_cli.make_workload(args.workload, args.data)
     _, size, per_mic, box, radius = bench_cli.WORKLOADS[args.workload]

@@ -39,15 +39,20 @@ _VOLATILE_TEXT = [
 
 
 _MARK = ".record_outputs"
+_BAR = re.compile(r"^\[[#.]*\] (\d+)/(\d+) ")
 
 
 def _mask(text: str, work: Path) -> str:
     text = text.replace(str(work), "<W>")
     for pattern, repl in _VOLATILE_TEXT:
         text = pattern.sub(repl, text)
-    # progress bars redraw; keep their last state only
-    return "\n".join(line for line in text.splitlines() if "[" not in line or "]" not in line
-                     or "%" not in line)
+    return _final_bars(text)
+
+
+def _final_bars(text: str) -> str:
+    """Progress bars redraw at times that vary: keep their final state only."""
+    return "\n".join(line for line in text.splitlines()
+                     if not (m := _BAR.match(line)) or m.group(1) == m.group(2))
 
 
 def _hashes(folder: Path) -> dict[str, str]:
@@ -195,7 +200,7 @@ def compare(a_path: Path, b_path: Path) -> int:
             continue
         sa, sb = a[name], b[name]
         for key in ("rc", "stdout", "stderr"):
-            if sa[key] != sb[key]:
+            if _final_bars(str(sa[key])) != _final_bars(str(sb[key])):
                 problems.append(f"{name}: {key} differs:\n--- before\n{sa[key]}\n--- after\n"
                                 f"{sb[key]}")
         volatile = set(sa["volatile"]) | set(sb["volatile"])

@@ -14,14 +14,15 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 import pandas as pd
 
-from pairextract.errors import MICROGRAPH, InputError, kind_of
+from pairextract.core.inputs import TiltPairInputs
+from pairextract.core.params import ExtractionParams
+from pairextract.errors import MICROGRAPH, DamagedOutputError, InputError, kind_of
 from pairextract.io import read_pairs
 from pairextract.io.reader import PATH_OPTIONS
 from pairextract.io.shifts import Shifts, read_shifts
-from pairextract.model import TiltPairInputs
-from pairextract.params import ExtractionParams
-from pairextract.pipeline import store
-from pairextract.pipeline.run import ExtractionResult, format_summary, run_extraction
+from pairextract.pipeline.result import ExtractionResult, format_summary
+from pairextract.pipeline.run import run_extraction
+from pairextract.store import _format as store
 
 if TYPE_CHECKING:  # imported where used: extracting needs neither
     import dask.array as da
@@ -55,7 +56,7 @@ def extract_pairs(
     Parameters
     ----------
     inputs
-        A :class:`~pairextract.model.TiltPairInputs` or any input path that
+        A :class:`~pairextract.core.inputs.TiltPairInputs` or any input path that
         :func:`pairextract.read_pairs` understands (``read_options`` are passed to it).
     out
         Output folder; an interrupted run into the same folder resumes.
@@ -68,7 +69,7 @@ def extract_pairs(
         checked; ``None`` starts a local cluster of ``workers`` for this call, the same way:
         threads of this process with ``local_threads``, else one process each; by default
         threads for a run of up to 64 micrographs without phase flip
-        (:func:`pairextract.pipeline.cluster.prefer_local_threads`).
+        (:func:`pairextract.runtime.cluster.prefer_local_threads`).
     dtype
         ``"float32"`` (default) or ``"float16"`` for the stored particles.
     residual_threshold, drop_flagged
@@ -120,16 +121,16 @@ def extract_pairs(
                                           geometry=geometry_first)
         geometry: Any = table
         if not geometry_first:
-            from pairextract.pipeline.geometry import check_geometry
+            from pairextract.prepare.geometry import check_geometry
 
             geometry = functools.partial(check_geometry, given, threshold=residual_threshold)
-        from pairextract.pipeline.tiltctf import with_specimen_tilts
+        from pairextract.prepare.tiltctf import with_specimen_tilts
 
         ready, tilt_warnings = with_specimen_tilts(given, params, table)
         warnings += tilt_warnings
         recentred = None
         if recenter is not None:
-            from pairextract.pipeline.recenter import recenter_inputs
+            from pairextract.prepare.recenter import recenter_inputs
 
             shifts = recenter if isinstance(recenter, Shifts) else read_shifts(recenter,
                                                                                recenter_pairs)
@@ -152,7 +153,7 @@ def extract_pairs(
         return run(client, prepare())
     start = client
     if start is None:
-        from pairextract.pipeline.cluster import open_client, prefer_local_threads
+        from pairextract.runtime.cluster import open_client, prefer_local_threads
 
         threads = (prefer_local_threads(2 * len(inputs.micrograph_pairs),
                                         phase_flip=params.phase_flip)
@@ -170,7 +171,7 @@ def extract_pairs(
 
 def _write_recenter(out: Path, table: pd.DataFrame | None) -> None:
     """``recenter.parquet`` of a re-centring run; a stale one (ours) goes when not re-centring."""
-    from pairextract.pipeline.recenter import RECENTER_NAME
+    from pairextract.prepare.recenter import RECENTER_NAME
 
     path = out / RECENTER_NAME
     if table is None:
@@ -218,7 +219,7 @@ def _preloaded_workers() -> Iterator[None]:
     # the same process would fail (KeyError 'comm').
     worker = dask.config.config.setdefault("distributed", {}).setdefault("worker", {})
     before = worker.get("preload", given)
-    worker["preload"] = [*given, "pairextract.pipeline._worker_start"]
+    worker["preload"] = [*given, "pairextract.runtime.worker_start"]
     try:
         yield
     finally:
@@ -240,8 +241,8 @@ def _check(inputs: TiltPairInputs, params: ExtractionParams,
     find (coordinates that are not numbers, duplicated pair ids, views with different counts,
     CTFs missing for phase flipping, unsafe names, ...) refuses the run when ``strict``.
     """
-    from pairextract.pipeline.checks import check_inputs
-    from pairextract.pipeline.geometry import check_geometry, check_threshold
+    from pairextract.prepare.checks import check_inputs
+    from pairextract.prepare.geometry import check_geometry, check_threshold
 
     check_threshold(residual_threshold)
     params.check_ctf(_has_ctf(inputs, "u"), _has_ctf(inputs, "t"))
@@ -306,10 +307,6 @@ def check_output(out: str | Path) -> list[str]:
     return store.check_output(_require_output(out))
 
 
-class DamagedOutputError(InputError):
-    """The output folder is damaged (see :func:`check_output`)."""
-
-
 def _require_whole(out: str | Path) -> Path:
     path = _require_output(out)
     problems = store.check_output(path)
@@ -329,7 +326,7 @@ def open_pairs(out: str | Path) -> xr.Dataset:
     ``x_t``, ``y_t`` (input pixels), ``xi_*``/``yi_*`` (pixels of the cut micrograph), the
     tilt angles, the geometry residual and the CTF values per view (per particle with the
     tilt-aware flip: ``defocus_offset_*``); after re-centring, ``shift_*`` and ``origin_*``
-    (``pairextract.pipeline.recenter``);
+    (``pairextract.prepare.recenter``);
     ``sampling_u``/``_t``, each pair's output pixel size (Å/px) in each view. Attrs:
     ``sampling_rate_untilted``, ``sampling_rate_tilted`` (NaN when unknown or mixed within
     the view), ``sampling_rate`` (the untilted one, as before), ``box_size``, ``params``,

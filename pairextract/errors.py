@@ -127,6 +127,34 @@ class ClusterError(EnvironmentFailure):
     exit_code: ClassVar[int] = EXIT_CLUSTER
 
 
+
+class ClusterConfigError(ClusterError, ValueError):
+    """A cluster choice or option that cannot work, or a scheduler that cannot be reached.
+
+    The message says which option, file or address, and what to do (CLI exit status 5).
+    """
+
+
+class StoreBusyError(OutputFolderError):
+    """Another run holds the output folder."""
+
+
+class StoreMismatchError(OutputFolderError):
+    """The output folder holds a run with other parameters."""
+
+
+class DamagedOutputError(InputError):
+    """The output folder is damaged (see :func:`pairextract.store.check_output`)."""
+
+
+class NonFinitePixels(ValueError):
+    """The micrograph has ``count`` NaN or infinite pixels."""
+
+    def __init__(self, count: int) -> None:
+        super().__init__(f"the micrograph contains {count} NaN or infinite pixel values")
+        self.count = count
+
+
 class Problem(str):
     """A check's message that carries its kind (and the micrograph it concerns).
 
@@ -189,7 +217,8 @@ def output_io_error(exc: OSError, what: str, path: str | os.PathLike[str] | None
 __all__ = [
     "ENVIRONMENT", "EXIT_CHECK_FAILED", "EXIT_CLUSTER", "EXIT_INTERNAL", "EXIT_INTERRUPTED",
     "EXIT_IO", "EXIT_OK", "EXIT_STRICT", "EXIT_USAGE", "MICROGRAPH", "RUN",
-    "ClusterError", "EnvironmentFailure", "InputError", "MicrographError", "OutputFolderError",
-    "OutputIOError", "ParameterError", "PairextractError", "Problem", "is_io_failure",
-    "kind_of", "output_io_error",
+    "ClusterConfigError", "ClusterError", "DamagedOutputError", "EnvironmentFailure",
+    "InputError", "MicrographError", "NonFinitePixels", "OutputFolderError", "OutputIOError",
+    "PairextractError", "ParameterError", "Problem", "StoreBusyError", "StoreMismatchError",
+    "is_io_failure", "kind_of", "output_io_error",
 ]

@@ -39,7 +39,7 @@ class Fault:
 
 def data(root: Path, name: str = "r1", **kw: Any) -> Any:
     """A small synthetic dataset (2 micrograph pairs of 256x256, 6 pairs each)."""
-    from pairextract import synth
+    from pairextract.testing import synth
 
     opts = {"n_mic_pairs": 2, "shape": (256, 256), "particles_per_pair": 6, "box": 32,
             "seed": 21}

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from pairextract.ctf import CTF
+from pairextract.core.ctf import CTF
 from pairextract.ops.normalize import background_mask
 
 

@@ -29,7 +29,7 @@ def client() -> Iterator[object]:
 @pytest.fixture(scope="session")
 def small_dataset(tmp_path_factory: pytest.TempPathFactory) -> object:
     """Two micrograph pairs of 512x512 with known truth, some boxes at the edges."""
-    from pairextract import synth
+    from pairextract.testing import synth
 
     root: Path = tmp_path_factory.mktemp("synth-small")
     return synth.make_dataset(root, n_mic_pairs=2, shape=(512, 512), particles_per_pair=16,

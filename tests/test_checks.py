@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 
 from pairextract.cli import main
-from pairextract.ctf import CTF
+from pairextract.core.ctf import CTF
+from pairextract.core.inputs import TiltPairInputs, ctf_row
+from pairextract.core.params import ExtractionParams
 from pairextract.io.mrc import write_mrc
-from pairextract.model import TiltPairInputs, ctf_row
-from pairextract.params import ExtractionParams
-from pairextract.pipeline.checks import check_inputs
+from pairextract.prepare.checks import check_inputs
 
 
 def _mics(folder: Path, shape: tuple[int, int] = (100, 120)) -> list[str]:
@@ -171,7 +171,7 @@ def test_rescaled_coordinates_need_pixel_sizes(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> object:
-    from pairextract.synth import make_dataset
+    from pairextract.testing.synth import make_dataset
 
     return make_dataset(tmp_path_factory.mktemp("syn"), n_mic_pairs=2, shape=(256, 256),
                         particles_per_pair=30, box=16, swap_fraction=0.05, seed=3)
@@ -215,15 +215,15 @@ def test_phase_flip_needs_the_pixel_size_of_flipped_micrographs(tmp_path) -> Non
     import numpy as np
 
     from pairextract import CTF
-    from pairextract.io.mrc import write_mrc
-    from pairextract.model import (
+    from pairextract.core.inputs import (
         TiltPairInputs,
         ctf_row,
         make_coordinate_pairs,
         make_ctfs,
         make_micrograph_pairs,
     )
-    from pairextract.pipeline.checks import check_inputs
+    from pairextract.io.mrc import write_mrc
+    from pairextract.prepare.checks import check_inputs
 
     u, t = str(tmp_path / "u.mrc"), str(tmp_path / "t.mrc")
     write_mrc(u, np.zeros((64, 64), np.float32), None)  # header without a pixel size
@@ -325,7 +325,7 @@ def test_negative_residual_threshold_and_pixel_size_are_parameter_errors(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from pairextract.errors import ParameterError
     from pairextract.io import read_pairs
-    from pairextract.pipeline.geometry import check_geometry
+    from pairextract.prepare.geometry import check_geometry
 
     table = _two_pairs(tmp_path, [f"u001.mrc,{x},40,t001.mrc,{x},40" for x in (30, 40, 50)])
     with pytest.raises(ParameterError, match="residual threshold must be >= 0"):

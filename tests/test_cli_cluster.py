@@ -22,9 +22,9 @@ import numpy as np
 import psutil
 import pytest
 
-from pairextract import synth
 from pairextract.cli._deploy import RECIPES
-from pairextract.pipeline import store
+from pairextract.store import _format as store
+from pairextract.testing import synth
 
 REPO = Path(__file__).resolve().parent.parent
 

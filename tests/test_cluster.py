@@ -13,8 +13,8 @@ import pytest
 from distributed import LocalCluster
 
 from pairextract.cli._cluster_options import add_cluster_arguments, client_from_args
-from pairextract.pipeline.cluster import (
-    ClusterConfigError,
+from pairextract.errors import ClusterConfigError
+from pairextract.runtime.cluster import (
     make_jobqueue_cluster,
     open_client,
     parse_adapt,
@@ -92,7 +92,7 @@ def test_worker_forkserver_forks_quiet_workers_that_ignore_ctrl_c() -> None:
 import os, signal, sys
 import multiprocessing.forkserver as fs
 from pairextract.api import _preloaded_workers
-from pairextract.pipeline.cluster import open_client, start_worker_forkserver
+from pairextract.runtime.cluster import open_client, start_worker_forkserver
 assert start_worker_forkserver(environ={"PAIREXTRACT_TEST_FORKED": "yes"})
 assert "PAIREXTRACT_TEST_FORKED" not in os.environ  # only the server's environment
 def state():
@@ -120,7 +120,7 @@ def test_local_threads_run_in_this_process() -> None:
 
 
 def test_threads_for_short_local_runs_processes_for_long_ones() -> None:
-    from pairextract.pipeline.cluster import THREADS_UP_TO_MICROGRAPHS, prefer_local_threads
+    from pairextract.runtime.cluster import THREADS_UP_TO_MICROGRAPHS, prefer_local_threads
 
     assert prefer_local_threads(8)
     assert prefer_local_threads(THREADS_UP_TO_MICROGRAPHS)

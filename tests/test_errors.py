@@ -57,14 +57,35 @@ def test_io_failures_are_told_apart_from_bad_input() -> None:
 
 
 def test_public_names_at_the_top() -> None:
-    for name in ("open_client", "view_images", "read_provenance", "InputError",
-                 "MicrographError", "OutputIOError"):
-        assert name in pairextract.__all__
+    """A small surface that dir() and Tab completion show, each name resolving lazily."""
+    public = [n for n in pairextract.__all__ if n != "__version__"]
+    assert len(public) <= 12
+    assert set(public) <= set(dir(pairextract))
+    for name in public:
         assert getattr(pairextract, name) is not None
-    from pairextract.pipeline.cluster import open_client
+    from pairextract.core.params import ExtractionParams
 
-    assert pairextract.open_client is open_client
-    assert pairextract.InputError is pairextract.io.InputError
+    assert pairextract.ExtractionParams is ExtractionParams
+
+
+def test_every_exception_lives_in_errors() -> None:
+    """Every exception class pairextract raises is defined in, and exported by, errors."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    from pairextract import errors
+
+    for mod in pkgutil.walk_packages(pairextract.__path__, "pairextract."):
+        if mod.name == "pairextract.errors" or mod.name.endswith("__main__"):
+            continue
+        module = importlib.import_module(mod.name)
+        for name, obj in vars(module).items():
+            if (inspect.isclass(obj) and issubclass(obj, BaseException)
+                    and obj.__module__ == mod.name):
+                raise AssertionError(f"{mod.name}.{name} is an exception outside errors.py")
+    for name in errors.__all__:
+        assert getattr(errors, name) is not None
 
 
 def test_package_ships_py_typed() -> None:

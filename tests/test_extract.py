@@ -10,13 +10,7 @@ from _formulas import (
 )
 
 from pairextract import CTF, ExtractionParams
-from pairextract.extract import (
-    _CHUNK_ELEMENTS,
-    STATUS_OK,
-    STATUS_OUTSIDE,
-    NonFinitePixels,
-    extract_micrograph,
-)
+from pairextract.errors import NonFinitePixels
 from pairextract.io.micrograph import micrograph_info, pixels
 from pairextract.io.mrc import write_mrc
 from pairextract.io.pages import row_release
@@ -31,6 +25,12 @@ from pairextract.ops import (
 )
 from pairextract.ops.boxes import cut_boxes
 from pairextract.ops.normalize import background_mask
+from pairextract.ops.protocol import (
+    _CHUNK_ELEMENTS,
+    STATUS_OK,
+    STATUS_OUTSIDE,
+    extract_micrograph,
+)
 
 BOX = 64
 SIGMA = 4.0
@@ -193,8 +193,8 @@ def test_dust_removed_before_cut():
 
 
 def test_synthetic_dataset_centred_and_bright(tmp_path):
-    from pairextract import synth
     from pairextract.io.mrc import read_micrograph
+    from pairextract.testing import synth
 
     box = 48
     ds = synth.make_dataset(tmp_path, n_mic_pairs=1, shape=(512, 512), particles_per_pair=10,

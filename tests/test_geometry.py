@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pairextract.model import TiltPairInputs
+from pairextract.core.inputs import TiltPairInputs
 from pairextract.ops.geometry import outlier_factor, robust_affine, tilt_angles, tilt_matrix
-from pairextract.pipeline.geometry import (
+from pairextract.prepare.geometry import (
     check_geometry,
     drop_flagged,
     flagged_pair_ids,
@@ -93,7 +93,7 @@ def test_too_few_pairs_give_no_angles() -> None:
 
 def test_synthetic_dataset(tmp_path: Path) -> None:
     from pairextract.io import read_pairs
-    from pairextract.synth import make_dataset
+    from pairextract.testing.synth import make_dataset
 
     ds = make_dataset(tmp_path, n_mic_pairs=2, shape=(256, 256), particles_per_pair=40, box=16,
                       tilt_angle=50.0, swap_fraction=0.05, noise_sigma=0.1, seed=2)

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from pairextract.ctf import CTF
-from pairextract.io import InputError, read_ctffind, read_ctfs, write_ctffind
+from pairextract.core.ctf import CTF
+from pairextract.errors import InputError
+from pairextract.io import read_ctffind, read_ctfs, write_ctffind
 
 HAND = "\n".join([
     "# Output from CTFFind version 4.1.14, run on 2021-03-04 10:11:12",

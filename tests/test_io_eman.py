@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pairextract.io import InputError, read_box, write_box
+from pairextract.errors import InputError
+from pairextract.io import read_box, write_box
 
 
 @pytest.mark.parametrize("box", [64, 63])

@@ -23,7 +23,7 @@ from pairextract.errors import EXIT_IO
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> object:
-    from pairextract import synth
+    from pairextract.testing import synth
 
     return synth.make_dataset(tmp_path_factory.mktemp("iofail"), n_mic_pairs=2,
                               shape=(256, 256), particles_per_pair=6, box=32, seed=31)

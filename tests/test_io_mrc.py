@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from pairextract.io.errors import InputError
+from pairextract.errors import InputError
 from pairextract.io.micrograph import lazy_micrograph, micrograph_info, read_micrograph
 from pairextract.io.mrc import write_mrc
 from pairextract.io.tiff import write_tiff

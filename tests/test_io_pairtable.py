@@ -8,9 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pairextract.ctf import CTF
+from pairextract.core.ctf import CTF
+from pairextract.core.inputs import TiltPairInputs
+from pairextract.errors import InputError
 from pairextract.io import (
-    InputError,
     read_pairs,
     write_ctffind,
     write_listed_pairs,
@@ -18,7 +19,6 @@ from pairextract.io import (
     write_relion_ctf,
 )
 from pairextract.io.mrc import write_mrc
-from pairextract.model import TiltPairInputs
 
 HEADER = "# XMIPP_STAR_1 *\n#\n"
 

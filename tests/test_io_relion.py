@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pairextract.ctf import CTF
+from pairextract.core.ctf import CTF
+from pairextract.errors import InputError
 from pairextract.io import (
-    InputError,
     read_relion_coords,
     read_relion_ctf,
     write_relion_coords,

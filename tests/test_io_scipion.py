@@ -8,8 +8,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pairextract.io import InputError, read_pairs, write_scipion_pairs
-from pairextract.model import TiltPairInputs
+from pairextract.core.inputs import TiltPairInputs
+from pairextract.errors import InputError
+from pairextract.io import read_pairs, write_scipion_pairs
 
 
 def test_round_trip(tmp_path: Path) -> None:

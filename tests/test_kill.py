@@ -30,7 +30,7 @@ def _log(path: Path) -> list[tuple[str, str]]:
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> object:
-    from pairextract import synth
+    from pairextract.testing import synth
 
     return synth.make_dataset(tmp_path_factory.mktemp("kill"), n_mic_pairs=4, shape=(384, 384),
                               particles_per_pair=10, box=48, seed=5)

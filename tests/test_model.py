@@ -6,9 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pairextract.ctf import CTF
-from pairextract.io.errors import InputError
-from pairextract.model import (
+from pairextract.core.ctf import CTF
+from pairextract.core.inputs import (
     COORD_COLUMNS,
     MIC_PAIR_COLUMNS,
     TiltPairInputs,
@@ -19,6 +18,7 @@ from pairextract.model import (
     make_micrograph_pairs,
     remove_ext,
 )
+from pairextract.errors import InputError
 
 
 def _inputs() -> TiltPairInputs:

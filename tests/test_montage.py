@@ -12,7 +12,7 @@ import pytest
 from matplotlib.figure import Figure
 from test_export import extract_small, pairs_dataset
 
-from pairextract.montage import geometry_plot, montage
+from pairextract.plot import geometry_plot, montage
 
 
 def _png_size(fig: Figure) -> tuple[int, int]:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pairextract import CTF, ExtractionParams, ParameterError
+from pairextract import CTF, ExtractionParams
+from pairextract.errors import ParameterError
 
 
 def test_defaults_mirror_the_protocol_form() -> None:

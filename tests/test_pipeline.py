@@ -14,17 +14,16 @@ from _images import peak_offset
 import pairextract
 from pairextract import ExtractionParams
 from pairextract.api import extract_pairs, open_pairs, read_drops, read_summary
+from pairextract.errors import StoreBusyError, StoreMismatchError
 from pairextract.io import read_pairs
-from pairextract.pipeline.store import (
-    StoreBusyError,
-    StoreMismatchError,
+from pairextract.store._format import (
     run_lock,
 )
 
 _peak_offset = peak_offset
 
 
-def _inputs(ds: object) -> pairextract.model.TiltPairInputs:
+def _inputs(ds: object) -> pairextract.core.inputs.TiltPairInputs:
     return read_pairs(ds.pair_table, ctf_untilted=ds.ctf_star, ctf_tilted=ds.ctf_star)  # type: ignore[attr-defined]
 
 
@@ -124,12 +123,12 @@ def test_cli_and_api_give_identical_arrays(default_run, small_dataset, tmp_path)
 
 
 def test_new_micrograph_pairs_are_the_only_work(client, tmp_path):  # type: ignore[no-untyped-def]
-    from pairextract import synth
+    from pairextract.testing import synth
 
     ds = synth.make_dataset(tmp_path / "data", n_mic_pairs=3, shape=(384, 384),
                             particles_per_pair=8, box=32, seed=9)
     full = read_pairs(ds.pair_table)
-    first = pairextract.model.TiltPairInputs(
+    first = pairextract.core.inputs.TiltPairInputs(
         micrograph_pairs=full.micrograph_pairs[full.micrograph_pairs.mic_pair_id < 3],
         coordinate_pairs=full.coordinate_pairs[full.coordinate_pairs.mic_pair_id < 3],
         ctfs=full.ctfs)
@@ -163,7 +162,7 @@ def test_other_parameters_refused_on_resume(client, small_dataset, tmp_path):  #
 def test_bad_micrographs_are_dropped_with_reason_and_the_run_goes_on(client, tmp_path):  # type: ignore[no-untyped-def]
     import mrcfile
 
-    from pairextract import synth
+    from pairextract.testing import synth
 
     ds = synth.make_dataset(tmp_path / "data", n_mic_pairs=3, shape=(384, 384),
                             particles_per_pair=8, box=32, seed=11)
@@ -198,7 +197,7 @@ def test_pair_index_is_unique_and_ordered(default_run):  # type: ignore[no-untyp
 
 
 def test_changed_inputs_are_extracted_again_on_resume(client, tmp_path):  # type: ignore[no-untyped-def]
-    from pairextract import synth
+    from pairextract.testing import synth
 
     ds = synth.make_dataset(tmp_path / "data", n_mic_pairs=3, shape=(384, 384),
                             particles_per_pair=8, box=32, seed=21, n_edge=0)
@@ -208,7 +207,7 @@ def test_changed_inputs_are_extracted_again_on_resume(client, tmp_path):  # type
     extract_pairs(full, out, params, client=client)
 
     # the same micrograph pairs with moved untilted coordinates: every untilted job is redone
-    moved = pairextract.model.TiltPairInputs(
+    moved = pairextract.core.inputs.TiltPairInputs(
         micrograph_pairs=full.micrograph_pairs,
         coordinate_pairs=full.coordinate_pairs.assign(x_u=full.coordinate_pairs.x_u + 3),
         ctfs=full.ctfs)
@@ -223,7 +222,7 @@ def test_changed_inputs_are_extracted_again_on_resume(client, tmp_path):  # type
 
     # a micrograph pair inserted in the middle renumbers the later ones: no stale part is used
     mp, cp = full.micrograph_pairs, full.coordinate_pairs
-    subset = pairextract.model.TiltPairInputs(
+    subset = pairextract.core.inputs.TiltPairInputs(
         micrograph_pairs=mp[mp.mic_pair_id != 2].assign(mic_pair_id=[1, 2]),
         coordinate_pairs=cp[cp.mic_pair_id != 2].assign(
             mic_pair_id=cp.loc[cp.mic_pair_id != 2, "mic_pair_id"].map({1: 1, 3: 2})),
@@ -242,7 +241,7 @@ def test_changed_inputs_are_extracted_again_on_resume(client, tmp_path):  # type
 def test_micrograph_rewritten_in_place_is_extracted_again(client, tmp_path):  # type: ignore[no-untyped-def]
     import mrcfile
 
-    from pairextract import synth
+    from pairextract.testing import synth
 
     ds = synth.make_dataset(tmp_path / "data", n_mic_pairs=1, shape=(384, 384),
                             particles_per_pair=8, box=32, seed=23, n_edge=0)

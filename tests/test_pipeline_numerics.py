@@ -17,13 +17,13 @@ import starfile
 from _formulas import ctf_by_formula, downsample_by_formula, flip_by_formula
 
 from pairextract import api
-from pairextract.ctf import CTF
+from pairextract.core.ctf import CTF
+from pairextract.core.inputs import TiltPairInputs, ctf_row, make_ctfs
+from pairextract.core.params import ExtractionParams
 from pairextract.export import export
-from pairextract.extract import extract_micrograph
 from pairextract.io.mrc import write_mrc
-from pairextract.model import TiltPairInputs, ctf_row, make_ctfs
-from pairextract.params import ExtractionParams
-from pairextract.pipeline.checks import check_inputs
+from pairextract.ops.protocol import extract_micrograph
+from pairextract.prepare.checks import check_inputs
 
 CTF_U = CTF(defocus_u=26346.3, defocus_v=26201.8, defocus_angle=131.7, voltage=300.0, cs=2.7,
             amplitude_contrast=0.1)

@@ -15,10 +15,10 @@ from _images import peak_offset
 
 from pairextract import ExtractionParams
 from pairextract.api import extract_pairs, open_pairs
+from pairextract.errors import InputError
 from pairextract.export import export
 from pairextract.io import read_pairs
 from pairextract.io._star import write_star, write_xmipp
-from pairextract.io.errors import InputError
 from pairextract.io.shifts import read_shifts
 
 BOX = 64
@@ -119,7 +119,7 @@ def test_xmipp_shifts_undo_rotation_and_mirror(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def picked(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     """Pairs picked up to +-10 px off in the untilted view; the tilted pick: same specimen point."""
-    from pairextract import synth
+    from pairextract.testing import synth
 
     root = tmp_path_factory.mktemp("recenter")
     data = synth.make_dataset(root / "data", n_mic_pairs=2, shape=(768, 768),

@@ -7,16 +7,16 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pairextract import ExtractionParams, InputError
+from pairextract import ExtractionParams
 from pairextract.api import extract_pairs, open_pairs, read_drops
 from pairextract.cli import main
-from pairextract.errors import EXIT_STRICT
+from pairextract.errors import EXIT_STRICT, InputError
 from pairextract.io import read_pairs
 
 
 @pytest.fixture(scope="module")
 def swapped(tmp_path_factory: pytest.TempPathFactory) -> object:
-    from pairextract import synth
+    from pairextract.testing import synth
 
     return synth.make_dataset(tmp_path_factory.mktemp("swapped"), n_mic_pairs=2,
                               shape=(384, 384), particles_per_pair=30, box=32,
@@ -51,7 +51,7 @@ def _break_one_micrograph(dataset: object) -> str:
 
 def test_strict_exits_3_when_a_micrograph_failed(
         tmp_path: Path, client: object, capsys: pytest.CaptureFixture[str]) -> None:
-    from pairextract import synth
+    from pairextract.testing import synth
 
     ds = synth.make_dataset(tmp_path / "data", n_mic_pairs=2, shape=(256, 256),
                             particles_per_pair=6, box=32, seed=43)
@@ -70,7 +70,7 @@ def test_strict_exits_3_when_a_micrograph_failed(
 
 def test_strict_checks_false_runs_with_run_wide_problems_as_warnings(
         tmp_path: Path, client: object) -> None:
-    from pairextract import synth
+    from pairextract.testing import synth
 
     ds = synth.make_dataset(tmp_path / "data", n_mic_pairs=2, shape=(256, 256),
                             particles_per_pair=6, box=32, seed=45)
@@ -97,8 +97,8 @@ def test_geometry_fitted_during_the_run_gives_the_same_index(
     # index and the fitted angles are the same.
     import functools
 
-    from pairextract.pipeline.geometry import check_geometry
     from pairextract.pipeline.run import run_extraction
+    from pairextract.prepare.geometry import check_geometry
 
     inputs = read_pairs(swapped.pair_table)  # type: ignore[attr-defined]
     params = ExtractionParams(box_size=32)

@@ -12,13 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pairextract import ExtractionParams, OutputFolderError
+from pairextract import ExtractionParams
 from pairextract.api import extract_pairs, open_pairs
 from pairextract.cli import main
-from pairextract.errors import EXIT_USAGE
+from pairextract.errors import EXIT_USAGE, OutputFolderError, StoreBusyError
 from pairextract.io import read_pairs
-from pairextract.pipeline.outdir import MARKER, is_extract_output
-from pairextract.pipeline.store import StoreBusyError, run_lock
+from pairextract.store._format import run_lock
+from pairextract.store.folder import MARKER, is_extract_output
 
 
 def snapshot(folder: Path) -> dict[str, str]:
@@ -29,7 +29,7 @@ def snapshot(folder: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def r1(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from pairextract import synth
+    from pairextract.testing import synth
 
     root = tmp_path_factory.mktemp("safety") / "r1"
     synth.make_dataset(root, n_mic_pairs=2, shape=(256, 256), particles_per_pair=6, box=32,

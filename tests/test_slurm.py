@@ -29,7 +29,7 @@ from _slurm import (
 )
 from distributed import wait
 
-from pairextract.pipeline.cluster import open_client
+from pairextract.runtime.cluster import open_client
 
 pytestmark = [pytest.mark.slurm, pytest.mark.timeout(300)]
 
@@ -122,8 +122,8 @@ def test_extraction_on_slurm_matches_local(
     slurm_kwargs: dict[str, Any],
     tmp_path: Path,
 ) -> None:
-    from pairextract import synth
     from pairextract.api import extract_pairs
+    from pairextract.testing import synth
 
     ds = synth.make_dataset(
         tmp_path / "data", n_mic_pairs=2, shape=(512, 512), particles_per_pair=16, box=48, seed=3
@@ -173,8 +173,8 @@ def _scancel_when_busy(
 
 @pytest.mark.slow
 def test_worker_job_cancelled_mid_run(slurm_kwargs: dict[str, Any], tmp_path: Path) -> None:
-    from pairextract import synth
     from pairextract.api import extract_pairs
+    from pairextract.testing import synth
 
     ds = synth.make_dataset(
         tmp_path / "data", n_mic_pairs=4, shape=(512, 512), particles_per_pair=12, box=48, seed=5

@@ -13,9 +13,10 @@ import pytest
 import zarr
 
 from pairextract import ExtractionParams
-from pairextract.api import DamagedOutputError, check_output, extract_pairs, info, open_pairs
+from pairextract.api import check_output, extract_pairs, info, open_pairs
+from pairextract.errors import DamagedOutputError, StoreMismatchError
 from pairextract.io import read_pairs
-from pairextract.pipeline import store
+from pairextract.store import _format as store
 
 
 def _files(out: Path) -> dict[str, bytes]:
@@ -161,7 +162,7 @@ def test_journal_appends_survive_the_writer(tmp_path):  # type: ignore[no-untype
     for job in jobs:
         rows = JobRows(np.zeros(job.n, np.int8), np.full((job.n, 2), job.mic_pair_id), False)
         store.append_journal(tmp_path, run_id, job, rows.to_arrays())
-    code = ("import sys, pathlib\nfrom pairextract.pipeline import store\n"
+    code = ("import sys, pathlib\nfrom pairextract.store import _format as store\n"
             "print(len(store.read_journal(pathlib.Path(sys.argv[1]))))")
     seen = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True,
                           text=True, check=True).stdout.strip()
@@ -290,7 +291,7 @@ def test_store_of_the_older_layout_is_refused(run, client):  # type: ignore[no-u
     assert layout is not None
     del layout["layout"]["format"]
     store.write_json(out / "_work" / "layout.json", layout)
-    with pytest.raises(store.StoreMismatchError, match=r"another version of pairextract "
+    with pytest.raises(StoreMismatchError, match=r"another version of pairextract "
                        r"\(store layout 1; this version writes 3\)"):
         extract_pairs(inputs, out, params, client=client)
 
@@ -313,7 +314,7 @@ def test_layout_2_folder_is_refused_and_overwrite_clears_its_shard_folders(
     legacy.write_bytes(b"old shard")
     mine = old / "pairs.zarr" / "untilted" / "notes.txt"
     mine.write_text("not pairextract's")
-    with pytest.raises(store.StoreMismatchError, match="store layout 2"):
+    with pytest.raises(StoreMismatchError, match="store layout 2"):
         extract_pairs(inputs, old, params, client=client)
     result = extract_pairs(inputs, old, params, client=client, overwrite=True)
     assert not legacy.exists() and mine.read_text() == "not pairextract's"
@@ -338,7 +339,7 @@ def test_shard_writer_splits_rows_over_shards_and_checks_them(tmp_path):  # type
     import zarr
 
     from pairextract.pipeline.plan import MicrographJob
-    from pairextract.pipeline.store import shard_path, shard_writer
+    from pairextract.store._format import shard_path, shard_writer
 
     box, shard, n = 4, 4, 10
     job = MicrographJob(view="untilted", mic_pair_id=1, micrograph="m.mrc",
@@ -370,7 +371,7 @@ def test_shard_writer_puts_rows_in_any_order_and_leaves_zeros(tmp_path, dtype): 
     import zarr
 
     from pairextract.pipeline.plan import MicrographJob
-    from pairextract.pipeline.store import shard_path, shard_writer, shards_ok
+    from pairextract.store._format import shard_path, shard_writer, shards_ok
 
     box, shard, n = 4, 4, 10
     job = MicrographJob(view="tilted", mic_pair_id=1, micrograph="m.mrc",

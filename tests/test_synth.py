@@ -12,9 +12,9 @@ import pytest
 import scipy.fft
 import starfile
 
-from pairextract.ctf import CTF
+from pairextract.core.ctf import CTF
 from pairextract.io.micrograph import micrograph_info, read_micrograph
-from pairextract.synth import SynthDataset, ctf_half_plane, make_dataset
+from pairextract.testing.synth import SynthDataset, ctf_half_plane, make_dataset
 
 SMALL = dict(n_mic_pairs=2, shape=(300, 340), particles_per_pair=12, box=32, n_edge=3)
 

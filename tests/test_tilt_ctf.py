@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from pairextract import ExtractionParams
-from pairextract.ctf import CTF
-from pairextract.extract import extract_micrograph
+from pairextract.core.ctf import CTF
+from pairextract.core.params import ParameterError
 from pairextract.io.ctffind import read_ctffind
 from pairextract.io.micrograph import read_micrograph
 from pairextract.ops import (
@@ -23,8 +23,8 @@ from pairextract.ops import (
     phase_flip,
     signed_distance,
 )
-from pairextract.params import ParameterError
-from pairextract.synth import make_dataset, tilt_matrix_3d
+from pairextract.ops.protocol import extract_micrograph
+from pairextract.testing.synth import make_dataset, tilt_matrix_3d
 
 CTF0 = CTF(15000.0, 14000.0, 30.0, 300.0, 2.7, 0.1)
 
@@ -257,9 +257,9 @@ def test_pipeline_carries_per_particle_defocus_to_tables_and_exports(  # type: i
 
 def test_ctf_mode_warns_about_estimates_without_tilt(tmp_path: Path) -> None:
     """Nothing silent: CTFs without a specimen tilt are named; geometry mode sets the tilt."""
+    from pairextract.core.inputs import TiltPairInputs
     from pairextract.io.ctffind import write_ctffind
-    from pairextract.model import TiltPairInputs
-    from pairextract.pipeline.tiltctf import with_specimen_tilts
+    from pairextract.prepare.tiltctf import with_specimen_tilts
 
     write_ctffind(tmp_path / "u1.txt", CTF0, 1.0, "u1.mrc")
     write_ctffind(tmp_path / "t1.txt", replace(CTF0, specimen_tilt=45.0, specimen_tilt_axis=10.0),

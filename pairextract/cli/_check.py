@@ -9,7 +9,7 @@ import sys
 from typing import Any
 
 from pairextract.cli._options import add_input_arguments, read_options_from_args
-from pairextract.io.errors import InputError
+from pairextract.errors import InputError
 
 
 def register(sub: Any) -> None:
@@ -40,8 +40,8 @@ def _num(v: Any) -> float | None:
 def build_report(args: argparse.Namespace) -> dict[str, Any]:
     """The check as a JSON-ready dict (``micrograph_pairs``, ``errors``, ...)."""
     from pairextract.io import read_pairs
-    from pairextract.pipeline.checks import check_inputs
-    from pairextract.pipeline.geometry import check_geometry, flagged_pair_ids
+    from pairextract.prepare.checks import check_inputs
+    from pairextract.prepare.geometry import check_geometry, flagged_pair_ids
 
     inputs = read_pairs(args.input, **read_options_from_args(args))
     report = check_inputs(inputs, box_size=args.box, phase_flip=args.phase_flip,

@@ -1,7 +1,7 @@
 """The command line's cluster options (``--cluster``, ``--scheduler``, ...) and what they open.
 
 Everything here turns parsed arguments into a call of
-:func:`pairextract.pipeline.cluster.open_client`; the cluster logic itself lives there.
+:func:`pairextract.runtime.cluster.open_client`; the cluster logic itself lives there.
 """
 
 from __future__ import annotations
@@ -15,15 +15,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from pairextract.pipeline import outdir
-from pairextract.pipeline.cluster import (
+from pairextract.errors import ClusterConfigError
+from pairextract.runtime.cluster import (
     DEFAULT_CONNECT_TIMEOUT,
-    ClusterConfigError,
     open_client,
     parse_adapt,
     prefer_local_threads,
     read_scheduler_file,
 )
+from pairextract.store import folder as outdir
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -232,11 +232,11 @@ def client_from_args(
         configuration names a ``log-directory``.
     n_micrographs
         Micrographs of the run: without ``--threads``/``--processes``, a local cluster runs
-        threads for a short run (:func:`~pairextract.pipeline.cluster.prefer_local_threads`).
+        threads for a short run (:func:`~pairextract.runtime.cluster.prefer_local_threads`).
     phase_flip
         Whether the run flips phases (then processes: each holds one micrograph's spectrum).
     **cluster_kwargs
-        Passed on to :func:`~pairextract.pipeline.cluster.open_client`.
+        Passed on to :func:`~pairextract.runtime.cluster.open_client`.
 
     Raises
     ------

@@ -32,11 +32,11 @@ def demo_files(pairs: int) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     """Make the data, extract it, print the summary and write the montage."""
-    from pairextract import synth
     from pairextract.api import extract_pairs
+    from pairextract.core.params import ExtractionParams
     from pairextract.io import read_pairs
-    from pairextract.params import ExtractionParams
-    from pairextract.pipeline.outdir import claim_destination, write_marker
+    from pairextract.store.folder import claim_destination, write_marker
+    from pairextract.testing import synth
 
     root = Path(args.outdir)
     names = demo_files(args.pairs)
@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
                            progress=True, overwrite=True)
     print(result)
     try:
-        from pairextract.montage import montage
+        from pairextract.plot import montage
     except ImportError:
         return 0
     png = root / "montage.png"

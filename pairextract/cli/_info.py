@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Any
 
-from pairextract.io.errors import InputError
+from pairextract.errors import InputError
 
 
 def register(sub: Any) -> None:

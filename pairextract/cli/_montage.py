@@ -31,7 +31,7 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pairextract.montage import geometry_plot, montage
+    from pairextract.plot import geometry_plot, montage
 
     image = Path(args.image)
     if (image.exists() or image.is_symlink()) and not args.force:

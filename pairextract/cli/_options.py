@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from pairextract.params import ExtractionParams
+from pairextract.core.params import ExtractionParams
 
 
 def add_protocol_arguments(p: argparse.ArgumentParser) -> None:

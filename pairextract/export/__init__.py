@@ -16,7 +16,7 @@ from pairextract.errors import OutputFolderError
 from pairextract.export._common import ExportResult, check_dataset, load_dataset
 from pairextract.export._relion import write_relion
 from pairextract.export._xmipp import write_xmipp
-from pairextract.pipeline.outdir import claim_destination, read_marker, write_marker
+from pairextract.store.folder import claim_destination, read_marker, write_marker
 
 FORMATS = ("relion", "xmipp")
 

@@ -1,7 +1,7 @@
-"""Readers and writers of tilt-pair inputs, micrograph access, and the input error type.
+"""Readers and writers of tilt-pair inputs, one format per module, and micrograph access.
 
 ``read_pairs(source, **options)`` reads any supported input into
-:class:`~pairextract.model.TiltPairInputs`; the format modules below read and write one format
+:class:`~pairextract.core.inputs.TiltPairInputs`; the format modules below read and write one format
 each.
 """
 
@@ -10,38 +10,35 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from pairextract.io.ctffind import read_ctffind, write_ctffind
-    from pairextract.io.eman import read_box, write_box
-    from pairextract.io.errors import InputError
-    from pairextract.io.pairtable import (
-        read_coordinate_file,
-        read_pair_table,
-        write_listed_pairs,
-        write_pair_table,
-    )
-    from pairextract.io.reader import detect_form, read_ctfs, read_micrograph_list, read_pairs
-    from pairextract.io.relion import (
-        read_relion_coords,
-        read_relion_ctf,
-        write_relion_coords,
-        write_relion_ctf,
-    )
-    from pairextract.io.scipion import read_scipion_pairs, write_scipion_pairs
-    from pairextract.io.xmipp import (
-        read_ctfparam,
-        read_pos,
-        read_xmipp_pairs,
-        write_ctfparam,
-        write_pos,
-        write_xmipp_pairs,
-    )
+    from pairextract.io.ctffind import read_ctffind as read_ctffind
+    from pairextract.io.ctffind import write_ctffind as write_ctffind
+    from pairextract.io.eman import read_box as read_box
+    from pairextract.io.eman import write_box as write_box
+    from pairextract.io.pairtable import read_coordinate_file as read_coordinate_file
+    from pairextract.io.pairtable import read_pair_table as read_pair_table
+    from pairextract.io.pairtable import write_listed_pairs as write_listed_pairs
+    from pairextract.io.pairtable import write_pair_table as write_pair_table
+    from pairextract.io.reader import detect_form as detect_form
+    from pairextract.io.reader import read_ctfs as read_ctfs
+    from pairextract.io.reader import read_micrograph_list as read_micrograph_list
+    from pairextract.io.reader import read_pairs as read_pairs
+    from pairextract.io.relion import read_relion_coords as read_relion_coords
+    from pairextract.io.relion import read_relion_ctf as read_relion_ctf
+    from pairextract.io.relion import write_relion_coords as write_relion_coords
+    from pairextract.io.relion import write_relion_ctf as write_relion_ctf
+    from pairextract.io.scipion import read_scipion_pairs as read_scipion_pairs
+    from pairextract.io.scipion import write_scipion_pairs as write_scipion_pairs
+    from pairextract.io.xmipp import read_ctfparam as read_ctfparam
+    from pairextract.io.xmipp import read_pos as read_pos
+    from pairextract.io.xmipp import read_xmipp_pairs as read_xmipp_pairs
+    from pairextract.io.xmipp import write_ctfparam as write_ctfparam
+    from pairextract.io.xmipp import write_pos as write_pos
+    from pairextract.io.xmipp import write_xmipp_pairs as write_xmipp_pairs
 
-# Loaded on first use (PEP 562): `from pairextract.io.errors import InputError` in the CLI must
-# not import pandas and every reader.
+# Loaded on first use (PEP 562): the CLI must not import pandas and every reader up front.
 _MODULES = {
     "ctffind": ("read_ctffind", "write_ctffind"),
     "eman": ("read_box", "write_box"),
-    "errors": ("InputError",),
     "pairtable": ("read_coordinate_file", "read_pair_table", "write_listed_pairs",
                   "write_pair_table"),
     "reader": ("detect_form", "read_ctfs", "read_micrograph_list", "read_pairs"),
@@ -64,30 +61,8 @@ def __getattr__(name: str) -> object:
     raise AttributeError(f"module 'pairextract.io' has no attribute {name!r}")
 
 
-__all__ = [
-    "InputError",
-    "detect_form",
-    "read_box",
-    "read_coordinate_file",
-    "read_ctffind",
-    "read_ctfparam",
-    "read_ctfs",
-    "read_micrograph_list",
-    "read_pair_table",
-    "read_pairs",
-    "read_pos",
-    "read_relion_coords",
-    "read_relion_ctf",
-    "read_scipion_pairs",
-    "read_xmipp_pairs",
-    "write_box",
-    "write_ctffind",
-    "write_ctfparam",
-    "write_listed_pairs",
-    "write_pair_table",
-    "write_pos",
-    "write_relion_coords",
-    "write_relion_ctf",
-    "write_scipion_pairs",
-    "write_xmipp_pairs",
-]
+__all__ = sorted(_LAZY)
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

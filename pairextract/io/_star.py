@@ -12,7 +12,7 @@ import pandas as pd
 import starfile
 from starfile.writer import loop_block, simple_block
 
-from pairextract.io.errors import InputError
+from pairextract.errors import InputError
 
 XMIPP_HEADER = "# XMIPP_STAR_1 *\n#\n"
 

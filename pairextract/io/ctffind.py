@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pairextract.ctf import CTF
-from pairextract.io.errors import InputError
-from pairextract.model import ctf_row, make_ctfs, remove_ext
+from pairextract.core.ctf import CTF
+from pairextract.core.inputs import ctf_row, make_ctfs, remove_ext
+from pairextract.errors import InputError
 
 _HEADER_FIELDS = {
     "pixel_size": r"pixel size:\s*([^\s;]+)",

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pairextract.io.errors import InputError
+from pairextract.errors import InputError
 
 
 def read_box(path: str | os.PathLike[str], warnings: list[str] | None = None) -> pd.DataFrame:

@@ -2,7 +2,7 @@
 ``.tiff``).
 
 Every failure (missing, unreadable, truncated, unsupported) is an
-:class:`~pairextract.io.errors.InputError` naming the file.
+:class:`~pairextract.errors.InputError` naming the file.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from pairextract.errors import InputError
 from pairextract.io import mrc, tiff
-from pairextract.io.errors import InputError
 from pairextract.io.mrc import MicrographInfo
 
 if TYPE_CHECKING:

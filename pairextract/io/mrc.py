@@ -18,8 +18,8 @@ import mrcfile
 import mrcfile.utils
 import numpy as np
 
+from pairextract.errors import InputError, MicrographError
 from pairextract.io._region import FileRegion
-from pairextract.io.errors import InputError, MicrographError
 
 if TYPE_CHECKING:
     import dask.array as da

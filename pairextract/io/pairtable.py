@@ -30,12 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pairextract.io._star import block_lines, first_loop, numeric, read_star, write_star
-from pairextract.io.eman import read_box, write_box
-from pairextract.io.errors import InputError
-from pairextract.io.relion import read_relion_coords, write_relion_coords
-from pairextract.io.xmipp import pair_by_row, read_pos, resolve_path, write_pos
-from pairextract.model import (
+from pairextract.core.inputs import (
     TiltPairInputs,
     int_column,
     make_coordinate_pairs,
@@ -43,6 +38,11 @@ from pairextract.model import (
     mic_pair_rows,
     remove_ext,
 )
+from pairextract.errors import InputError
+from pairextract.io._star import block_lines, first_loop, numeric, read_star, write_star
+from pairextract.io.eman import read_box, write_box
+from pairextract.io.relion import read_relion_coords, write_relion_coords
+from pairextract.io.xmipp import pair_by_row, read_pos, resolve_path, write_pos
 
 FLAT_COLUMNS = ("micrograph_u", "x_u", "y_u", "micrograph_t", "x_t", "y_t")
 LISTED_COLUMNS = ("micrograph_u", "micrograph_t", "coords_u", "coords_t")

@@ -1,4 +1,4 @@
-"""``read_pairs``: detect the input form and build :class:`~pairextract.model.TiltPairInputs`."""
+"""``read_pairs``: detect the input form and build a :class:`TiltPairInputs`."""
 
 from __future__ import annotations
 
@@ -10,20 +10,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pairextract.errors import ParameterError
-from pairextract.io._star import first_loop, read_star
-from pairextract.io.ctffind import is_ctffind, read_ctffind
-from pairextract.io.errors import InputError
-from pairextract.io.pairtable import TABLE_SUFFIXES, read_pair_table
-from pairextract.io.relion import read_relion_ctf
-from pairextract.io.xmipp import read_ctfparam, read_xmipp_pairs, resolve_path
-from pairextract.model import (
+from pairextract.core.inputs import (
     MICROGRAPH_EXTENSIONS,
     TiltPairInputs,
     apply_other_micrographs,
     assign_ctfs,
     make_ctfs,
 )
+from pairextract.errors import InputError, ParameterError
+from pairextract.io._star import first_loop, read_star
+from pairextract.io.ctffind import is_ctffind, read_ctffind
+from pairextract.io.pairtable import TABLE_SUFFIXES, read_pair_table
+from pairextract.io.relion import read_relion_ctf
+from pairextract.io.xmipp import read_ctfparam, read_xmipp_pairs, resolve_path
 
 PathLike = str | os.PathLike[str]
 _CTF_SUFFIXES = (".star", ".txt", ".ctfparam", ".xmd")
@@ -117,7 +116,7 @@ def _fill_pixel_sizes(inputs: TiltPairInputs, ctfs: pd.DataFrame, view: str) -> 
     """
     if "pixel_size" not in ctfs.columns or ctfs["pixel_size"].isna().all():
         return
-    from pairextract.model import remove_ext
+    from pairextract.core.inputs import remove_ext
 
     by_key = {remove_ext(m): s for m, s in zip(ctfs["micrograph"], ctfs["pixel_size"],
                                                strict=True) if not math.isnan(s)}

@@ -24,10 +24,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pairextract.ctf import CTF
+from pairextract.core.ctf import CTF
+from pairextract.core.inputs import ctf_row, make_ctfs
+from pairextract.errors import InputError
 from pairextract.io._star import block_lines, numeric, read_star, write_star
-from pairextract.io.errors import InputError
-from pairextract.model import ctf_row, make_ctfs
 
 _PIXEL_LABELS = ("rlnMicrographPixelSize", "rlnImagePixelSize", "rlnMicrographOriginalPixelSize")
 _CTF_REQUIRED = ("rlnDefocusU", "rlnDefocusV", "rlnDefocusAngle")
@@ -74,7 +74,7 @@ def write_relion_coords(path: str | os.PathLike[str], x: np.ndarray, y: np.ndarr
 
 
 def read_relion_ctf(path: str | os.PathLike[str]) -> pd.DataFrame:
-    """CTF table (``pairextract.model`` columns plus ``pixel_size``) of a micrographs STAR file."""
+    """CTF table (the input columns plus ``pixel_size``) of a micrographs STAR file."""
     blocks = read_star(path)
     optics = blocks.get("optics")
     table = None

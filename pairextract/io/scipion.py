@@ -28,14 +28,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pairextract.io.errors import InputError
-from pairextract.io.xmipp import resolve_path
-from pairextract.model import (
+from pairextract.core.inputs import (
     TiltPairInputs,
     int_column,
     make_coordinate_pairs,
     make_micrograph_pairs,
 )
+from pairextract.errors import InputError
+from pairextract.io.xmipp import resolve_path
 
 _SQL_TYPES = {"Integer": "INTEGER", "Float": "REAL", "Boolean": "INTEGER"}
 

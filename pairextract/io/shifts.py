@@ -34,8 +34,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pairextract.errors import InputError
 from pairextract.io._star import read_star
-from pairextract.io.errors import InputError
 
 __all__ = ["Shifts", "read_shifts"]
 

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import tifffile
 
+from pairextract.errors import InputError
 from pairextract.io._region import FileRegion
-from pairextract.io.errors import InputError
 from pairextract.io.mrc import MicrographInfo
 
 if TYPE_CHECKING:

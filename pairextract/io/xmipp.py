@@ -27,10 +27,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pairextract.ctf import CTF
-from pairextract.io._star import block_lines, first_loop, numeric, read_star, write_xmipp
-from pairextract.io.errors import InputError
-from pairextract.model import (
+from pairextract.core.ctf import CTF
+from pairextract.core.inputs import (
     TiltPairInputs,
     ctf_row,
     int_column,
@@ -40,6 +38,8 @@ from pairextract.model import (
     mic_pair_rows,
     remove_ext,
 )
+from pairextract.errors import InputError
+from pairextract.io._star import block_lines, first_loop, numeric, read_star, write_xmipp
 
 POS_BLOCKS = ("particles", "particles_auto")
 _CTF_LABELS = {

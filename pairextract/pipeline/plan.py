@@ -17,12 +17,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pairextract.ctf import CTF
+from pairextract.core.ctf import CTF
 
 if TYPE_CHECKING:  # a worker imports this module for MicrographJob: no pandas there (~0.25 s)
     import pandas as pd
 
-    from pairextract.model import TiltPairInputs
+    from pairextract.core.inputs import TiltPairInputs
 
 VIEWS = ("untilted", "tilted")
 # Version of the store layout (2: one zarr shard per micrograph; 3: shard files side by side,

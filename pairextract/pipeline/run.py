@@ -9,13 +9,14 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from pairextract.core.inputs import TiltPairInputs
+from pairextract.core.params import ExtractionParams
 from pairextract.errors import (
     ENVIRONMENT,
     InputError,
@@ -24,86 +25,16 @@ from pairextract.errors import (
     kind_of,
     output_io_error,
 )
-from pairextract.extract import STATUS_OK
 from pairextract.io.micrograph import micrograph_info
-from pairextract.model import TiltPairInputs
-from pairextract.params import ExtractionParams
-from pairextract.pipeline import outdir, store
+from pairextract.ops.protocol import STATUS_OK
 from pairextract.pipeline.pairindex import build_pair_index
 from pairextract.pipeline.plan import VIEWS, MicrographJob, make_jobs, shard_rows
+from pairextract.pipeline.result import ExtractionResult
 from pairextract.pipeline.tasks import STATUSES, JobRows, particle_columns, run_job
+from pairextract.store import _format as store
+from pairextract.store import folder as outdir
 
 FORMAT_VERSION = 1
-
-
-@dataclass
-class ExtractionResult:
-    """What a run did: counts, the drop table and where the output is."""
-
-    out: Path
-    pairs_in: int
-    pairs_kept: int
-    dropped: pd.DataFrame
-    micrographs_extracted: int
-    micrographs_reused: int
-    micrographs_failed: dict[str, str]
-    seconds: float
-    particles_extracted: int
-    warnings: list[str] = field(default_factory=list)
-
-    @property
-    def drop_counts(self) -> dict[str, int]:
-        """Dropped pairs by reason."""
-        counts = self.dropped["reason"].value_counts().sort_index()
-        return {str(k): int(v) for k, v in counts.items()}
-
-    @property
-    def particles_per_second(self) -> float:
-        return self.particles_extracted / self.seconds if self.seconds > 0 else float("nan")
-
-    def summary(self) -> dict[str, Any]:
-        """The run's summary as a JSON-ready dict (also written to ``summary.json``)."""
-        return {
-            "out": str(self.out),
-            "pairs_in": self.pairs_in,
-            "pairs_kept": self.pairs_kept,
-            "pairs_dropped": int(len(self.dropped)),
-            "dropped_by_reason": self.drop_counts,
-            "micrographs_extracted": self.micrographs_extracted,
-            "micrographs_reused": self.micrographs_reused,
-            "micrographs_failed": self.micrographs_failed,
-            "particles_extracted": self.particles_extracted,
-            "seconds": round(self.seconds, 3),
-            "particles_per_second": round(self.particles_per_second, 1)
-            if self.particles_extracted else None,
-            "warnings": self.warnings,
-        }
-
-    def __str__(self) -> str:
-        return format_summary(self.summary())
-
-
-def format_summary(s: dict[str, Any]) -> str:
-    """Human-readable summary of a run (from :meth:`ExtractionResult.summary`)."""
-    lines = [
-        f"pairs in:      {s['pairs_in']}",
-        f"pairs kept:    {s['pairs_kept']}",
-        f"pairs dropped: {s['pairs_dropped']}",
-    ]
-    for reason, n in s.get("dropped_by_reason", {}).items():
-        lines.append(f"  {reason:<28} {n}")
-    lines.append(f"micrographs:   {s['micrographs_extracted']} extracted, "
-                 f"{s['micrographs_reused']} already done, "
-                 f"{len(s['micrographs_failed'])} failed")
-    for name, err in s.get("micrographs_failed", {}).items():
-        lines.append(f"  {name}: {err}")
-    if s.get("particles_per_second"):
-        lines.append(f"speed:         {s['particles_per_second']} particles/s "
-                     f"({s['particles_extracted']} particles in {s['seconds']} s)")
-    for w in s.get("warnings", []):
-        lines.append(f"warning: {w}")
-    lines.append(f"output:        {s['out']}")
-    return "\n".join(lines)
 
 
 def _input_digest(inputs: TiltPairInputs) -> str:
@@ -210,7 +141,7 @@ def run_extraction(
     Writing failures (disk full, read-only, I/O error) raise
     :class:`~pairextract.errors.OutputIOError`.
 
-    ``headers`` (``CheckReport.headers`` of :func:`~pairextract.pipeline.checks.check_inputs`
+    ``headers`` (``CheckReport.headers`` of :func:`~pairextract.prepare.checks.check_inputs`
     run on these inputs just before) spares reading every micrograph's header again.
     """
     out = Path(out).resolve()

@@ -9,13 +9,13 @@ from typing import Any
 
 import numpy as np
 
-from pairextract.errors import MicrographError, PairextractError, output_io_error
-from pairextract.extract import STATUS_OK, STATUS_OUTSIDE, NonFinitePixels, extract_micrograph
+from pairextract.core.params import ExtractionParams
+from pairextract.errors import MicrographError, NonFinitePixels, PairextractError, output_io_error
 from pairextract.io.micrograph import MicrographInfo, pixels
 from pairextract.io.pages import row_release
-from pairextract.params import ExtractionParams
+from pairextract.ops.protocol import STATUS_OK, STATUS_OUTSIDE, extract_micrograph
 from pairextract.pipeline.plan import MicrographJob
-from pairextract.pipeline.store import append_journal, shard_writer
+from pairextract.store._format import append_journal, shard_writer
 
 # Micrographs from this size on give their pages back as their rows are done (2048² float32).
 RELEASE_FROM_BYTES = 16 << 20

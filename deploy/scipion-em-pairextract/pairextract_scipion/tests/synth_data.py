@@ -4,7 +4,7 @@ Run with the Python of pairextract's environment (not Scipion's)::
 
     python3 synth_data.py OUT N_MIC_PAIRS HEIGHT WIDTH PARTICLES_PER_PAIR BOX
 
-OUT gets what ``pairextract.synth.make_dataset`` writes (``mics/u001.mrc``, ``t001.mrc``, ...,
+OUT gets what ``pairextract.testing.synth.make_dataset`` writes (``mics/u001.mrc``, ``t001.mrc``, ...,
 ``pairs.csv``, ``micrographs_ctf.star``, ``angles.csv``, ``truth.csv``) plus what a Scipion
 user imports: ``coords/input_micrographs.xmd`` and one ``.pos`` per micrograph as Xmipp's
 tilt-pair picker writes them (rows paired by order, tilt angles in the ``.xmd``), and
@@ -19,8 +19,8 @@ from pathlib import Path
 import pandas as pd
 from pairextract.io import read_pairs
 from pairextract.io.xmipp import write_ctfparam, write_xmipp_pairs
-from pairextract.model import remove_ext
-from pairextract.synth import make_dataset
+from pairextract.core.inputs import remove_ext
+from pairextract.testing.synth import make_dataset
 
 
 def main(argv: list[str]) -> None:

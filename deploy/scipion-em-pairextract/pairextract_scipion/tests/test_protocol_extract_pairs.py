@@ -1,6 +1,6 @@
 """The protocol in a real Scipion project, headless, against ``pairextract extract`` run directly.
 
-Synthetic micrograph pairs with known truth (``pairextract.synth``, run in pairextract's own
+Synthetic micrograph pairs with known truth (``pairextract.testing.synth``, run in pairextract's own
 environment) are imported as a Scipion user does: the micrograph pairs with *import micrograph
 pairs*, the tilt-pair coordinates with *import coordinate pairs* (Xmipp tilt-pair picker files),
 the CTFs with *import ctf* (Xmipp .ctfparam). The protocol then runs in its own process like in

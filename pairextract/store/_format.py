@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pairextract.errors import OutputFolderError
+from pairextract.errors import StoreBusyError, StoreMismatchError
 from pairextract.pipeline.plan import LAYOUT_FORMAT, VIEWS, Layout, MicrographJob
 
 if TYPE_CHECKING:  # imported by the workers (shard writer): pandas only where tables are read
@@ -53,14 +53,6 @@ _EMPTY = np.uint64(2**64 - 1)
 
 # Status codes stored per slot in the zarr groups; the strings are what the tables hold.
 STATUS_CODES = {"padding": 0, "ok": 1, "outside_border": 2, "error": 3}
-
-
-class StoreBusyError(OutputFolderError):
-    """Another run holds the output folder."""
-
-
-class StoreMismatchError(OutputFolderError):
-    """The output folder holds a run with other parameters."""
 
 
 @contextmanager

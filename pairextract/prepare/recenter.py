@@ -17,13 +17,13 @@ import math
 import numpy as np
 import pandas as pd
 
-from pairextract.io.errors import InputError
+from pairextract.core.inputs import TiltPairInputs
+from pairextract.core.params import ExtractionParams
+from pairextract.errors import InputError
 from pairextract.io.micrograph import micrograph_info
 from pairextract.io.shifts import Shifts
-from pairextract.model import TiltPairInputs
 from pairextract.ops.geometry import tilt_matrix
 from pairextract.ops.scale import box_scale, output_sampling, scale_coordinates
-from pairextract.params import ExtractionParams
 
 RECENTER_NAME = "recenter.parquet"
 # shift_*: how far each coordinate moved (picking pixels); origin_*: the output origin (pixels

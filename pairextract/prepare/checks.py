@@ -34,12 +34,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pairextract.core.inputs import TiltPairInputs, mic_pair_rows, remove_ext
+from pairextract.core.params import ExtractionParams
 from pairextract.errors import MICROGRAPH, Problem
-from pairextract.model import TiltPairInputs, mic_pair_rows, remove_ext
 from pairextract.ops.boxes import box_origin
 from pairextract.ops.downsample import downsampled_shape
 from pairextract.ops.scale import box_scale, runs_downsample
-from pairextract.params import ExtractionParams
 
 _VIEWS = (("u", "untilted"), ("t", "tilted"))
 MAX_LISTED = 10

@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
 
-from pairextract.errors import ClusterError
+from pairextract.errors import ClusterConfigError
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -73,11 +73,7 @@ THREADS_UP_TO_MICROGRAPHS = 64
 _JOB_END_TIMEOUT = 30.0
 
 
-class ClusterConfigError(ClusterError, ValueError):
-    """A cluster choice or option that cannot work, or a scheduler that cannot be reached.
 
-    The message says which option, file or address, and what to do (CLI exit status 5).
-    """
 
 
 def _import_jobqueue(kind: str) -> Any:
@@ -612,7 +608,7 @@ _MP_METHOD = "distributed.worker.multiprocessing-method"
 
 
 def start_worker_forkserver(preload: Sequence[str] = ("distributed",
-                                                      "pairextract.pipeline._worker_start"),
+                                                      "pairextract.runtime.worker_start"),
                             environ: Mapping[str, str] | None = None) -> bool:
     """Start now the process that local worker processes will be forked from (POSIX only).
 
@@ -910,11 +906,11 @@ def open_client(
                 started = LocalCluster(**kwargs)
             client = Client(started)
             if separate:
-                from pairextract.pipeline._batching import (
+                from pairextract.runtime.batching import (
                     BatchSchedulerMessages,
                     BatchWorkerMessages,
                 )
-                from pairextract.pipeline._worker_signals import IgnoreSigint
+                from pairextract.runtime.worker_signals import IgnoreSigint
 
                 client.register_plugin(IgnoreSigint())
                 # worker processes talk over TCP: what a message costs is worth batching

@@ -15,9 +15,9 @@ import os
 import numpy as np
 import pandas as pd
 
-from pairextract.model import TiltPairInputs
+from pairextract.core.inputs import TiltPairInputs
+from pairextract.core.params import ExtractionParams
 from pairextract.ops.tilt import axis_from_xmipp
-from pairextract.params import ExtractionParams
 
 
 def pair_tilts(inputs: TiltPairInputs, geometry: pd.DataFrame | None) -> pd.DataFrame:

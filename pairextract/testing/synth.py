@@ -61,7 +61,7 @@ import numpy as np
 import pandas as pd
 import scipy.fft
 
-from pairextract.ctf import CTF
+from pairextract.core.ctf import CTF
 from pairextract.io._star import write_star
 from pairextract.io.mrc import write_mrc
 from pairextract.ops import axis_from_xmipp, ctf_delocalisation, defocus_offsets

@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pairextract.ctf import CTF
+from pairextract.core.ctf import CTF
 from pairextract.errors import InputError
 
 MIC_PAIR_COLUMNS: dict[str, str] = {
@@ -234,7 +234,7 @@ class TiltPairInputs:
 
     ``warnings`` are notes from reading that do not stop work. ``errors`` are problems found while
     reading that make the input unfit as it stands (e.g. untilted and tilted files with different
-    row counts); :func:`pairextract.pipeline.checks.check_inputs` reports them with its own.
+    row counts); :func:`pairextract.prepare.checks.check_inputs` reports them with its own.
     """
 
     micrograph_pairs: pd.DataFrame

@@ -16,7 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from pairextract.ctf import CTF
+from pairextract.core.ctf import CTF
+from pairextract.core.params import ExtractionParams
+from pairextract.errors import NonFinitePixels
 from pairextract.ops import (
     DustPatch,
     box_origin,
@@ -37,7 +39,6 @@ from pairextract.ops import (
     scale_coordinates,
     xmipp_param,
 )
-from pairextract.params import ExtractionParams
 
 STATUS_OK = "ok"
 STATUS_OUTSIDE = "outside_border"
@@ -69,14 +70,6 @@ def _cleaned_rows(image: NDArray, dust: DustPatch | None, release: Release | Non
         return rows
 
     return read
-
-
-class NonFinitePixels(ValueError):
-    """The micrograph has ``count`` NaN or infinite pixels."""
-
-    def __init__(self, count: int) -> None:
-        super().__init__(f"the micrograph contains {count} NaN or infinite pixel values")
-        self.count = count
 
 
 @dataclass

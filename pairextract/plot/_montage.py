@@ -23,8 +23,8 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from pairextract.core.inputs import TiltPairInputs
 from pairextract.export._common import fitted_angles, load_dataset, source_folder
-from pairextract.model import TiltPairInputs
 from pairextract.ops.geometry import robust_affine
 
 __all__ = ["geometry_plot", "montage"]
@@ -291,7 +291,7 @@ def _geometry_from_inputs(inputs: TiltPairInputs, mic_pair_id: int,
     n = len(c)
     residual = np.full(n, np.nan)
     flagged = np.zeros(n, dtype=bool)
-    from pairextract.pipeline.geometry import check_geometry
+    from pairextract.prepare.geometry import check_geometry
 
     geo = check_geometry(inputs, threshold=threshold)
     fitted = geo.attrs["fitted"].set_index("mic_pair_id")
@@ -390,7 +390,7 @@ def geometry_plot(inputs_or_out: TiltPairInputs | str | os.PathLike[str] | xr.Da
     Parameters
     ----------
     inputs_or_out
-        A :class:`~pairextract.model.TiltPairInputs` (all pairs, residuals from the geometry check
+        A :class:`~pairextract.TiltPairInputs` (all pairs, residuals from the geometry check
         when available), an output folder (kept and dropped pairs) or an ``open_pairs`` Dataset.
         A path without ``pairs.parquet`` is read with :func:`pairextract.read_pairs`.
     mic_pair_id

@@ -33,8 +33,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pairextract.core.inputs import TiltPairInputs
 from pairextract.errors import ParameterError
-from pairextract.model import TiltPairInputs
 from pairextract.ops.geometry import (
     AffineFit,
     outlier_factor,

@@ -1,0 +1,79 @@
+"""What a run did: :class:`ExtractionResult` and its printed summary."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+
+@dataclass
+class ExtractionResult:
+    """What a run did: counts, the drop table and where the output is."""
+
+    out: Path
+    pairs_in: int
+    pairs_kept: int
+    dropped: pd.DataFrame
+    micrographs_extracted: int
+    micrographs_reused: int
+    micrographs_failed: dict[str, str]
+    seconds: float
+    particles_extracted: int
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def drop_counts(self) -> dict[str, int]:
+        """Dropped pairs by reason."""
+        counts = self.dropped["reason"].value_counts().sort_index()
+        return {str(k): int(v) for k, v in counts.items()}
+
+    @property
+    def particles_per_second(self) -> float:
+        return self.particles_extracted / self.seconds if self.seconds > 0 else float("nan")
+
+    def summary(self) -> dict[str, Any]:
+        """The run's summary as a JSON-ready dict (also written to ``summary.json``)."""
+        return {
+            "out": str(self.out),
+            "pairs_in": self.pairs_in,
+            "pairs_kept": self.pairs_kept,
+            "pairs_dropped": int(len(self.dropped)),
+            "dropped_by_reason": self.drop_counts,
+            "micrographs_extracted": self.micrographs_extracted,
+            "micrographs_reused": self.micrographs_reused,
+            "micrographs_failed": self.micrographs_failed,
+            "particles_extracted": self.particles_extracted,
+            "seconds": round(self.seconds, 3),
+            "particles_per_second": round(self.particles_per_second, 1)
+            if self.particles_extracted else None,
+            "warnings": self.warnings,
+        }
+
+    def __str__(self) -> str:
+        return format_summary(self.summary())
+
+
+def format_summary(s: dict[str, Any]) -> str:
+    """Human-readable summary of a run (from :meth:`ExtractionResult.summary`)."""
+    lines = [
+        f"pairs in:      {s['pairs_in']}",
+        f"pairs kept:    {s['pairs_kept']}",
+        f"pairs dropped: {s['pairs_dropped']}",
+    ]
+    for reason, n in s.get("dropped_by_reason", {}).items():
+        lines.append(f"  {reason:<28} {n}")
+    lines.append(f"micrographs:   {s['micrographs_extracted']} extracted, "
+                 f"{s['micrographs_reused']} already done, "
+                 f"{len(s['micrographs_failed'])} failed")
+    for name, err in s.get("micrographs_failed", {}).items():
+        lines.append(f"  {name}: {err}")
+    if s.get("particles_per_second"):
+        lines.append(f"speed:         {s['particles_per_second']} particles/s "
+                     f"({s['particles_extracted']} particles in {s['seconds']} s)")
+    for w in s.get("warnings", []):
+        lines.append(f"warning: {w}")
+    lines.append(f"output:        {s['out']}")
+    return "\n".join(lines)
