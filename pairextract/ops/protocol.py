@@ -18,6 +18,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from pairextract.core.ctf import CTF
 from pairextract.core.params import ExtractionParams
+from pairextract.core.vocab import Status
 from pairextract.errors import NonFinitePixels
 from pairextract.ops import (
     DustPatch,
@@ -40,8 +41,8 @@ from pairextract.ops import (
     xmipp_param,
 )
 
-STATUS_OK = "ok"
-STATUS_OUTSIDE = "outside_border"
+STATUS_OK = Status.OK.label
+STATUS_OUTSIDE = Status.OUTSIDE_BORDER.label
 
 # Pixels per chunk of boxes for the float64 work (bounded temporaries, as in normalize_stack).
 _CHUNK_ELEMENTS = 1 << 19

@@ -17,6 +17,7 @@ import pandas as pd
 
 from pairextract.core.inputs import TiltPairInputs
 from pairextract.core.params import ExtractionParams
+from pairextract.core.vocab import Status
 from pairextract.errors import (
     ENVIRONMENT,
     InputError,
@@ -26,11 +27,10 @@ from pairextract.errors import (
     output_io_error,
 )
 from pairextract.io.micrograph import micrograph_info
-from pairextract.ops.protocol import STATUS_OK
 from pairextract.pipeline.pairindex import build_pair_index
 from pairextract.pipeline.plan import VIEWS, MicrographJob, make_jobs, shard_rows
 from pairextract.pipeline.result import ExtractionResult
-from pairextract.pipeline.tasks import STATUSES, JobRows, particle_columns, run_job
+from pairextract.pipeline.tasks import JobRows, particle_columns, run_job
 from pairextract.store import _format as store
 from pairextract.store import folder as outdir
 
@@ -245,7 +245,7 @@ def _run_locked(inputs: TiltPairInputs, out: Path, params: ExtractionParams, cli
         micrographs_reused=len(done),
         micrographs_failed={_job_label(jobs, k): v for k, v in failed.items()},
         seconds=time.perf_counter() - t0,
-        particles_extracted=int(sum(int((r.status == _OK).sum()) for r in fresh.values())),
+        particles_extracted=int(sum(int((r.status == Status.OK).sum()) for r in fresh.values())),
         warnings=warnings,
     )
     with _writing("the summary", out / "summary.json"):
@@ -315,7 +315,6 @@ _BATCH_WAIT = 0.05
 _POLL_SHARE = 50
 # What a future's status is once it will not change by itself ("lost" is recomputed).
 _DONE = frozenset({"finished", "error", "cancelled"})
-_OK = STATUSES.index(STATUS_OK)
 
 
 def _done_batches(futures: list[Any]) -> Iterator[list[Any]]:

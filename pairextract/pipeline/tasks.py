@@ -10,10 +10,11 @@ from typing import Any
 import numpy as np
 
 from pairextract.core.params import ExtractionParams
+from pairextract.core.vocab import Status
 from pairextract.errors import MicrographError, NonFinitePixels, PairextractError, output_io_error
 from pairextract.io.micrograph import MicrographInfo, pixels
 from pairextract.io.pages import row_release
-from pairextract.ops.protocol import STATUS_OK, STATUS_OUTSIDE, extract_micrograph
+from pairextract.ops.protocol import extract_micrograph
 from pairextract.pipeline.plan import MicrographJob
 from pairextract.store._format import append_journal, shard_writer
 
@@ -23,11 +24,8 @@ RELEASE_FROM_BYTES = 16 << 20
 CTF_COLUMNS = ("defocus_u", "defocus_v", "defocus_angle", "voltage", "cs",
                "amplitude_contrast", "phase_shift")
 
-
-# Row statuses a task can give (codes in its result and journal record); "error" rows are made by
-# the client for a micrograph whose task failed.
-STATUSES = (STATUS_OK, STATUS_OUTSIDE, "error")
-_STATUS_CODE = {name: code for code, name in enumerate(STATUSES)}
+# Labels indexed by status code (the particle tables hold the labels).
+_LABELS = np.array([s.label for s in Status], dtype=object)
 
 
 @dataclass(frozen=True)
@@ -38,7 +36,7 @@ class JobRows:
     ...) are not here: :func:`particle_columns` takes them from the job.
     """
 
-    status: np.ndarray                      # (n,) int8 codes into STATUSES
+    status: np.ndarray                      # (n,) int8 Status codes
     xy: np.ndarray                          # (n, 2) int64 x, y in the cut micrograph
     phase_flipped: bool
     local_average: np.ndarray | None = None  # (n,) float64, or None: all NaN
@@ -49,7 +47,7 @@ class JobRows:
     @classmethod
     def failed(cls, n: int, error: str) -> JobRows:
         """Every row of a micrograph whose task failed."""
-        return cls(np.full(n, _STATUS_CODE["error"], np.int8), np.full((n, 2), -1, np.int64),
+        return cls(np.full(n, Status.ERROR, np.int8), np.full((n, 2), -1, np.int64),
                    False, error=error)
 
     def to_arrays(self) -> dict[str, np.ndarray]:
@@ -73,8 +71,8 @@ class JobRows:
 
 
 def status_codes(status: np.ndarray) -> np.ndarray:
-    """int8 codes of status strings."""
-    return np.array([_STATUS_CODE[str(s)] for s in status], dtype=np.int8)
+    """int8 :class:`Status` codes of status labels."""
+    return np.array([Status.of(str(s)) for s in status], dtype=np.int8)
 
 
 def particle_columns(jobs: Sequence[MicrographJob], rows: Sequence[JobRows]
@@ -114,7 +112,7 @@ def particle_columns(jobs: Sequence[MicrographJob], rows: Sequence[JobRows]
         "y": joined([j.coords[:, 1] for j in jobs]),
         "xi": xy[:, 0].copy(),
         "yi": xy[:, 1].copy(),
-        "status": np.array(STATUSES, dtype=object)[status],
+        "status": _LABELS[status],
         "phase_flipped": per_job([r.phase_flipped for r in rows], bool),
         "local_average": joined([np.full(j.n, np.nan) if r.local_average is None
                                  else r.local_average for j, r in zip(jobs, rows, strict=True)]),

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from pairextract.core.vocab import STATUS_CODES
 from pairextract.errors import StoreBusyError, StoreMismatchError
 from pairextract.pipeline.plan import LAYOUT_FORMAT, VIEWS, Layout, MicrographJob
 
@@ -52,7 +53,6 @@ TABLES = ("untilted.parquet", "tilted.parquet", "pairs.parquet", "dropped.parque
 _EMPTY = np.uint64(2**64 - 1)
 
 # Status codes stored per slot in the zarr groups; the strings are what the tables hold.
-STATUS_CODES = {"padding": 0, "ok": 1, "outside_border": 2, "error": 3}
 
 
 @contextmanager
