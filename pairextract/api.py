@@ -6,10 +6,11 @@ import functools
 import json
 import math
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -18,10 +19,12 @@ from pairextract.core.inputs import TiltPairInputs
 from pairextract.core.params import ExtractionParams
 from pairextract.errors import MICROGRAPH, DamagedOutputError, InputError, kind_of
 from pairextract.io import read_pairs
+from pairextract.io.micrograph import MicrographHeaders
 from pairextract.io.reader import PATH_OPTIONS
 from pairextract.io.shifts import Shifts, read_shifts
 from pairextract.pipeline.result import ExtractionResult, format_summary
 from pairextract.pipeline.run import run_extraction
+from pairextract.prepare.geometry import GeometryFit
 from pairextract.store import _format as store
 
 if TYPE_CHECKING:  # imported where used: extracting needs neither
@@ -109,45 +112,19 @@ def extract_pairs(
         inputs = read_pairs(inputs, **read_options)
     elif read_options:
         raise TypeError(f"read options {sorted(read_options)} given with an in-memory input")
+    given: TiltPairInputs = inputs
 
-    # The geometry check is needed before extraction only to tilt the CTFs or to re-centre;
-    # otherwise it runs while the first tasks do (thousands of small micrograph pairs: about
-    # a second of fits that no task waits for). Flagged pairs are dropped from the index.
-    geometry_first = params.tilt_defocus == "geometry" or recenter is not None
-
-    def prepare() -> tuple[TiltPairInputs, Any, list[str], Any, Any]:
-        given = cast(TiltPairInputs, inputs)
-        table, warnings, headers = _check(given, params, residual_threshold, strict_checks,
-                                          geometry=geometry_first)
-        geometry: Any = table
-        if not geometry_first:
-            from pairextract.prepare.geometry import check_geometry
-
-            geometry = functools.partial(check_geometry, given, threshold=residual_threshold)
-        from pairextract.prepare.tiltctf import with_specimen_tilts
-
-        ready, tilt_warnings = with_specimen_tilts(given, params, table)
-        warnings += tilt_warnings
-        recentred = None
-        if recenter is not None:
-            from pairextract.prepare.recenter import recenter_inputs
-
-            shifts = recenter if isinstance(recenter, Shifts) else read_shifts(recenter,
-                                                                               recenter_pairs)
-            ready, recentred, more = recenter_inputs(ready, shifts, params, table)
-            warnings += more
-        return ready, geometry, warnings, recentred, headers
-
-    def run(c: Any, prepared: tuple[TiltPairInputs, Any, list[str], Any, Any]
-            ) -> ExtractionResult:
-        ready, geometry, warnings, recentred, headers = prepared
-        # the headers the checks read are reused: each micrograph's is read once
-        result = run_extraction(ready, out, params, c, dtype=dtype, geometry=geometry,
-                                drop_flagged=drop_flagged, overwrite=overwrite,
-                                progress=progress, warnings=warnings, protect=protect,
-                                headers=headers)
-        _write_recenter(Path(out), recentred)
+    def run(c: Any, ready: _Prepared) -> ExtractionResult:
+        result = run_extraction(ready.inputs, out, params, c, dtype=dtype,
+                                geometry=ready.geometry, drop_flagged=drop_flagged,
+                                overwrite=overwrite, progress=progress, warnings=ready.warnings,
+                                protect=protect, headers=ready.headers)
+        _write_recenter(Path(out), ready.recentred)
         return result
+
+    def prepare() -> _Prepared:
+        return _prepare(given, params, residual_threshold, strict_checks, recenter,
+                        recenter_pairs)
 
     if client is not None and not callable(client):
         return run(client, prepare())
@@ -155,7 +132,7 @@ def extract_pairs(
     if start is None:
         from pairextract.runtime.cluster import open_client, prefer_local_threads
 
-        threads = (prefer_local_threads(2 * len(inputs.micrograph_pairs),
+        threads = (prefer_local_threads(2 * len(given.micrograph_pairs),
                                         phase_flip=params.phase_flip)
                    if local_threads is None else local_threads)
 
@@ -167,6 +144,48 @@ def extract_pairs(
     checking = _Background(prepare)
     with _preloaded_workers(), start() as started:
         return run(started, checking.result())
+
+
+@dataclass
+class _Prepared:
+    """The checked inputs, ready to extract, and what the checks found on the way."""
+
+    inputs: TiltPairInputs
+    # the geometry check, or the function that runs it while the first tasks do
+    geometry: GeometryFit | Callable[[], GeometryFit] | None
+    warnings: list[str]
+    recentred: pd.DataFrame | None
+    headers: MicrographHeaders | None  # each micrograph's header is read once
+
+
+def _prepare(inputs: TiltPairInputs, params: ExtractionParams,
+             residual_threshold: float | None, strict: bool,
+             recenter: str | Path | Shifts | None,
+             recenter_pairs: str | Path | None) -> _Prepared:
+    """Check the inputs, tilt the CTFs and re-centre, as the options ask."""
+    from pairextract.prepare.geometry import check_geometry
+    from pairextract.prepare.tiltctf import with_specimen_tilts
+
+    # The geometry check is needed before extraction only to tilt the CTFs or to re-centre;
+    # otherwise it runs while the first tasks do (thousands of small micrograph pairs: about
+    # a second of fits that no task waits for).
+    first = params.tilt_defocus == "geometry" or recenter is not None
+    table, warnings, headers = _check(inputs, params, residual_threshold, strict,
+                                      geometry=first)
+    geometry: GeometryFit | Callable[[], GeometryFit] | None = table
+    if not first:
+        geometry = functools.partial(check_geometry, inputs, threshold=residual_threshold)
+    ready, tilt_warnings = with_specimen_tilts(inputs, params, table)
+    warnings += tilt_warnings
+    recentred = None
+    if recenter is not None:
+        from pairextract.prepare.recenter import recenter_inputs
+
+        shifts = recenter if isinstance(recenter, Shifts) else read_shifts(recenter,
+                                                                           recenter_pairs)
+        ready, recentred, more = recenter_inputs(ready, shifts, params, table)
+        warnings += more
+    return _Prepared(ready, geometry, warnings, recentred, headers)
 
 
 def _write_recenter(out: Path, table: pd.DataFrame | None) -> None:
@@ -229,7 +248,8 @@ def _preloaded_workers() -> Iterator[None]:
 
 def _check(inputs: TiltPairInputs, params: ExtractionParams,
            residual_threshold: float | None,
-           strict: bool, geometry: bool = True) -> tuple[pd.DataFrame | None, list[str], Any]:
+           strict: bool, geometry: bool = True
+           ) -> tuple[GeometryFit | None, list[str], MicrographHeaders | None]:
     """Input checks and the geometry check, before any pixel is read.
 
     Returns the geometry table (None without ``geometry``: only its threshold is checked),

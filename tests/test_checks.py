@@ -420,8 +420,7 @@ def test_outside_table_equals_the_rule_per_micrograph(tmp_path: Path, downsample
 
 
 def test_headers_are_kept_for_the_run(tmp_path: Path) -> None:
-    from pairextract.io.micrograph import micrograph_info
-    from pairextract.pipeline.run import _read_infos
+    from pairextract.io.micrograph import MicrographHeaders, micrograph_info
 
     paths = _mics(tmp_path)
     bad = tmp_path / "bad.mrc"
@@ -429,17 +428,19 @@ def test_headers_are_kept_for_the_run(tmp_path: Path) -> None:
     inp = _inputs([paths[0], str(bad)])
     rep = check_inputs(inp, box_size=16)
     assert rep.headers is not None
-    infos, unreadable = rep.headers
+    infos, unreadable = rep.headers.infos, rep.headers.errors
     assert infos == {paths[0]: micrograph_info(paths[0])}
     with pytest.raises(ValueError) as exc:
         micrograph_info(bad)
     assert unreadable == {str(bad): str(exc.value)}
     # The run takes them as they are (no second read) and reads only what is not there.
     bad.unlink()
-    again, errors = _read_infos([paths[0], str(bad), paths[1]], rep.headers)
-    assert again[paths[0]] is infos[paths[0]] and errors == unreadable
-    assert again[paths[1]] == micrograph_info(paths[1])
-    assert _read_infos([str(bad)])[1] == {str(bad): f"micrograph file not found: {bad}"}
+    again = rep.headers.read([paths[0], str(bad), paths[1]])
+    assert again.infos[paths[0]] is infos[paths[0]] and again.errors == unreadable
+    assert again.infos[paths[1]] == micrograph_info(paths[1])
+    assert MicrographHeaders().read([str(bad)]).errors == {
+        str(bad): f"micrograph file not found: {bad}"}
+    assert paths[1] not in rep.headers.infos  # read() returns a copy
     # An injected reader's objects are not micrograph headers: nothing is kept.
     assert check_inputs(inp, micrograph_info=micrograph_info).headers is None
 

@@ -13,7 +13,6 @@ from pairextract.ops.geometry import outlier_factor, robust_affine, tilt_angles,
 from pairextract.prepare.geometry import (
     check_geometry,
     drop_flagged,
-    flagged_pair_ids,
     with_fitted_angles,
 )
 
@@ -71,15 +70,15 @@ def test_check_geometry_on_points() -> None:
     inp = TiltPairInputs(pd.DataFrame({"micrograph_u": ["u"], "micrograph_t": ["t"]}), cp)
     geo = check_geometry(inp)
     expect = sorted(int(i) + 1 for i in np.flatnonzero(swapped) if i != 3)
-    assert flagged_pair_ids(geo) == expect
-    assert np.isnan(geo["residual"].iloc[3]) and not geo["flagged"].iloc[3]
-    fitted = geo.attrs["fitted"].iloc[0]
+    assert geo.flagged_pair_ids() == expect
+    assert np.isnan(geo.pairs["residual"].iloc[3]) and not geo.pairs["flagged"].iloc[3]
+    fitted = geo.micrographs.iloc[0]
     assert abs(fitted["fitted_tilt_angle"] - 50) < 1
     assert drop_flagged(inp, geo).n_pairs == 80 - len(expect)
     assert with_fitted_angles(inp, geo).micrograph_pairs["tilt_angle"].iloc[0] == \
         fitted["fitted_tilt_angle"]
     # A fixed threshold replaces the automatic one.
-    assert geo["flagged"].sum() < check_geometry(inp, threshold=0.1)["flagged"].sum()
+    assert geo.pairs["flagged"].sum() < check_geometry(inp, threshold=0.1).pairs["flagged"].sum()
 
 
 def test_too_few_pairs_give_no_angles() -> None:
@@ -87,8 +86,8 @@ def test_too_few_pairs_give_no_angles() -> None:
                        "y_t": [1.0, 5, 2], "mic_pair_id": 1})
     inp = TiltPairInputs(pd.DataFrame({"micrograph_u": ["u"], "micrograph_t": ["t"]}), cp)
     geo = check_geometry(inp)
-    assert np.isnan(geo.attrs["fitted"]["fitted_tilt_angle"].iloc[0])
-    assert not geo["flagged"].any()
+    assert np.isnan(geo.micrographs["fitted_tilt_angle"].iloc[0])
+    assert not geo.pairs["flagged"].any()
 
 
 def test_synthetic_dataset(tmp_path: Path) -> None:
@@ -100,14 +99,14 @@ def test_synthetic_dataset(tmp_path: Path) -> None:
     inp = read_pairs(ds.pair_table)
     geo = check_geometry(inp)
     truth = ds.truth
-    fitted = geo.attrs["fitted"].set_index("mic_pair_id")
+    fitted = geo.micrographs.set_index("mic_pair_id")
     for k, (au, at) in enumerate(ds.axis_angles):
         f = fitted.loc[k + 1]
         assert abs(f["fitted_tilt_angle"] - 50.0) < 1.0
         assert abs(f["fitted_axis_angle_u"] - au) < 2.0
         assert abs(f["fitted_axis_angle_t"] - at) < 2.0
     swapped = sorted(int(i) for i in truth.loc[truth["swapped"], "pair_id"])
-    assert swapped and flagged_pair_ids(geo) == swapped
+    assert swapped and geo.flagged_pair_ids() == swapped
 
 
 def _point_sets(n: int, count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -249,7 +248,7 @@ def test_few_pairs_flag_wrong_partners_and_almost_no_correct_ones(noise: float) 
     sizes = [n for n in (4, 5, 6, 7, 8, 10, 15, 30) for _ in range(60)]
     inp, wrong = _simulated_inputs(sizes, noise, seed=int(noise * 10))
     geo = check_geometry(inp)
-    flagged = geo["flagged"].to_numpy()
+    flagged = geo.pairs["flagged"].to_numpy()
     n_pairs = inp.coordinate_pairs.groupby("mic_pair_id")["pair_id"].transform("size")
     n_pairs = n_pairs.to_numpy()
     assert flagged[~wrong].mean() <= 1e-3
@@ -258,7 +257,7 @@ def test_few_pairs_flag_wrong_partners_and_almost_no_correct_ones(noise: float) 
     # 5 pairs: 4 that agree leave sigma 2 degrees of freedom; what stands out of that
     # uncertainty is flagged (90 %, 83 %, 47 % of the wrong partners here)
     assert flagged[wrong & (n_pairs == 5)].mean() >= 0.4
-    fitted = geo.attrs["fitted"]
+    fitted = geo.micrographs
     assert (fitted["residual_threshold"].dropna() >= 5.0).all()
     assert (fitted.loc[fitted["n_fitted"] == 4, "residual_threshold"] > 300.0).all()
 
@@ -311,9 +310,9 @@ def test_check_geometry_equals_one_fit_per_micrograph_pair() -> None:
     inp = TiltPairInputs(mp, cp)
     geo = check_geometry(inp)
     residual, flagged, fitted = _check_geometry_before(inp)
-    np.testing.assert_array_equal(geo["residual"].to_numpy(), residual)
-    np.testing.assert_array_equal(geo["flagged"].to_numpy(), flagged)
-    table = geo.attrs["fitted"]
+    np.testing.assert_array_equal(geo.pairs["residual"].to_numpy(), residual)
+    np.testing.assert_array_equal(geo.pairs["flagged"].to_numpy(), flagged)
+    table = geo.micrographs
     for (_, row), want in zip(table.iterrows(), fitted, strict=True):
         assert row["n_fitted"] == want[0]
         got = (row["fitted_tilt_angle"], row["fitted_axis_angle_u"], row["fitted_axis_angle_t"],

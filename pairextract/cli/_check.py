@@ -41,13 +41,13 @@ def build_report(args: argparse.Namespace) -> dict[str, Any]:
     """The check as a JSON-ready dict (``micrograph_pairs``, ``errors``, ...)."""
     from pairextract.io import read_pairs
     from pairextract.prepare.checks import check_inputs
-    from pairextract.prepare.geometry import check_geometry, flagged_pair_ids
+    from pairextract.prepare.geometry import check_geometry
 
     inputs = read_pairs(args.input, **read_options_from_args(args))
     report = check_inputs(inputs, box_size=args.box, phase_flip=args.phase_flip,
                           downsample=args.downsample)
     geometry = check_geometry(inputs, threshold=args.residual_threshold)
-    fitted = geometry.attrs["fitted"].set_index("mic_pair_id")
+    fitted = geometry.fitted()
     outside = report.outside.set_index("pair_id") if not report.outside.empty else None
     counts = inputs.coordinate_pairs.groupby("mic_pair_id").size()
     pairs = []
@@ -67,7 +67,7 @@ def build_report(args: argparse.Namespace) -> dict[str, Any]:
             "input_axis_angle_tilted": _num(row["axis_angle_t"]),
             "residual_sigma": _num(fit["residual_sigma"]),
             "residual_threshold": _num(fit["residual_threshold"]),
-            "flagged_pair_ids": flagged_pair_ids(geometry, mid),
+            "flagged_pair_ids": geometry.flagged_pair_ids(mid),
         }
         if outside is not None:
             sel = outside[outside["mic_pair_id"] == mid]
@@ -81,7 +81,7 @@ def build_report(args: argparse.Namespace) -> dict[str, Any]:
         "n_ctfs": len(inputs.ctfs),
         "box_size": args.box,
         "n_pairs_outside": report.n_outside if args.box is not None else None,
-        "n_flagged": int(geometry["flagged"].sum()),
+        "n_flagged": int(geometry.pairs["flagged"].sum()),
         "micrograph_pairs": pairs,
         "warnings": report.warnings,
         "errors": report.errors,

@@ -8,6 +8,8 @@ Every failure (missing, unreadable, truncated, unsupported) is an
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +26,7 @@ PathLike = str | os.PathLike[str]
 
 __all__ = [
     "MICROGRAPH_SUFFIXES",
+    "MicrographHeaders",
     "MicrographInfo",
     "lazy_micrograph",
     "micrograph_info",
@@ -63,6 +66,37 @@ def micrograph_info(path: PathLike) -> MicrographInfo:
     """Shape ``(H, W)``, native dtype and pixel size (Angstrom or None) without reading pixels."""
     info: MicrographInfo = _module(path).micrograph_info(path)
     return info
+
+
+@dataclass
+class MicrographHeaders:
+    """The header of every micrograph read so far, and why the others could not be read.
+
+    The input checks read each micrograph's header once; the run reuses them (and reads only
+    those it has not seen).
+
+    Attributes
+    ----------
+    infos
+        ``path -> MicrographInfo`` of each readable micrograph.
+    errors
+        ``path -> message`` of each micrograph whose header could not be read.
+    """
+
+    infos: dict[str, MicrographInfo] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+
+    def read(self, paths: Iterable[str]) -> MicrographHeaders:
+        """A copy that also holds the headers (or errors) of ``paths`` not seen yet."""
+        out = MicrographHeaders(dict(self.infos), dict(self.errors))
+        for path in dict.fromkeys(paths):
+            if path in out.infos or path in out.errors:
+                continue
+            try:
+                out.infos[path] = micrograph_info(path)
+            except (InputError, OSError, ValueError) as exc:
+                out.errors[path] = str(exc)
+        return out
 
 
 def read_micrograph(path: PathLike) -> np.ndarray[Any, np.dtype[np.float32]]:

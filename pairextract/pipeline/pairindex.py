@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from pairextract.prepare.geometry import GeometryFit
+
 # Per-view columns carried into the pair index, renamed with the view's suffix.
 _VIEW_COLUMNS = ("slot", "micrograph", "x", "y", "xi", "yi", "phase_flipped",
                  "defocus_u", "defocus_v", "defocus_angle", "phase_shift", "defocus_offset",
@@ -18,13 +20,13 @@ def build_pair_index(
     micrograph_pairs: pd.DataFrame,
     untilted: pd.DataFrame,
     tilted: pd.DataFrame,
-    flagged: pd.DataFrame | None = None,
+    geometry: GeometryFit | None = None,
     drop_flagged: bool = False,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Join the particle tables of both views on ``pair_id``.
 
     A pair is kept iff both members were extracted with status ``ok`` (and, with
-    ``drop_flagged``, it is not flagged by the geometry check). Returns ``(pairs, dropped)``:
+    ``drop_flagged``, it is not flagged by the ``geometry`` check). Returns ``(pairs, dropped)``:
     ``pairs`` has one row per kept pair, ordered by ``pair_id``, with the slots of its two
     images; ``dropped`` has ``pair_id, mic_pair_id, reason, detail`` for every other input
     coordinate pair.
@@ -37,6 +39,7 @@ def build_pair_index(
     eu = u["error"].reindex(ids["pair_id"]).to_numpy(object) if "error" in u else None
     et = t["error"].reindex(ids["pair_id"]).to_numpy(object) if "error" in t else None
     flag = np.zeros(len(ids), dtype=bool)
+    flagged = geometry.pairs if geometry is not None else None
     if flagged is not None and len(flagged):
         flag = ids["pair_id"].isin(flagged.loc[flagged["flagged"], "pair_id"]).to_numpy()
 
@@ -69,7 +72,7 @@ def build_pair_index(
     angles = micrograph_pairs.set_index("mic_pair_id")
     for c in ("tilt_angle", "axis_angle_u", "axis_angle_t"):
         pairs[c] = angles[c].reindex(pairs["mic_pair_id"]).to_numpy(np.float64)
-    fitted = flagged.attrs.get("fitted") if flagged is not None else None
+    fitted = geometry.micrographs if geometry is not None else None
     for c in _FITTED:
         values = np.full(len(pairs), np.nan)
         if fitted is not None and c in fitted:

@@ -10,31 +10,33 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
 
 from pairextract.core.inputs import TiltPairInputs
 from pairextract.core.params import ExtractionParams
-from pairextract.core.vocab import Status
+from pairextract.core.vocab import VIEWS, Status
 from pairextract.errors import (
     ENVIRONMENT,
-    InputError,
     OutputFolderError,
     PairextractError,
     kind_of,
     output_io_error,
 )
-from pairextract.io.micrograph import micrograph_info
+from pairextract.io.micrograph import MicrographHeaders
 from pairextract.pipeline.pairindex import build_pair_index
-from pairextract.pipeline.plan import VIEWS, MicrographJob, make_jobs, shard_rows
+from pairextract.pipeline.plan import MicrographJob, make_jobs, shard_rows
 from pairextract.pipeline.result import ExtractionResult
 from pairextract.pipeline.tasks import JobRows, particle_columns, run_job
+from pairextract.prepare.geometry import GeometryFit
 from pairextract.store import _format as store
 from pairextract.store import folder as outdir
 
 FORMAT_VERSION = 1
+
+T = TypeVar("T")
 
 
 def _input_digest(inputs: TiltPairInputs) -> str:
@@ -56,28 +58,6 @@ def _pixel_sizes(inputs: TiltPairInputs, infos: dict[str, Any]) -> dict[str, flo
                 value = float(infos[path].pixel_size)
             sizes[str(path)] = value
     return sizes
-
-
-def _read_infos(jobs_paths: list[str],
-                known: tuple[dict[str, Any], dict[str, str]] | None = None,
-                ) -> tuple[dict[str, Any], dict[str, str]]:
-    """Header of each micrograph, or why it cannot be read; ``known`` (``(infos, errors)``
-    from the input checks) is reused instead of reading those headers again."""
-    known_infos, known_errors = known if known is not None else ({}, {})
-    infos: dict[str, Any] = {}
-    errors: dict[str, str] = {}
-    for path in dict.fromkeys(jobs_paths):
-        if path in known_infos:
-            infos[path] = known_infos[path]
-            continue
-        if path in known_errors:
-            errors[path] = known_errors[path]
-            continue
-        try:
-            infos[path] = micrograph_info(path)
-        except (InputError, OSError, ValueError) as exc:
-            errors[path] = str(exc)
-    return infos, errors
 
 
 def _progress_printer(total: int, stream: Any = sys.stderr) -> Callable[[int], None]:
@@ -120,19 +100,19 @@ def run_extraction(
     client: Any,
     *,
     dtype: str = "float32",
-    geometry: pd.DataFrame | Callable[[], pd.DataFrame] | None = None,
+    geometry: GeometryFit | Callable[[], GeometryFit] | None = None,
     drop_flagged: bool = False,
     overwrite: bool = False,
     progress: bool | str = False,
     warnings: list[str] | None = None,
     protect: Sequence[str | os.PathLike[str]] = (),
-    headers: tuple[dict[str, Any], dict[str, str]] | None = None,
+    headers: MicrographHeaders | None = None,
 ) -> ExtractionResult:
     """Run the extraction of ``inputs`` into ``out`` on the Dask ``client``.
 
-    ``geometry`` is the per-pair table of the geometry check (``pair_id, residual,
-    flagged``), or a function that computes it (called while the tasks run); with
-    ``drop_flagged`` its flagged pairs are dropped from the pair index. Micrographs already
+    ``geometry`` is the result of the geometry check, or a function that computes it (called
+    while the tasks run); with ``drop_flagged`` its flagged pairs are dropped from the pair
+    index. Micrographs already
     complete in ``out`` from an earlier run with the same parameters are not recomputed.
 
     ``out`` must be new, empty or a pairextract output, and must not hold any input (the
@@ -166,10 +146,10 @@ def run_extraction(
 
 
 def _run_locked(inputs: TiltPairInputs, out: Path, params: ExtractionParams, client: Any,
-                dtype: str, geometry: pd.DataFrame | Callable[[], pd.DataFrame] | None,
+                dtype: str, geometry: GeometryFit | Callable[[], GeometryFit] | None,
                 drop_flagged: bool,
                 progress: bool | str, warnings: list[str], t0: float,
-                headers: tuple[dict[str, Any], dict[str, str]] | None = None
+                headers: MicrographHeaders | None = None
                 ) -> ExtractionResult:
     provenance = {
         "format_version": FORMAT_VERSION,
@@ -177,8 +157,9 @@ def _run_locked(inputs: TiltPairInputs, out: Path, params: ExtractionParams, cli
         "dtype": dtype,
         "box_size": params.box_size,
     }
-    paths = [str(p) for s in ("u", "t") for p in inputs.micrograph_pairs[f"micrograph_{s}"]]
-    infos, bad_files = _read_infos(paths, headers)
+    paths = [str(p) for v in VIEWS for p in inputs.micrograph_pairs[f"micrograph_{v.suffix}"]]
+    read = (headers or MicrographHeaders()).read(paths)
+    infos, bad_files = read.infos, read.errors
     pixel_sizes = _pixel_sizes(inputs, infos)
     jobs = make_jobs(inputs, pixel_sizes)
     itemsize = np.dtype(dtype).itemsize
@@ -198,14 +179,11 @@ def _run_locked(inputs: TiltPairInputs, out: Path, params: ExtractionParams, cli
     with _writing("the run's layout", out):
         store.save_layout(out, layout, provenance)
 
-    fitted: list[pd.DataFrame | None] = [None if callable(geometry) else geometry]
-
-    def meanwhile() -> None:
+    def meanwhile() -> GeometryFit | None:
         with _writing("the Zarr store's metadata", out), \
                 _damaged(out, f"the metadata (zarr.json) of {store.ZARR_NAME}"):
             store.prepare_arrays(out, layout, params.box_size, dtype, provenance)
-        if callable(geometry):
-            fitted[0] = geometry()
+        return geometry() if callable(geometry) else geometry
 
     journal = store.read_journal(out)
     done = store.done_jobs(out, jobs, layout.chunk, params.box_size, itemsize, journal)
@@ -223,8 +201,8 @@ def _run_locked(inputs: TiltPairInputs, out: Path, params: ExtractionParams, cli
     # shard files): importing zarr and creating the arrays is off the critical path, and so
     # is a geometry check that nothing before the pair index needs.
     try:
-        finished = _compute(todo, infos, out, params, layout.chunk, dtype, run, client,
-                            progress, failed, meanwhile=meanwhile)
+        finished, fit = _compute(todo, infos, out, params, layout.chunk, dtype, run, client,
+                                 progress, failed, meanwhile=meanwhile)
     finally:
         store.close_journal(out)  # this process's, when tasks ran here (threads)
     fresh = _fresh_rows(todo, finished, out, run, client, failed)
@@ -233,9 +211,9 @@ def _run_locked(inputs: TiltPairInputs, out: Path, params: ExtractionParams, cli
     tables = _view_tables(jobs, done, journal, fresh, failed)
     pairs, dropped = build_pair_index(
         inputs.coordinate_pairs, inputs.micrograph_pairs,
-        tables["untilted"], tables["tilted"], fitted[0], drop_flagged)
+        tables["untilted"], tables["tilted"], fit, drop_flagged)
     with _writing("the tables", out):
-        _write_outputs(out, inputs, layout, tables, pairs, dropped, fitted[0])
+        _write_outputs(out, inputs, layout, tables, pairs, dropped, fit)
     result = ExtractionResult(
         out=out,
         pairs_in=int(len(inputs.coordinate_pairs)),
@@ -354,20 +332,19 @@ def _done_batches(futures: list[Any]) -> Iterator[list[Any]]:
 def _compute(todo: list[MicrographJob], infos: dict[str, Any], out: Path,
              params: ExtractionParams, shard: int, dtype: str, run: str, client: Any,
              progress: bool | str, failed: dict[str, str],
-             meanwhile: Callable[[], None] = lambda: None) -> set[str]:
+             meanwhile: Callable[[], T]) -> tuple[set[str], T]:
     """One task per micrograph: the worker memory-maps the file and writes its shards.
 
     Tasks are submitted directly (no graph to build or optimise). Returns the names of the
     jobs whose task finished; failed ones go to ``failed`` with their reason. Nothing is
     gathered: each task's rows are in its worker's journal of run ``run``
     (:func:`_fresh_rows` reads them once at the end). ``meanwhile`` runs here once the tasks
-    are submitted; if it fails, they are cancelled.
+    are submitted (its result is returned with the names); if it fails, they are cancelled.
     """
     from concurrent.futures import CancelledError
 
     if not todo:
-        meanwhile()
-        return set()
+        return set(), meanwhile()
     token = _run_token(params, out)
     n = len(todo)
     # One map call: one message to the scheduler for all tasks, not one per micrograph.
@@ -376,7 +353,7 @@ def _compute(todo: list[MicrographJob], infos: dict[str, Any], out: Path,
                          key=[f"extract-{job.name}-{job.digest[:12]}-{token}" for job in todo])
     by_key = {f.key: job for f, job in zip(futures, todo, strict=True)}
     try:
-        meanwhile()
+        value = meanwhile()
     except BaseException:
         client.cancel(futures)
         raise
@@ -412,7 +389,7 @@ def _compute(todo: list[MicrographJob], infos: dict[str, Any], out: Path,
         count += len(batch)
         if show:
             show(count)
-    return finished
+    return finished, value
 
 
 def _fresh_rows(todo: list[MicrographJob], finished: set[str], out: Path, run: str,
@@ -478,7 +455,7 @@ def _view_tables(jobs: list[MicrographJob], done: set[str], journal: dict[str, b
 
 def _write_outputs(out: Path, inputs: TiltPairInputs, layout: Any,
                    tables: dict[str, pd.DataFrame], pairs: pd.DataFrame,
-                   dropped: pd.DataFrame, geometry: pd.DataFrame | None) -> None:
+                   dropped: pd.DataFrame, geometry: GeometryFit | None) -> None:
     # Each table atomically (temporary file + rename): a reader never sees half a file.
     for view, table in tables.items():
         store.write_table(out / f"{view}.parquet", table)
@@ -486,7 +463,6 @@ def _write_outputs(out: Path, inputs: TiltPairInputs, layout: Any,
     store.write_table(out / "pairs.parquet", pairs)
     store.write_table(out / "dropped.parquet", dropped)
     mics = inputs.micrograph_pairs.copy()
-    if geometry is not None and "fitted" in geometry.attrs:
-        fitted = geometry.attrs["fitted"]
-        mics = mics.merge(fitted, on="mic_pair_id", how="left")
+    if geometry is not None:
+        mics = mics.merge(geometry.micrographs, on="mic_pair_id", how="left")
     store.write_table(out / "micrographs.parquet", mics)

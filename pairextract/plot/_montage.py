@@ -293,9 +293,9 @@ def _geometry_from_inputs(inputs: TiltPairInputs, mic_pair_id: int,
     flagged = np.zeros(n, dtype=bool)
     from pairextract.prepare.geometry import check_geometry
 
-    geo = check_geometry(inputs, threshold=threshold)
-    fitted = geo.attrs["fitted"].set_index("mic_pair_id")
-    geo = geo.set_index("pair_id")
+    fit = check_geometry(inputs, threshold=threshold)
+    fitted = fit.fitted()
+    geo = fit.pairs.set_index("pair_id")
     residual = geo["residual"].reindex(c["pair_id"]).to_numpy(np.float64)
     flagged = geo["flagged"].reindex(c["pair_id"]).fillna(False).to_numpy(bool)
     if threshold is None and mic_pair_id in fitted.index:

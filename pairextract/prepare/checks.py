@@ -37,6 +37,8 @@ import pandas as pd
 from pairextract.core.inputs import TiltPairInputs, mic_pair_rows, remove_ext
 from pairextract.core.params import ExtractionParams
 from pairextract.errors import MICROGRAPH, Problem
+from pairextract.io.micrograph import MicrographHeaders
+from pairextract.io.micrograph import micrograph_info as _micrograph_info
 from pairextract.ops.boxes import box_origin
 from pairextract.ops.downsample import downsampled_shape
 from pairextract.ops.scale import box_scale, runs_downsample
@@ -64,17 +66,16 @@ class CheckReport:
         -1 if unreadable), ``pixel_size`` (the one used: input, else header; NaN if unknown),
         ``error`` (str, "" when readable).
     headers
-        With the default reader only: ``(infos, unreadable)``, the header of each readable
-        micrograph and the message of each one whose header could not be read (an
-        ``InputError``, ``OSError`` or ``ValueError``), for the run to reuse instead of
-        reading every header again (:func:`pairextract.pipeline.run.run_extraction`).
+        With the default reader only: the header of each readable micrograph and the message
+        of each one whose header could not be read (an ``InputError``, ``OSError`` or
+        ``ValueError``), for the run to reuse instead of reading every header again.
     """
 
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     outside: pd.DataFrame = field(default_factory=pd.DataFrame)
     micrographs: pd.DataFrame = field(default_factory=pd.DataFrame)
-    headers: tuple[dict[str, Any], dict[str, str]] | None = None
+    headers: MicrographHeaders | None = None
 
     @property
     def ok(self) -> bool:
@@ -106,12 +107,6 @@ def _bad_stem(stem: str) -> str | None:
     return None
 
 
-def _default_micrograph_info() -> Callable[[str], Any]:
-    from pairextract.io.micrograph import micrograph_info
-
-    return micrograph_info
-
-
 def check_inputs(
     inputs: TiltPairInputs,
     params: ExtractionParams | None = None,
@@ -137,7 +132,7 @@ def check_inputs(
     if params is not None:
         box_size, phase_flip, downsample = params.box_size, params.phase_flip, params.downsample
     d = 1.0 if downsample is None else float(downsample)
-    info_of = micrograph_info or _default_micrograph_info()
+    info_of = micrograph_info or _micrograph_info
     report = CheckReport(errors=list(inputs.errors), warnings=list(inputs.warnings))
     mp = inputs.micrograph_pairs
     cp = inputs.coordinate_pairs
@@ -173,7 +168,8 @@ def check_inputs(
     report.micrographs = pd.DataFrame(
         mic_rows, columns=["micrograph", "view", "height", "width", "pixel_size", "error"])
     if micrograph_info is None:
-        report.headers = ({p: i for p, i in infos.items() if i is not None}, unreadable)
+        report.headers = MicrographHeaders(
+            {p: i for p, i in infos.items() if i is not None}, unreadable)
 
     # Coordinates that are not numbers.
     bad_coords = []

@@ -27,7 +27,7 @@ with 6-8 and up to 1 % with 10.
 from __future__ import annotations
 
 import math
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -50,6 +50,39 @@ FITTED_COLUMNS = ("mic_pair_id", "n_fitted", "fitted_tilt_angle", "fitted_axis_a
                   "fitted_axis_angle_t", "residual_sigma", "residual_threshold", "n_flagged")
 
 
+@dataclass(frozen=True)
+class GeometryFit:
+    """What the geometry check found.
+
+    Attributes
+    ----------
+    pairs
+        One row per coordinate pair, in ``coordinate_pairs`` order: ``pair_id``,
+        ``mic_pair_id``, ``residual`` (px; NaN where no fit was possible or the coordinates
+        are not numbers), ``flagged`` (bool).
+    micrographs
+        One row per micrograph pair (the columns of ``FITTED_COLUMNS``): ``mic_pair_id``,
+        ``n_fitted`` (pairs with numeric coordinates), ``fitted_tilt_angle``,
+        ``fitted_axis_angle_u``, ``fitted_axis_angle_t`` (degrees; NaN with fewer than 4
+        pairs), ``residual_sigma``, ``residual_threshold`` (px; NaN where too few pairs agree
+        to flag any), ``n_flagged``.
+    """
+
+    pairs: pd.DataFrame
+    micrographs: pd.DataFrame
+
+    def fitted(self) -> pd.DataFrame:
+        """:attr:`micrographs` indexed by ``mic_pair_id``."""
+        return self.micrographs.set_index("mic_pair_id")
+
+    def flagged_pair_ids(self, mic_pair_id: int | None = None) -> list[int]:
+        """Pair ids flagged as off the fitted geometry (of one micrograph pair if given)."""
+        sel = self.pairs["flagged"].to_numpy(bool).copy()
+        if mic_pair_id is not None:
+            sel &= self.pairs["mic_pair_id"].to_numpy() == mic_pair_id
+        return [int(i) for i in self.pairs.loc[sel, "pair_id"]]
+
+
 def check_threshold(threshold: float | None) -> None:
     """Refuse a residual threshold that is negative or not a number (it would flag every pair).
 
@@ -67,19 +100,12 @@ def check_geometry(
     inputs: TiltPairInputs,
     threshold: float | None = None,
     seed: int = 0,
-) -> pd.DataFrame:
+) -> GeometryFit:
     """Residual and flag of every coordinate pair; fitted angles per micrograph pair.
 
     Returns
     -------
-    DataFrame
-        ``pair_id``, ``mic_pair_id``, ``residual`` (px; NaN where no fit was possible or the
-        coordinates are not numbers), ``flagged`` (bool), in ``coordinate_pairs`` order.
-        ``.attrs["fitted"]`` is a DataFrame with one row per micrograph pair: ``mic_pair_id``,
-        ``n_fitted`` (pairs with numeric coordinates), ``fitted_tilt_angle``,
-        ``fitted_axis_angle_u``, ``fitted_axis_angle_t`` (degrees; NaN with fewer than 4
-        pairs), ``residual_sigma``, ``residual_threshold`` (px; NaN where too few pairs
-        agree to flag any), ``n_flagged``.
+    GeometryFit
 
     Raises
     ------
@@ -128,8 +154,7 @@ def check_geometry(
         "residual": residual,
         "flagged": flagged,
     })
-    out.attrs["fitted"] = pd.DataFrame(fitted, columns=list(FITTED_COLUMNS))
-    return out
+    return GeometryFit(out, pd.DataFrame(fitted, columns=list(FITTED_COLUMNS)))
 
 
 def _rows_by_mic_pair(ids: np.ndarray) -> dict[Any, np.ndarray]:
@@ -167,17 +192,9 @@ def _fits_by_size(fit_rows: list[np.ndarray], src: np.ndarray, dst: np.ndarray,
     return fits
 
 
-def flagged_pair_ids(geometry: pd.DataFrame, mic_pair_id: int | None = None) -> list[int]:
-    """Pair ids flagged by :func:`check_geometry` (of one micrograph pair if given)."""
-    sel = geometry["flagged"].to_numpy(bool).copy()
-    if mic_pair_id is not None:
-        sel &= geometry["mic_pair_id"].to_numpy() == mic_pair_id
-    return [int(i) for i in geometry.loc[sel, "pair_id"]]
-
-
-def drop_flagged(inputs: TiltPairInputs, geometry: pd.DataFrame) -> TiltPairInputs:
+def drop_flagged(inputs: TiltPairInputs, geometry: GeometryFit) -> TiltPairInputs:
     """Copy of ``inputs`` without the coordinate pairs flagged by the geometry check."""
-    bad = set(flagged_pair_ids(geometry))
+    bad = set(geometry.flagged_pair_ids())
     cp = inputs.coordinate_pairs
     kept = cp[~cp["pair_id"].isin(bad)].reset_index(drop=True)
     return replace(inputs, coordinate_pairs=kept, warnings=list(inputs.warnings),
@@ -185,10 +202,10 @@ def drop_flagged(inputs: TiltPairInputs, geometry: pd.DataFrame) -> TiltPairInpu
 
 
 def with_fitted_angles(
-    inputs: TiltPairInputs, geometry: pd.DataFrame, overwrite: bool = False
+    inputs: TiltPairInputs, geometry: GeometryFit, overwrite: bool = False
 ) -> TiltPairInputs:
     """Copy of ``inputs`` whose unknown (or, with ``overwrite``, all) angles are the fitted ones."""
-    fitted = geometry.attrs["fitted"].set_index("mic_pair_id")
+    fitted = geometry.fitted()
     mp = inputs.micrograph_pairs.copy()
     for col in ("tilt_angle", "axis_angle_u", "axis_angle_t"):
         new = mp["mic_pair_id"].map(fitted[f"fitted_{col}"]).astype("float64")

@@ -24,6 +24,7 @@ from pairextract.io.micrograph import micrograph_info
 from pairextract.io.shifts import Shifts
 from pairextract.ops.geometry import tilt_matrix
 from pairextract.ops.scale import box_scale, output_sampling, scale_coordinates
+from pairextract.prepare.geometry import GeometryFit
 
 RECENTER_NAME = "recenter.parquet"
 # shift_*: how far each coordinate moved (picking pixels); origin_*: the output origin (pixels
@@ -79,7 +80,7 @@ def _scale(coord_ps: float | None, ps: float | None, downsample: float) -> float
 
 
 def recenter_inputs(inputs: TiltPairInputs, shifts: Shifts, params: ExtractionParams,
-                    geometry: pd.DataFrame | None
+                    geometry: GeometryFit | None
                     ) -> tuple[TiltPairInputs, pd.DataFrame, list[str]]:
     """Inputs with the shifted pairs' coordinates moved, the origin table, and warnings.
 
@@ -104,9 +105,7 @@ def recenter_inputs(inputs: TiltPairInputs, shifts: Shifts, params: ExtractionPa
     by_pair = table.set_index("pair_id")
     keep = cp["pair_id"].isin(by_pair.index).to_numpy()
     cp = cp[keep].reset_index(drop=True)
-    fitted = None
-    if geometry is not None and "fitted" in geometry.attrs:
-        fitted = geometry.attrs["fitted"].set_index("mic_pair_id")
+    fitted = geometry.fitted() if geometry is not None else None
     mics = {int(r["mic_pair_id"]): pd.Series(r)
             for r in inputs.micrograph_pairs.to_dict("records")}
     d = params.downsample

@@ -18,16 +18,16 @@ import pandas as pd
 from pairextract.core.inputs import TiltPairInputs
 from pairextract.core.params import ExtractionParams
 from pairextract.ops.tilt import axis_from_xmipp
+from pairextract.prepare.geometry import GeometryFit
 
 
-def pair_tilts(inputs: TiltPairInputs, geometry: pd.DataFrame | None) -> pd.DataFrame:
+def pair_tilts(inputs: TiltPairInputs, geometry: GeometryFit | None) -> pd.DataFrame:
     """Per micrograph pair: ``tilt_angle``, ``axis_angle_t`` and their ``source``.
 
     ``source`` is ``"given"``, ``"fitted"`` or ``""`` (neither known: angles NaN).
     """
     mp = inputs.micrograph_pairs
-    fitted = (geometry.attrs.get("fitted") if geometry is not None else None)
-    fit = fitted.set_index("mic_pair_id") if fitted is not None and len(fitted) else None
+    fit = geometry.fitted() if geometry is not None and len(geometry.micrographs) else None
     rows = []
     for row in mp.itertuples(index=False):
         mid = int(row.mic_pair_id)  # type: ignore[arg-type]
@@ -37,8 +37,8 @@ def pair_tilts(inputs: TiltPairInputs, geometry: pd.DataFrame | None) -> pd.Data
             tilt = axis = math.nan
             source = ""
             if fit is not None and mid in fit.index:
-                ft = float(fit.at[mid, "fitted_tilt_angle"])
-                fa = float(fit.at[mid, "fitted_axis_angle_t"])
+                angles = fit.loc[mid, ["fitted_tilt_angle", "fitted_axis_angle_t"]]
+                ft, fa = (float(a) for a in angles.to_numpy(np.float64))
                 if math.isfinite(ft) and math.isfinite(fa):
                     tilt, axis, source = ft, fa, "fitted"
         rows.append({"mic_pair_id": mid, "tilt_angle": tilt, "axis_angle_t": axis,
@@ -47,7 +47,7 @@ def pair_tilts(inputs: TiltPairInputs, geometry: pd.DataFrame | None) -> pd.Data
 
 
 def with_specimen_tilts(inputs: TiltPairInputs, params: ExtractionParams,
-                        geometry: pd.DataFrame | None) -> tuple[TiltPairInputs, list[str]]:
+                        geometry: GeometryFit | None) -> tuple[TiltPairInputs, list[str]]:
     """Inputs whose CTFs carry the specimen tilt the tilt-aware flip needs, and warnings.
 
     With ``"geometry"`` the tilted micrographs' CTFs get the pair's tilt; a micrograph pair
