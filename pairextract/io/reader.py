@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,7 @@ from pairextract.core.inputs import (
     assign_ctfs,
     make_ctfs,
 )
+from pairextract.core.vocab import VIEWS
 from pairextract.errors import InputError, ParameterError
 from pairextract.io._star import first_loop, read_star
 from pairextract.io.ctffind import is_ctffind, read_ctffind
@@ -222,23 +225,14 @@ def read_pairs(source: PathLike, **options: Any) -> TiltPairInputs:
     InputError
         Naming the file (and line) at fault.
     """
-    known = {"coords", "ctf_untilted", "ctf_tilted", "other_micrographs", "pixel_size",
-             "other_pixel_size"}
-    unknown = set(options) - known
-    if unknown:
-        raise TypeError(f"read_pairs: unknown option(s) {sorted(unknown)}; known: {sorted(known)}")
-    for key in ("pixel_size", "other_pixel_size"):
-        value = options.get(key)
-        if value is not None and not float(value) > 0:
-            raise ParameterError(f"{key.replace('_', ' ')} must be > 0 Å/px, got {value} "
-                                 f"(--{key.replace('_', '-')})")
+    _check_options(options)
     p = Path(source)
     if not p.exists():
         raise InputError(f"{p}: input not found")
     form = "scipion" if p.is_dir() else detect_form(p)
     if options.get("coords") is not None and form != "xmipp":
         raise InputError(f"{p}: the coords option is for Xmipp .xmd inputs (.pos files)")
-    try:
+    with _naming(p):
         if form == "xmipp":
             inputs = read_xmipp_pairs(p, options.get("coords"))
         elif form == "scipion":
@@ -247,30 +241,49 @@ def read_pairs(source: PathLike, **options: Any) -> TiltPairInputs:
             inputs = read_scipion_pairs(p)
         else:
             inputs = read_pair_table(p)
-    except InputError:
-        raise
-    except (ValueError, KeyError) as exc:  # a reader's unforeseen case: still name the file
-        raise InputError(f"{p}: cannot read ({type(exc).__name__}: {exc})") from exc
 
     other = options.get("other_micrographs")
     pixel_size = options.get("pixel_size")
     if other is not None:
         # Picking pixel sizes first: CTF files describe the extraction micrographs.
         inputs = _apply_other(inputs, other, options)
-    for view in ("u", "t"):
-        path = options.get(f"ctf_{'untilted' if view == 'u' else 'tilted'}")
+    for view in VIEWS:
+        path = options.get(f"ctf_{view}")
         if path is None:
             continue
-        try:
+        with _naming(path):
             ctfs = read_ctfs(path)
-        except InputError:
-            raise
-        except (ValueError, KeyError) as exc:
-            raise InputError(f"{path}: cannot read ({type(exc).__name__}: {exc})") from exc
-        _fill_pixel_sizes(inputs, ctfs, view)
-        inputs = assign_ctfs(inputs, make_ctfs(ctfs), view, source=str(path))
+        _fill_pixel_sizes(inputs, ctfs, view.suffix)
+        inputs = assign_ctfs(inputs, make_ctfs(ctfs), view.suffix, source=str(path))
     if other is None and pixel_size is not None:
         mp = inputs.micrograph_pairs
         _fill_from_headers(inputs, float(pixel_size),
-                           {v: pd.Series(True, index=mp.index) for v in ("u", "t")})
+                           {v.suffix: pd.Series(True, index=mp.index) for v in VIEWS})
     return inputs
+
+
+_OPTIONS = ("coords", "ctf_untilted", "ctf_tilted", "other_micrographs", "pixel_size",
+            "other_pixel_size")
+
+
+def _check_options(options: dict[str, Any]) -> None:
+    unknown = set(options) - set(_OPTIONS)
+    if unknown:
+        raise TypeError(f"read_pairs: unknown option(s) {sorted(unknown)}; "
+                        f"known: {sorted(_OPTIONS)}")
+    for key in ("pixel_size", "other_pixel_size"):
+        value = options.get(key)
+        if value is not None and not float(value) > 0:
+            raise ParameterError(f"{key.replace('_', ' ')} must be > 0 Å/px, got {value} "
+                                 f"(--{key.replace('_', '-')})")
+
+
+@contextmanager
+def _naming(path: PathLike) -> Iterator[None]:
+    """A reader's unforeseen failure (ValueError, KeyError) still names the file."""
+    try:
+        yield
+    except InputError:
+        raise
+    except (ValueError, KeyError) as exc:
+        raise InputError(f"{path}: cannot read ({type(exc).__name__}: {exc})") from exc

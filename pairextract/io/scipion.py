@@ -82,6 +82,43 @@ def _view_of(path: Path) -> str | None:
     return None
 
 
+def _micrograph_pairs(both: pd.DataFrame, mics: dict[str, pd.DataFrame],
+                      angles: pd.DataFrame | None, base: Path) -> pd.DataFrame:
+    """One micrograph pair per untilted micrograph id the coordinates use (or the set lists)."""
+    def mic_table(view: str) -> dict[int, tuple[str, float]]:
+        table: dict[int, tuple[str, float]] = {}
+        if view in mics:
+            df = mics[view]
+            for rec in df.to_dict("records"):
+                name = rec.get("_filename") or rec.get("_micName") or ""
+                size = rec.get("_samplingRate")
+                table[int(rec["id"])] = (resolve_path(str(name), base),
+                                         float(size) if size is not None else np.nan)
+        return table
+
+    mic_u, mic_t = mic_table("u"), mic_table("t")
+    ids = sorted(set(both["_micId_u"].astype(int)) | set(mic_u))
+    name_u = dict(zip(both["_micId_u"].astype(int), both.get("_micName_u", both["_micId_u"]),
+                      strict=True))
+    name_t = dict(zip(both["_micId_u"].astype(int), both.get("_micName_t", both["_micId_t"]),
+                      strict=True))
+    rows = []
+    for mid in ids:
+        pu = mic_u.get(mid, (resolve_path(str(name_u.get(mid, mid)), base), np.nan))
+        pt = mic_t.get(mid, (resolve_path(str(name_t.get(mid, mid)), base), np.nan))
+        rows.append({"mic_pair_id": mid, "micrograph_u": pu[0], "micrograph_t": pt[0],
+                     "pixel_size_u": pu[1], "pixel_size_t": pt[1]})
+    mp = pd.DataFrame(rows, columns=["mic_pair_id", "micrograph_u", "micrograph_t",
+                                     "pixel_size_u", "pixel_size_t"])
+    if angles is not None and len(mp):
+        a = angles.set_index("id")
+        for label, col in (("_angleTilt", "tilt_angle"), ("_angleY", "axis_angle_u"),
+                           ("_angleY2", "axis_angle_t")):
+            if label in a.columns:
+                mp[col] = mp["mic_pair_id"].map(a[label]).astype("float64")
+    return mp
+
+
 def read_scipion_pairs(path: str | os.PathLike[str]) -> TiltPairInputs:
     """Tilt-pair inputs from a Scipion run folder (or a sqlite file in it); see module docs.
 
@@ -123,38 +160,7 @@ def read_scipion_pairs(path: str | os.PathLike[str]) -> TiltPairInputs:
                           f"id(s) {', '.join(map(str, lonely[:10]))} have no partner")
     both = both[both["_merge"] == "both"].sort_values("id")
 
-    # Micrograph pairs: one per untilted micrograph id used by the coordinates (or listed).
-    def mic_table(view: str) -> dict[int, tuple[str, float]]:
-        table: dict[int, tuple[str, float]] = {}
-        if view in mics:
-            df = mics[view]
-            for rec in df.to_dict("records"):
-                name = rec.get("_filename") or rec.get("_micName") or ""
-                size = rec.get("_samplingRate")
-                table[int(rec["id"])] = (resolve_path(str(name), base),
-                                         float(size) if size is not None else np.nan)
-        return table
-
-    mic_u, mic_t = mic_table("u"), mic_table("t")
-    ids = sorted(set(both["_micId_u"].astype(int)) | set(mic_u))
-    name_u = dict(zip(both["_micId_u"].astype(int), both.get("_micName_u", both["_micId_u"]),
-                      strict=True))
-    name_t = dict(zip(both["_micId_u"].astype(int), both.get("_micName_t", both["_micId_t"]),
-                      strict=True))
-    rows = []
-    for mid in ids:
-        pu = mic_u.get(mid, (resolve_path(str(name_u.get(mid, mid)), base), np.nan))
-        pt = mic_t.get(mid, (resolve_path(str(name_t.get(mid, mid)), base), np.nan))
-        rows.append({"mic_pair_id": mid, "micrograph_u": pu[0], "micrograph_t": pt[0],
-                     "pixel_size_u": pu[1], "pixel_size_t": pt[1]})
-    mp = pd.DataFrame(rows, columns=["mic_pair_id", "micrograph_u", "micrograph_t",
-                                     "pixel_size_u", "pixel_size_t"])
-    if angles is not None and len(mp):
-        a = angles.set_index("id")
-        for label, col in (("_angleTilt", "tilt_angle"), ("_angleY", "axis_angle_u"),
-                           ("_angleY2", "axis_angle_t")):
-            if label in a.columns:
-                mp[col] = mp["mic_pair_id"].map(a[label]).astype("float64")
+    mp = _micrograph_pairs(both, mics, angles, base)
     mismatch = both[both["_micId_u"].astype(int) != both["_micId_t"].astype(int)]
     if len(mismatch):
         errors.append(f"{coords['t'][0]}: {len(mismatch)} tilted coordinate(s) lie on a micrograph "

@@ -166,16 +166,7 @@ def _run_locked(inputs: TiltPairInputs, out: Path, params: ExtractionParams, cli
     with _damaged(out, f"{store.WORK}/layout.json"):
         layout = store.open_layout(out, provenance, shard_rows(jobs, params.box_size, itemsize))
     jobs = layout.place(jobs)
-    sampling = view_samplings(jobs, params)
-    provenance.update({
-        "software": "pairextract",
-        "version": _version(),
-        # ``sampling_rate`` keeps its old meaning (the untilted view's) for old readers.
-        "sampling_rate": sampling["untilted"],
-        "sampling_rate_untilted": sampling["untilted"],
-        "sampling_rate_tilted": sampling["tilted"],
-        "inputs": {"source": inputs.source, "digest": _input_digest(inputs)},
-    })
+    provenance.update(_run_provenance(inputs, jobs, params))
     with _writing("the run's layout", out):
         store.save_layout(out, layout, provenance)
 
@@ -188,15 +179,10 @@ def _run_locked(inputs: TiltPairInputs, out: Path, params: ExtractionParams, cli
     journal = store.read_journal(out)
     done = store.done_jobs(out, jobs, layout.chunk, params.box_size, itemsize, journal)
     run = store.new_run()  # names this run's journals
-    failed: dict[str, str] = {}
-    todo: list[MicrographJob] = []
-    for job in jobs:
-        if job.name in done:
-            continue
-        if job.micrograph in bad_files:
-            failed[job.name] = bad_files[job.micrograph]
-        else:
-            todo.append(job)
+    # micrographs whose header cannot be read fail without a task
+    failed = {j.name: bad_files[j.micrograph] for j in jobs
+              if j.name not in done and j.micrograph in bad_files}
+    todo = [j for j in jobs if j.name not in done and j.name not in failed]
     # The arrays' metadata is written while the first tasks run (the tasks write only their
     # shard files): importing zarr and creating the arrays is off the critical path, and so
     # is a geometry check that nothing before the pair index needs.
@@ -253,6 +239,21 @@ def _damaged(out: Path, what: str) -> Iterator[None]:
             f"({type(exc).__name__}: {exc}); "
             "run again with --overwrite to start afresh (it clears only pairextract's files)"
         ) from None
+
+
+def _run_provenance(inputs: TiltPairInputs, jobs: list[MicrographJob],
+                    params: ExtractionParams) -> dict[str, Any]:
+    """What the store records of the run besides its parameters: version, samplings, inputs."""
+    sampling = view_samplings(jobs, params)
+    return {
+        "software": "pairextract",
+        "version": _version(),
+        # ``sampling_rate`` keeps its old meaning (the untilted view's) for old readers.
+        "sampling_rate": sampling["untilted"],
+        "sampling_rate_untilted": sampling["untilted"],
+        "sampling_rate_tilted": sampling["tilted"],
+        "inputs": {"source": inputs.source, "digest": _input_digest(inputs)},
+    }
 
 
 def _job_label(jobs: list[MicrographJob], name: str) -> str:

@@ -36,6 +36,7 @@ import pandas as pd
 
 from pairextract.core.inputs import TiltPairInputs, mic_pair_rows, remove_ext
 from pairextract.core.params import ExtractionParams
+from pairextract.core.vocab import VIEWS
 from pairextract.errors import MICROGRAPH, Problem
 from pairextract.io.micrograph import MicrographHeaders
 from pairextract.io.micrograph import micrograph_info as _micrograph_info
@@ -43,7 +44,6 @@ from pairextract.ops.boxes import box_origin
 from pairextract.ops.downsample import downsampled_shape
 from pairextract.ops.scale import box_scale, runs_downsample
 
-_VIEWS = (("u", "untilted"), ("t", "tilted"))
 MAX_LISTED = 10
 
 
@@ -132,16 +132,31 @@ def check_inputs(
     if params is not None:
         box_size, phase_flip, downsample = params.box_size, params.phase_flip, params.downsample
     d = 1.0 if downsample is None else float(downsample)
-    info_of = micrograph_info or _micrograph_info
     report = CheckReport(errors=list(inputs.errors), warnings=list(inputs.warnings))
-    mp = inputs.micrograph_pairs
-    cp = inputs.coordinate_pairs
+    infos = _check_micrographs(inputs, report, micrograph_info)
+    _check_coordinates(inputs, report)
+    if phase_flip and len(inputs.micrograph_pairs):
+        _check_ctfs(inputs, report, infos)
+    _check_dubious(inputs, report, phase_flip, infos if micrograph_info is None else {})
+    _check_output_names(inputs, report)
+    if box_size is not None:
+        _check_boxes(inputs, report, infos, int(box_size), d)
+    return report
 
-    # Micrograph files (headers only).
+
+def _check_micrographs(inputs: TiltPairInputs, report: CheckReport,
+                       micrograph_info: Callable[[str], Any] | None) -> dict[str, Any]:
+    """Read every micrograph's header (no pixels): ``report.micrographs`` and its errors.
+
+    Returns the header of each micrograph, None where it cannot be read.
+    """
+    info_of = micrograph_info or _micrograph_info
+    mp = inputs.micrograph_pairs
     infos: dict[str, Any] = {}
     unreadable: dict[str, str] = {}
     mic_rows = []
-    for s, view in _VIEWS:
+    for view in VIEWS:
+        s = view.suffix
         for path, given_ps in zip(mp[f"micrograph_{s}"], mp[f"pixel_size_{s}"], strict=True):
             if path in infos:
                 continue
@@ -163,17 +178,22 @@ def check_inputs(
             if math.isnan(ps) and info is not None and info.pixel_size:
                 ps = float(info.pixel_size)
             h, w = (int(info.shape[0]), int(info.shape[1])) if info is not None else (-1, -1)
-            mic_rows.append({"micrograph": path, "view": view, "height": h, "width": w,
+            mic_rows.append({"micrograph": path, "view": str(view), "height": h, "width": w,
                              "pixel_size": ps, "error": err})
     report.micrographs = pd.DataFrame(
         mic_rows, columns=["micrograph", "view", "height", "width", "pixel_size", "error"])
     if micrograph_info is None:
         report.headers = MicrographHeaders(
             {p: i for p, i in infos.items() if i is not None}, unreadable)
+    return infos
 
-    # Coordinates that are not numbers.
+
+def _check_coordinates(inputs: TiltPairInputs, report: CheckReport) -> None:
+    """Coordinates that are not numbers, duplicated pair ids, unknown micrograph pairs."""
+    cp = inputs.coordinate_pairs
     bad_coords = []
-    for s, view in _VIEWS:
+    for view in VIEWS:
+        s = view.suffix
         xy = cp[[f"x_{s}", f"y_{s}"]].to_numpy()
         for i in np.flatnonzero(~np.isfinite(xy).all(axis=1)):
             where = cp[f"source_{s}"].iloc[i] or f"pair {cp['pair_id'].iloc[i]}"
@@ -182,7 +202,6 @@ def check_inputs(
         report.errors.append("coordinates that are not numbers (or NaN/infinite): "
                              + _listed(bad_coords))
 
-    # Duplicated pair ids.
     dup = cp["pair_id"][cp["pair_id"].duplicated(keep=False)]
     if len(dup):
         ids = sorted(set(int(i) for i in dup))
@@ -192,46 +211,47 @@ def check_inputs(
         report.errors.append(f"duplicated pair ids {_listed([str(i) for i in ids])}: "
                              + _listed(where))
 
-    # Coordinate pairs whose micrograph pair is unknown.
-    orphans = sorted(set(cp["mic_pair_id"]) - set(mp["mic_pair_id"]))
+    orphans = sorted(set(cp["mic_pair_id"]) - set(inputs.micrograph_pairs["mic_pair_id"]))
     if orphans:
         report.errors.append("coordinate pairs refer to unknown micrograph pairs "
                              + _listed([str(int(i)) for i in orphans]))
 
-    # CTF for phase flipping.
-    if phase_flip and len(mp):
-        no_ctf_views = []
-        for s, view in _VIEWS:
-            mics = list(dict.fromkeys(mp[f"micrograph_{s}"]))
-            missing = [m for m in mics if inputs.ctf_for(m) is None]
-            if missing and len(missing) < len(mics):
-                report.errors.append(
-                    f"phase flip requested but {len(missing)} of {len(mics)} {view} micrographs "
-                    f"have no CTF: {_listed(missing)}")
-            elif missing:
-                no_ctf_views.append(view)
-        # The flip's frequency grid needs each flipped micrograph's sampling.
-        known = dict(zip(report.micrographs["micrograph"], report.micrographs["pixel_size"],
-                         strict=True))
-        unknown = [m for m in dict.fromkeys(list(mp["micrograph_u"]) + list(mp["micrograph_t"]))
-                   if inputs.ctf_for(m) is not None and math.isnan(float(known.get(m, math.nan)))
-                   and infos.get(m) is not None]
-        if unknown:
+
+def _check_ctfs(inputs: TiltPairInputs, report: CheckReport, infos: dict[str, Any]) -> None:
+    """Phase flipping needs a CTF and a pixel size for every micrograph of a flipped view."""
+    mp = inputs.micrograph_pairs
+    no_ctf_views = []
+    for view in VIEWS:
+        mics = list(dict.fromkeys(mp[f"micrograph_{view.suffix}"]))
+        missing = [m for m in mics if inputs.ctf_for(m) is None]
+        if missing and len(missing) < len(mics):
             report.errors.append(
-                "phase flip requested but the pixel size of these micrographs is unknown "
-                f"(not in the input, the CTF file nor the header): {_listed(unknown)}")
-        if len(no_ctf_views) == 2:
-            report.errors.append("phase flip requested but no CTF was given for either view")
-        elif no_ctf_views:
-            report.warnings.append(f"no CTF for the {no_ctf_views[0]} micrographs: they will "
-                                   "not be phase flipped")
+                f"phase flip requested but {len(missing)} of {len(mics)} {view} micrographs "
+                f"have no CTF: {_listed(missing)}")
+        elif missing:
+            no_ctf_views.append(view)
+    # The flip's frequency grid needs each flipped micrograph's sampling.
+    known = dict(zip(report.micrographs["micrograph"], report.micrographs["pixel_size"],
+                     strict=True))
+    unknown = [m for m in dict.fromkeys(list(mp["micrograph_u"]) + list(mp["micrograph_t"]))
+               if inputs.ctf_for(m) is not None and math.isnan(float(known.get(m, math.nan)))
+               and infos.get(m) is not None]
+    if unknown:
+        report.errors.append(
+            "phase flip requested but the pixel size of these micrographs is unknown "
+            f"(not in the input, the CTF file nor the header): {_listed(unknown)}")
+    if len(no_ctf_views) == 2:
+        report.errors.append("phase flip requested but no CTF was given for either view")
+    elif no_ctf_views:
+        report.warnings.append(f"no CTF for the {no_ctf_views[0]} micrographs: they will "
+                               "not be phase flipped")
 
-    _check_dubious(inputs, report, phase_flip, infos if micrograph_info is None else {})
 
-    # Output names.
-    for s, view in _VIEWS:
+def _check_output_names(inputs: TiltPairInputs, report: CheckReport) -> None:
+    """Each micrograph's outputs are named after its base name: usable and distinct."""
+    for view in VIEWS:
         stems: dict[str, str] = {}
-        for path in dict.fromkeys(mp[f"micrograph_{s}"]):
+        for path in dict.fromkeys(inputs.micrograph_pairs[f"micrograph_{view.suffix}"]):
             stem = output_stem(path)
             problem = _bad_stem(stem)
             if problem:
@@ -241,11 +261,6 @@ def check_inputs(
             if other != path:
                 report.warnings.append(f"{view} micrographs {other} and {path} share the output "
                                        f"name {stem!r}")
-
-    # Box size and borders.
-    if box_size is not None:
-        _check_boxes(inputs, report, infos, int(box_size), d)
-    return report
 
 
 def _check_dubious(inputs: TiltPairInputs, report: CheckReport, phase_flip: bool,
@@ -261,7 +276,7 @@ def _check_dubious(inputs: TiltPairInputs, report: CheckReport, phase_flip: bool
         report.warnings.append(f"{inputs.source or 'the input'} has no coordinate pairs "
                                "(a header and no rows?): nothing will be extracted")
     # A pixel size that cannot be one: every box would be misplaced.
-    for s, _view in _VIEWS:
+    for s in (v.suffix for v in VIEWS):
         for col in (f"pixel_size_{s}", f"coord_pixel_size_{s}"):
             bad = mp[mp[col].notna() & ~(mp[col] > 0)]
             if len(bad):
@@ -346,7 +361,8 @@ def _check_boxes(inputs: TiltPairInputs, report: CheckReport, infos: dict[str, A
     mic_pairs = mic_pair_rows(mp)
     small: list[str] = []
     checked = 0
-    for s, view in _VIEWS:
+    for view in VIEWS:
+        s = view.suffix
         # Per micrograph pair: the scale and cut shape of its rows (-1: rows left unchecked).
         scale = np.full(len(present), np.nan)
         shapes = np.zeros((len(present), 2), dtype=np.int64)
@@ -381,22 +397,11 @@ def _check_boxes(inputs: TiltPairInputs, report: CheckReport, infos: dict[str, A
                 scale[g] = box_scale(cps, ps, d)
             shapes[g] = shape
             assigned[g] = True
-        outside = np.zeros(n, dtype=bool)
-        xi = np.full((n, 2), -1, dtype=np.int64)
         row_group = np.repeat(np.arange(len(present)), counts)
         rows = order[assigned[row_group]]
         group = row_group[assigned[row_group]]
-        xy = cp[[f"x_{s}", f"y_{s}"]].to_numpy(np.float64)[rows]
-        finite = np.isfinite(xy).all(axis=1)
-        row_scale = scale[group][finite]
-        # trunc(xy * scale) as scale_coordinates does it; a scale of exactly 1 only truncates
-        scaled = np.where(row_scale[:, None] != 1.0, xy[finite] * row_scale[:, None], xy[finite])
-        ints = np.full((len(rows), 2), -1, dtype=np.int64)
-        ints[finite] = np.trunc(scaled).astype(np.int64)
-        inside = np.zeros(len(rows), dtype=bool)
-        inside[finite] = _inside(ints[finite], box, shapes[group][finite])
-        outside[rows] = ~inside
-        xi[rows] = ints
+        xy = cp[[f"x_{s}", f"y_{s}"]].to_numpy(np.float64)
+        outside, xi = _box_positions(xy, rows, scale[group], shapes[group], box)
         out[f"outside_{s}"] = outside
         out[f"xi_{s}"] = xi[:, 0]
         out[f"yi_{s}"] = xi[:, 1]
@@ -411,6 +416,31 @@ def _check_boxes(inputs: TiltPairInputs, report: CheckReport, infos: dict[str, A
             f"micrographs smaller than the box ({box} px): {_listed(small)}", kind=MICROGRAPH))
     report.outside = pd.DataFrame(out)[["pair_id", "mic_pair_id", "outside_u", "outside_t",
                                         "xi_u", "yi_u", "xi_t", "yi_t"]]
+
+
+def _box_positions(xy: np.ndarray, rows: np.ndarray, scale: np.ndarray, shapes: np.ndarray,
+                   box: int) -> tuple[np.ndarray, np.ndarray]:
+    """Which boxes leave their micrograph, and their integer centres in the cut micrograph.
+
+    ``rows`` are the coordinate rows to check, each with its micrograph's coordinate
+    ``scale`` and cut ``shapes`` ``(H, W)``; the other rows are left unchecked (inside, centre
+    -1).
+    """
+    n = len(xy)
+    outside = np.zeros(n, dtype=bool)
+    xi = np.full((n, 2), -1, dtype=np.int64)
+    xy = xy[rows]
+    finite = np.isfinite(xy).all(axis=1)
+    row_scale = scale[finite]
+    # trunc(xy * scale) as scale_coordinates does it; a scale of exactly 1 only truncates
+    scaled = np.where(row_scale[:, None] != 1.0, xy[finite] * row_scale[:, None], xy[finite])
+    ints = np.full((len(rows), 2), -1, dtype=np.int64)
+    ints[finite] = np.trunc(scaled).astype(np.int64)
+    inside = np.zeros(len(rows), dtype=bool)
+    inside[finite] = _inside(ints[finite], box, shapes[finite])
+    outside[rows] = ~inside
+    xi[rows] = ints
+    return outside, xi
 
 
 def _inside(xy: np.ndarray, box: int, shapes: np.ndarray) -> np.ndarray:

@@ -13,6 +13,7 @@ that ``centre = box centre - origin`` (exports: ``rlnOriginXAngst/YAngst``, ``sh
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -79,6 +80,47 @@ def _scale(coord_ps: float | None, ps: float | None, downsample: float) -> float
     return box_scale(coord_ps, ps, downsample)
 
 
+def _recenter_rows(row: pd.Series, rows: np.ndarray, delta: np.ndarray, shifts: Shifts,
+                   fitted: pd.DataFrame | None, d: float, new_xy: dict[str, np.ndarray],
+                   out: dict[str, np.ndarray]) -> str:
+    """Move the ``rows`` of one micrograph pair (``row``) by their shifts ``delta``.
+
+    Writes their new coordinates into ``new_xy`` and their shifts and origins into ``out``;
+    returns where the tilt geometry came from (``"given"`` or ``"fitted"``).
+    """
+    lmap, source = _tilt_map(row, fitted)
+    ps = {s: _pixel_size(str(row[f"micrograph_{s}"]), row[f"pixel_size_{s}"])
+          for s in ("u", "t")}
+    cps = {s: _finite(row[f"coord_pixel_size_{s}"]) or ps[s] for s in ("u", "t")}
+    scale = {s: _scale(cps[s], ps[s], d) for s in ("u", "t")}
+    if shifts.unit == "A":
+        ps_u = ps["u"]
+        if ps_u is None:
+            raise InputError(
+                f"{shifts.source}: shifts are in Å but the pixel size of "
+                f"{row['micrograph_u']} is unknown (give --pixel-size or a header)")
+        delta = delta / output_sampling(ps_u, d)  # cut pixels of the untilted view
+    # The aligned image was cut at trunc(pick * scale): its centre is there plus delta.
+    picked = new_xy["u"][rows] * scale["u"]
+    move_u = (scale_coordinates(new_xy["u"][rows], scale["u"]) + delta - picked) / scale["u"]
+    # The same displacement of the specimen, seen through the tilt, in tilted picking pixels.
+    ratio = (cps["u"] / cps["t"]) if cps["u"] and cps["t"] else 1.0
+    move_t = (move_u @ lmap.T) * ratio
+    for s, move in (("u", move_u), ("t", move_t)):
+        cut = (new_xy[s][rows] + move) * scale[s]
+        nearest = np.rint(cut)
+        new_xy[s][rows] = (nearest + _EPS) / scale[s]
+        origin = nearest - cut
+        out[f"shift_x_{s}"][rows], out[f"shift_y_{s}"][rows] = move[:, 0], move[:, 1]
+        out[f"origin_x_{s}"][rows], out[f"origin_y_{s}"][rows] = origin[:, 0], origin[:, 1]
+        ps_s = ps[s]
+        if ps_s is not None:
+            apix = output_sampling(ps_s, d)
+            out[f"origin_x_{s}_angst"][rows] = origin[:, 0] * apix
+            out[f"origin_y_{s}_angst"][rows] = origin[:, 1] * apix
+    return source
+
+
 def recenter_inputs(inputs: TiltPairInputs, shifts: Shifts, params: ExtractionParams,
                     geometry: GeometryFit | None
                     ) -> tuple[TiltPairInputs, pd.DataFrame, list[str]]:
@@ -114,38 +156,8 @@ def recenter_inputs(inputs: TiltPairInputs, shifts: Shifts, params: ExtractionPa
     sources = set()
     for mid, rows in cp.groupby("mic_pair_id").indices.items():
         row = mics[int(mid)]  # type: ignore[call-overload]
-        lmap, source = _tilt_map(row, fitted)
-        sources.add(source)
-        ps = {s: _pixel_size(str(row[f"micrograph_{s}"]), row[f"pixel_size_{s}"])
-              for s in ("u", "t")}
-        cps = {s: _finite(row[f"coord_pixel_size_{s}"]) or ps[s] for s in ("u", "t")}
-        scale = {s: _scale(cps[s], ps[s], d) for s in ("u", "t")}
         delta = by_pair.loc[cp.loc[rows, "pair_id"], ["dx", "dy"]].to_numpy(np.float64)
-        if shifts.unit == "A":
-            ps_u = ps["u"]
-            if ps_u is None:
-                raise InputError(
-                    f"{shifts.source}: shifts are in Å but the pixel size of "
-                    f"{row['micrograph_u']} is unknown (give --pixel-size or a header)")
-            delta = delta / output_sampling(ps_u, d)  # cut pixels of the untilted view
-        # The aligned image was cut at trunc(pick * scale): its centre is there plus delta.
-        picked = new_xy["u"][rows] * scale["u"]
-        move_u = (scale_coordinates(new_xy["u"][rows], scale["u"]) + delta - picked) / scale["u"]
-        # The same displacement of the specimen, seen through the tilt, in tilted picking pixels.
-        ratio = (cps["u"] / cps["t"]) if cps["u"] and cps["t"] else 1.0
-        move_t = (move_u @ lmap.T) * ratio
-        for s, move in (("u", move_u), ("t", move_t)):
-            cut = (new_xy[s][rows] + move) * scale[s]
-            nearest = np.rint(cut)
-            new_xy[s][rows] = (nearest + _EPS) / scale[s]
-            origin = nearest - cut
-            out[f"shift_x_{s}"][rows], out[f"shift_y_{s}"][rows] = move[:, 0], move[:, 1]
-            out[f"origin_x_{s}"][rows], out[f"origin_y_{s}"][rows] = origin[:, 0], origin[:, 1]
-            ps_s = ps[s]
-            if ps_s is not None:
-                apix = output_sampling(ps_s, d)
-                out[f"origin_x_{s}_angst"][rows] = origin[:, 0] * apix
-                out[f"origin_y_{s}_angst"][rows] = origin[:, 1] * apix
+        sources.add(_recenter_rows(row, np.asarray(rows), delta, shifts, fitted, d, new_xy, out))
     for s in ("u", "t"):
         cp[f"x_{s}"] = new_xy[s][:, 0]
         cp[f"y_{s}"] = new_xy[s][:, 1]
@@ -159,8 +171,6 @@ def recenter_inputs(inputs: TiltPairInputs, shifts: Shifts, params: ExtractionPa
                         "angles were given")
     recentred = pd.DataFrame({"pair_id": cp["pair_id"].to_numpy(np.int64), **out},
                              columns=list(RECENTER_COLUMNS))
-    from dataclasses import replace
-
     new = replace(inputs, coordinate_pairs=cp, warnings=list(inputs.warnings),
                   errors=list(inputs.errors))
     return new, recentred, warnings
