@@ -11,14 +11,13 @@ from pairextract.core.inputs import (
     COORD_COLUMNS,
     MIC_PAIR_COLUMNS,
     TiltPairInputs,
-    apply_other_micrographs,
-    assign_ctfs,
     ctf_row,
     make_coordinate_pairs,
     make_micrograph_pairs,
     remove_ext,
 )
 from pairextract.errors import InputError
+from pairextract.io.matching import apply_other_micrographs, assign_ctfs
 
 
 def _inputs() -> TiltPairInputs:
