@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import starfile
 
-from pairextract.io._star import XMIPP_HEADER, read_star, write_star, write_xmipp
+from pairextract.io.star import XMIPP_HEADER, read_star, write_star, write_xmipp
 
 FLOATS = np.array([0.1, 1 / 3, 21034.2, -1e-300, 1e20, 2.0 ** -40, np.nan])
 

@@ -18,8 +18,8 @@ from pairextract.api import extract_pairs, open_pairs
 from pairextract.errors import InputError
 from pairextract.export import export
 from pairextract.io import read_pairs
-from pairextract.io._star import write_star, write_xmipp
 from pairextract.io.shifts import read_shifts
+from pairextract.io.star import write_star, write_xmipp
 
 BOX = 64
 

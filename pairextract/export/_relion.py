@@ -39,7 +39,7 @@ from pairextract.export._common import (
     sampling_rate,
     write_stack,
 )
-from pairextract.io._star import write_star
+from pairextract.io.star import write_star
 
 STACK_NAME = "particles.mrcs"
 STAR_NAME = "particles.star"

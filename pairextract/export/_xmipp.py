@@ -41,7 +41,7 @@ from pairextract.export._common import (
     sampling_rate,
     write_stack,
 )
-from pairextract.io._star import write_xmipp as write_xmd
+from pairextract.io.star import write_xmipp as write_xmd
 
 
 def stack_name(view: str) -> str:

@@ -28,6 +28,9 @@ if TYPE_CHECKING:
     from pairextract.io.relion import write_relion_ctf as write_relion_ctf
     from pairextract.io.scipion import read_scipion_pairs as read_scipion_pairs
     from pairextract.io.scipion import write_scipion_pairs as write_scipion_pairs
+    from pairextract.io.star import read_star as read_star
+    from pairextract.io.star import write_star as write_star
+    from pairextract.io.star import write_xmipp as write_xmipp
     from pairextract.io.xmipp import read_ctfparam as read_ctfparam
     from pairextract.io.xmipp import read_pos as read_pos
     from pairextract.io.xmipp import read_xmipp_pairs as read_xmipp_pairs
@@ -39,6 +42,7 @@ if TYPE_CHECKING:
 _MODULES = {
     "ctffind": ("read_ctffind", "write_ctffind"),
     "eman": ("read_box", "write_box"),
+    "star": ("read_star", "write_star", "write_xmipp"),
     "pairtable": ("read_coordinate_file", "read_pair_table", "write_listed_pairs",
                   "write_pair_table"),
     "reader": ("detect_form", "read_ctfs", "read_micrograph_list", "read_pairs"),

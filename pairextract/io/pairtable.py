@@ -39,9 +39,9 @@ from pairextract.core.inputs import (
     remove_ext,
 )
 from pairextract.errors import InputError
-from pairextract.io._star import block_lines, first_loop, numeric, read_star, write_star
 from pairextract.io.eman import read_box, write_box
 from pairextract.io.relion import read_relion_coords, write_relion_coords
+from pairextract.io.star import block_lines, first_loop, numeric, read_star, write_star
 from pairextract.io.xmipp import pair_by_row, read_pos, resolve_path, write_pos
 
 FLAT_COLUMNS = ("micrograph_u", "x_u", "y_u", "micrograph_t", "x_t", "y_t")

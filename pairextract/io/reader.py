@@ -19,11 +19,11 @@ from pairextract.core.inputs import (
 )
 from pairextract.core.vocab import VIEWS
 from pairextract.errors import InputError, ParameterError
-from pairextract.io._star import first_loop, read_star
 from pairextract.io.ctffind import is_ctffind, read_ctffind
 from pairextract.io.matching import apply_other_micrographs, assign_ctfs
 from pairextract.io.pairtable import TABLE_SUFFIXES, read_pair_table
 from pairextract.io.relion import read_relion_ctf
+from pairextract.io.star import first_loop, read_star
 from pairextract.io.xmipp import read_ctfparam, read_xmipp_pairs, resolve_path
 
 PathLike = str | os.PathLike[str]

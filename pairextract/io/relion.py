@@ -27,7 +27,7 @@ import pandas as pd
 from pairextract.core.ctf import CTF
 from pairextract.core.inputs import ctf_row, make_ctfs
 from pairextract.errors import InputError
-from pairextract.io._star import block_lines, numeric, read_star, write_star
+from pairextract.io.star import block_lines, numeric, read_star, write_star
 
 _PIXEL_LABELS = ("rlnMicrographPixelSize", "rlnImagePixelSize", "rlnMicrographOriginalPixelSize")
 _CTF_REQUIRED = ("rlnDefocusU", "rlnDefocusV", "rlnDefocusAngle")

@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 from pairextract.errors import InputError
-from pairextract.io._star import read_star
+from pairextract.io.star import read_star
 
 __all__ = ["Shifts", "read_shifts"]
 

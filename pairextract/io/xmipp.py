@@ -39,7 +39,7 @@ from pairextract.core.inputs import (
     remove_ext,
 )
 from pairextract.errors import InputError
-from pairextract.io._star import block_lines, first_loop, numeric, read_star, write_xmipp
+from pairextract.io.star import block_lines, first_loop, numeric, read_star, write_xmipp
 
 POS_BLOCKS = ("particles", "particles_auto")
 _CTF_LABELS = {

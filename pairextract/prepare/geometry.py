@@ -18,10 +18,8 @@ of pixels). The 5 px floor keeps hand-picking jitter and integer rounding of exa
 being flagged when sigma is tiny. A fixed ``threshold`` (px) replaces the rule for every
 micrograph pair.
 
-Measured on simulated micrograph pairs (tests/test_geometry.py), with 0.5-3 px of picking
-error: correct pairs flagged at most 1 in 1000 for 4 to 30 pairs, where a plain ``max(5 px,
-5 sigma)`` after a plain least-median fit flagged up to 32 % of them with 4-5 pairs, up to 11 %
-with 6-8 and up to 1 % with 10.
+On simulated micrograph pairs with 0.5-3 px of picking error, the rule flags at most 1 correct
+pair in 1000 for 4 to 30 pairs (``tests/test_geometry.py`` holds it to that).
 """
 
 from __future__ import annotations

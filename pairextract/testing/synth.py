@@ -62,8 +62,8 @@ import pandas as pd
 import scipy.fft
 
 from pairextract.core.ctf import CTF
-from pairextract.io._star import write_star
 from pairextract.io.mrc import write_mrc
+from pairextract.io.star import write_star
 from pairextract.ops import axis_from_xmipp, ctf_delocalisation, defocus_offsets
 from pairextract.ops import ctf_half_plane as _ops_ctf_half_plane
 from pairextract.ops.boxes import inside_micrograph
