@@ -1,4 +1,5 @@
-"""Cluster selection: open_client / client_from_args with real clusters (no mocks)."""
+"""Cluster selection: open_client / client_from_args with real clusters (no mocks), and the
+pure decisions behind them (threads or processes, SLURM requests, signal handlers)."""
 
 from __future__ import annotations
 
