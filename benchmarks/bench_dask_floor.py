@@ -2,8 +2,9 @@
 
 Runs ``--tasks`` tasks that only sleep ``--ms`` milliseconds (no CPU of their own) on
 ``open_client("local", workers=N)`` (worker processes, as a run of many micrographs uses) and
-follows them the way ``run._compute`` does: statuses polled in batches (``run._done_batches``),
-futures released, nothing gathered (a run reads its rows from the workers' journals).
+follows them the way ``run._compute`` does: statuses polled in batches
+(``runtime.progress.done_batches``), futures released, nothing gathered (a run reads its rows
+from the workers' journals).
 ``--gather`` also fetches every result, as runs did before: the difference is what a gather
 per task costs.
 The CPU seconds of the client process (scheduler + client) and of every worker are then Dask's
@@ -39,8 +40,8 @@ def main() -> None:
     parser.add_argument("--gather", action="store_true", help="gather every (None) result")
     args = parser.parse_args()
 
-    from pairextract.pipeline.run import _done_batches
-    from pairextract.runtime.cluster import open_client
+    from pairextract.runtime import open_client
+    from pairextract.runtime.progress import done_batches
 
     with open_client("local", workers=args.workers) as client:
         client.wait_for_workers(args.workers, timeout=60)
@@ -49,7 +50,7 @@ def main() -> None:
         t0 = time.perf_counter()
         futures = client.map(_sleep, [args.ms] * args.tasks, pure=False)
         n = 0
-        for batch in _done_batches(futures):
+        for batch in done_batches(futures):
             n += len(client.gather(batch)) if args.gather else len(batch)
             for f in batch:
                 f.release()

@@ -6,8 +6,7 @@ import functools
 import json
 import math
 import os
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,6 +24,7 @@ from pairextract.io.shifts import Shifts, read_shifts
 from pairextract.pipeline.result import ExtractionResult, format_summary
 from pairextract.pipeline.run import run_extraction
 from pairextract.prepare.geometry import GeometryFit
+from pairextract.runtime import open_client, prefer_local_threads, preloaded_workers
 from pairextract.store import _format as store
 
 if TYPE_CHECKING:  # imported where used: extracting needs neither
@@ -72,7 +72,7 @@ def extract_pairs(
         checked; ``None`` starts a local cluster of ``workers`` for this call, the same way:
         threads of this process with ``local_threads``, else one process each; by default
         threads for a run of up to 64 micrographs without phase flip
-        (:func:`pairextract.runtime.cluster.prefer_local_threads`).
+        (:func:`pairextract.runtime.prefer_local_threads`).
     dtype
         ``"float32"`` (default) or ``"float16"`` for the stored particles.
     residual_threshold, drop_flagged
@@ -130,8 +130,6 @@ def extract_pairs(
         return run(client, prepare())
     start = client
     if start is None:
-        from pairextract.runtime.cluster import open_client, prefer_local_threads
-
         threads = (prefer_local_threads(2 * len(given.micrograph_pairs),
                                         phase_flip=params.phase_flip)
                    if local_threads is None else local_threads)
@@ -142,7 +140,7 @@ def extract_pairs(
     # Start the cluster while the inputs are read and checked (its workers import the
     # extraction code meanwhile); a bad input is reported once the cluster is up.
     checking = _Background(prepare)
-    with _preloaded_workers(), start() as started:
+    with preloaded_workers(), start() as started:
         return run(started, checking.result())
 
 
@@ -222,28 +220,6 @@ class _Background:
         if self._error is not None:
             raise self._error
         return self._value
-
-
-@contextmanager
-def _preloaded_workers() -> Iterator[None]:
-    """Dask config that makes new local workers import the extraction code as they start (and
-    worker processes freeze the heap those imports made: ``pipeline._worker_start``)."""
-    import dask.config
-
-    # added to any preloads the user configured (DASK_DISTRIBUTED__WORKER__PRELOAD, ...)
-    given = list(dask.config.get("distributed.worker.preload", None) or [])
-    # Only this one key is set and restored, not with dask.config.set: when distributed is not
-    # imported yet, leaving dask.config.set would delete the whole "distributed" section,
-    # including the defaults that importing distributed adds meanwhile, and the next run in
-    # the same process would fail (KeyError 'comm').
-    worker = dask.config.config.setdefault("distributed", {}).setdefault("worker", {})
-    before = worker.get("preload", given)
-    worker["preload"] = [*given, "pairextract.runtime.worker_start"]
-    try:
-        yield
-    finally:
-        dask.config.config.setdefault("distributed", {}).setdefault("worker", {})[
-            "preload"] = before
 
 
 def _check(inputs: TiltPairInputs, params: ExtractionParams,

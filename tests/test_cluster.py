@@ -1,4 +1,5 @@
-"""Cluster selection: open_client / client_from_args with real clusters (no mocks)."""
+"""Cluster selection: open_client / client_from_args with real clusters (no mocks), and the
+pure decisions behind them (threads or processes, SLURM requests, signal handlers)."""
 
 from __future__ import annotations
 
@@ -12,13 +13,15 @@ import psutil
 import pytest
 from distributed import LocalCluster
 
-from pairextract.cli._cluster_options import add_cluster_arguments, client_from_args
-from pairextract.errors import ClusterConfigError
-from pairextract.runtime.cluster import (
-    make_jobqueue_cluster,
-    open_client,
-    parse_adapt,
+from pairextract.cli._cluster_options import (
+    add_cluster_arguments,
+    client_from_args,
+    cluster_request,
+    starts_local_processes,
 )
+from pairextract.errors import ClusterConfigError
+from pairextract.runtime import open_client, parse_adapt, preloaded_workers
+from pairextract.runtime.jobqueue import make_jobqueue_cluster, slurm_request_problem
 
 DEPLOY = Path(__file__).resolve().parent.parent / "pairextract" / "deploy"
 
@@ -63,27 +66,25 @@ def test_local_cluster_starts_and_leaves_no_process() -> None:
 
 
 def test_local_worker_processes_freeze_their_imports_threads_leave_this_heap() -> None:
-    # pipeline._worker_start, the workers' preload: a worker process takes its imports out of
+    # runtime.worker_start, the workers' preload: a worker process takes its imports out of
     # the cyclic collector's reach; a worker thread leaves the caller's heap (a notebook's) alone.
     import gc
     import sys
 
-    from pairextract.api import _preloaded_workers
-
     def state() -> tuple[int, bool]:
         return gc.get_freeze_count(), "pairextract.pipeline.tasks" in sys.modules
 
-    with _preloaded_workers(), open_client("local", workers=1, local_threads=False) as client:
+    with preloaded_workers(), open_client("local", workers=1, local_threads=False) as client:
         [(frozen, loaded)] = client.run(state).values()
     assert loaded and frozen > 30_000  # Dask, numpy and ours: about 100,000 objects today
     before = gc.get_freeze_count()
-    with _preloaded_workers(), open_client("local", workers=1, local_threads=True) as client:
+    with preloaded_workers(), open_client("local", workers=1, local_threads=True) as client:
         assert client.submit(state, pure=False).result()[1]
     assert gc.get_freeze_count() == before
 
 
 def test_worker_forkserver_forks_quiet_workers_that_ignore_ctrl_c() -> None:
-    # cluster.start_worker_forkserver, as the program uses it (in a process of its own: it sets
+    # runtime.start_worker_forkserver, as the program uses it (in a process of its own: it sets
     # Dask's multiprocessing method for the rest of the process).
     import subprocess
     import sys
@@ -91,15 +92,14 @@ def test_worker_forkserver_forks_quiet_workers_that_ignore_ctrl_c() -> None:
     code = """
 import os, signal, sys
 import multiprocessing.forkserver as fs
-from pairextract.api import _preloaded_workers
-from pairextract.runtime.cluster import open_client, start_worker_forkserver
+from pairextract.runtime import open_client, preloaded_workers, start_worker_forkserver
 assert start_worker_forkserver(environ={"PAIREXTRACT_TEST_FORKED": "yes"})
 assert "PAIREXTRACT_TEST_FORKED" not in os.environ  # only the server's environment
 def state():
     import gc, signal
     return (os.getppid(), signal.getsignal(signal.SIGINT) == signal.SIG_IGN,
             os.environ.get("PAIREXTRACT_TEST_FORKED"), gc.get_freeze_count() > 30000)
-with _preloaded_workers(), open_client("local", workers=2, local_threads=False) as client:
+with preloaded_workers(), open_client("local", workers=2, local_threads=False) as client:
     got = list(client.run(state).values())
 server = fs._forkserver._forkserver_pid
 print(all(g == (server, True, "yes", True) for g in got) and len(got) == 2)
@@ -120,7 +120,7 @@ def test_local_threads_run_in_this_process() -> None:
 
 
 def test_threads_for_short_local_runs_processes_for_long_ones() -> None:
-    from pairextract.runtime.cluster import THREADS_UP_TO_MICROGRAPHS, prefer_local_threads
+    from pairextract.runtime.local import THREADS_UP_TO_MICROGRAPHS, prefer_local_threads
 
     assert prefer_local_threads(8)
     assert prefer_local_threads(THREADS_UP_TO_MICROGRAPHS)
@@ -129,17 +129,52 @@ def test_threads_for_short_local_runs_processes_for_long_ones() -> None:
     assert not prefer_local_threads(8, phase_flip=True)  # each task holds a whole spectrum
 
 
-def test_cli_picks_threads_for_a_short_run_unless_told() -> None:
-    for argv, n, flip, threads in ((["--workers", "2"], 8, False, True),
-                                   (["--workers", "2"], 4000, False, False),
-                                   (["--workers", "2"], 8, True, False),
-                                   (["--workers", "2", "--processes"], 8, False, False),
-                                   (["--workers", "2", "--threads"], 8, True, True),
-                                   (["--workers", "2", "--threads"], 4000, False, True)):
-        args = _parser().parse_args(argv)
-        with client_from_args(args, n_micrographs=n, phase_flip=flip) as client:
-            in_here = _worker_pids(client) == [os.getpid()]
-            assert in_here == threads, (argv, n)
+@pytest.mark.parametrize(("argv", "n", "flip", "threads"), [
+    (["--workers", "2"], 8, False, True),
+    (["--workers", "2"], 4000, False, False),
+    (["--workers", "2"], 8, True, False),
+    (["--workers", "2", "--processes"], 8, False, False),
+    (["--workers", "2", "--threads"], 8, True, True),
+    (["--workers", "2", "--threads"], 4000, False, True),
+    (["--adapt", "1:2"], 8, False, False),
+])
+def test_cli_picks_threads_for_a_short_run_unless_told(argv: list[str], n: int, flip: bool,
+                                                       threads: bool) -> None:
+    args = _parser().parse_args(argv)
+    kind, kwargs = cluster_request(args, n_micrographs=n, phase_flip=flip)
+    assert kind == "local" and kwargs["local_threads"] is threads
+    assert starts_local_processes(args, n, flip) is not threads
+
+
+def test_cli_without_a_run_size_leaves_the_choice_to_open_client() -> None:
+    _, kwargs = cluster_request(_parser().parse_args(["--workers", "2"]))
+    assert "local_threads" not in kwargs  # open_client's default: processes
+    _, kwargs = cluster_request(_parser().parse_args(["--scheduler", "tcp://h:8786"]),
+                                n_micrographs=8)
+    assert "local_threads" not in kwargs and kwargs["address"] == "tcp://h:8786"
+
+
+def test_cli_short_run_really_runs_threads_in_this_process() -> None:
+    args = _parser().parse_args(["--workers", "2"])
+    with client_from_args(args, n_micrographs=8) as client:
+        assert _worker_pids(client) == [os.getpid()]
+
+
+def test_local_spec_threads_share_one_worker_processes_one_each() -> None:
+    from pairextract.runtime.local import local_spec
+
+    common = {"threads_per_worker": 1, "adapt": None, "memory_limit": None, "cpu_count": 8}
+    spec = local_spec(workers=3, local_threads=True, **common)  # type: ignore[arg-type]
+    assert (spec.n, spec.processes) == (3, False)
+    assert spec.kwargs == {"n_workers": 1, "threads_per_worker": 3, "processes": False,
+                           "dashboard_address": ":0"}
+    spec = local_spec(workers=None, local_threads=None, **common)  # type: ignore[arg-type]
+    assert (spec.n, spec.processes) == (2, True)  # min(2, cpus) processes
+    assert spec.kwargs["n_workers"] == 2 and spec.kwargs["threads_per_worker"] == 1
+    spec = local_spec(workers=None, local_threads=False, threads_per_worker=1, adapt=(3, 5),
+                      memory_limit="1GiB", cpu_count=1, dashboard_address=None)
+    assert spec.n == 3 and spec.kwargs["n_workers"] == 3  # an adaptive cluster starts at MIN
+    assert spec.kwargs["memory_limit"] == "1GiB" and spec.kwargs["dashboard_address"] is None
 
 
 def test_threads_cannot_adapt() -> None:
@@ -345,6 +380,70 @@ def test_bad_jobqueue_config_file(tmp_path: Path) -> None:
     bad.write_text("jobqueue: [unclosed\n")
     with pytest.raises(ClusterConfigError, match=r"bad\.yaml: not valid YAML"):
         make_jobqueue_cluster("slurm", jobqueue_config=bad)
+
+
+_NODES = "n1|4|8000|short*\nn2|16|64000|long\nn3|32|128000+|long\nbad line\n"
+
+
+@pytest.mark.parametrize(("header", "problem"), [
+    ("#SBATCH --cpus-per-task=2\n#SBATCH --mem=4G\n", None),      # n1 of the default fits
+    ("#SBATCH --cpus-per-task=8\n#SBATCH --mem=4G\n", "8 CPU(s) and 4096 MiB"),
+    ("#SBATCH -p long\n#SBATCH --cpus-per-task=32\n#SBATCH --mem=100G\n", None),
+    ("#SBATCH -p long\n#SBATCH --cpus-per-task=64\n", "largest: 32 CPUs, 128000 MiB"),
+    ("#SBATCH --partition=gpu\n", "no node in partition 'gpu'"),
+])
+def test_slurm_request_problem_names_what_no_node_holds(header: str,
+                                                        problem: str | None) -> None:
+    got = slurm_request_problem(header, nodes_text=_NODES)
+    if problem is None:
+        assert got is None
+    else:
+        assert got is not None and problem in got, got
+
+
+# ----------------------------------------------------------------------- signals
+
+
+def test_sigterm_is_an_interrupt_only_inside_the_block() -> None:
+    import signal
+
+    from pairextract.runtime.signals import sigterm_as_interrupt
+
+    previous = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        with sigterm_as_interrupt():
+            handler = signal.getsignal(signal.SIGTERM)
+            assert callable(handler)
+            with pytest.raises(KeyboardInterrupt):
+                handler(signal.SIGTERM, None)
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # someone else's choice is left alone
+        with sigterm_as_interrupt():
+            assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def test_a_package_that_takes_sigint_over_on_import_is_undone() -> None:
+    import signal
+
+    from pairextract.runtime.signals import sigint_kept_from
+
+    def taken(signum: int, frame: object) -> None:  # as dask_jobqueue's runner installs
+        raise SystemExit
+
+    taken.__module__ = "fakejobqueue.runner"
+    before = signal.getsignal(signal.SIGINT)
+    with sigint_kept_from("fakejobqueue"):
+        signal.signal(signal.SIGINT, taken)
+    assert signal.getsignal(signal.SIGINT) is before
+    signal.signal(signal.SIGINT, taken)  # imported earlier by someone else: Python's default
+    try:
+        with sigint_kept_from("fakejobqueue"):
+            pass
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, before)
 
 
 # ----------------------------------------------------------------------- argument errors

@@ -29,7 +29,7 @@ from _slurm import (
 )
 from distributed import wait
 
-from pairextract.runtime.cluster import open_client
+from pairextract.runtime import open_client
 
 pytestmark = [pytest.mark.slurm, pytest.mark.timeout(300)]
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 from _slurm import slurm, squeue, wait_for_jobs_gone  # noqa: F401  (fixture)
 
-from pairextract.runtime.cluster import make_jobqueue_cluster, slurm_request_problem
+from pairextract.runtime.jobqueue import make_jobqueue_cluster, slurm_request_problem
 from pairextract.testing import synth
 
 pytestmark = [pytest.mark.slurm, pytest.mark.timeout(600)]

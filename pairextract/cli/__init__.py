@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import os
 import sys
 import tempfile
@@ -19,6 +18,7 @@ from pairextract.errors import (
     EXIT_USAGE,
     PairextractError,
 )
+from pairextract.runtime.tuning import exit_without_teardown, freeze_imports, one_thread_per_task
 
 # Each module exposes register(subparsers); order here is the order of --help.
 _COMMANDS = ("_demo", "_check", "_extract", "_info", "_export", "_montage", "_deploy")
@@ -74,8 +74,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _internal_error(name, exc)
 
 
-_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
-
 # True once entry() runs: this process is the pairextract program and ends with its command.
 # main() called from Python (a notebook, a test) leaves the caller's process as it finds it.
 PROGRAM = False
@@ -83,39 +81,20 @@ PROGRAM = False
 
 def settle_imports() -> None:
     """In the pairextract program only: take what the imports made out of the cyclic garbage
-    collector's reach.
-
-    The program's modules (pandas, Dask, ours: about 100,000 objects) live until it exits;
-    without this, every full collection of a run of thousands of micrographs (the client's
-    futures, the local scheduler's tasks) walked them all again: 0.4-0.6 s of Bmany's client.
-    """
+    collector's reach (:func:`~pairextract.runtime.tuning.freeze_imports`); every full
+    collection of a long run (the client's futures, the local scheduler's tasks) would walk
+    them all again."""
     if PROGRAM:
-        import gc
-
-        gc.freeze()
+        freeze_imports()
 
 
 def entry() -> NoReturn:
-    """The ``pairextract`` program: :func:`main`, then exit without tearing the interpreter down.
-
-    By the time ``main`` returns every file is closed and the cluster is shut down; what is
-    left is Python freeing the modules of numpy, pandas, pyarrow and Dask one by one, about a
-    quarter of a second of a short run. Output streams and logging are flushed first.
-    """
-    # Before numpy is imported: one BLAS/OpenMP thread per task. The workers are the
-    # parallelism (Dask's worker processes get the same setting from their nanny).
-    for var in _THREAD_VARIABLES:
-        os.environ.setdefault(var, "1")
+    """The ``pairextract`` program: :func:`main`, then exit without tearing the interpreter down
+    (:func:`~pairextract.runtime.tuning.exit_without_teardown`)."""
+    one_thread_per_task()  # before numpy is imported
     global PROGRAM
     PROGRAM = True
-    status = main()
-    try:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        logging.shutdown()
-    except BaseException:  # a closed pipe (| head): exit as Python would, the slow way
-        sys.exit(status)
-    os._exit(status)
+    exit_without_teardown(main())
 
 
 def _debug() -> bool:

@@ -1,7 +1,7 @@
 """The command line's cluster options (``--cluster``, ``--scheduler``, ...) and what they open.
 
 Everything here turns parsed arguments into a call of
-:func:`pairextract.runtime.cluster.open_client`; the cluster logic itself lives there.
+:func:`pairextract.runtime.open_client`; the cluster logic itself lives there.
 """
 
 from __future__ import annotations
@@ -16,19 +16,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from pairextract.errors import ClusterConfigError
-from pairextract.runtime.cluster import (
+from pairextract.runtime import (
     DEFAULT_CONNECT_TIMEOUT,
     open_client,
     parse_adapt,
     prefer_local_threads,
     read_scheduler_file,
 )
+from pairextract.runtime.local import THREADS_UP_TO_MICROGRAPHS
 from pairextract.store import folder as outdir
 
 if TYPE_CHECKING:
     from distributed import Client
 
-__all__ = ["add_cluster_arguments", "client_from_args", "quiet_dask_logs", "resolve_scheduler"]
+__all__ = ["add_cluster_arguments", "client_from_args", "cluster_request", "quiet_dask_logs",
+           "resolve_scheduler", "starts_local_processes", "worker_environ"]
 
 _ADDRESS_RE_HINT = "tcp://host:port"
 # Loggers whose lines would interleave with pairextract's own output: per-micrograph failures
@@ -65,14 +67,33 @@ def _seconds(text: str) -> float:
 
 
 def add_cluster_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
-    """Add ``--cluster``, ``--scheduler``, ``--workers``, ``--jobs``, ``--adapt``,
-    ``--jobqueue-config``, ``--connect-timeout`` and ``--verbose`` to a parser (as an
-    argument group) and return the group."""
+    """Add ``--cluster``, ``--scheduler``, ``--connect-timeout``, ``--workers``,
+    ``--threads``/``--processes``, ``--jobs``, ``--adapt``, ``--jobqueue-config`` and
+    ``--verbose`` to a parser (as an argument group) and return the group."""
     group = parser.add_argument_group(
         "cluster",
         "where the work runs (default: a local cluster on this machine; batch-system "
         "settings come from dask-jobqueue's jobqueue.yaml or --jobqueue-config)",
     )
+    _add_where(group)
+    _add_workers(group)
+    group.add_argument(
+        "--jobqueue-config",
+        metavar="PATH",
+        default=None,
+        help="jobqueue.yaml whose values win over ~/.config/dask/jobqueue.yaml (slurm/pbs); "
+        "`pairextract deploy DIR` writes a commented one",
+    )
+    group.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show Dask's own log lines (scheduler, workers) on the terminal",
+    )
+    return group
+
+
+def _add_where(group: argparse._ArgumentGroup) -> None:
+    """``--cluster``, ``--scheduler``, ``--connect-timeout``: where the workers are."""
     group.add_argument(
         "--cluster",
         choices=("local", "slurm", "pbs", "address"),
@@ -94,6 +115,10 @@ def add_cluster_arguments(parser: argparse.ArgumentParser) -> argparse._Argument
         default=DEFAULT_CONNECT_TIMEOUT,
         help=f"seconds to wait for --scheduler to answer (default {DEFAULT_CONNECT_TIMEOUT:g})",
     )
+
+
+def _add_workers(group: argparse._ArgumentGroup) -> None:
+    """``--workers``, ``--threads``/``--processes``, ``--jobs``, ``--adapt``: how many, how."""
     group.add_argument(
         "--workers",
         type=_positive_int,
@@ -110,8 +135,8 @@ def add_cluster_arguments(parser: argparse.ArgumentParser) -> argparse._Argument
         action="store_true",
         default=None,
         help="local: run the workers as threads of this process (starts at once, no copying "
-        "of results; one process holds all the memory); the default for a run of up to 64 "
-        "micrographs",
+        "of results; one process holds all the memory); the default for a run of up to "
+        f"{THREADS_UP_TO_MICROGRAPHS} micrographs",
     )
     kind.add_argument(
         "--processes",
@@ -134,19 +159,6 @@ def add_cluster_arguments(parser: argparse.ArgumentParser) -> argparse._Argument
         default=None,
         help="adaptive scaling between MIN and MAX jobs (slurm/pbs) or workers (local)",
     )
-    group.add_argument(
-        "--jobqueue-config",
-        metavar="PATH",
-        default=None,
-        help="jobqueue.yaml whose values win over ~/.config/dask/jobqueue.yaml (slurm/pbs); "
-        "`pairextract deploy DIR` writes a commented one",
-    )
-    group.add_argument(
-        "--verbose",
-        action="store_true",
-        help="show Dask's own log lines (scheduler, workers) on the terminal",
-    )
-    return group
 
 
 def resolve_scheduler(cluster: str | None, scheduler: str | None) -> tuple[str, dict[str, Any]]:
@@ -224,6 +236,28 @@ def client_from_args(
 
     Parameters
     ----------
+    args, out, n_micrographs, phase_flip
+        As for :func:`cluster_request`.
+    **cluster_kwargs
+        Passed on to :func:`~pairextract.runtime.open_client`.
+
+    Raises
+    ------
+    ClusterConfigError
+        At once, for options that cannot go together.
+    """
+    kind, kwargs = cluster_request(args, out, n_micrographs, phase_flip)
+    return _opened(bool(getattr(args, "verbose", False)), kind, **kwargs, **cluster_kwargs)
+
+
+def cluster_request(
+    args: argparse.Namespace, out: str | os.PathLike[str] | None = None,
+    n_micrographs: int | None = None, phase_flip: bool = False,
+) -> tuple[str, dict[str, Any]]:
+    """The :func:`~pairextract.runtime.open_client` kind and keyword arguments for ``args``.
+
+    Parameters
+    ----------
     args
         Parsed arguments; missing attributes count as not given, so parsers with a subset of
         the options work too.
@@ -232,16 +266,14 @@ def client_from_args(
         configuration names a ``log-directory``.
     n_micrographs
         Micrographs of the run: without ``--threads``/``--processes``, a local cluster runs
-        threads for a short run (:func:`~pairextract.runtime.cluster.prefer_local_threads`).
+        threads for a short run (:func:`~pairextract.runtime.prefer_local_threads`).
     phase_flip
         Whether the run flips phases (then processes: each holds one micrograph's spectrum).
-    **cluster_kwargs
-        Passed on to :func:`~pairextract.runtime.cluster.open_client`.
 
     Raises
     ------
     ClusterConfigError
-        At once, for options that cannot go together.
+        For ``--cluster``/``--scheduler`` that cannot go together or a bad scheduler file.
     """
     kind, target = resolve_scheduler(
         getattr(args, "cluster", None), getattr(args, "scheduler", None)
@@ -249,21 +281,18 @@ def client_from_args(
     logs = (Path(out).resolve() / outdir.LOGS if out is not None and kind in ("slurm", "pbs")
             else None)
     threads = _local_threads(args, kind, n_micrographs, phase_flip)
-    return _opened(
-        bool(getattr(args, "verbose", False)),
-        kind,
-        workers=getattr(args, "workers", None),
-        jobs=getattr(args, "jobs", None),
+    return kind, {
+        "workers": getattr(args, "workers", None),
+        "jobs": getattr(args, "jobs", None),
         **({"local_threads": threads} if threads is not None else {}),
-        adapt=getattr(args, "adapt", None),
-        jobqueue_config=getattr(args, "jobqueue_config", None),
-        connect_timeout=getattr(args, "connect_timeout", DEFAULT_CONNECT_TIMEOUT),
-        log_directory=logs,
+        "adapt": getattr(args, "adapt", None),
+        "jobqueue_config": getattr(args, "jobqueue_config", None),
+        "connect_timeout": getattr(args, "connect_timeout", DEFAULT_CONNECT_TIMEOUT),
+        "log_directory": logs,
         # A local run says nothing about its cluster; elsewhere the user needs the addresses.
-        report=_report if kind != "local" else None,
+        "report": _report if kind != "local" else None,
         **target,
-        **cluster_kwargs,
-    )
+    }
 
 
 def _local_threads(args: argparse.Namespace, kind: str, n_micrographs: int | None,

@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     outdir.check_output_folder(Path(args.out).resolve(), outdir.input_paths(inputs, protect))
     n_micrographs = 2 * len(inputs.micrograph_pairs)
     if cli.PROGRAM and starts_local_processes(args, n_micrographs, params.phase_flip):
-        from pairextract.runtime.cluster import start_worker_forkserver
+        from pairextract.runtime import start_worker_forkserver
 
         # workers will be forks of a server that imports Dask and ours from now on, on a core
         # this process is not using yet

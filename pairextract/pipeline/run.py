@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
@@ -31,6 +30,7 @@ from pairextract.pipeline.plan import MicrographJob, make_jobs, shard_rows
 from pairextract.pipeline.result import ExtractionResult
 from pairextract.pipeline.tasks import JobRows, particle_columns, run_job
 from pairextract.prepare.geometry import GeometryFit
+from pairextract.runtime.progress import done_batches, show_progress
 from pairextract.store import _format as store
 from pairextract.store import folder as outdir
 
@@ -60,37 +60,6 @@ def _pixel_sizes(inputs: TiltPairInputs, infos: dict[str, Any]) -> dict[str, flo
     return sizes
 
 
-def _progress_printer(total: int, stream: Any = sys.stderr) -> Callable[[int], None]:
-    start = time.perf_counter()
-
-    def show(done: int) -> None:
-        width = 30
-        filled = int(width * done / max(total, 1))
-        elapsed = time.perf_counter() - start
-        stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} micrographs"
-                     f" {elapsed:6.1f} s")
-        if done >= total:
-            stream.write("\n")
-        stream.flush()
-
-    return show
-
-
-def _in_notebook() -> bool:
-    try:
-        from IPython import get_ipython  # type: ignore[attr-defined]
-    except ImportError:
-        return False
-    shell = get_ipython()
-    return shell is not None and shell.__class__.__name__ == "ZMQInteractiveShell"
-
-
-def _has_widgets() -> bool:
-    try:
-        import ipywidgets  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def run_extraction(
@@ -287,49 +256,6 @@ def view_samplings(jobs: list[MicrographJob], params: ExtractionParams
     return out
 
 
-# Take finished tasks in batches of at least this many, or after waiting this long.
-_BATCH_AT_LEAST = 32
-_BATCH_WAIT = 0.05
-# A look at every pending future costs at most 1/_POLL_SHARE of the time between looks.
-_POLL_SHARE = 50
-# What a future's status is once it will not change by itself ("lost" is recomputed).
-_DONE = frozenset({"finished", "error", "cancelled"})
-
-
-def _done_batches(futures: list[Any]) -> Iterator[list[Any]]:
-    """The futures that are done (finished, failed or cancelled), a batch at a time.
-
-    Their statuses are polled: the client's event loop sets them, and reading one is an
-    attribute lookup. ``distributed.as_completed`` would add a coroutine, an asyncio task and a
-    context per future to this process (and a local scheduler lives here too): for thousands of
-    micrographs, CPU and a heap that every full garbage collection walks. A batch is taken once
-    at least ``_BATCH_AT_LEAST`` are done or ``_BATCH_WAIT`` has passed; the looks are spaced
-    so that they cost at most ``1/_POLL_SHARE`` of the time.
-    """
-    pending = futures
-    done: list[Any] = []
-    waited = 0.0
-    while pending:
-        t0 = time.perf_counter()
-        still: list[Any] = []
-        for f in pending:
-            (done if f.status in _DONE else still).append(f)
-        pending = still
-        look = time.perf_counter() - t0
-        # the last tasks are not kept waiting for company
-        if done and (len(done) >= _BATCH_AT_LEAST or waited >= _BATCH_WAIT
-                     or len(pending) <= _BATCH_AT_LEAST):
-            yield done
-            done = []
-            waited = 0.0
-        if pending:
-            pause = max(_BATCH_WAIT / 10, _POLL_SHARE * look)
-            time.sleep(pause)
-            waited += pause
-    if done:
-        yield done
-
-
 def _compute(todo: list[MicrographJob], infos: dict[str, Any], out: Path,
              params: ExtractionParams, shard: int, dtype: str, run: str, client: Any,
              progress: bool | str, failed: dict[str, str],
@@ -358,21 +284,13 @@ def _compute(todo: list[MicrographJob], infos: dict[str, Any], out: Path,
     except BaseException:
         client.cancel(futures)
         raise
-    show = None
-    if progress:
-        if (_in_notebook() or progress == "notebook") and _has_widgets():
-            from distributed import progress as dask_progress
-
-            dask_progress(futures)
-        else:
-            show = _progress_printer(len(futures))
-            show(0)
+    show = show_progress(futures, progress)
     finished: set[str] = set()
     count = 0
     # Finished tasks' results are not fetched: a gather costs the client, the scheduler and
     # the worker a serialization and a message per task (about 0.4 ms in all), more than a
     # small micrograph's whole journal record. Futures are released as they finish.
-    for batch in _done_batches(futures):
+    for batch in done_batches(futures):
         for fut in batch:
             job = by_key[fut.key]
             if fut.status == "finished":

@@ -16,6 +16,7 @@ from pairextract.io.micrograph import MicrographInfo, pixels
 from pairextract.io.pages import row_release
 from pairextract.ops.protocol import extract_micrograph
 from pairextract.pipeline.plan import MicrographJob
+from pairextract.runtime.tuning import tune_malloc
 from pairextract.store._format import append_journal, shard_writer
 
 # Micrographs from this size on give their pages back as their rows are done (2048² float32).
@@ -133,33 +134,6 @@ def particle_columns(jobs: Sequence[MicrographJob], rows: Sequence[JobRows]
         cols["defocus_u"] = cols["defocus_u"] + shift
         cols["defocus_v"] = cols["defocus_v"] + shift
     return cols
-
-
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
-_MALLOC_TUNED = False
-
-
-def tune_malloc(threshold: int = 32 << 20) -> bool:
-    """Let glibc keep freed blocks below ``threshold`` bytes for reuse (Linux only).
-
-    Dask's nanny starts workers with ``MALLOC_TRIM_THRESHOLD_=65536``, which also freezes
-    glibc's mmap threshold at 128 KiB: every box-sized temporary is then a fresh mmap and
-    page-faults on first touch, making extraction ~1.8x slower. Fixing both thresholds at
-    32 MiB restores the speed and returns anything larger to the system as before.
-    """
-    global _MALLOC_TUNED
-    if _MALLOC_TUNED:
-        return True
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        ok = bool(libc.mallopt(_M_MMAP_THRESHOLD, threshold)) and bool(
-            libc.mallopt(_M_TRIM_THRESHOLD, threshold))
-    except (OSError, AttributeError):
-        ok = False
-    _MALLOC_TUNED = ok
-    return ok
 
 
 def run_job(info: MicrographInfo, job: MicrographJob, out: str, params: ExtractionParams,

@@ -1,0 +1,130 @@
+"""Following a run's futures: which are done, a batch at a time, and a progress display
+(Dask's widget in a notebook, a text bar otherwise)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+__all__ = ["DONE", "done_batches", "progress_printer", "show_progress"]
+
+# Take finished tasks in batches of at least this many, or after waiting this long (seconds).
+BATCH_AT_LEAST = 32
+BATCH_WAIT = 0.05
+# A look at every pending future costs at most 1/POLL_SHARE of the time between looks.
+POLL_SHARE = 50
+# What a future's status is once it will not change by itself ("lost" is recomputed).
+DONE = frozenset({"finished", "error", "cancelled"})
+
+
+def done_batches(futures: Sequence[Any], *, clock: Callable[[], float] = time.perf_counter,
+                 sleep: Callable[[float], object] = time.sleep) -> Iterator[list[Any]]:
+    """The futures that are done (finished, failed or cancelled), a batch at a time.
+
+    Their statuses are polled: the client's event loop sets them, and reading one is an
+    attribute lookup. ``distributed.as_completed`` would add a coroutine, an asyncio task and a
+    context per future to this process (and a local scheduler lives here too): for thousands of
+    micrographs, CPU and a heap that every full garbage collection walks. A batch is taken once
+    at least :data:`BATCH_AT_LEAST` are done, or :data:`BATCH_WAIT` has passed, or few are left
+    (the last tasks are not kept waiting for company); the looks are spaced so that they cost at
+    most ``1/POLL_SHARE`` of the time.
+
+    Parameters
+    ----------
+    futures
+        Anything with a ``status`` attribute (``distributed.Future``).
+    clock, sleep
+        What times a look and what waits between looks (a test's fake clock).
+
+    Yields
+    ------
+    list
+        Each future exactly once, in the order they were given within a batch.
+    """
+    pending = list(futures)
+    done: list[Any] = []
+    waited = 0.0
+    while pending:
+        t0 = clock()
+        still: list[Any] = []
+        for f in pending:
+            (done if f.status in DONE else still).append(f)
+        pending = still
+        look = clock() - t0
+        if done and (len(done) >= BATCH_AT_LEAST or waited >= BATCH_WAIT
+                     or len(pending) <= BATCH_AT_LEAST):
+            yield done
+            done = []
+            waited = 0.0
+        if pending:
+            pause = max(BATCH_WAIT / 10, POLL_SHARE * look)
+            sleep(pause)
+            waited += pause
+    if done:
+        yield done
+
+
+def progress_printer(total: int, stream: Any = sys.stderr) -> Callable[[int], None]:
+    """A function that draws a text bar of ``done`` out of ``total`` micrographs on
+    ``stream``, ending the line once all are done."""
+    start = time.perf_counter()
+
+    def show(done: int) -> None:
+        width = 30
+        filled = int(width * done / max(total, 1))
+        elapsed = time.perf_counter() - start
+        stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} micrographs"
+                     f" {elapsed:6.1f} s")
+        if done >= total:
+            stream.write("\n")
+        stream.flush()
+
+    return show
+
+
+def _in_notebook() -> bool:
+    try:
+        from IPython import get_ipython  # type: ignore[attr-defined]
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and shell.__class__.__name__ == "ZMQInteractiveShell"
+
+
+def _has_widgets() -> bool:
+    try:
+        import ipywidgets  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def show_progress(futures: Sequence[Any], progress: bool | str) -> Callable[[int], None] | None:
+    """Start showing the progress of ``futures`` as ``progress`` asks.
+
+    Parameters
+    ----------
+    futures
+        The run's futures.
+    progress
+        False: nothing; ``"notebook"`` or in a notebook, with ipywidgets: Dask's widget, which
+        follows the futures itself; otherwise a text bar on standard error.
+
+    Returns
+    -------
+    callable or None
+        For the text bar, the function to call with the number of futures done (drawn at 0
+        already); None when there is nothing to call.
+    """
+    if not progress:
+        return None
+    if (_in_notebook() or progress == "notebook") and _has_widgets():
+        from distributed import progress as dask_progress
+
+        dask_progress(futures)
+        return None
+    show = progress_printer(len(futures))
+    show(0)
+    return show
