@@ -26,7 +26,7 @@ RUN = "run"
 MICROGRAPH = "micrograph"
 ENVIRONMENT = "environment"
 
-# Exit statuses of the command line (documented in README, "Exit status").
+# Exit statuses of the command line (documented in docs/user/safety.md, "Exit statuses").
 EXIT_OK = 0
 EXIT_CHECK_FAILED = 1  # ``pairextract check`` found errors
 EXIT_USAGE = 2  # bad input, parameters or output folder

@@ -49,7 +49,7 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the extraction; exit status as documented in README ("Exit status")."""
+    """Run the extraction; exit status as documented (docs/user/safety.md, "Exit statuses")."""
     from pathlib import Path
 
     from pairextract import cli

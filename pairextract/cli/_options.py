@@ -32,7 +32,7 @@ def add_protocol_arguments(p: argparse.ArgumentParser) -> None:
                         "tilt from the CTF estimates (CTFFIND5) or from the pair geometry")
     b.add_argument("--tilt-sign", type=int, choices=[1, -1], default=1,
                    help="which side of the tilt axis is farther from the objective "
-                        "(README: tilt-pair options); default +1")
+                        "(docs/user/tilt-pairs.md); default +1")
 
 
 def add_input_arguments(p: argparse.ArgumentParser) -> None:

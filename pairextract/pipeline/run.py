@@ -288,8 +288,8 @@ def _compute(todo: list[MicrographJob], infos: dict[str, Any], out: Path,
     finished: set[str] = set()
     count = 0
     # Finished tasks' results are not fetched: a gather costs the client, the scheduler and
-    # the worker a serialization and a message per task (about 0.4 ms in all), more than a
-    # small micrograph's whole journal record. Futures are released as they finish.
+    # the worker a serialization and a message per task, more than a small micrograph's whole
+    # journal record. Futures are released as they finish.
     for batch in done_batches(futures):
         for fut in batch:
             job = by_key[fut.key]
