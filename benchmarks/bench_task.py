@@ -40,9 +40,8 @@ def main() -> None:
 
     from pairextract.core.params import ExtractionParams
     from pairextract.io.micrograph import micrograph_info
-    from pairextract.pipeline.plan import MicrographJob
     from pairextract.pipeline.tasks import run_job
-    from pairextract.store._format import new_run
+    from pairextract.store import MicrographJob, new_run
 
     folder = bench_cli.make_workload(args.workload, args.data)
     _, size, per_mic, box, radius = bench_cli.WORKLOADS[args.workload]

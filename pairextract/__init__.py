@@ -13,8 +13,6 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from pairextract.api import extract_pairs as extract_pairs
-    from pairextract.api import open_pairs as open_pairs
-    from pairextract.api import read_drops as read_drops
     from pairextract.core.ctf import CTF as CTF
     from pairextract.core.inputs import TiltPairInputs as TiltPairInputs
     from pairextract.core.params import ExtractionParams as ExtractionParams
@@ -24,6 +22,8 @@ if TYPE_CHECKING:
     from pairextract.plot import geometry_plot as geometry_plot
     from pairextract.plot import montage as montage
     from pairextract.prepare.checks import check_inputs as check_inputs
+    from pairextract.store import open_pairs as open_pairs
+    from pairextract.store import read_drops as read_drops
 
 # Loaded on first use (PEP 562): `pairextract --version` and the Dask workers must not pay for
 # pandas, Dask arrays, xarray and zarr before they need them.
@@ -31,8 +31,8 @@ _PUBLIC = {
     "read_pairs": "pairextract.io",
     "check_inputs": "pairextract.prepare.checks",
     "extract_pairs": "pairextract.api",
-    "open_pairs": "pairextract.api",
-    "read_drops": "pairextract.api",
+    "open_pairs": "pairextract.store",
+    "read_drops": "pairextract.store",
     "export": "pairextract.export",
     "montage": "pairextract.plot",
     "geometry_plot": "pairextract.plot",

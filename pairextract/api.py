@@ -1,22 +1,25 @@
-"""The Python face: extract, open and summarise tilt-pair particle outputs."""
+"""The Python face: extract tilt-pair particles, and summarise an output.
+
+The readers of an output (``open_pairs``, ``read_drops``, ...) are :mod:`pairextract.store`'s.
+"""
 
 from __future__ import annotations
 
 import functools
-import json
 import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import numpy as np
 import pandas as pd
 
+from pairextract import store
 from pairextract.core.inputs import TiltPairInputs
 from pairextract.core.params import ExtractionParams
-from pairextract.errors import MICROGRAPH, DamagedOutputError, InputError, kind_of
+from pairextract.core.vocab import View
+from pairextract.errors import MICROGRAPH, InputError, kind_of
 from pairextract.io import read_pairs
 from pairextract.io.micrograph import MicrographHeaders
 from pairextract.io.reader import PATH_OPTIONS
@@ -25,14 +28,8 @@ from pairextract.pipeline.result import ExtractionResult, format_summary
 from pairextract.pipeline.run import run_extraction
 from pairextract.prepare.geometry import GeometryFit
 from pairextract.runtime import open_client, prefer_local_threads, preloaded_workers
-from pairextract.store import _format as store
 
-if TYPE_CHECKING:  # imported where used: extracting needs neither
-    import dask.array as da
-    import xarray as xr
-
-__all__ = ["DamagedOutputError", "check_output", "extract_pairs", "info", "open_pairs",
-           "read_drops", "read_particles", "read_provenance", "read_summary", "view_images"]
+__all__ = ["extract_pairs", "info"]
 
 
 def extract_pairs(
@@ -259,145 +256,8 @@ def _has_ctf(inputs: TiltPairInputs, s: str) -> bool:
                for m in inputs.micrograph_pairs[f"micrograph_{s}"])
 
 
-def _require_output(out: str | Path) -> Path:
-    path = Path(out)
-    if not (path / "pairs.parquet").exists():
-        raise InputError(f"{path} is not a finished pairextract output (no pairs.parquet)")
-    return path
-
-
-def read_summary(out: str | Path) -> dict[str, Any]:
-    """The summary of the last run into ``out`` (``summary.json``)."""
-    path = _require_output(out)
-    return dict(json.loads((path / "summary.json").read_text()))
-
-
-def read_drops(out: str | Path) -> pd.DataFrame:
-    """Every input coordinate pair that was not kept: ``pair_id, mic_pair_id, reason, detail``."""
-    return pd.read_parquet(_require_output(out) / "dropped.parquet")
-
-
-def read_particles(out: str | Path, view: str) -> pd.DataFrame:
-    """The particle table of one view (``"untilted"`` or ``"tilted"``), one row per slot."""
-    if view not in ("untilted", "tilted"):
-        raise ValueError(f"view must be 'untilted' or 'tilted', got {view!r}")
-    return pd.read_parquet(_require_output(out) / f"{view}.parquet")
-
-
-def view_images(out: str | Path, view: str) -> da.Array:
-    """All slots of one view's image array, lazily (dropped and skipped rows included).
-
-    One Dask chunk per shard (a micrograph's particles), not per stored particle.
-    """
-    import dask.array as da
-    import zarr
-
-    arr = zarr.open_array(str(Path(out) / store.ZARR_NAME / view / "images"), mode="r")
-    return da.from_zarr(arr, chunks=arr.shards or arr.chunks)
-
-
-def check_output(out: str | Path) -> list[str]:
-    """What is damaged in a finished output folder: unreadable tables, missing or damaged
-    particle files (empty when the folder is whole). ``extract`` with the same options into
-    the same folder repairs missing or damaged particle files."""
-    return store.check_output(_require_output(out))
-
-
-def _require_whole(out: str | Path) -> Path:
-    path = _require_output(out)
-    problems = store.check_output(path)
-    if problems:
-        raise DamagedOutputError(
-            f"{path} is damaged: " + "; ".join(problems[:5])
-            + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
-            + ". Run the same extract command into it again to repair it.")
-    return path
-
-
-def open_pairs(out: str | Path) -> xr.Dataset:
-    """The kept pairs as an ``xarray.Dataset`` with dimension ``pair``, lazily loaded.
-
-    Data variables ``untilted`` and ``tilted`` have dims ``(pair, y, x)``; per-pair
-    coordinates include ``pair_id``, ``micrograph_u``, ``x_u``, ``y_u``, ``micrograph_t``,
-    ``x_t``, ``y_t`` (input pixels), ``xi_*``/``yi_*`` (pixels of the cut micrograph), the
-    tilt angles, the geometry residual and the CTF values per view (per particle with the
-    tilt-aware flip: ``defocus_offset_*``); after re-centring, ``shift_*`` and ``origin_*``
-    (``pairextract.prepare.recenter``);
-    ``sampling_u``/``_t``, each pair's output pixel size (Å/px) in each view. Attrs:
-    ``sampling_rate_untilted``, ``sampling_rate_tilted`` (NaN when unknown or mixed within
-    the view), ``sampling_rate`` (the untilted one, as before), ``box_size``, ``params``,
-    ``dtype``, ``version``.
-    """
-    import xarray as xr
-    import zarr
-
-    path = _require_whole(out)
-    pairs = pd.read_parquet(path / "pairs.parquet")
-    root = zarr.open_group(str(path / store.ZARR_NAME), mode="r")
-    prov = dict(root.attrs["pairextract"])  # type: ignore[arg-type]
-    data = {}
-    for view, s in (("untilted", "u"), ("tilted", "t")):
-        images = view_images(path, view)
-        slots = pairs[f"slot_{s}"].to_numpy(np.int64)
-        data[view] = (("pair", "y", "x"), images[slots] if len(slots) else images[:0])
-    coords: dict[str, Any] = {}
-    skip = {"index", "slot_u", "slot_t"}
-    for col in pairs.columns:
-        if col in skip:
-            continue
-        values = pairs[col].to_numpy()
-        if values.dtype == object or pd.api.types.is_string_dtype(pairs[col]):
-            values = pairs[col].astype(str).to_numpy(dtype=object)
-        coords[col] = ("pair", values)
-    coords["slot_u"] = ("pair", pairs["slot_u"].to_numpy(np.int64))
-    coords["slot_t"] = ("pair", pairs["slot_t"].to_numpy(np.int64))
-    recentred = path / "recenter.parquet"
-    if recentred.exists():
-        extra = pd.read_parquet(recentred).set_index("pair_id")
-        for col in extra.columns:
-            coords[col] = ("pair", extra[col].reindex(pairs["pair_id"]).to_numpy(np.float64))
-    params = prov.get("params", {})
-    down = float(params.get("downsample", 1.0))  # type: ignore[union-attr,arg-type]
-    for s in ("u", "t"):
-        if f"pixel_size_{s}" in pairs:
-            # Each pair's own output sampling in each view (the views may differ).
-            size = pairs[f"pixel_size_{s}"].to_numpy(np.float64)
-            coords[f"sampling_{s}"] = ("pair", size * down if down > 1.0 else size)
-    samplings = view_sampling_rates(prov)
-    attrs = {
-        # ``sampling_rate`` is the untilted view's, as before; each view has its own below.
-        "sampling_rate": samplings["untilted"],
-        "sampling_rate_untilted": samplings["untilted"],
-        "sampling_rate_tilted": samplings["tilted"],
-        "box_size": int(prov.get("box_size", 0)),  # type: ignore[arg-type]
-        "params": json.dumps(params, sort_keys=True),
-        "version": str(prov.get("version", "")),
-        "dtype": str(prov.get("dtype", "float32")),
-        "phase_flipped_u": bool(pairs["phase_flipped_u"].any()) if len(pairs) else False,
-        "phase_flipped_t": bool(pairs["phase_flipped_t"].any()) if len(pairs) else False,
-        "source": str(path.resolve()),
-    }
-    return xr.Dataset(data, coords=coords, attrs=attrs)
-
-
-def view_sampling_rates(provenance: dict[str, Any]) -> dict[str, float]:
-    """Output sampling (Å/px) of each view from the store's provenance; NaN when unknown or
-    when the micrographs of a view have different pixel sizes.
-
-    Stores written before the views had their own value carry only ``sampling_rate`` (the
-    untilted view's); their tilted view is then unknown rather than assumed equal.
-    """
-    def value(key: str) -> float:
-        v = provenance.get(key)
-        return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else math.nan
-
-    per_view = "sampling_rate_untilted" in provenance
-    return {"untilted": value("sampling_rate_untilted" if per_view else "sampling_rate"),
-            "tilted": value("sampling_rate_tilted")}
-
-
 def _sampling_text(samplings: dict[str, float]) -> str:
-    u, t = samplings["untilted"], samplings["tilted"]
+    u, t = samplings[View.UNTILTED], samplings[View.TILTED]
 
     def fmt(v: float) -> str:
         return f"{v:.4g} Å/px" if math.isfinite(v) else "sampling unknown or mixed"
@@ -407,33 +267,19 @@ def _sampling_text(samplings: dict[str, float]) -> str:
     return f"{fmt(u)} untilted, {fmt(t)} tilted"
 
 
-def read_provenance(out: str | Path) -> dict[str, Any]:
-    """Parameters, sampling rate, input digest and version recorded in the Zarr store."""
-    import zarr
-
-    path = _require_output(out) / store.ZARR_NAME
-    try:
-        root = zarr.open_group(str(path), mode="r")
-        return dict(root.attrs["pairextract"])  # type: ignore[arg-type]
-    except (ValueError, KeyError, TypeError, FileNotFoundError) as exc:
-        raise InputError(f"{path} is damaged: its metadata cannot be read "
-                         f"({type(exc).__name__}: {exc}); extract again with --overwrite"
-                         ) from None
-
-
 def info(out: str | Path) -> str:
     """A printable summary of an existing output folder: the run's summary and parameters."""
-    prov = read_provenance(out)
+    prov = store.read_provenance(out)
     params = ", ".join(f"{k}={v}" for k, v in prov.get("params", {}).items())
     lines = [
-        format_summary(read_summary(out)),
+        format_summary(store.read_summary(out)),
         f"parameters:    {params}",
         f"particles:     {prov.get('box_size')} px boxes, {prov.get('dtype')}, "
-        + _sampling_text(view_sampling_rates(prov)),
+        + _sampling_text(store.view_sampling_rates(prov)),
         f"written by:    pairextract {prov.get('version')} "
         f"from {prov.get('inputs', {}).get('source')}",
     ]
-    problems = store.check_output(Path(out))
+    problems = store.check_output(out)
     if problems:
         lines.append(f"DAMAGED:       {len(problems)} problem(s); run the same extract command "
                      "into this folder again to repair:")

@@ -22,8 +22,8 @@ import numpy as np
 import psutil
 import pytest
 
+from pairextract import store
 from pairextract.cli._deploy import RECIPES
-from pairextract.store import _format as store
 from pairextract.testing import synth
 
 REPO = Path(__file__).resolve().parent.parent

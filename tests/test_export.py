@@ -274,8 +274,8 @@ def extracted(client, small_dataset, tmp_path_factory):  # type: ignore[no-untyp
 
 
 def test_relion_export_of_real_output(extracted: Path, tmp_path: Path) -> None:
-    from pairextract.api import open_pairs
     from pairextract.cli import main
+    from pairextract.store import open_pairs
 
     ds = open_pairs(extracted)
     assert main(["export", str(extracted), "--to", "relion", str(tmp_path)]) == 0
@@ -299,7 +299,7 @@ def test_relion_export_of_real_output(extracted: Path, tmp_path: Path) -> None:
 
 
 def test_xmipp_export_of_real_output(extracted: Path, tmp_path: Path) -> None:
-    from pairextract.api import open_pairs
+    from pairextract.store import open_pairs
 
     ds = open_pairs(extracted)
     export(extracted, "xmipp", tmp_path)

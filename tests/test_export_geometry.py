@@ -11,9 +11,10 @@ import pytest
 import starfile
 
 from pairextract import ExtractionParams
-from pairextract.api import extract_pairs, open_pairs
+from pairextract.api import extract_pairs
 from pairextract.export import export
 from pairextract.io import read_pairs
+from pairextract.store import open_pairs
 
 # RELION 3.1+ particle labels pairextract writes; anything else RELION would not know.
 RELION_LABELS = {"rlnImageName", "rlnMicrographName", "rlnCoordinateX", "rlnCoordinateY",

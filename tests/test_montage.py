@@ -127,8 +127,8 @@ def extracted(client, small_dataset, tmp_path_factory):  # type: ignore[no-untyp
 
 
 def test_montage_of_real_output_with_dropped(extracted: Path, tmp_path: Path) -> None:
-    from pairextract.api import read_drops
     from pairextract.cli import main
+    from pairextract.store import read_drops
 
     drops = read_drops(extracted)
     assert len(drops) > 0

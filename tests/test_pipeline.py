@@ -13,12 +13,10 @@ from _images import peak_offset
 
 import pairextract
 from pairextract import ExtractionParams
-from pairextract.api import extract_pairs, open_pairs, read_drops, read_summary
+from pairextract.api import extract_pairs
 from pairextract.errors import StoreBusyError, StoreMismatchError
 from pairextract.io import read_pairs
-from pairextract.store._format import (
-    run_lock,
-)
+from pairextract.store import open_pairs, read_drops, read_summary, run_lock
 
 _peak_offset = peak_offset
 

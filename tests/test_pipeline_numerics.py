@@ -16,7 +16,7 @@ import pytest
 import starfile
 from _formulas import ctf_by_formula, downsample_by_formula, flip_by_formula
 
-from pairextract import api
+from pairextract import api, store
 from pairextract.core.ctf import CTF
 from pairextract.core.inputs import TiltPairInputs, ctf_row, make_ctfs
 from pairextract.core.params import ExtractionParams
@@ -68,10 +68,10 @@ def test_each_view_carries_its_own_sampling_everywhere(client, tmp_path):  # typ
     xy = [[40, 40, 44, 41], [64, 70, 60, 66], [90, 50, 85, 52]]
     params = ExtractionParams(32, downsample=1.0, normalize=None, dust_removal=False)
     _run(client, _inputs(paths, xy, ctf=True), tmp_path / "out", params)
-    prov = api.read_provenance(tmp_path / "out")
+    prov = store.read_provenance(tmp_path / "out")
     assert prov["sampling_rate_untilted"] == 1.0 and prov["sampling_rate_tilted"] == 1.5
     assert prov["sampling_rate"] == 1.0  # kept meaning: the untilted view's
-    ds = api.open_pairs(tmp_path / "out")
+    ds = store.open_pairs(tmp_path / "out")
     assert ds.attrs["sampling_rate_untilted"] == 1.0 and ds.attrs["sampling_rate_tilted"] == 1.5
     assert ds.attrs["sampling_rate"] == 1.0
     assert ds.sampling_u.values.tolist() == [1.0] * 3
@@ -97,7 +97,7 @@ def test_downsampled_views_keep_their_own_sampling(client, tmp_path):  # type: i
     xy = [[64, 64, 64, 64], [60, 70, 58, 72]]
     params = ExtractionParams(16, downsample=2.0, normalize=None, dust_removal=False)
     _run(client, _inputs(paths, xy), tmp_path / "out", params)
-    ds = api.open_pairs(tmp_path / "out")
+    ds = store.open_pairs(tmp_path / "out")
     assert ds.attrs["sampling_rate_untilted"] == 2.0 and ds.attrs["sampling_rate_tilted"] == 2.5
     assert ds.sampling_t.values.tolist() == [2.5, 2.5]
 
@@ -117,8 +117,8 @@ def test_float16_output_end_to_end(client, tmp_path):  # type: ignore[no-untyped
     for view in ("untilted", "tilted"):
         arr = zarr.open_array(str(tmp_path / "f16" / "pairs.zarr" / view / "images"), mode="r")
         assert arr.dtype == np.float16
-    assert api.read_provenance(tmp_path / "f16")["dtype"] == "float16"
-    d16, d32 = api.open_pairs(tmp_path / "f16"), api.open_pairs(tmp_path / "f32")
+    assert store.read_provenance(tmp_path / "f16")["dtype"] == "float16"
+    d16, d32 = store.open_pairs(tmp_path / "f16"), store.open_pairs(tmp_path / "f32")
     assert d16.attrs["dtype"] == "float16" and d16.untilted.dtype == np.float16
     np.testing.assert_array_equal(d16.pair_id.values, d32.pair_id.values)
     for view in ("untilted", "tilted"):
@@ -157,7 +157,7 @@ def test_phase_flip_through_the_pipeline_matches_the_formulas(client, tmp_path, 
     params = ExtractionParams(32, downsample=downsample, phase_flip=True, dust_removal=False,
                               normalize=None)
     _run(client, _inputs(paths, xy, ctf=True), tmp_path / "out", params)
-    ds = api.open_pairs(tmp_path / "out")
+    ds = store.open_pairs(tmp_path / "out")
     assert ds.attrs["phase_flipped_u"] and ds.attrs["phase_flipped_t"]
     assert ds.pair_id.values.tolist() == [1, 2]
     for view, img, ctf, col in (("untilted", images[0], CTF_U, 0), ("tilted", images[1], CTF_T, 2)):
@@ -191,14 +191,14 @@ def test_downsampled_size_and_box_fit_agree_with_the_kernels(client, tmp_path): 
     assert rep.outside["outside_u"].tolist() == [True, False, False]
     assert rep.outside["outside_t"].tolist() == [False, False, False]
     result = _run(client, inputs, tmp_path / "out", params)
-    dropped = api.read_drops(tmp_path / "out")
+    dropped = store.read_drops(tmp_path / "out")
     assert dropped["pair_id"].tolist() == [1]
     outside = rep.outside.set_index("pair_id")
     for view, s in (("untilted", "u"), ("tilted", "t")):
-        table = api.read_particles(tmp_path / "out", view).set_index("pair_id")
+        table = store.read_particles(tmp_path / "out", view).set_index("pair_id")
         got = table.loc[outside.index, "status"] != "ok"
         assert got.tolist() == outside[f"outside_{s}"].tolist()
-    ds = api.open_pairs(tmp_path / "out")
+    ds = store.open_pairs(tmp_path / "out")
     ref = extract_micrograph(images[1], np.asarray(xy)[:, 2:], params, pixel_size=1.0)
     np.testing.assert_array_equal(ds.tilted.values, ref.stack[1:])
     assert ref.xy[:, 0].tolist() == [600, 608, 318]

@@ -14,12 +14,13 @@ import starfile
 from _images import peak_offset
 
 from pairextract import ExtractionParams
-from pairextract.api import extract_pairs, open_pairs
+from pairextract.api import extract_pairs
 from pairextract.errors import InputError
 from pairextract.export import export
 from pairextract.io import read_pairs
 from pairextract.io.shifts import read_shifts
 from pairextract.io.star import write_star, write_xmipp
+from pairextract.store import open_pairs
 
 BOX = 64
 

@@ -8,10 +8,11 @@ import pandas as pd
 import pytest
 
 from pairextract import ExtractionParams
-from pairextract.api import extract_pairs, open_pairs, read_drops
+from pairextract.api import extract_pairs
 from pairextract.cli import main
 from pairextract.errors import EXIT_STRICT, InputError
 from pairextract.io import read_pairs
+from pairextract.store import open_pairs, read_drops
 
 
 @pytest.fixture(scope="module")

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 
 from pairextract import ExtractionParams
-from pairextract.api import extract_pairs, open_pairs
+from pairextract.api import extract_pairs
 from pairextract.cli import main
 from pairextract.errors import EXIT_USAGE, OutputFolderError, StoreBusyError
 from pairextract.io import read_pairs
-from pairextract.store._format import run_lock
+from pairextract.store import open_pairs, run_lock
 from pairextract.store.folder import MARKER, is_extract_output
 
 

@@ -102,7 +102,7 @@ def _local_reference(dataset: Any, out: Path) -> Any:
 
 
 def _assert_same_output(a: Path, b: Path) -> None:
-    from pairextract.api import open_pairs, read_drops
+    from pairextract.store import open_pairs, read_drops
 
     da, db = open_pairs(a), open_pairs(b)
     assert np.array_equal(da.pair_id.values, db.pair_id.values)

@@ -306,7 +306,7 @@ def test_recipes_from_installed_wheel_run_and_agree(
     assert not list(tmp_path.glob("dask-scheduler-*.json")), "scheduler file left behind"
 
     # Both routes give the same particles.
-    from pairextract.api import open_pairs
+    from pairextract.store import open_pairs
 
     a, b = open_pairs(out1), open_pairs(out2)
     assert a.untilted.values.tobytes() == b.untilted.values.tobytes()

@@ -12,11 +12,19 @@ import pandas as pd
 import pytest
 import zarr
 
-from pairextract import ExtractionParams
-from pairextract.api import check_output, extract_pairs, info, open_pairs
+from pairextract import ExtractionParams, store
+from pairextract.api import extract_pairs, info
+from pairextract.core.vocab import STATUS_CODES
 from pairextract.errors import DamagedOutputError, StoreMismatchError
 from pairextract.io import read_pairs
-from pairextract.store import _format as store
+from pairextract.store import _zarr, check_output, open_pairs
+from pairextract.store.journal import (
+    decode_journal,
+    decode_part,
+    encode_part,
+    encode_record,
+    journal_paths,
+)
 
 
 def _files(out: Path) -> dict[str, bytes]:
@@ -49,7 +57,7 @@ def test_one_shard_file_per_micrograph_and_view(run):  # type: ignore[no-untyped
     for view in ("untilted", "tilted"):
         shards = _shards(out, view)
         assert len(shards) == n_pairs
-    journals = store.journal_paths(out)
+    journals = journal_paths(out)
     # particle files: 2 per micrograph pair, whatever the particle count; what each task
     # gave goes to one journal per worker process (this client's cluster: at most 2)
     assert 1 <= len(journals) <= 2
@@ -102,14 +110,14 @@ def test_truncated_shard_is_extracted_again(run, client):  # type: ignore[no-unt
 
 def _one_journal(out: Path) -> Path:
     """Gather the run's journals into one (records in order), as a one-worker run writes."""
-    data = b"".join(p.read_bytes() for p in store.journal_paths(out))
-    records = [store.decode_journal(p.read_bytes())[0] for p in store.journal_paths(out)]
-    for p in store.journal_paths(out):
+    data = b"".join(p.read_bytes() for p in journal_paths(out))
+    records = [decode_journal(p.read_bytes())[0] for p in journal_paths(out)]
+    for p in journal_paths(out):
         p.unlink()
     merged = {k: v for r in records for k, v in r.items()}
     one = out / "_work" / "journal-test.part"
     one.write_bytes(b"pairextract-journal 1\n" + b"".join(
-        store.encode_record(k, v) for k, v in sorted(merged.items())))
+        encode_record(k, v) for k, v in sorted(merged.items())))
     assert len(data) > 0
     return one
 
@@ -123,9 +131,9 @@ def test_damaged_journal_is_read_up_to_the_damage(run, client, damage):  # type:
     before = _files(out)
     journal = _one_journal(out)
     data = journal.read_bytes()
-    parts, whole = store.decode_journal(data)
+    parts, whole = decode_journal(data)
     assert whole and len(parts) == 2 * len(inputs.micrograph_pairs)
-    last = store.encode_record(*sorted(parts.items())[-1])
+    last = encode_record(*sorted(parts.items())[-1])
     if damage == "truncate":
         journal.write_bytes(data[:-3])
         lost = 1
@@ -140,9 +148,9 @@ def test_damaged_journal_is_read_up_to_the_damage(run, client, damage):  # type:
         lost = len(parts)
     else:  # a whole record, but of one row fewer
         name, part = sorted(parts.items())[-1]
-        cols = store.decode_part(part)
-        short = store.encode_part({k: v[:-1] for k, v in cols.items()})
-        journal.write_bytes(data[:-len(last)] + store.encode_record(name, short))
+        cols = decode_part(part)
+        short = encode_part({k: v[:-1] for k, v in cols.items()})
+        journal.write_bytes(data[:-len(last)] + encode_record(name, short))
         lost = 1
     again = extract_pairs(inputs, out, params, client=client)
     assert again.micrographs_extracted == lost
@@ -152,8 +160,8 @@ def test_damaged_journal_is_read_up_to_the_damage(run, client, damage):  # type:
 
 def test_journal_appends_survive_the_writer(tmp_path):  # type: ignore[no-untyped-def]
     # Each record is one write: another process reads it back at once, without a close.
-    from pairextract.pipeline.plan import MicrographJob
     from pairextract.pipeline.tasks import JobRows
+    from pairextract.store import MicrographJob
 
     (tmp_path / "_work").mkdir()
     run_id = store.new_run()
@@ -162,7 +170,7 @@ def test_journal_appends_survive_the_writer(tmp_path):  # type: ignore[no-untype
     for job in jobs:
         rows = JobRows(np.zeros(job.n, np.int8), np.full((job.n, 2), job.mic_pair_id), False)
         store.append_journal(tmp_path, run_id, job, rows.to_arrays())
-    code = ("import sys, pathlib\nfrom pairextract.store import _format as store\n"
+    code = ("import sys, pathlib\nfrom pairextract import store\n"
             "print(len(store.read_journal(pathlib.Path(sys.argv[1]))))")
     seen = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True,
                           text=True, check=True).stdout.strip()
@@ -174,16 +182,16 @@ def test_journal_appends_survive_the_writer(tmp_path):  # type: ignore[no-untype
                          JobRows(np.zeros(0, np.int8), np.zeros((0, 2), np.int64),
                                  False).to_arrays())
     store.close_journal(tmp_path)
-    assert len(store.journal_paths(tmp_path)) == 2
+    assert len(journal_paths(tmp_path)) == 2
 
 
 def test_a_run_reads_its_rows_from_its_workers_journals(client, tmp_path):  # type: ignore[no-untyped-def]
     # Tasks return nothing: the client learns their rows from the run's journals, which the
     # workers close first (NFS). Another run's records do not stand in for this run's, and a
     # finished task without a whole record becomes a failed micrograph, not a missing table row.
-    from pairextract.pipeline.plan import MicrographJob
     from pairextract.pipeline.run import _fresh_rows
     from pairextract.pipeline.tasks import JobRows
+    from pairextract.store import MicrographJob
 
     out = tmp_path / "out"
     (out / "_work").mkdir(parents=True)
@@ -213,8 +221,8 @@ def test_a_run_reads_its_rows_from_its_workers_journals(client, tmp_path):  # ty
 def test_journals_named_by_workers_are_read_from_this_folder(tmp_path):  # type: ignore[no-untyped-def]
     # A worker may mount the output folder elsewhere: only the file name it returns counts,
     # and only a journal of the run asked for.
-    from pairextract.pipeline.plan import MicrographJob
     from pairextract.pipeline.tasks import JobRows
+    from pairextract.store import MicrographJob
 
     (tmp_path / "_work").mkdir()
     job = MicrographJob("tilted", 1, "m.mrc", np.arange(2), np.zeros((2, 2)), 1.0, None, None,
@@ -241,7 +249,7 @@ def test_part_file_round_trip(n: int) -> None:
     rows = JobRows(rng.integers(0, 3, n).astype(np.int8), rng.integers(-5, 4000, (n, 2)),
                    True, rng.normal(size=n), np.where(rng.random(n) < 0.5, np.nan, 3.5))
     cols = rows.to_arrays()
-    back = store.decode_part(store.encode_part(cols))
+    back = decode_part(encode_part(cols))
     assert list(back) == list(cols)
     for k, v in cols.items():
         assert back[k].dtype == v.dtype and back[k].shape == v.shape
@@ -250,9 +258,9 @@ def test_part_file_round_trip(n: int) -> None:
     np.testing.assert_array_equal(again.xy, rows.xy)
     assert again.phase_flipped == (n > 0)
     with pytest.raises(TypeError, match="'name'"):
-        store.encode_part({"name": np.array(["a"])})
+        encode_part({"name": np.array(["a"])})
     with pytest.raises(ValueError, match="bytes after"):
-        store.decode_part(store.encode_part(cols) + b"x")
+        decode_part(encode_part(cols) + b"x")
 
 
 def test_damaged_shard_index_is_reported(run):  # type: ignore[no-untyped-def]
@@ -338,8 +346,8 @@ def test_shard_writer_splits_rows_over_shards_and_checks_them(tmp_path):  # type
     # complete; a job left short raises and leaves no half-written shard behind.
     import zarr
 
-    from pairextract.pipeline.plan import MicrographJob
-    from pairextract.store._format import shard_path, shard_writer
+    from pairextract.store import MicrographJob
+    from pairextract.store.shards import shard_path, shard_writer
 
     box, shard, n = 4, 4, 10
     job = MicrographJob(view="untilted", mic_pair_id=1, micrograph="m.mrc",
@@ -370,8 +378,8 @@ def test_shard_writer_puts_rows_in_any_order_and_leaves_zeros(tmp_path, dtype): 
     # index a writer in order gives (shards_ok, zarr).
     import zarr
 
-    from pairextract.pipeline.plan import MicrographJob
-    from pairextract.store._format import shard_path, shard_writer, shards_ok
+    from pairextract.store import MicrographJob
+    from pairextract.store.shards import shard_path, shard_writer, shards_ok
 
     box, shard, n = 4, 4, 10
     job = MicrographJob(view="tilted", mic_pair_id=1, micrograph="m.mrc",
@@ -410,11 +418,11 @@ def test_image_array_metadata_is_what_zarr_writes(tmp_path: Path, dtype: str, fi
                       chunks=(1, box, box), shards=(shard, box, box), compressors=None,
                       fill_value=fill, dimension_names=("slot", "y", "x"),
                       chunk_key_encoding={"name": "default", "separator": "."})
-    ours = store._array_meta(
+    ours = _zarr._array_meta(
         (rows, box, box), dtype, (shard, box, box), fill,
         [{"name": "sharding_indexed", "configuration": {
-            "chunk_shape": [1, box, box], "codecs": [store._bytes_codec(np.dtype(dtype))],
-            "index_codecs": [store._bytes_codec(np.dtype("<u8")), {"name": "crc32c"}],
+            "chunk_shape": [1, box, box], "codecs": [_zarr._bytes_codec(np.dtype(dtype))],
+            "index_codecs": [_zarr._bytes_codec(np.dtype("<u8")), {"name": "crc32c"}],
             "index_location": "end"}}], separator=".", dimension_names=("slot", "y", "x"))
     assert json.loads((tmp_path / "z" / "zarr.json").read_text()) == ours
 
@@ -433,7 +441,7 @@ def test_slot_metadata_arrays_read_back_with_zarr(tmp_path: Path, dtype: str,
     store.write_slot_metadata(tmp_path, "untilted", table, rows=5)
     store.write_slot_metadata(tmp_path, "untilted", table, rows=5)  # rewritten, not appended
     group = zarr.open_group(str(tmp_path / store.ZARR_NAME / "untilted"), mode="r")
-    assert group.attrs["status_codes"] == store.STATUS_CODES
+    assert group.attrs["status_codes"] == STATUS_CODES
     np.testing.assert_array_equal(group["pair_id"][:], [7, -1, 8, 9, -1])
     np.testing.assert_array_equal(group["x"][:], [1.5, np.nan, np.nan, 3.0, np.nan])
     np.testing.assert_array_equal(group["status"][:], [1, 0, 2, 1, 0])
@@ -451,5 +459,5 @@ def test_slot_metadata_arrays_read_back_with_zarr(tmp_path: Path, dtype: str,
     # and each array's zarr.json is what zarr writes for an uncompressed array of that kind
     zarr.create_array(str(tmp_path / "z"), shape=(5,), dtype=dtype, chunks=(5,),
                       fill_value=fill, compressors=None)
-    assert json.loads((tmp_path / "z" / "zarr.json").read_text()) == store._array_meta(
-        (5,), dtype, (5,), fill, [store._bytes_codec(np.dtype(dtype))])
+    assert json.loads((tmp_path / "z" / "zarr.json").read_text()) == _zarr._array_meta(
+        (5,), dtype, (5,), fill, [_zarr._bytes_codec(np.dtype(dtype))])

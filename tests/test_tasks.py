@@ -38,7 +38,7 @@ def _same(a: JobRows, b: JobRows) -> None:
 def test_job_rows_round_trip_through_a_journal_record(n: int, optional: bool) -> None:
     # The client learns every task's rows from its journal record, so the record keeps them
     # bit for bit (NaNs included); absent optional columns come back as NaN columns.
-    from pairextract.store import _format as store
+    from pairextract.store import journal as store
 
     rows = _rows(n, optional)
     part = store.encode_part(rows.to_arrays())
@@ -64,8 +64,8 @@ def test_worker_module_does_not_import_pandas() -> None:
 
     # Nor pyarrow, which its part files once needed (~70 MiB and ~0.2 s per worker).
     code = ("import sys, tempfile, pathlib, numpy as np, pairextract.pipeline.tasks as t\n"
-            "from pairextract.store import _format as store\n"
-            "from pairextract.pipeline.plan import MicrographJob\n"
+            "from pairextract import store\n"
+            "from pairextract.store import MicrographJob\n"
             "job = MicrographJob('untilted', 1, 'm.mrc', np.arange(3), np.zeros((3, 2)), 1.0,"
             " None, None, 0, 'ab' * 20)\n"
             "rows = t.JobRows(np.zeros(3, np.int8), np.zeros((3, 2), np.int64), False)\n"
@@ -86,7 +86,8 @@ def test_micrograph_job_pickles_whole_and_in_one_frame(n: int) -> None:
     from distributed.protocol.serialize import ToPickle
 
     from pairextract.core.ctf import CTF
-    from pairextract.pipeline.plan import MicrographJob, job_digest
+    from pairextract.pipeline.plan import job_digest
+    from pairextract.store import MicrographJob
 
     job = MicrographJob(view="tilted", mic_pair_id=7, micrograph="/data/t7.mrc",
                         pair_ids=np.arange(10, 10 + n, dtype=np.int64),

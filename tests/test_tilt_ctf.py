@@ -219,9 +219,10 @@ def test_pipeline_carries_per_particle_defocus_to_tables_and_exports(  # type: i
     """Geometry mode end to end: given angles give the true defocus, fitted ones nearly."""
     import starfile
 
-    from pairextract.api import extract_pairs, open_pairs, read_particles
+    from pairextract.api import extract_pairs
     from pairextract.export import export
     from pairextract.io import read_pairs
+    from pairextract.store import open_pairs, read_particles
 
     data = gradient_data
     inputs = read_pairs(data.pair_table, ctf_untilted=data.ctf_star, ctf_tilted=data.ctf_star)

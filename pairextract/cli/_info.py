@@ -18,7 +18,8 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pairextract.api import check_output, info, read_summary
+    from pairextract.api import info
+    from pairextract.store import check_output, read_summary
 
     try:
         print(json.dumps(read_summary(args.out), indent=2) if args.json else info(args.out))

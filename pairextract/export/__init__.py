@@ -12,11 +12,18 @@ from pathlib import Path
 
 import xarray as xr
 
+from pairextract.core.vocab import VIEWS
 from pairextract.errors import OutputFolderError
-from pairextract.export._common import ExportResult, check_dataset, load_dataset
-from pairextract.export._relion import write_relion
-from pairextract.export._xmipp import write_xmipp
-from pairextract.store.folder import claim_destination, read_marker, write_marker
+from pairextract.export._common import ExportResult
+from pairextract.export._relion import STACK_NAME, STAR_NAME, write_relion
+from pairextract.export._xmipp import stack_name, write_xmipp
+from pairextract.store import (
+    check_dataset,
+    claim_destination,
+    load_dataset,
+    read_marker,
+    write_marker,
+)
 
 FORMATS = ("relion", "xmipp")
 
@@ -25,14 +32,10 @@ __all__ = ["FORMATS", "ExportResult", "export", "planned_files"]
 
 def planned_files(to: str) -> list[str]:
     """The files (relative to DEST) an export to ``to`` writes."""
-    from pairextract.export._relion import STACK_NAME, STAR_NAME
-    from pairextract.export._xmipp import stack_name
-
-    views = ("untilted", "tilted")
     if to == "relion":
-        return [f"{v}/{n}" for v in views for n in (STAR_NAME, STACK_NAME)] + [
+        return [f"{v}/{n}" for v in VIEWS for n in (STAR_NAME, STACK_NAME)] + [
             "pairs.star", "pairs.csv"]
-    return [n for v in views for n in (stack_name(v), f"images_{v}.xmd")] + [
+    return [n for v in VIEWS for n in (stack_name(v), f"images_{v}.xmd")] + [
         "micrograph_pairs.xmd"]
 
 

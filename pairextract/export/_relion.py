@@ -27,19 +27,16 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from pairextract.export._common import (
-    SUFFIX,
-    VIEWS,
-    finite_column,
-    origins,
+from pairextract.core.vocab import VIEWS, View
+from pairextract.export._common import finite_column, origins, write_stack
+from pairextract.io.star import write_star
+from pairextract.store import (
     pair_geometry,
     pair_samplings,
     pair_table,
     phase_flipped,
     sampling_rate,
-    write_stack,
 )
-from pairextract.io.star import write_star
 
 STACK_NAME = "particles.mrcs"
 STAR_NAME = "particles.star"
@@ -117,7 +114,7 @@ def _optics(table: pd.DataFrame, view: str, box: int, samplings: np.ndarray,
 def particles_block(table: pd.DataFrame, view: str, group: np.ndarray,
                     pixel_size: float | np.ndarray | None = None) -> pd.DataFrame:
     """The data_particles block of one view (with ``rlnOriginXAngst/YAngst`` when re-centred)."""
-    s = SUFFIX[view]
+    s = View.of(view).suffix
     x, y = micrograph_coordinates(table, s)
     df = pd.DataFrame({
         "rlnImageName": image_names(view, len(table)),
@@ -144,8 +141,8 @@ def pairs_table(table: pd.DataFrame, names: dict[str, list[str]],
     """pair_id -> untilted image -> tilted image (plus micrographs, tilt geometry, residual)."""
     df = pd.DataFrame({
         "pair_id": table["pair_id"].to_numpy(np.int64),
-        "image_untilted": names["untilted"],
-        "image_tilted": names["tilted"],
+        "image_untilted": names[View.UNTILTED],
+        "image_tilted": names[View.TILTED],
     })
     for col in ("mic_pair_id", "micrograph_u", "micrograph_t"):
         if col in table:

@@ -29,19 +29,16 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from pairextract.export._common import (
-    SUFFIX,
-    VIEWS,
+from pairextract.core.vocab import VIEWS, View
+from pairextract.export._common import finite_column, origins, write_stack
+from pairextract.io.star import write_xmipp as write_xmd
+from pairextract.store import (
     best_angles,
-    finite_column,
-    origins,
     pair_geometry,
     pair_samplings,
     pair_table,
     sampling_rate,
-    write_stack,
 )
-from pairextract.io.star import write_xmipp as write_xmd
 
 
 def stack_name(view: str) -> str:
@@ -59,7 +56,7 @@ def _int_coords(table: pd.DataFrame, s: str) -> tuple[np.ndarray, np.ndarray]:
 
 def images_block(table: pd.DataFrame, view: str) -> pd.DataFrame:
     """The ``images_<view>.xmd`` rows, in pair order (``shiftX/shiftY`` when re-centred)."""
-    s = SUFFIX[view]
+    s = View.of(view).suffix
     n = len(table)
     x, y = _int_coords(table, s)
     stack = stack_name(view)
@@ -132,8 +129,8 @@ def write_xmipp(ds: xr.Dataset, dest: Path) -> list[Path]:
     n = len(table)
     images = pd.DataFrame({
         "pair_id": table["pair_id"].to_numpy(np.int64),
-        "image_untilted": [f"{k:06d}@{stack_name('untilted')}" for k in range(1, n + 1)],
-        "image_tilted": [f"{k:06d}@{stack_name('tilted')}" for k in range(1, n + 1)],
+        "image_untilted": [f"{k:06d}@{stack_name(View.UNTILTED)}" for k in range(1, n + 1)],
+        "image_tilted": [f"{k:06d}@{stack_name(View.TILTED)}" for k in range(1, n + 1)],
     })
     geometry = pd.concat([images, pair_geometry(ds, table).reset_index(drop=True)], axis=1)
     geometry.to_csv(dest / "pairs.csv", index=False)

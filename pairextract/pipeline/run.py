@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import numpy as np
 import pandas as pd
 
+from pairextract import store
 from pairextract.core.inputs import TiltPairInputs
 from pairextract.core.params import ExtractionParams
 from pairextract.core.vocab import VIEWS, Status
@@ -26,12 +27,12 @@ from pairextract.errors import (
 )
 from pairextract.io.micrograph import MicrographHeaders
 from pairextract.pipeline.pairindex import build_pair_index
-from pairextract.pipeline.plan import MicrographJob, make_jobs, shard_rows
+from pairextract.pipeline.plan import make_jobs
 from pairextract.pipeline.result import ExtractionResult
 from pairextract.pipeline.tasks import JobRows, particle_columns, run_job
 from pairextract.prepare.geometry import GeometryFit
 from pairextract.runtime.progress import done_batches, show_progress
-from pairextract.store import _format as store
+from pairextract.store import MicrographJob, shard_rows
 from pairextract.store import folder as outdir
 
 FORMAT_VERSION = 1

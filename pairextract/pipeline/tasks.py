@@ -15,9 +15,8 @@ from pairextract.errors import MicrographError, NonFinitePixels, PairextractErro
 from pairextract.io.micrograph import MicrographInfo, pixels
 from pairextract.io.pages import row_release
 from pairextract.ops.protocol import extract_micrograph
-from pairextract.pipeline.plan import MicrographJob
 from pairextract.runtime.tuning import tune_malloc
-from pairextract.store._format import append_journal, shard_writer
+from pairextract.store import MicrographJob, append_journal, shard_writer
 
 # Micrographs from this size on give their pages back as their rows are done (2048² float32).
 RELEASE_FROM_BYTES = 16 << 20

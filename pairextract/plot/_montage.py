@@ -24,8 +24,15 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from pairextract.core.inputs import TiltPairInputs
-from pairextract.export._common import fitted_angles, load_dataset, source_folder
 from pairextract.ops.geometry import robust_affine
+from pairextract.store import (
+    fitted_angles,
+    load_dataset,
+    read_drops,
+    read_particles,
+    source_folder,
+    view_images,
+)
 
 __all__ = ["geometry_plot", "montage"]
 
@@ -141,9 +148,7 @@ def _kept_section(ds: xr.Dataset, n: int, rng: np.random.Generator, seed: int) -
 
 
 def _dropped_section(out: Path, n: int, rng: np.random.Generator) -> _Section:
-    from pairextract import api
-
-    drops = api.read_drops(out)
+    drops = read_drops(out)
     total = len(drops)
     idx = np.sort(rng.choice(total, size=min(n, total), replace=False)) if total else np.zeros(
         0, np.int64)
@@ -152,7 +157,7 @@ def _dropped_section(out: Path, n: int, rng: np.random.Generator) -> _Section:
     images: dict[str, list[np.ndarray | None]] = {}
     names: dict[str, dict[int, str]] = {}
     for view in ("untilted", "tilted"):
-        table = api.read_particles(out, view)
+        table = read_particles(out, view)
         slot_of = dict(zip(table["pair_id"].to_numpy(np.int64), table["slot"].to_numpy(np.int64),
                            strict=True))
         names[view] = dict(zip(table["pair_id"].to_numpy(np.int64),
@@ -160,7 +165,7 @@ def _dropped_section(out: Path, n: int, rng: np.random.Generator) -> _Section:
         status = dict(zip(table["pair_id"].to_numpy(np.int64), table["status"].astype(str),
                           strict=True))
         have = [int(p) for p in ids if p in slot_of and status[int(p)] != "error"]
-        stack = api.view_images(out, view)
+        stack = view_images(out, view)
         read = (np.asarray(stack[np.array([slot_of[p] for p in have], np.int64)].compute())
                 if have else np.zeros((0, 1, 1)))
         by_id = dict(zip(have, read, strict=True))
@@ -333,12 +338,10 @@ def _geometry_from_output(out_or_ds: Any, mic_pair_id: int, threshold: float | N
     mic_t = str(sub.micrograph_t.values[0]) if len(kept) else ""
     if out is not None:
         # Dropped pairs still have their coordinates in the per-view particle tables.
-        from pairextract import api
-
-        drops = api.read_drops(out)
+        drops = read_drops(out)
         drops = drops[drops["mic_pair_id"] == mic_pair_id]
         if len(drops):
-            views = {s: api.read_particles(out, v).set_index("pair_id")
+            views = {s: read_particles(out, v).set_index("pair_id")
                      for s, v in (("u", "untilted"), ("t", "tilted"))}
             ids = drops["pair_id"].to_numpy(np.int64)
             both = [p for p in ids if p in views["u"].index and p in views["t"].index]

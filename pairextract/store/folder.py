@@ -13,31 +13,99 @@ Every folder pairextract writes (an extraction output, an export, a demo) carrie
 - ``demo`` and ``export`` refuse a non-empty destination unless forced; forced, they write only
   their own file names, and refuse to replace a same-named file they did not write (the marker
   lists the files they wrote).
+
+A run holds ``.lock`` while it writes (:func:`run_lock`), and every file is written whole or
+not at all: through a temporary file renamed into place (:func:`write_json`,
+:func:`write_table`).
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import os
-from collections.abc import Iterable
+import socket
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pairextract.errors import OutputFolderError
+from pairextract.core.vocab import VIEWS
+from pairextract.errors import OutputFolderError, StoreBusyError
+
+if TYPE_CHECKING:  # imported by the workers (shard writer): pandas only where tables are read
+    import pandas as pd
 
 MARKER = ".pairextract"
 LOCK = ".lock"
 # Worker job logs of a batch-system run (created before the run starts; never cleared).
 LOGS = "logs"
+ZARR_NAME = "pairs.zarr"
+WORK = "_work"
+TABLES = ("untilted.parquet", "tilted.parquet", "pairs.parquet", "dropped.parquet",
+          "micrographs.parquet")
 
 # What an extraction writes at the top of its folder (besides the Zarr store and _work/).
-_EXTRACT_FILES = frozenset({MARKER, "summary.json", "pairs.parquet", "dropped.parquet",
-                            "untilted.parquet", "tilted.parquet", "micrographs.parquet",
-                            "recenter.parquet"})
-_ZARR = "pairs.zarr"
-_WORK = "_work"
+_EXTRACT_FILES = frozenset({MARKER, "summary.json", *TABLES, "recenter.parquet"})
 # ".part": the journals; ".arrow", ".parquet": the part files of earlier versions
 _WORK_SUFFIXES = (".part", ".arrow", ".parquet", ".json", ".tmp")
+
+
+@contextmanager
+def run_lock(out: Path) -> Iterator[None]:
+    """Hold ``OUT/.lock`` for the run: a second run into the same folder is refused."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / LOCK
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+            holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "unknown"
+            raise StoreBusyError(
+                f"{out} is being written by another pairextract run ({holder}); "
+                "wait for it to finish or choose another output folder"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since "
+                      f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    """The JSON object in ``path``, or None when there is no such file."""
+    try:
+        return dict(json.loads(path.read_text()))
+    except FileNotFoundError:
+        return None
+
+
+def temp_path(path: Path) -> Path:
+    """The temporary file an atomic write of ``path`` goes through (``.<name>.<pid>.tmp``)."""
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Write JSON atomically (a reader never sees half a file)."""
+    tmp = temp_path(path)
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def write_table(path: Path, table: pd.DataFrame) -> None:
+    """Write a Parquet table atomically: a temporary file renamed over ``path``."""
+    tmp = temp_path(path)
+    try:
+        table.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def read_marker(folder: Path) -> dict[str, Any] | None:
@@ -71,7 +139,7 @@ def is_extract_output(folder: Path) -> bool:
     if marker is not None:
         return marker.get("kind") == "extract"
     try:  # outputs written before the marker existed
-        legacy = json.loads((folder / _WORK / "layout.json").read_text())
+        legacy = json.loads((folder / WORK / "layout.json").read_text())
     except (OSError, ValueError):
         return False
     return isinstance(legacy, dict) and "layout" in legacy and "provenance" in legacy
@@ -87,10 +155,10 @@ def input_paths(inputs: Any, extra: Iterable[str | os.PathLike[str]] = ()) -> li
     if getattr(inputs, "source", ""):
         paths.append(str(inputs.source))
     mp = inputs.micrograph_pairs
-    paths += [str(m) for s in ("u", "t") for m in mp[f"micrograph_{s}"]]
+    paths += [str(m) for v in VIEWS for m in mp[f"micrograph_{v.suffix}"]]
     cp = inputs.coordinate_pairs
-    for s in ("u", "t"):
-        col = f"source_{s}"
+    for v in VIEWS:
+        col = f"source_{v.suffix}"
         if col in cp:
             # "file:line"; the line number is the part after the last colon.
             paths += [src.rsplit(":", 1)[0] for src in dict.fromkeys(cp[col]) if src]
@@ -139,9 +207,9 @@ def _is_extract_file(rel: PurePosixPath, out: Path) -> bool:
         bare = name[1:] if name.startswith(".") else name
         return name in _EXTRACT_FILES or (
             name.endswith(".tmp") and any(bare.startswith(f + ".") for f in _EXTRACT_FILES))
-    if parts[0] == _WORK:
+    if parts[0] == WORK:
         return rel.name.endswith(_WORK_SUFFIXES)
-    if parts[0] == _ZARR:
+    if parts[0] == ZARR_NAME:
         if rel.name == "zarr.json":
             return True
         # Shards are "<array>/c.<i>.0.0" (and their temporary ".c.<i>.0.0.<pid>.tmp"); a
@@ -180,7 +248,7 @@ def clear_output(out: Path) -> list[str]:
         for name in dirs:
             sub = Path(root) / name
             top = sub.relative_to(out).parts[0]
-            if top in (_ZARR, _WORK) and not sub.is_symlink() and not any(sub.iterdir()):
+            if top in (ZARR_NAME, WORK) and not sub.is_symlink() and not any(sub.iterdir()):
                 sub.rmdir()
     return sorted(kept)
 
