@@ -147,7 +147,7 @@ def _run_locked(inputs: TiltPairInputs, out: Path, params: ExtractionParams, cli
         return geometry() if callable(geometry) else geometry
 
     journal = store.read_journal(out)
-    done = store.done_jobs(out, jobs, layout.chunk, params.box_size, itemsize, journal)
+    done = store.done_jobs(out, jobs, layout.rows_per_shard, params.box_size, itemsize, journal)
     run = store.new_run()  # names this run's journals
     # micrographs whose header cannot be read fail without a task
     failed = {j.name: bad_files[j.micrograph] for j in jobs
@@ -157,8 +157,8 @@ def _run_locked(inputs: TiltPairInputs, out: Path, params: ExtractionParams, cli
     # shard files): importing zarr and creating the arrays is off the critical path, and so
     # is a geometry check that nothing before the pair index needs.
     try:
-        finished, fit = _compute(todo, infos, out, params, layout.chunk, dtype, run, client,
-                                 progress, failed, meanwhile=meanwhile)
+        finished, fit = _compute(todo, infos, out, params, layout.rows_per_shard, dtype, run,
+                                 client, progress, failed, meanwhile=meanwhile)
     finally:
         store.close_journal(out)  # this process's, when tasks ran here (threads)
     fresh = _fresh_rows(todo, finished, out, run, client, failed)

@@ -104,11 +104,6 @@ class Layout:
     slots: dict[str, int] = field(default_factory=lambda: dict.fromkeys(VIEWS, 0))
     jobs: dict[str, dict[str, Any]] = field(default_factory=dict)
 
-    @property
-    def chunk(self) -> int:
-        """The same as :attr:`rows_per_shard` (its key in ``layout.json``)."""
-        return self.rows_per_shard
-
     def to_json(self) -> dict[str, Any]:
         """The ``layout`` object of ``layout.json``."""
         return {"format": LAYOUT_FORMAT, "chunk": self.rows_per_shard, "slots": self.slots,
