@@ -42,6 +42,7 @@ import numpy as np
 import pandas as pd
 
 from pairextract.core.ctf import CTF
+from pairextract.core.vocab import SUFFIXES
 from pairextract.errors import InputError
 
 MIC_PAIR_COLUMNS: dict[str, str] = {
@@ -184,7 +185,7 @@ def make_micrograph_pairs(data: pd.DataFrame | Mapping[str, Any] | None = None) 
     df = pd.DataFrame(data) if data is not None else pd.DataFrame()
     if "mic_pair_id" not in df.columns:
         df["mic_pair_id"] = np.arange(1, len(df) + 1, dtype=np.int64)
-    for view in ("u", "t"):
+    for view in SUFFIXES:
         if f"picking_{view}" not in df.columns and f"micrograph_{view}" in df.columns:
             df[f"picking_{view}"] = df[f"micrograph_{view}"]
     return _conform(df, MIC_PAIR_COLUMNS, {})

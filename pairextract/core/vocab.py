@@ -33,6 +33,9 @@ class View(StrEnum):
 #: Both views, untilted first (the order of every per-view loop and table).
 VIEWS = (View.UNTILTED, View.TILTED)
 
+#: Their column suffixes, in the same order: ``("u", "t")``.
+SUFFIXES = tuple(v.suffix for v in VIEWS)
+
 
 class Status(IntEnum):
     """What became of one particle of one view; the code is the one stored on disk."""

@@ -17,7 +17,7 @@ from pairextract.core.inputs import (
     TiltPairInputs,
     make_ctfs,
 )
-from pairextract.core.vocab import VIEWS
+from pairextract.core.vocab import SUFFIXES, VIEWS
 from pairextract.errors import InputError, ParameterError
 from pairextract.io.ctffind import is_ctffind, read_ctffind
 from pairextract.io.matching import apply_other_micrographs, assign_ctfs
@@ -133,7 +133,7 @@ def _fill_from_headers(
 ) -> None:
     """Unknown ``pixel_size_*`` of the given rows: the MRC header, else ``pixel_size``."""
     mp = inputs.micrograph_pairs
-    for view in ("u", "t"):
+    for view in SUFFIXES:
         col = f"pixel_size_{view}"
         unknown_rows = rows[view] & mp[col].isna()
         if not unknown_rows.any():
@@ -151,9 +151,9 @@ def _apply_other(inputs: TiltPairInputs, other: PathLike, options: dict[str, Any
     """Resolve the picking pixel sizes, then swap in the "other" micrographs."""
     mp = inputs.micrograph_pairs
     # The picking pixel size is needed only where the input gives no coord_pixel_size.
-    need = {v: mp[f"coord_pixel_size_{v}"].isna() for v in ("u", "t")}
+    need = {v: mp[f"coord_pixel_size_{v}"].isna() for v in SUFFIXES}
     _fill_from_headers(inputs, options.get("pixel_size"), need)
-    unknown = [m for v in ("u", "t")
+    unknown = [m for v in SUFFIXES
                for m, n, ps in zip(mp[f"picking_{v}"], need[v], mp[f"pixel_size_{v}"],
                                    strict=True) if n and math.isnan(ps)]
     names, sizes = read_micrograph_list(other)

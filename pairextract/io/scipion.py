@@ -34,6 +34,7 @@ from pairextract.core.inputs import (
     make_coordinate_pairs,
     make_micrograph_pairs,
 )
+from pairextract.core.vocab import VIEWS
 from pairextract.errors import InputError
 from pairextract.io.xmipp import resolve_path
 
@@ -231,7 +232,7 @@ def write_scipion_pairs(inputs: TiltPairInputs, folder: str | os.PathLike[str]) 
     out.mkdir(parents=True, exist_ok=True)
     mp = inputs.micrograph_pairs
     cp = inputs.coordinate_pairs
-    for view, name in (("u", "untilted"), ("t", "tilted")):
+    for view, name in ((v.suffix, v.value) for v in VIEWS):
         mic_rows = [{"id": int(i), "_filename": str(f), "_micName": os.path.basename(str(f)),
                      "_samplingRate": None if np.isnan(s) else float(s)}
                     for i, f, s in zip(mp["mic_pair_id"], mp[f"micrograph_{view}"],

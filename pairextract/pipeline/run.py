@@ -17,7 +17,7 @@ import pandas as pd
 from pairextract import store
 from pairextract.core.inputs import TiltPairInputs
 from pairextract.core.params import ExtractionParams
-from pairextract.core.vocab import VIEWS, Status
+from pairextract.core.vocab import SUFFIXES, VIEWS, Status
 from pairextract.errors import (
     ENVIRONMENT,
     OutputFolderError,
@@ -49,7 +49,7 @@ def _input_digest(inputs: TiltPairInputs) -> str:
 
 def _pixel_sizes(inputs: TiltPairInputs, infos: dict[str, Any]) -> dict[str, float | None]:
     sizes: dict[str, float | None] = {}
-    for s in ("u", "t"):
+    for s in SUFFIXES:
         for path, given in zip(inputs.micrograph_pairs[f"micrograph_{s}"],
                                inputs.micrograph_pairs[f"pixel_size_{s}"], strict=True):
             value: float | None = None

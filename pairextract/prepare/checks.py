@@ -36,7 +36,7 @@ import pandas as pd
 
 from pairextract.core.inputs import TiltPairInputs, mic_pair_rows, remove_ext
 from pairextract.core.params import ExtractionParams
-from pairextract.core.vocab import VIEWS
+from pairextract.core.vocab import VIEWS, View
 from pairextract.errors import MICROGRAPH, Problem
 from pairextract.io.micrograph import MicrographHeaders
 from pairextract.io.micrograph import micrograph_info as _micrograph_info
@@ -369,7 +369,7 @@ def _check_boxes(inputs: TiltPairInputs, report: CheckReport, infos: dict[str, A
         assigned = np.zeros(len(present), dtype=bool)
         coord_sizes = mp[f"coord_pixel_size_{s}"].tolist()
         for k, (mic_pair_id, mic_u, mic_t) in enumerate(mic_pairs):
-            path = mic_u if s == "u" else mic_t
+            path = mic_u if view is View.UNTILTED else mic_t
             info = infos.get(path)
             if info is None:
                 continue

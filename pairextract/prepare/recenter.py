@@ -20,6 +20,7 @@ import pandas as pd
 
 from pairextract.core.inputs import TiltPairInputs
 from pairextract.core.params import ExtractionParams
+from pairextract.core.vocab import SUFFIXES
 from pairextract.errors import InputError
 from pairextract.io.micrograph import micrograph_info
 from pairextract.io.shifts import Shifts
@@ -90,9 +91,9 @@ def _recenter_rows(row: pd.Series, rows: np.ndarray, delta: np.ndarray, shifts: 
     """
     lmap, source = _tilt_map(row, fitted)
     ps = {s: _pixel_size(str(row[f"micrograph_{s}"]), row[f"pixel_size_{s}"])
-          for s in ("u", "t")}
-    cps = {s: _finite(row[f"coord_pixel_size_{s}"]) or ps[s] for s in ("u", "t")}
-    scale = {s: _scale(cps[s], ps[s], d) for s in ("u", "t")}
+          for s in SUFFIXES}
+    cps = {s: _finite(row[f"coord_pixel_size_{s}"]) or ps[s] for s in SUFFIXES}
+    scale = {s: _scale(cps[s], ps[s], d) for s in SUFFIXES}
     if shifts.unit == "A":
         ps_u = ps["u"]
         if ps_u is None:
@@ -151,14 +152,14 @@ def recenter_inputs(inputs: TiltPairInputs, shifts: Shifts, params: ExtractionPa
     mics = {int(r["mic_pair_id"]): pd.Series(r)
             for r in inputs.micrograph_pairs.to_dict("records")}
     d = params.downsample
-    new_xy = {s: cp[[f"x_{s}", f"y_{s}"]].to_numpy(np.float64).copy() for s in ("u", "t")}
+    new_xy = {s: cp[[f"x_{s}", f"y_{s}"]].to_numpy(np.float64).copy() for s in SUFFIXES}
     out = {c: np.full(len(cp), np.nan) for c in RECENTER_COLUMNS[1:]}
     sources = set()
     for mid, rows in cp.groupby("mic_pair_id").indices.items():
         row = mics[int(mid)]  # type: ignore[call-overload]
         delta = by_pair.loc[cp.loc[rows, "pair_id"], ["dx", "dy"]].to_numpy(np.float64)
         sources.add(_recenter_rows(row, np.asarray(rows), delta, shifts, fitted, d, new_xy, out))
-    for s in ("u", "t"):
+    for s in SUFFIXES:
         cp[f"x_{s}"] = new_xy[s][:, 0]
         cp[f"y_{s}"] = new_xy[s][:, 1]
     warnings = []
