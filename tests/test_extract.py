@@ -5,8 +5,7 @@ from _formulas import (
     ctf_by_formula,
     downsample_by_formula,
     flip_by_formula,
-    previous_invert_contrast,
-    previous_normalize_stack,
+    invert_by_formula,
 )
 
 from pairextract import CTF, ExtractionParams
@@ -15,8 +14,10 @@ from pairextract.io.micrograph import micrograph_info, pixels
 from pairextract.io.mrc import write_mrc
 from pairextract.io.pages import row_release
 from pairextract.ops import (
+    background_mask,
     box_scale,
     fourier_downsample,
+    normalize_stack,
     output_sampling,
     phase_flip,
     remove_dust,
@@ -24,7 +25,6 @@ from pairextract.ops import (
     xmipp_param,
 )
 from pairextract.ops.boxes import cut_boxes
-from pairextract.ops.normalize import background_mask
 from pairextract.ops.protocol import (
     _CHUNK_ELEMENTS,
     STATUS_OK,
@@ -365,10 +365,10 @@ def test_put_gets_each_box_once_and_reads_the_rows_top_to_bottom(case):
 
 @pytest.mark.parametrize("normalize", ["Ramp", "NewXmipp", "OldXmipp", None])
 @pytest.mark.parametrize("streamed", [False, True])
-def test_boxes_are_those_of_the_previous_kernels(normalize, streamed):
-    # Cut, invert (rounded to float32), normalize chunk by chunk of valid boxes, as the
-    # previous code did with the previous kernels: every row identical to the bit, skipped
-    # rows zero, and the local averages unchanged. 264 rows, 240 valid: two chunks of 128.
+def test_boxes_are_cut_inverted_and_normalized_chunk_by_chunk(normalize, streamed):
+    # Cut, invert (the reference formula rounded to float32), normalize chunk by chunk of
+    # valid boxes: every row identical to the bit, skipped rows zero, and the local averages
+    # those of the cut boxes. 264 rows, 240 valid: two chunks of 128.
     img = synthetic_micrograph()
     coords = np.tile(np.concatenate([CENTRES, [[5, 5], [398, 200]], CENTRES[::-1]]), (20, 1))
     coords = np.concatenate([coords, [[150, 150], [151, 152], [200, 201], [90, 300]] * 6])
@@ -385,10 +385,10 @@ def test_boxes_are_those_of_the_previous_kernels(normalize, streamed):
     assert 1 < idx.size / chunk < 2
     for k in range(0, idx.size, chunk):
         part = cut[idx[k:k + chunk]]
-        part[...] = previous_invert_contrast(part, float(img.min()), float(img.max()))
+        part[...] = invert_by_formula(part, float(img.min()), float(img.max()))
         if normalize is not None:
             with np.errstate(invalid="ignore", divide="ignore"):
-                previous_normalize_stack(part, normalize, 25, out=part)
+                normalize_stack(part, normalize, 25, out=part)
         expect[idx[k:k + chunk]] = part
     np.testing.assert_array_equal(stack.view(np.uint32), expect.view(np.uint32))
     np.testing.assert_array_equal(res.local_average[valid],
