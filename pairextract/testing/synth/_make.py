@@ -14,8 +14,7 @@ import pandas as pd
 from pairextract.core.ctf import CTF
 from pairextract.io._star import write_star
 from pairextract.io.mrc import write_mrc
-from pairextract.ops import axis_from_xmipp, defocus_offsets
-from pairextract.ops.boxes import inside_micrograph
+from pairextract.ops import axis_from_xmipp, defocus_offsets, inside_micrograph
 
 from ._dataset import SynthDataset
 from ._phantom import FloatArray, Phantom, euler_matrix, phantom, tilt_matrix, tilt_matrix_3d

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from pairextract.ops.geometry import tilt_matrix as ops_tilt_matrix
+from pairextract.ops import tilt_matrix as ops_tilt_matrix
 
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
 
@@ -70,7 +70,7 @@ def tilt_matrix_3d(tilt_angle: float, axis_angle_u: float, axis_angle_t: float) 
 def tilt_matrix(tilt_angle: float, axis_angle_u: float, axis_angle_t: float) -> FloatArray:
     """``R(-alpha_t) diag(cos gamma, 1) R(alpha_u)``: linear part of the untilted-to-tilted map.
 
-    :func:`pairextract.ops.geometry.tilt_matrix`, the upper-left block of
+    :func:`pairextract.ops.tilt_matrix`, the upper-left block of
     :func:`tilt_matrix_3d`.
     """
     return ops_tilt_matrix(tilt_angle, axis_angle_u, axis_angle_t)

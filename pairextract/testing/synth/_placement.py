@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from pairextract.ops.boxes import inside_micrograph
+from pairextract.ops import inside_micrograph
 
 from ._phantom import FloatArray
 
