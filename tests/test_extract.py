@@ -29,6 +29,7 @@ from pairextract.ops.protocol import (
     _CHUNK_ELEMENTS,
     STATUS_OK,
     STATUS_OUTSIDE,
+    _stream_micrograph,
     extract_micrograph,
 )
 
@@ -227,7 +228,7 @@ def test_input_untouched_unless_consumed(flip):
     params = ExtractionParams(BOX, invert=True, phase_flip=flip)
     res = extract_micrograph(img, CENTRES, params, ctf=ctf, pixel_size=1.0)
     np.testing.assert_array_equal(img, keep)
-    consumed = extract_micrograph(img, CENTRES, params, ctf=ctf, pixel_size=1.0,
+    consumed = _stream_micrograph(img, CENTRES, params, ctf=ctf, pixel_size=1.0,
                                   consume_image=True)
     np.testing.assert_array_equal(consumed.stack, res.stack)
     # Boxes are cut and patched, or the flip reads the rows with the patch applied: the
@@ -318,7 +319,7 @@ def test_sink_gets_the_same_rows_as_the_whole_stack(case):
     params, ctf = _case_params(case if case != "outside" else "dust")
     whole = extract_micrograph(img, coords, params, ctf=ctf, pixel_size=1.0)
     blocks: list[np.ndarray] = []
-    streamed = extract_micrograph(img, coords, params, ctf=ctf, pixel_size=1.0,
+    streamed = _stream_micrograph(img, coords, params, ctf=ctf, pixel_size=1.0,
                                   sink=blocks.append)
     assert streamed.stack.shape == (0, BOX, BOX)
     assert max(len(b) for b in blocks) < len(coords)  # never the whole stack at once
@@ -346,7 +347,7 @@ def test_put_gets_each_box_once_and_reads_the_rows_top_to_bottom(case):
         given[rows] += 1
         got[rows] = boxes
 
-    res = extract_micrograph(img, coords, params, ctf=ctf, pixel_size=1.0, put=put,
+    res = _stream_micrograph(img, coords, params, ctf=ctf, pixel_size=1.0, put=put,
                              release=lambda r0, r1: seen.append((r0, r1)))
     assert res.stack.shape == (0, BOX, BOX)
     np.testing.assert_array_equal(got, whole.stack)
@@ -359,7 +360,7 @@ def test_put_gets_each_box_once_and_reads_the_rows_top_to_bottom(case):
         assert [a for a, _ in cut[1:]] == [b for _, b in cut[:-1]]
         assert cut[-1][1] == img.shape[0]
     with pytest.raises(ValueError, match="not both"):
-        extract_micrograph(img, coords, params, ctf=ctf, pixel_size=1.0, put=put,
+        _stream_micrograph(img, coords, params, ctf=ctf, pixel_size=1.0, put=put,
                            sink=lambda b: None)
 
 
@@ -375,7 +376,7 @@ def test_boxes_are_cut_inverted_and_normalized_chunk_by_chunk(normalize, streame
     params = ExtractionParams(BOX, dust_removal=False, invert=True, normalize=normalize,
                               bg_radius=25)
     blocks: list[np.ndarray] = []
-    res = extract_micrograph(img, coords, params, sink=blocks.append if streamed else None)
+    res = _stream_micrograph(img, coords, params, sink=blocks.append if streamed else None)
     stack = np.concatenate(blocks) if streamed else res.stack
 
     cut, valid = cut_boxes(img, coords.astype(np.int64), BOX)
@@ -436,7 +437,7 @@ def test_boxes_of_the_untouched_micrograph_equal_those_of_the_cleaned_one(fill, 
     np.testing.assert_array_equal(got.local_average, want.local_average)
     blocks: list[np.ndarray] = []
     seen: list[tuple[int, int]] = []
-    streamed = extract_micrograph(img, BORDER_CENTRES, params, sink=blocks.append,
+    streamed = _stream_micrograph(img, BORDER_CENTRES, params, sink=blocks.append,
                                   release=lambda r0, r1: seen.append((r0, r1)))
     np.testing.assert_array_equal(np.concatenate(blocks), want.stack)
     np.testing.assert_array_equal(streamed.local_average, want.local_average)
@@ -454,7 +455,7 @@ def test_flip_of_the_patched_rows_equals_flipping_the_cleaned_micrograph(downsam
     params = ExtractionParams(BOX, downsample=downsample, invert=True, phase_flip=True,
                               normalize="Ramp")
     seen: list[tuple[int, int]] = []
-    got = extract_micrograph(img, BORDER_CENTRES, params, ctf=ctf, pixel_size=1.0,
+    got = _stream_micrograph(img, BORDER_CENTRES, params, ctf=ctf, pixel_size=1.0,
                              release=lambda r0, r1: seen.append((r0, r1)))
     np.testing.assert_array_equal(img, keep)
     small = img if downsample == 1.0 else fourier_downsample(img, downsample)
@@ -487,10 +488,10 @@ def test_flipping_a_micrograph_holds_its_spectrum_and_little_else():
     ctf = CTF(15000.0, 13000.0, 30.0, 300.0, 2.7, 0.1)
     params = ExtractionParams(64, invert=True, phase_flip=True, normalize="Ramp")
     xy = rng.uniform(100, 1900, (40, 2))
-    extract_micrograph(img, xy, params, ctf=ctf, pixel_size=1.0, sink=lambda b: None)  # warm
+    _stream_micrograph(img, xy, params, ctf=ctf, pixel_size=1.0, sink=lambda b: None)  # warm
     tracemalloc.start()
     try:
-        extract_micrograph(img, xy, params, ctf=ctf, pixel_size=1.0, sink=lambda b: None)
+        _stream_micrograph(img, xy, params, ctf=ctf, pixel_size=1.0, sink=lambda b: None)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -559,7 +560,7 @@ def test_memory_mapped_micrograph_released_as_read_gives_the_same_particles(tmp_
     release = row_release(mapped)
     assert release is not None
     params = ExtractionParams(BOX, invert=True, fill_borders=True)
-    got = extract_micrograph(mapped, BORDER_CENTRES, params, release=release)
+    got = _stream_micrograph(mapped, BORDER_CENTRES, params, release=release)
     want = extract_micrograph(img, BORDER_CENTRES, params)
     np.testing.assert_array_equal(got.stack, want.stack)
     np.testing.assert_array_equal(np.asarray(mapped), img)
