@@ -28,7 +28,7 @@ from pairextract.io.mrc import micrograph_info, write_mrc
 from pairextract.ops.contrast import invert_contrast
 from pairextract.ops.dust import remove_dust
 from pairextract.ops.normalize import normalize_stack
-from pairextract.ops.protocol import extract_micrograph
+from pairextract.ops.protocol import stream_micrograph
 from pairextract.testing.synth import make_dataset
 
 
@@ -66,7 +66,7 @@ def main() -> None:
     params = ExtractionParams(box_size=256, dust_removal=True, invert=True, normalize="Ramp",
                               bg_radius=128)
     t = best_of(args.repeat, img.copy,
-                lambda a: extract_micrograph(a, coords, params, consume_image=True,
+                lambda a: stream_micrograph(a, coords, params, consume_image=True,
                                              sink=lambda block: None))
     print(f"extract_micrograph, 4096^2, 300 x 256^2: {t:.3f} s (dust, invert, Ramp)")
 

@@ -1,16 +1,19 @@
 """The reference's formulas written out with numpy, independent of pairextract's kernels.
 
-Tests compare pipeline output against these (xmipp_reference.md sections 4.2 and 7.2), so a
-kernel bug cannot hide behind the same kernel call on both sides.
+Tests compare the kernels and the pipeline output against these (xmipp_reference.md sections
+3.4, 4.2, 6 and 7.2), so a kernel bug cannot hide behind the same kernel call on both sides:
+each is the reference's definition in its plainest form (one box at a time, two-pass
+statistics, a least-squares solver), in float64, with no code of the kernels.
 """
 
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from pairextract.core.ctf import CTF
-from pairextract.ops.normalize import background_mask
 
 
 def ctf_by_formula(h: int, w: int, tm: float, ctf: CTF) -> np.ndarray:
@@ -49,110 +52,63 @@ def downsample_by_formula(img: np.ndarray, h2: int, w2: int) -> np.ndarray:
     return out.astype(np.float32)
 
 
-# --- The inversion and normalization kernels as they were at 29b4ca1, before Ramp's output
-# pass went box by box and inversion wrote into float32 blocks. Kept as they were so that
-# tests can compare the current kernels with them bit for bit; the argument checks are left
-# out. Not reference formulas: those are above.
-
-_PREV_CHUNK_ELEMENTS = 1 << 19
-_PREV_RAMP_MIN_SIGMA = 1e-6
-
-
-def previous_invert_contrast(values: ArrayLike, dmin: float, dmax: float) -> NDArray[np.float64]:
-    """The previous ``invert_contrast``: float64 ``(dmax - v) / (dmax - dmin)``."""
+def invert_by_formula(values: ArrayLike, dmin: float, dmax: float) -> NDArray[np.float64]:
+    """Section 3.4, ``--invert``: ``(Dmax - v) / (Dmax - Dmin)`` in float64."""
     v = np.asarray(values, dtype=np.float64)
     return (dmax - v) / (dmax - dmin)
 
 
-def _prev_sample_sigma(s1: NDArray, s2: NDArray, nb: int) -> NDArray[np.float64]:
-    mean = s1 / nb
-    return np.sqrt(np.abs(s2 / nb - mean * mean) * (nb / (nb - 1)))
+@functools.lru_cache(maxsize=32)
+def background_by_formula(box: int, radius: int) -> NDArray[np.bool_]:
+    """Section 6: pixels with ``i^2 + j^2 >= R^2``, ``i = row - B//2``, ``j = col - B//2``;
+    ``R <= 0`` means ``B // 2``. Cached: read-only."""
+    r = box // 2 if radius <= 0 else radius
+    mask = np.zeros((box, box), dtype=bool)
+    for row in range(box):
+        for col in range(box):
+            i, j = row - box // 2, col - box // 2
+            mask[row, col] = i * i + j * j >= r * r
+    mask.setflags(write=False)
+    return mask
 
 
-def _prev_masked_sums(x: NDArray[np.float64], mask: NDArray[np.float64],
-                      buf: NDArray[np.float64]
-                      ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    y = np.multiply(x, mask, out=buf[:len(x)])
-    return np.einsum("kp->k", y), np.einsum("kp,kp->k", y, x)
+def normalization_by_formula(image: ArrayLike, method: str, radius: int = -1
+                             ) -> tuple[NDArray[np.float64], float]:
+    """Section 6 on one ``B x B`` box, in float64: the centred box and what divides it.
 
-
-def previous_normalize_stack(stack: np.ndarray, method: str, radius: int = -1,
-                             out: NDArray[np.float32] | None = None) -> NDArray[np.float32]:
-    """The previous ``normalize_stack`` of a ``(n, B, B)`` stack."""
-    a = np.asarray(stack)
-    n, box, _ = a.shape
-    res = np.empty(a.shape, dtype=np.float32) if out is None else out
-    npix = box * box
-    flat_in = a.reshape(n, npix)
-    flat_out = res.reshape(n, npix)
-    chunk = max(1, _PREV_CHUNK_ELEMENTS // npix)
-
-    # einsum (no BLAS): thin mat-vec products through a multi-threaded BLAS are slow and
-    # erratic when every core already runs a worker.
+    OldXmipp: ``I - mean`` over the box and its population std. NewXmipp: ``I - mean_b`` and
+    the background's sample std. Ramp: the residual from the least-squares plane
+    ``a*j + b*i + c`` fitted to the background, and its background sample std when that is
+    > 1e-6, else 1.
+    """
+    img = np.asarray(image, dtype=np.float64)
     if method == "OldXmipp":
-        with np.errstate(invalid="ignore", divide="ignore"):
-            for k in range(0, n, chunk):
-                x = flat_in[k:k + chunk].astype(np.float64)
-                # Shift by the box mean first: mean(I^2) - mu^2 on raw values cancels
-                # catastrophically when |mu| >> sigma. The leftover mean m is rounding-sized.
-                x -= (np.einsum("kp->k", x) / npix)[:, None]
-                m = np.einsum("kp->k", x) / npix
-                s2 = np.einsum("kp,kp->k", x, x) / npix
-                sigma = np.sqrt(np.abs(s2 - m * m))
-                x -= m[:, None]
-                x /= sigma[:, None]
-                flat_out[k:k + chunk] = x
-        return res
-
-    bg = background_mask(box, radius).astype(np.float64)
-    nb = int(bg.sum())
-    if nb < 2:
-        raise ValueError(f"background of box {box} with radius {radius} has {nb} pixel(s)")
-    bg_flat = bg.reshape(npix)
-    buf = np.empty((min(chunk, n), npix))                 # background-masked copy of a chunk
-
+        return img - img.mean(), float(img.std())
+    bg = background_by_formula(img.shape[0], radius)
+    values = img[bg]
     if method == "NewXmipp":
-        with np.errstate(invalid="ignore", divide="ignore"):
-            for k in range(0, n, chunk):
-                x = flat_in[k:k + chunk].astype(np.float64)
-                # Shift by the background mean first (see OldXmipp); the sums below are then
-                # of values of the order of sigma_b and the one-pass formula is exact enough.
-                y = np.multiply(x, bg_flat, out=buf[:len(x)])
-                x -= (np.einsum("kp->k", y) / nb)[:, None]
-                s1, s2 = _prev_masked_sums(x, bg_flat, buf)
-                sigma = _prev_sample_sigma(s1, s2, nb)
-                x -= (s1 / nb)[:, None]
-                x /= sigma[:, None]
-                flat_out[k:k + chunk] = x
-        return res
+        return img - values.mean(), float(values.std(ddof=1))
+    assert method == "Ramp", method
+    i, j = np.indices(img.shape) - img.shape[0] // 2
+    design = np.stack([j[bg], i[bg], np.ones(values.size)], axis=1)
+    a, b, c = np.linalg.lstsq(design, values, rcond=None)[0]
+    residual = img - (a * j + b * i + c)
+    sigma = float(residual[bg].std(ddof=1))
+    return residual, sigma if sigma > 1e-6 else 1.0
 
-    # Ramp: plane p = c + a*j + b*i fitted on the background, then sigma from the sums of the
-    # explicit residual r = x - p over the background, as the reference does. (The shortcut
-    # sum_b x^2 - beta . (X^T x) needs no extra pass but cancels catastrophically for boxes
-    # with a large mean or a steep plane and a small spread.)
-    ij = (np.arange(box) - box // 2).astype(np.float64)
-    row_w = bg.sum(axis=1)                                # background pixels per row
-    col_w = bg.sum(axis=0)
-    normal = np.array([
-        [nb, col_w @ ij, row_w @ ij],
-        [col_w @ ij, col_w @ ij ** 2, ij @ bg @ ij],
-        [row_w @ ij, ij @ bg @ ij, row_w @ ij ** 2],
-    ])                                                    # X^T X for columns (1, j, i)
-    inv_normal = np.linalg.inv(normal)
-    in3 = a.reshape(n, box, box)
-    out3 = res.reshape(n, box, box)
-    for k in range(0, n, chunk):
-        x = in3[k:k + chunk].astype(np.float64)
-        y = np.multiply(x, bg, out=buf[:len(x)].reshape(-1, box, box))
-        rows = np.einsum("kab->ka", y)                    # background sum of each row
-        cols = np.einsum("kab->kb", y)
-        xtx = np.stack([rows.sum(axis=1), cols @ ij, rows @ ij], axis=1)
-        beta = xtx @ inv_normal                           # inv_normal is symmetric
-        x -= (beta[:, 0:1] + beta[:, 1:2] * ij)[:, None, :]
-        x -= (beta[:, 2:3] * ij)[:, :, None]
-        s1, s2 = _prev_masked_sums(x.reshape(-1, npix), bg_flat, buf)
-        sigma = _prev_sample_sigma(s1, s2, nb)
-        sigma = np.where(sigma > _PREV_RAMP_MIN_SIGMA, sigma, 1.0)
-        x /= sigma[:, None, None]
-        out3[k:k + chunk] = x
-    return res
+
+def normalize_box_by_formula(image: ArrayLike, method: str, radius: int = -1
+                             ) -> NDArray[np.float64]:
+    """Section 6 on one box: :func:`normalization_by_formula`'s quotient (a zero std gives NaN
+    or inf for OldXmipp and NewXmipp)."""
+    centred, divisor = normalization_by_formula(image, method, radius)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return centred / divisor
+
+
+def normalize_by_formula(stack: ArrayLike, method: str, radius: int = -1
+                         ) -> NDArray[np.float64]:
+    """:func:`normalize_box_by_formula` on every box of a ``(n, B, B)`` stack."""
+    boxes = np.asarray(stack)
+    return np.stack([normalize_box_by_formula(b, method, radius) for b in boxes]
+                    ).reshape(boxes.shape)

@@ -5,8 +5,7 @@ from _formulas import (
     ctf_by_formula,
     downsample_by_formula,
     flip_by_formula,
-    previous_invert_contrast,
-    previous_normalize_stack,
+    invert_by_formula,
 )
 
 from pairextract import CTF, ExtractionParams
@@ -15,8 +14,10 @@ from pairextract.io.micrograph import micrograph_info, pixels
 from pairextract.io.mrc import write_mrc
 from pairextract.io.pages import row_release
 from pairextract.ops import (
+    background_mask,
     box_scale,
     fourier_downsample,
+    normalize_stack,
     output_sampling,
     phase_flip,
     remove_dust,
@@ -24,12 +25,12 @@ from pairextract.ops import (
     xmipp_param,
 )
 from pairextract.ops.boxes import cut_boxes
-from pairextract.ops.normalize import background_mask
 from pairextract.ops.protocol import (
     _CHUNK_ELEMENTS,
     STATUS_OK,
     STATUS_OUTSIDE,
     extract_micrograph,
+    stream_micrograph,
 )
 
 BOX = 64
@@ -227,7 +228,7 @@ def test_input_untouched_unless_consumed(flip):
     params = ExtractionParams(BOX, invert=True, phase_flip=flip)
     res = extract_micrograph(img, CENTRES, params, ctf=ctf, pixel_size=1.0)
     np.testing.assert_array_equal(img, keep)
-    consumed = extract_micrograph(img, CENTRES, params, ctf=ctf, pixel_size=1.0,
+    consumed = stream_micrograph(img, CENTRES, params, ctf=ctf, pixel_size=1.0,
                                   consume_image=True)
     np.testing.assert_array_equal(consumed.stack, res.stack)
     # Boxes are cut and patched, or the flip reads the rows with the patch applied: the
@@ -318,7 +319,7 @@ def test_sink_gets_the_same_rows_as_the_whole_stack(case):
     params, ctf = _case_params(case if case != "outside" else "dust")
     whole = extract_micrograph(img, coords, params, ctf=ctf, pixel_size=1.0)
     blocks: list[np.ndarray] = []
-    streamed = extract_micrograph(img, coords, params, ctf=ctf, pixel_size=1.0,
+    streamed = stream_micrograph(img, coords, params, ctf=ctf, pixel_size=1.0,
                                   sink=blocks.append)
     assert streamed.stack.shape == (0, BOX, BOX)
     assert max(len(b) for b in blocks) < len(coords)  # never the whole stack at once
@@ -346,7 +347,7 @@ def test_put_gets_each_box_once_and_reads_the_rows_top_to_bottom(case):
         given[rows] += 1
         got[rows] = boxes
 
-    res = extract_micrograph(img, coords, params, ctf=ctf, pixel_size=1.0, put=put,
+    res = stream_micrograph(img, coords, params, ctf=ctf, pixel_size=1.0, put=put,
                              release=lambda r0, r1: seen.append((r0, r1)))
     assert res.stack.shape == (0, BOX, BOX)
     np.testing.assert_array_equal(got, whole.stack)
@@ -359,23 +360,23 @@ def test_put_gets_each_box_once_and_reads_the_rows_top_to_bottom(case):
         assert [a for a, _ in cut[1:]] == [b for _, b in cut[:-1]]
         assert cut[-1][1] == img.shape[0]
     with pytest.raises(ValueError, match="not both"):
-        extract_micrograph(img, coords, params, ctf=ctf, pixel_size=1.0, put=put,
+        stream_micrograph(img, coords, params, ctf=ctf, pixel_size=1.0, put=put,
                            sink=lambda b: None)
 
 
 @pytest.mark.parametrize("normalize", ["Ramp", "NewXmipp", "OldXmipp", None])
 @pytest.mark.parametrize("streamed", [False, True])
-def test_boxes_are_those_of_the_previous_kernels(normalize, streamed):
-    # Cut, invert (rounded to float32), normalize chunk by chunk of valid boxes, as the
-    # previous code did with the previous kernels: every row identical to the bit, skipped
-    # rows zero, and the local averages unchanged. 264 rows, 240 valid: two chunks of 128.
+def test_boxes_are_cut_inverted_and_normalized_chunk_by_chunk(normalize, streamed):
+    # Cut, invert (the reference formula rounded to float32), normalize chunk by chunk of
+    # valid boxes: every row identical to the bit, skipped rows zero, and the local averages
+    # those of the cut boxes. 264 rows, 240 valid: two chunks of 128.
     img = synthetic_micrograph()
     coords = np.tile(np.concatenate([CENTRES, [[5, 5], [398, 200]], CENTRES[::-1]]), (20, 1))
     coords = np.concatenate([coords, [[150, 150], [151, 152], [200, 201], [90, 300]] * 6])
     params = ExtractionParams(BOX, dust_removal=False, invert=True, normalize=normalize,
                               bg_radius=25)
     blocks: list[np.ndarray] = []
-    res = extract_micrograph(img, coords, params, sink=blocks.append if streamed else None)
+    res = stream_micrograph(img, coords, params, sink=blocks.append if streamed else None)
     stack = np.concatenate(blocks) if streamed else res.stack
 
     cut, valid = cut_boxes(img, coords.astype(np.int64), BOX)
@@ -385,10 +386,10 @@ def test_boxes_are_those_of_the_previous_kernels(normalize, streamed):
     assert 1 < idx.size / chunk < 2
     for k in range(0, idx.size, chunk):
         part = cut[idx[k:k + chunk]]
-        part[...] = previous_invert_contrast(part, float(img.min()), float(img.max()))
+        part[...] = invert_by_formula(part, float(img.min()), float(img.max()))
         if normalize is not None:
             with np.errstate(invalid="ignore", divide="ignore"):
-                previous_normalize_stack(part, normalize, 25, out=part)
+                normalize_stack(part, normalize, 25, out=part)
         expect[idx[k:k + chunk]] = part
     np.testing.assert_array_equal(stack.view(np.uint32), expect.view(np.uint32))
     np.testing.assert_array_equal(res.local_average[valid],
@@ -436,7 +437,7 @@ def test_boxes_of_the_untouched_micrograph_equal_those_of_the_cleaned_one(fill, 
     np.testing.assert_array_equal(got.local_average, want.local_average)
     blocks: list[np.ndarray] = []
     seen: list[tuple[int, int]] = []
-    streamed = extract_micrograph(img, BORDER_CENTRES, params, sink=blocks.append,
+    streamed = stream_micrograph(img, BORDER_CENTRES, params, sink=blocks.append,
                                   release=lambda r0, r1: seen.append((r0, r1)))
     np.testing.assert_array_equal(np.concatenate(blocks), want.stack)
     np.testing.assert_array_equal(streamed.local_average, want.local_average)
@@ -454,7 +455,7 @@ def test_flip_of_the_patched_rows_equals_flipping_the_cleaned_micrograph(downsam
     params = ExtractionParams(BOX, downsample=downsample, invert=True, phase_flip=True,
                               normalize="Ramp")
     seen: list[tuple[int, int]] = []
-    got = extract_micrograph(img, BORDER_CENTRES, params, ctf=ctf, pixel_size=1.0,
+    got = stream_micrograph(img, BORDER_CENTRES, params, ctf=ctf, pixel_size=1.0,
                              release=lambda r0, r1: seen.append((r0, r1)))
     np.testing.assert_array_equal(img, keep)
     small = img if downsample == 1.0 else fourier_downsample(img, downsample)
@@ -487,10 +488,10 @@ def test_flipping_a_micrograph_holds_its_spectrum_and_little_else():
     ctf = CTF(15000.0, 13000.0, 30.0, 300.0, 2.7, 0.1)
     params = ExtractionParams(64, invert=True, phase_flip=True, normalize="Ramp")
     xy = rng.uniform(100, 1900, (40, 2))
-    extract_micrograph(img, xy, params, ctf=ctf, pixel_size=1.0, sink=lambda b: None)  # warm
+    stream_micrograph(img, xy, params, ctf=ctf, pixel_size=1.0, sink=lambda b: None)  # warm
     tracemalloc.start()
     try:
-        extract_micrograph(img, xy, params, ctf=ctf, pixel_size=1.0, sink=lambda b: None)
+        stream_micrograph(img, xy, params, ctf=ctf, pixel_size=1.0, sink=lambda b: None)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -559,7 +560,7 @@ def test_memory_mapped_micrograph_released_as_read_gives_the_same_particles(tmp_
     release = row_release(mapped)
     assert release is not None
     params = ExtractionParams(BOX, invert=True, fill_borders=True)
-    got = extract_micrograph(mapped, BORDER_CENTRES, params, release=release)
+    got = stream_micrograph(mapped, BORDER_CENTRES, params, release=release)
     want = extract_micrograph(img, BORDER_CENTRES, params)
     np.testing.assert_array_equal(got.stack, want.stack)
     np.testing.assert_array_equal(np.asarray(mapped), img)

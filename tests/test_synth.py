@@ -14,7 +14,7 @@ import starfile
 
 from pairextract.core.ctf import CTF
 from pairextract.io.micrograph import micrograph_info, read_micrograph
-from pairextract.testing.synth import SynthDataset, ctf_half_plane, make_dataset
+from pairextract.testing.synth import SynthDataset, ctf_filter, make_dataset
 
 SMALL = dict(n_mic_pairs=2, shape=(300, 340), particles_per_pair=12, box=32, n_edge=3)
 
@@ -216,11 +216,11 @@ def test_hot_pixels_beyond_threshold(ds: SynthDataset) -> None:
         assert (np.abs(centres[None] - hp[:, None]).max(axis=2) > ds.box // 2).all()
 
 
-def test_ctf_half_plane_matches_reference_formula() -> None:
+def test_ctf_filter_matches_reference_formula() -> None:
     """Reference 7.2 in Xmipp's own form: negative defocus, chi, CTF = -(s sin chi - Q0 cos chi)."""
     ctf = CTF(15000.0, 12000.0, 30.0, 300.0, 2.7, 0.1)
     h, w, tm = 64, 48, 1.7
-    got = ctf_half_plane((h, w), tm, ctf)
+    got = ctf_filter((h, w), tm, ctf)
     assert got.shape == (h, w // 2 + 1)
     i = np.arange(h)
     fy = (np.where(i <= h // 2, i, i - h) / (h * tm))[:, None]  # row H/2 -> +0.5

@@ -11,6 +11,19 @@ from .contrast import invert_contrast
 from .ctf import ctf_half_plane, electron_wavelength, phase_flip, phase_flip_rows
 from .downsample import downsampled_shape, fourier_downsample
 from .dust import DustPatch, dust_mask, dust_patch, remove_dust
+from .geometry import (
+    AffineFit,
+    fit_affine,
+    minimal_sets,
+    outlier_factor,
+    residuals,
+    robust_affine,
+    robust_affine_batch,
+    rotation,
+    tilt_angles,
+    tilt_angles_batch,
+    tilt_matrix,
+)
 from .normalize import METHODS, background_mask, normalize_stack
 from .scale import (
     box_scale,
@@ -30,6 +43,7 @@ from .tilt import (
 
 __all__ = [
     "METHODS",
+    "AffineFit",
     "DustPatch",
     "axis_from_xmipp",
     "background_mask",
@@ -43,18 +57,28 @@ __all__ = [
     "dust_mask",
     "dust_patch",
     "electron_wavelength",
+    "fit_affine",
     "flip_boxes",
     "fmt6",
     "fourier_downsample",
     "inside_micrograph",
     "invert_contrast",
+    "minimal_sets",
     "normalize_stack",
+    "outlier_factor",
     "output_sampling",
     "phase_flip",
     "phase_flip_rows",
     "remove_dust",
+    "residuals",
+    "robust_affine",
+    "robust_affine_batch",
+    "rotation",
     "runs_downsample",
     "scale_coordinates",
     "signed_distance",
+    "tilt_angles",
+    "tilt_angles_batch",
+    "tilt_matrix",
     "xmipp_param",
 ]

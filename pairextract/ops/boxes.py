@@ -110,21 +110,32 @@ def cut_boxes(image: ArrayLike, xy_int: ArrayLike, box: int, fill_borders: bool 
     if fix is not None and fix[0].size and which.size:
         _patch_windows(stack, which, corners[which, 1], corners[which, 0], fix, w)
     if fill_borders:
-        ramp = np.arange(box)
-        for k in np.flatnonzero(~inside):
-            c0, r0 = corners[k]
-            rr = np.clip(r0 + ramp, 0, h - 1)
-            cc = np.clip(c0 + ramp, 0, w - 1)
-            if fix is None:
-                stack[k] = img[np.ix_(rr, cc)]
-            else:
-                # the part of the image the box covers, patched, then stretched over the border
-                win = img[rr[0]:rr[-1] + 1, cc[0]:cc[-1] + 1].astype(np.float32)[None]
-                _patch_windows(win, np.zeros(1, dtype=np.intp), rr[:1], cc[:1], fix, w)
-                stack[k] = win[0][np.ix_(rr - rr[0], cc - cc[0])]
-            if release is not None:
-                release(int(rr[0]), int(rr[-1]) + 1)
+        _cut_clamped(stack, img, corners, np.flatnonzero(~inside), fix, release)
         valid = np.ones(n, dtype=bool)
     else:
         valid = inside
     return stack, valid
+
+
+def _cut_clamped(stack: NDArray[np.float32], img: NDArray, corners: NDArray[np.int64],
+                 which: NDArray[np.intp], fix: tuple[NDArray[np.int64], NDArray[np.float32]] | None,
+                 release: Callable[[int, int], None] | None) -> None:
+    """Cut the boxes ``which`` (corners ``corners``) that leave the image into ``stack``, their
+    pixels outside taking the nearest edge pixel's value; ``fix`` and ``release`` as for
+    :func:`cut_boxes`."""
+    h, w = img.shape
+    box = stack.shape[1]
+    ramp = np.arange(box)
+    for k in which:
+        c0, r0 = corners[k]
+        rr = np.clip(r0 + ramp, 0, h - 1)
+        cc = np.clip(c0 + ramp, 0, w - 1)
+        if fix is None:
+            stack[k] = img[np.ix_(rr, cc)]
+        else:
+            # the part of the image the box covers, patched, then stretched over the border
+            win = img[rr[0]:rr[-1] + 1, cc[0]:cc[-1] + 1].astype(np.float32)[None]
+            _patch_windows(win, np.zeros(1, dtype=np.intp), rr[:1], cc[:1], fix, w)
+            stack[k] = win[0][np.ix_(rr - rr[0], cc - cc[0])]
+        if release is not None:
+            release(int(rr[0]), int(rr[-1]) + 1)

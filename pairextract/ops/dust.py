@@ -225,6 +225,73 @@ def _range_of_good(b: NDArray, bad: NDArray[np.intp], buf: NDArray) -> tuple[flo
     return float(np.min(buf)), float(np.max(buf))
 
 
+class _GoodRange:
+    """Running minimum and maximum of the pixels that are not bad, a small copy at a time."""
+
+    def __init__(self) -> None:
+        self.lo: float | None = None
+        self.hi: float | None = None
+        self._work: NDArray | None = None  # a block's copy
+
+    def add(self, b: NDArray, local: NDArray[np.intp]) -> None:
+        """Take in block ``b``, whose bad pixels are at the flat indices ``local`` (increasing)."""
+        w = b.shape[1]
+        step = max(1, _RANGE_ELEMENTS // w)
+        for s0 in range(0, len(b), step):
+            sub = b[s0:s0 + step]
+            i0, i1 = np.searchsorted(local, [s0 * w, (s0 + len(sub)) * w])
+            if self._work is None or self._work.shape != sub.shape:
+                self._work = np.empty(sub.shape, dtype=sub.dtype)
+            got = _range_of_good(sub, local[i0:i1] - s0 * w, self._work)
+            if got is not None:
+                self.lo = got[0] if self.lo is None else min(self.lo, got[0])
+                self.hi = got[1] if self.hi is None else max(self.hi, got[1])
+
+    def cleaned(self, value: NDArray[np.float32]) -> tuple[float, float]:
+        """Range of the cleaned float32 micrograph, whose bad pixels hold ``value``.
+
+        That is the range of the good pixels cast to float32 (rounding keeps the order) and
+        of the new values.
+        """
+        ends = [np.float32(v) for v in (self.lo, self.hi) if v is not None]
+        if value.size:
+            ends += [value.min(), value.max()]
+        return float(min(ends)), float(max(ends))
+
+
+class _BadPixels:
+    """The bad pixels found so far, with their 5x5 windows read while their rows are at hand
+    (2 rows either side)."""
+
+    def __init__(self, shape: tuple[int, int]) -> None:
+        self.shape = shape
+        self.lins: list[NDArray] = []
+        self.own: list[NDArray] = []
+        self.nb_lin: list[NDArray] = []
+        self.nb_in: list[NDArray] = []
+        self.nb_val: list[NDArray] = []
+
+    def add(self, x: NDArray, rows: NDArray[np.intp], cols: NDArray[np.intp]) -> None:
+        """Take in the bad pixels at ``rows``, ``cols`` of the micrograph ``x``."""
+        w = self.shape[1]
+        self.lins.append(rows * w + cols)
+        self.own.append(x[rows, cols])
+        rr, cc, inside = _window(rows, cols, self.shape)
+        self.nb_lin.append(rr * w + cc)
+        self.nb_in.append(inside)
+        self.nb_val.append(x[rr, cc])
+
+    def patch(self, mean: float, std: float) -> DustPatch:
+        """The patch that replaces them all."""
+        patch = DustPatch(np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32), mean, std)
+        if self.lins:
+            patch.index = np.concatenate(self.lins).astype(np.int64, copy=False)
+            patch.value = _replacements(patch.index, np.concatenate(self.own),
+                                        np.concatenate(self.nb_lin), np.concatenate(self.nb_in),
+                                        np.concatenate(self.nb_val), self.shape)
+        return patch
+
+
 def dust_patch(image: ArrayLike, threshold: float, value_range: bool = False,
                release: Release | None = None) -> DustPatch:
     """The bad pixels of ``image`` and their replacements, as :func:`remove_dust` would set them.
@@ -251,61 +318,24 @@ def dust_patch(image: ArrayLike, threshold: float, value_range: bool = False,
     h, w = x.shape
     limits = _Limits(x, threshold, release)
     mask = np.empty((min(_ROWS_PER_BLOCK, h), w), dtype=bool)
-    lins: list[NDArray] = []
-    own: list[NDArray] = []
-    nb_rows: list[NDArray] = []
-    nb_cols: list[NDArray] = []
-    nb_in: list[NDArray] = []
-    nb_val: list[NDArray] = []
-    lo = hi = None
-    work: NDArray | None = None  # a block's copy, for the range
+    found = _BadPixels((h, w))
+    good = _GoodRange()
     done = 0  # rows released so far
     for r0 in range(0, h, _ROWS_PER_BLOCK):
         b = x[r0:r0 + _ROWS_PER_BLOCK]
-        bad = limits.bad(b, mask[:len(b)])
-        rows, cols = _nonzero_sparse(bad)
+        rows, cols = _nonzero_sparse(limits.bad(b, mask[:len(b)]))
         if value_range:
-            local = rows * w + cols
-            step = max(1, _RANGE_ELEMENTS // w)
-            for s0 in range(0, len(b), step):  # a small copy at a time
-                sub = b[s0:s0 + step]
-                i0, i1 = np.searchsorted(local, [s0 * w, (s0 + len(sub)) * w])
-                if work is None or work.shape != sub.shape:
-                    work = np.empty(sub.shape, dtype=sub.dtype)
-                got = _range_of_good(sub, local[i0:i1] - s0 * w, work)
-                if got is not None:
-                    lo = got[0] if lo is None else min(lo, got[0])
-                    hi = got[1] if hi is None else max(hi, got[1])
+            good.add(b, rows * w + cols)
         if rows.size:
-            rows = rows + r0
-            lins.append(rows * w + cols)
-            own.append(x[rows, cols])
-            # the neighbours' values, read while their rows are at hand (2 rows either side)
-            rr, cc, inside = _window(rows, cols, (h, w))
-            nb_rows.append(rr)
-            nb_cols.append(cc)
-            nb_in.append(inside)
-            nb_val.append(x[rr, cc])
+            found.add(x, rows + r0, cols)
         if release is not None and r0 + len(b) - _HALF > done:
             release(done, r0 + len(b) - _HALF)
             done = r0 + len(b) - _HALF
     if release is not None and done < h:
         release(done, h)
-    patch = DustPatch(np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32),
-                      limits.mean, limits.std)
-    if lins:
-        patch.index = np.concatenate(lins).astype(np.int64, copy=False)
-        patch.value = _replacements(patch.index, np.concatenate(own),
-                                    np.concatenate(nb_rows) * w + np.concatenate(nb_cols),
-                                    np.concatenate(nb_in), np.concatenate(nb_val), (h, w))
+    patch = found.patch(limits.mean, limits.std)
     if value_range:
-        # the cleaned micrograph is float32: its range is that of the good pixels cast to
-        # float32 (rounding keeps the order) and of the new values
-        ends = [np.float32(v) for v in (lo, hi) if v is not None]
-        if patch.value.size:
-            ends += [patch.value.min(), patch.value.max()]
-        patch.low = float(min(ends))
-        patch.high = float(max(ends))
+        patch.low, patch.high = good.cleaned(patch.value)
     return patch
 
 

@@ -131,7 +131,6 @@ def normalize_stack(stack: ArrayLike, method: str, radius: int = -1,
         a = a[None]
     if a.ndim != 3 or a.shape[1] != a.shape[2]:
         raise ValueError(f"normalize_stack needs a (n, B, B) stack, got shape {np.shape(stack)}")
-    n, box, _ = a.shape
     if out is None:
         res = np.empty(a.shape, dtype=np.float32)
     else:
@@ -139,59 +138,79 @@ def normalize_stack(stack: ArrayLike, method: str, radius: int = -1,
                 or not out.flags.c_contiguous):
             raise ValueError("out must be a C-contiguous float32 array of the stack's shape")
         res = out[None] if single else out
-    npix = box * box
-    flat_in = a.reshape(n, npix)
-    flat_out = res.reshape(n, npix)
-    chunk = max(1, _CHUNK_ELEMENTS // npix)
-
-    # einsum (no BLAS): thin mat-vec products through a multi-threaded BLAS are slow and
-    # erratic when every core already runs a worker.
+    n, box, _ = a.shape
+    # einsum (no BLAS) in the kernels: thin mat-vec products through a multi-threaded BLAS are
+    # slow and erratic when every core already runs a worker.
     if method == "OldXmipp":
-        with np.errstate(invalid="ignore", divide="ignore"):
-            for k in range(0, n, chunk):
-                x = flat_in[k:k + chunk].astype(np.float64)
-                # Shift by the box mean first: mean(I^2) - mu^2 on raw values cancels
-                # catastrophically when |mu| >> sigma. The leftover mean m is rounding-sized.
-                x -= (np.einsum("kp->k", x) / npix)[:, None]
-                m = np.einsum("kp->k", x) / npix
-                s2 = np.einsum("kp,kp->k", x, x) / npix
-                sigma = np.sqrt(np.abs(s2 - m * m))
-                x -= m[:, None]
-                x /= sigma[:, None]
-                flat_out[k:k + chunk] = x
-        return res[0] if single else res
+        _old_xmipp(a.reshape(n, box * box), res.reshape(n, box * box))
+    else:
+        rad = _radius(box, radius)
+        nb = len(_background(box, rad)[2])
+        if nb < 2:
+            raise ValueError(f"background of box {box} with radius {radius} has {nb} pixel(s)")
+        if method == "NewXmipp":
+            _new_xmipp(a.reshape(n, box * box), res.reshape(n, box * box), box, rad)
+        else:
+            _ramp(a.reshape(n, box, box), res.reshape(n, box, box), rad)
+    return res[0] if single else res
 
-    rad = _radius(box, radius)
-    mask, bg, flat = _background(box, rad)
+
+def _chunk(npix: int) -> int:
+    """Boxes per chunk of the float64 work."""
+    return max(1, _CHUNK_ELEMENTS // npix)
+
+
+def _old_xmipp(flat_in: NDArray, flat_out: NDArray[np.float32]) -> None:
+    """OldXmipp of ``(n, P)`` boxes: whole box, population std."""
+    n, npix = flat_in.shape
+    chunk = _chunk(npix)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for k in range(0, n, chunk):
+            x = flat_in[k:k + chunk].astype(np.float64)
+            # Shift by the box mean first: mean(I^2) - mu^2 on raw values cancels
+            # catastrophically when |mu| >> sigma. The leftover mean m is rounding-sized.
+            x -= (np.einsum("kp->k", x) / npix)[:, None]
+            m = np.einsum("kp->k", x) / npix
+            s2 = np.einsum("kp,kp->k", x, x) / npix
+            sigma = np.sqrt(np.abs(s2 - m * m))
+            x -= m[:, None]
+            x /= sigma[:, None]
+            flat_out[k:k + chunk] = x
+
+
+def _new_xmipp(flat_in: NDArray, flat_out: NDArray[np.float32], box: int, rad: int) -> None:
+    """NewXmipp of ``(n, P)`` boxes: background mean and sample std."""
+    n, npix = flat_in.shape
+    chunk = _chunk(npix)
+    _, bg, flat = _background(box, rad)
     nb = len(flat)
-    if nb < 2:
-        raise ValueError(f"background of box {box} with radius {radius} has {nb} pixel(s)")
+    bg_flat = bg.reshape(npix)
+    buf = np.empty((min(chunk, n), npix))             # background-masked copy of a chunk
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for k in range(0, n, chunk):
+            x = flat_in[k:k + chunk].astype(np.float64)
+            # Shift by the background mean first (see OldXmipp); the sums below are then
+            # of values of the order of sigma_b and the one-pass formula is exact enough.
+            y = np.multiply(x, bg_flat, out=buf[:len(x)])
+            x -= (np.einsum("kp->k", y) / nb)[:, None]
+            s1, s2 = _masked_sums(x, bg_flat, buf)
+            sigma = _sample_sigma(s1, s2, nb)
+            x -= (s1 / nb)[:, None]
+            x /= sigma[:, None]
+            flat_out[k:k + chunk] = x
 
-    if method == "NewXmipp":
-        bg_flat = bg.reshape(npix)
-        buf = np.empty((min(chunk, n), npix))             # background-masked copy of a chunk
-        with np.errstate(invalid="ignore", divide="ignore"):
-            for k in range(0, n, chunk):
-                x = flat_in[k:k + chunk].astype(np.float64)
-                # Shift by the background mean first (see OldXmipp); the sums below are then
-                # of values of the order of sigma_b and the one-pass formula is exact enough.
-                y = np.multiply(x, bg_flat, out=buf[:len(x)])
-                x -= (np.einsum("kp->k", y) / nb)[:, None]
-                s1, s2 = _masked_sums(x, bg_flat, buf)
-                sigma = _sample_sigma(s1, s2, nb)
-                x -= (s1 / nb)[:, None]
-                x /= sigma[:, None]
-                flat_out[k:k + chunk] = x
-        return res[0] if single else res
 
-    # Ramp: plane p = c + a*j + b*i fitted on the background, then sigma from the sums of the
-    # explicit residual r = x - p over the background, as the reference does. (The shortcut
-    # sum_b x^2 - beta . (X^T x) needs no extra pass but cancels catastrophically for boxes
-    # with a large mean or a steep plane and a small spread.)
-    ij = (np.arange(box) - box // 2).astype(np.float64)
-    inv_normal = _plane_normal_inverse(box, rad)
-    in3 = a.reshape(n, box, box)
-    out3 = res.reshape(n, box, box)
+def _ramp(in3: NDArray, out3: NDArray[np.float32], rad: int) -> None:
+    """Ramp of ``(n, B, B)`` boxes, a chunk at a time.
+
+    Plane p = c + a*j + b*i fitted on the background, then sigma from the sums of the
+    explicit residual r = x - p over the background, as the reference does. (The shortcut
+    sum_b x^2 - beta . (X^T x) needs no extra pass but cancels catastrophically for boxes
+    with a large mean or a steep plane and a small spread.)
+    """
+    n, box, _ = in3.shape
+    npix = box * box
+    chunk = _chunk(npix)
     # A few boxes at a time in float64 (xf: the residual; ym: the box's background, zeros
     # elsewhere), so that every pass over them after the first reads from cache.
     per = max(1, min(n, _BOX_ELEMENTS // npix))
@@ -201,32 +220,53 @@ def normalize_stack(stack: ArrayLike, method: str, radius: int = -1,
     cols = np.empty((min(chunk, n), box))
     for k in range(0, n, chunk):
         x = in3[k:k + chunk]
-        m = len(x)
-        # The fit's sums as before: the same operations on the same values, and the same
-        # chunks for the matrix-vector products (BLAS may round differently for another
-        # number of rows), so the plane and every residual pixel are bit for bit as before.
-        # (Before, the pixels outside the background were x * 0, zeros of either sign; a zero
-        # term of either sign leaves these sums as they are, their accumulators start at +0.)
-        for s in range(0, m, per):
-            e = min(s + per, m)
-            y = ym[:e - s]
-            np.copyto(y, x[s:e], where=mask)              # only the background is written
-            rows[s:e] = np.einsum("kab->ka", y)           # background sum of each row
-            cols[s:e] = np.einsum("kab->kb", y)
-        xtx = np.stack([rows[:m].sum(axis=1), cols[:m] @ ij, rows[:m] @ ij], axis=1)
-        beta = xtx @ inv_normal                           # inv_normal is symmetric
-        row_term = beta[:, 0:1] + beta[:, 1:2] * ij       # c + a*j, along each row
-        col_term = beta[:, 2:3] * ij                      # b*i, down each column
-        for s in range(0, m, per):
-            e = min(s + per, m)
-            r = xf[:e - s]
-            np.copyto(r, x[s:e])
-            r -= row_term[s:e, None, :]
-            r -= col_term[s:e, :, None]
-            # sigma from the residual's background pixels only (a fifth of the box for R = B/2);
-            # a change of summation order here moves sigma by an ulp at most
-            rb = np.take(r.reshape(e - s, npix), flat, axis=1)
-            sigma = _sample_sigma(np.einsum("kp->k", rb), np.einsum("kp,kp->k", rb, rb), nb)
-            r /= np.where(sigma > _RAMP_MIN_SIGMA, sigma, 1.0)[:, None, None]
-            out3[k + s:k + e] = r
-    return res[0] if single else res
+        beta = _ramp_planes(x, rad, per, ym, rows, cols)
+        _ramp_residuals(x, beta, rad, per, xf, out3[k:k + chunk])
+
+
+def _ramp_planes(x: NDArray, rad: int, per: int, ym: NDArray[np.float64],
+                 rows: NDArray[np.float64], cols: NDArray[np.float64]) -> NDArray[np.float64]:
+    """``(m, 3)`` plane coefficients ``(c, a, b)`` of a chunk ``x`` of ``m`` boxes.
+
+    The fit's sums are the same operations on the same values, in the same chunks for the
+    matrix-vector products (BLAS may round differently for another number of rows), as when
+    the pixels outside the background were ``x * 0``: a zero term of either sign leaves these
+    sums as they are, their accumulators start at +0. ``ym``, ``rows``, ``cols``: buffers.
+    """
+    m, box, _ = x.shape
+    mask = _background(box, rad)[0]
+    ij = (np.arange(box) - box // 2).astype(np.float64)
+    for s in range(0, m, per):
+        e = min(s + per, m)
+        y = ym[:e - s]
+        np.copyto(y, x[s:e], where=mask)              # only the background is written
+        rows[s:e] = np.einsum("kab->ka", y)           # background sum of each row
+        cols[s:e] = np.einsum("kab->kb", y)
+    xtx = np.stack([rows[:m].sum(axis=1), cols[:m] @ ij, rows[:m] @ ij], axis=1)
+    beta: NDArray[np.float64] = xtx @ _plane_normal_inverse(box, rad)  # a symmetric inverse
+    return beta
+
+
+def _ramp_residuals(x: NDArray, beta: NDArray[np.float64], rad: int, per: int,
+                    xf: NDArray[np.float64], out: NDArray[np.float32]) -> None:
+    """``out``: the residuals of the boxes ``x`` from their planes, scaled by their background
+    sample std where it exceeds 1e-6. ``xf``: a float64 buffer of ``per`` boxes."""
+    m, box, _ = x.shape
+    npix = box * box
+    flat = _background(box, rad)[2]
+    nb = len(flat)
+    ij = (np.arange(box) - box // 2).astype(np.float64)
+    row_term = beta[:, 0:1] + beta[:, 1:2] * ij       # c + a*j, along each row
+    col_term = beta[:, 2:3] * ij                      # b*i, down each column
+    for s in range(0, m, per):
+        e = min(s + per, m)
+        r = xf[:e - s]
+        np.copyto(r, x[s:e])
+        r -= row_term[s:e, None, :]
+        r -= col_term[s:e, :, None]
+        # sigma from the residual's background pixels only (a fifth of the box for R = B/2);
+        # a change of summation order here moves sigma by an ulp at most
+        rb = np.take(r.reshape(e - s, npix), flat, axis=1)
+        sigma = _sample_sigma(np.einsum("kp->k", rb), np.einsum("kp,kp->k", rb, rb), nb)
+        r /= np.where(sigma > _RAMP_MIN_SIGMA, sigma, 1.0)[:, None, None]
+        out[s:e] = r

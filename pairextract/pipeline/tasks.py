@@ -14,7 +14,7 @@ from pairextract.core.vocab import Status
 from pairextract.errors import MicrographError, NonFinitePixels, PairextractError, output_io_error
 from pairextract.io.micrograph import MicrographInfo, pixels
 from pairextract.io.pages import row_release
-from pairextract.ops.protocol import extract_micrograph
+from pairextract.ops.protocol import stream_micrograph
 from pairextract.runtime.tuning import tune_malloc
 from pairextract.store import MicrographJob, append_journal, shard_writer
 
@@ -163,7 +163,7 @@ def run_job(info: MicrographInfo, job: MicrographJob, out: str, params: Extracti
         # first): the stack is never whole.
         with shard_writer(Path(out), job, shard, dtype, params.box_size) as writer:
             try:
-                res = extract_micrograph(image, job.coords, params, ctf=job.ctf,
+                res = stream_micrograph(image, job.coords, params, ctf=job.ctf,
                                          pixel_size=job.pixel_size,
                                          coord_pixel_size=job.coord_pixel_size,
                                          consume_image=True, put=writer.put, release=release)
