@@ -1,8 +1,8 @@
-"""Throughput of the service on workload B1 (docs/performance_targets.md) and its floor.
+"""Extraction throughput (particles/s) on workload B1 with the cluster already up, and its floor.
 
 B1: 4 micrograph pairs of 4096x4096 float32 (8 micrographs), 300 coordinate pairs each
 (2,400 particles), box 256, dust removal, inversion, Ramp with radius 128; ``--flip`` adds
-phase flipping (the issue's variant), ``--downsample 2 --box 128`` gives B2.
+phase flipping (B1 + flip), ``--downsample 2 --box 128`` gives B2.
 
 Prints, for 1 and 2 worker processes: wall time of the extraction (cluster already up),
 particles/s, peak RSS per worker; and the floor on the same machine in the same run:

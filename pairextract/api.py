@@ -66,21 +66,33 @@ def extract_pairs(
     client
         A ``distributed.Client``; or a function returning a context manager that yields
         one (e.g. ``lambda: open_client("slurm")``), entered while the inputs are read and
-        checked; ``None`` starts a local cluster of ``workers`` for this call, the same way:
-        threads of this process with ``local_threads``, else one process each; by default
-        threads for a run of up to 64 micrographs without phase flip
-        (:func:`pairextract.runtime.prefer_local_threads`).
+        checked; ``None`` starts a local cluster for this call (``workers``,
+        ``local_threads``), also while the inputs are read and checked, and closes it at
+        the end.
     dtype
         ``"float32"`` (default) or ``"float16"`` for the stored particles.
-    residual_threshold, drop_flagged
-        Geometry check: pairs whose residual from the fitted tilt geometry exceeds the
-        threshold (pixels) are flagged; with ``drop_flagged`` they are dropped.
+    residual_threshold
+        Geometry check: pairs whose residual from the fitted tilt geometry exceeds this many
+        pixels are flagged. ``None`` (default): per micrograph pair, ``max(5 px, c * sigma)``
+        of its own residual scale (:mod:`pairextract.prepare.geometry`).
+    drop_flagged
+        Drop the flagged pairs from the pair index (reason ``geometry_flagged``) instead of
+        only marking them.
     overwrite
         Start again instead of resuming: deletes the files an earlier run wrote into ``out``
         (only those; other files stay and are reported). ``out`` must be new, empty or a
         pairextract output, and must not hold the inputs.
     progress
-        Show a progress bar (Dask's widget in a notebook, text otherwise).
+        Show a progress bar: Dask's widget in a notebook (or with ``"notebook"``), a text
+        bar on standard error otherwise.
+    workers
+        Only with ``client=None``: the local cluster's workers, i.e. micrograph tasks at once
+        (default ``min(2, cpus)``).
+    local_threads
+        Only with ``client=None``: ``True`` runs the workers as threads of this process,
+        ``False`` each in a process of its own; ``None`` (default) lets
+        :func:`pairextract.runtime.prefer_local_threads` choose (threads for a run of up to
+        64 micrographs without phase flip).
     strict_checks
         Refuse the run when the input checks find errors that concern the whole run.
     recenter
@@ -95,6 +107,10 @@ def extract_pairs(
     protect
         More input paths (CTF files, coordinate folders) that ``out`` must not contain; the
         pair table, micrographs and coordinate files are always protected.
+    **read_options
+        Passed to :func:`pairextract.read_pairs` when ``inputs`` is a path (``coords``,
+        ``ctf_untilted``, ``ctf_tilted``, ``other_micrographs``, ``pixel_size``,
+        ``other_pixel_size``); refused with an in-memory ``inputs``.
 
     Returns
     -------

@@ -13,8 +13,11 @@ class CTF:
 
     Parameters
     ----------
-    defocus_u, defocus_v
-        Defocus in Angstrom, positive for underfocus (RELION/CTFFIND convention).
+    defocus_u
+        Defocus along the U axis in Angstrom, positive for underfocus (RELION/CTFFIND
+        convention).
+    defocus_v
+        Defocus along the V axis (perpendicular to U) in Angstrom, positive for underfocus.
     defocus_angle
         Azimuth of the U axis in degrees, from +x towards +y (image rows).
     voltage
@@ -26,12 +29,13 @@ class CTF:
     phase_shift
         Phase-plate phase shift in degrees, or None. Xmipp ignores the phase shift of
         CTFFIND/Gctf estimates when flipping; pairextract applies it when given.
-    specimen_tilt, specimen_tilt_axis
-        Tilt of the specimen plane ``theta`` and the direction of its axis ``phi`` in degrees,
-        or None (a flat specimen). ``phi`` turns from +x towards +y, as CTFFIND5's tilt axis
-        angle; the defocus values are those at the micrograph centre. See
-        :mod:`pairextract.ops.tilt` for the sign conventions. Only the tilt-aware phase flip
-        reads them.
+    specimen_tilt
+        Tilt of the specimen plane ``theta`` in degrees, or None (a flat specimen); with a
+        tilt, the defocus values are those at the micrograph centre. Given together with
+        ``specimen_tilt_axis``; only the tilt-aware phase flip reads them.
+    specimen_tilt_axis
+        Direction ``phi`` of the tilt axis in degrees, or None: it turns from +x towards +y,
+        as CTFFIND5's tilt axis angle (sign conventions in :mod:`pairextract.ops.tilt`).
     """
 
     defocus_u: float

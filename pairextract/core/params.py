@@ -27,9 +27,11 @@ class ExtractionParams:
     fill_borders
         Keep boxes that leave the micrograph, filling outside pixels with the nearest edge
         pixel. Off by default: such particles (and their pairs) are dropped.
-    dust_removal, dust_threshold
-        Replace pixels beyond mean +- threshold x std of the micrograph by the median of
-        their good 5x5 neighbours.
+    dust_removal
+        Replace pixels beyond mean +- ``dust_threshold`` x std of the micrograph by the
+        median of their good 5x5 neighbours (on by default).
+    dust_threshold
+        The dust removal's threshold in standard deviations of the micrograph, > 0.
     invert
         Contrast inversion as Xmipp's scissor does it: ``(max - v) / (max - min)``.
     phase_flip
@@ -117,8 +119,9 @@ class ExtractionParams:
     def to_dict(self) -> dict[str, Any]:
         """Plain dict, for provenance and JSON.
 
-        The tilt-aware options appear only when used, so that a run with Xmipp's behaviour
-        records (and resumes with) the same parameters as before they existed.
+        The tilt-aware options appear only when used: a run with Xmipp's behaviour records
+        the protocol's parameters alone, so its provenance, and the resume check that compares
+        it, do not depend on options it does not use.
         """
         d = dataclasses.asdict(self)
         if self.tilt_defocus is None:

@@ -195,34 +195,51 @@ PATH_OPTIONS = ("coords", "ctf_untilted", "ctf_tilted", "other_micrographs")
 def read_pairs(source: PathLike, **options: Any) -> TiltPairInputs:
     """Read tilt-pair inputs in any supported form.
 
-    Forms (by extension): a flat pair table or a table listing per-view coordinate files
-    (``.csv``, ``.parquet``, ``.star``); an Xmipp micrograph-pairs ``.xmd`` with ``.pos`` files;
-    a Scipion ``CoordinatesTiltPair`` ``.sqlite`` (or its project folder's pair set).
+    Parameters
+    ----------
+    source
+        The input; its form is detected from the extension: a flat pair table or a table
+        listing per-view coordinate files (``.csv``, ``.parquet``, ``.star``); an Xmipp
+        micrograph-pairs ``.xmd`` with ``.pos`` files; a Scipion ``CoordinatesTiltPair``
+        ``.sqlite`` (or its project folder's pair set).
+    **options
+        The keyword options below; any other name is a ``TypeError``.
 
-    Options
-    -------
-    coords
-        Folder of the Xmipp ``.pos`` files (default: beside the ``.xmd``).
-    ctf_untilted, ctf_tilted
-        CTFs of each view: RELION STAR, CTFFIND ``.txt``, Xmipp ``.ctfparam``, or a folder of them.
-        Matched to the extraction micrographs by name without folder and extension; a pixel
-        size in the file fills only the extraction micrographs' unknown pixel sizes (applied
-        after ``other_micrographs``, never taken as the picking pixel size).
-    other_micrographs
-        Extract from these micrographs instead (folder, STAR/xmd list or text list), matched to
-        the picking micrographs by name without extension; coordinates are rescaled by the
+    Other Parameters
+    ----------------
+    coords : str or os.PathLike
+        Folder of the Xmipp ``.pos`` files (default: beside the ``.xmd``); Xmipp inputs only.
+    ctf_untilted : str or os.PathLike
+        CTFs of the untilted micrographs: RELION STAR, CTFFIND ``.txt``, Xmipp ``.ctfparam``,
+        or a folder of them. Matched to the extraction micrographs by name without folder
+        and extension; a pixel size in the file fills only the extraction micrographs'
+        unknown pixel sizes (applied after ``other_micrographs``, never taken as the picking
+        pixel size).
+    ctf_tilted : str or os.PathLike
+        CTFs of the tilted micrographs, as ``ctf_untilted``.
+    other_micrographs : str or os.PathLike
+        Extract from these micrographs instead (folder, STAR/xmd list or text list), matched
+        to the picking micrographs by name without extension; coordinates are rescaled by the
         ratio of pixel sizes. The picking pixel size (input, else MRC header, else
         ``pixel_size``) must then be known: InputError otherwise.
-    pixel_size
+    pixel_size : float
         Pixel size (Å/px) of the picking micrographs, used where neither the input nor the
         file header gives one.
-    other_pixel_size
-        Pixel size of the "other" micrographs (default: their headers / list).
+    other_pixel_size : float
+        Pixel size (Å/px) of the "other" micrographs (default: their headers / list).
+
+    Returns
+    -------
+    TiltPairInputs
+        The micrograph pairs, coordinate pairs and CTFs, with the reading's errors and
+        warnings.
 
     Raises
     ------
     InputError
         Naming the file (and line) at fault.
+    ParameterError
+        A pixel size that is not > 0.
     """
     _check_options(options)
     p = Path(source)

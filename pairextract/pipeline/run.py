@@ -154,8 +154,8 @@ def _run_locked(inputs: TiltPairInputs, out: Path, params: ExtractionParams, cli
               if j.name not in done and j.micrograph in bad_files}
     todo = [j for j in jobs if j.name not in done and j.name not in failed]
     # The arrays' metadata is written while the first tasks run (the tasks write only their
-    # shard files): importing zarr and creating the arrays is off the critical path, and so
-    # is a geometry check that nothing before the pair index needs.
+    # shard files): writing it is off the critical path, and so is a geometry check that
+    # nothing before the pair index needs.
     try:
         finished, fit = _compute(todo, infos, out, params, layout.rows_per_shard, dtype, run,
                                  client, progress, failed, meanwhile=meanwhile)
@@ -218,7 +218,7 @@ def _run_provenance(inputs: TiltPairInputs, jobs: list[MicrographJob],
     return {
         "software": "pairextract",
         "version": _version(),
-        # ``sampling_rate`` keeps its old meaning (the untilted view's) for old readers.
+        # ``sampling_rate`` is the untilted view's, for readers of a single sampling.
         "sampling_rate": sampling["untilted"],
         "sampling_rate_untilted": sampling["untilted"],
         "sampling_rate_tilted": sampling["tilted"],

@@ -115,19 +115,35 @@ def check_inputs(
     micrograph_info: Callable[[str], Any] | None = None,
     downsample: float | None = None,
 ) -> CheckReport:
-    """Check ``inputs`` before extraction; see the module docstring for the rules.
+    """Check ``inputs`` before extraction, reading no pixels (what ``pairextract check`` does).
+
+    Reports missing or unreadable micrographs, coordinates that are not numbers, duplicated
+    pair ids, CTFs missing for phase flipping, micrographs smaller than the box and names
+    that cannot name output files, and decides which boxes leave their micrograph
+    (:mod:`pairextract.prepare.checks` lists the rules).
 
     Parameters
     ----------
     inputs
-        The model to check.
+        The inputs to check.
     params
-        Extraction parameters; give their ``box_size``, ``downsample`` and ``phase_flip``.
-    box_size, phase_flip, downsample
-        The same without ``params`` (``params`` wins when both are given).
+        Extraction parameters: their ``box_size``, ``downsample`` and ``phase_flip`` are
+        used (and win over the three arguments below).
+    box_size
+        Box size in output pixels, without ``params``; ``None``: no box checks.
+    phase_flip
+        Whether phase flipping is asked, without ``params``: the CTFs are then checked.
     micrograph_info
         ``path -> object with .shape (H, W) and .pixel_size`` reading no pixels; default
         :func:`pairextract.io.micrograph.micrograph_info`.
+    downsample
+        Downsampling factor, without ``params`` (default 1).
+
+    Returns
+    -------
+    CheckReport
+        The errors and warnings, one message each, the boxes outside their micrograph and
+        each micrograph's size and pixel size.
     """
     if params is not None:
         box_size, phase_flip, downsample = params.box_size, params.phase_flip, params.downsample

@@ -72,12 +72,14 @@ def open_client(
     ----------
     cluster
         ``"local"``, ``"slurm"``, ``"pbs"``, ``"address"`` or ``"scheduler-file"``.
-    address, scheduler_file
-        The scheduler of ``"address"`` (``tcp://10.0.0.5:8786``) or its JSON file for
-        ``"scheduler-file"`` (as written by ``dask scheduler --scheduler-file``).
+    address
+        With ``"address"``: the scheduler's address (``tcp://10.0.0.5:8786``).
+    scheduler_file
+        With ``"scheduler-file"``: the scheduler's JSON file (as written by
+        ``dask scheduler --scheduler-file``).
     workers
-        Local: worker processes (default ``min(2, cpus)``). Slurm/pbs: worker processes to
-        request (jobs = workers / processes per job).
+        Local: workers, processes or (``local_threads``) threads (default ``min(2, cpus)``).
+        Slurm/pbs: worker processes to request (jobs = workers / processes per job).
     threads_per_worker
         Local only (1: extraction tasks are single-threaded numpy; batch jobs follow their
         configuration's ``cores / processes``).
@@ -93,9 +95,10 @@ def open_client(
         ``(minimum, maximum)``: adaptive scaling, in jobs (slurm/pbs) or worker processes.
     memory_limit
         Local: memory per worker process. Slurm/pbs: ``memory`` per job (overrides the config).
-    jobqueue_config, log_directory
-        Slurm/pbs: a YAML file merged over dask's configuration, and the folder for the worker
-        jobs' output when the configuration names none.
+    jobqueue_config
+        Slurm/pbs: a YAML file merged over dask's configuration (its keys win).
+    log_directory
+        Slurm/pbs: the folder for the worker jobs' output when the configuration names none.
     connect_timeout
         Seconds to wait for an existing scheduler (address, scheduler file) to answer.
     report

@@ -92,7 +92,7 @@ def tune_malloc(threshold: int = 32 << 20) -> bool:
     Dask's nanny starts workers with ``MALLOC_TRIM_THRESHOLD_=65536``, which also freezes
     glibc's mmap threshold at 128 KiB: every box-sized temporary is then a fresh mmap and
     page-faults on first touch, which slows extraction down markedly. Fixing both thresholds
-    at 32 MiB restores the speed and returns anything larger to the system as before.
+    at 32 MiB restores the speed and still returns anything larger to the system.
 
     Returns
     -------

@@ -1,28 +1,30 @@
 """The output folder: a Zarr v3 hierarchy of particle stacks plus Parquet tables.
 
 This package is the one owner of the format: the pipeline writes through it, and the faces
-(the API, the CLI, the exports, the figures) read through it. Layout of ``OUT``::
+(the API, the CLI, the exports, the figures) read through it. Layout of ``OUT``:
 
-    pairs.zarr/            zarr v3 group; attrs["pairextract"] = provenance
-      untilted/images      (slots, box, box) float32|float16, sharded: one shard file
-                           ``c.<i>.0.0`` of (shard, box, box) per micrograph, inner chunks
-                           of one particle
-      untilted/<column>    per-slot metadata (pair_id, x, y, xi, yi, status, ...)
-      tilted/...           the same for the tilted view
-    untilted.parquet       one row per extracted slot of the untilted view
-    tilted.parquet         the same for the tilted view
-    pairs.parquet          the pair index (ParticlesTiltPair): kept pairs only
-    dropped.parquet        every coordinate pair that was not kept, with its reason
-    micrographs.parquet    micrograph pairs with given and fitted tilt angles
-    summary.json           counts, timings, output path
-    _work/                 layout.json and a journal (journal-*.part) per worker process:
-                           what each finished micrograph gave (resume)
-    .lock                  held while a run writes into OUT
-    .pairextract           the marker: written by pairextract (:mod:`.folder`)
+```text
+pairs.zarr/            zarr v3 group; attrs["pairextract"] = provenance
+  untilted/images      (slots, box, box) float32|float16, sharded: one shard file
+                       c.<i>.0.0 of (shard, box, box) per micrograph, inner chunks
+                       of one particle
+  untilted/<column>    per-slot metadata (pair_id, x, y, xi, yi, status, ...)
+  tilted/...           the same for the tilted view
+untilted.parquet       one row per input coordinate of the untilted view, with its slot
+tilted.parquet         the same for the tilted view
+pairs.parquet          the pair index (ParticlesTiltPair): kept pairs only
+dropped.parquet        every coordinate pair that was not kept, with its reason
+micrographs.parquet    micrograph pairs with given and fitted tilt angles
+summary.json           counts, timings, output path
+_work/                 layout.json and a journal (journal-*.part) per worker process:
+                       what each finished micrograph gave (resume)
+.lock                  held while a run writes into OUT
+.pairextract           the marker: written by pairextract
+```
 
-Modules: :mod:`.folder` (the folder, its lock, atomic writes), :mod:`.layout` (jobs and
-their slots), :mod:`.shards` (the particle files), :mod:`.journal` (what each job found),
-:mod:`.verify` (resume and damage), :mod:`.reader` (everything that reads an output).
+Modules: :mod:`.folder` (the folder, its marker and lock, atomic writes), :mod:`.layout`
+(jobs and their slots), :mod:`.shards` (the particle files), :mod:`.journal` (what each job
+found), :mod:`.verify` (resume and damage), :mod:`.reader` (everything that reads an output).
 """
 
 from __future__ import annotations

@@ -106,16 +106,34 @@ def view_sampling_rates(provenance: dict[str, Any]) -> dict[str, float]:
 def open_pairs(out: str | Path) -> xr.Dataset:
     """The kept pairs as an ``xarray.Dataset`` with dimension ``pair``, lazily loaded.
 
-    Data variables ``untilted`` and ``tilted`` have dims ``(pair, y, x)``; per-pair
-    coordinates include ``pair_id``, ``micrograph_u``, ``x_u``, ``y_u``, ``micrograph_t``,
-    ``x_t``, ``y_t`` (input pixels), ``xi_*``/``yi_*`` (pixels of the cut micrograph), the
-    tilt angles, the geometry residual and the CTF values per view (per particle with the
-    tilt-aware flip: ``defocus_offset_*``); after re-centring, ``shift_*`` and ``origin_*``
-    (``pairextract.prepare.recenter``);
-    ``sampling_u``/``_t``, each pair's output pixel size (Å/px) in each view. Attrs:
-    ``sampling_rate_untilted``, ``sampling_rate_tilted`` (NaN when unknown or mixed within
-    the view), ``sampling_rate`` (the untilted one, as before), ``box_size``, ``params``,
-    ``dtype``, ``version``.
+    Parameters
+    ----------
+    out
+        An output folder of ``extract_pairs`` or ``pairextract extract``.
+
+    Returns
+    -------
+    xarray.Dataset
+        Data variables ``untilted`` and ``tilted``, dims ``(pair, y, x)``, read from the
+        Zarr store only when used; row k is the k-th row of ``pairs.parquet``. Per-pair
+        coordinates: ``pair_id``, ``mic_pair_id``, ``micrograph_u``, ``x_u``, ``y_u``,
+        ``micrograph_t``, ``x_t``, ``y_t`` (input pixels), ``xi_*``/``yi_*`` (pixels of the
+        cut micrograph), the tilt angles, the geometry residual and the CTF values per view
+        (per particle with the tilt-aware flip: ``defocus_offset_*``); after re-centring,
+        ``shift_*`` and ``origin_*`` (:mod:`pairextract.prepare.recenter`); ``sampling_u``,
+        ``sampling_t``, each pair's output pixel size (Å/px) in each view. Attributes:
+        ``sampling_rate_untilted``, ``sampling_rate_tilted`` (NaN when unknown or mixed
+        within the view), ``sampling_rate`` (the untilted one, for readers of a single
+        sampling), ``box_size``, ``params`` (JSON text), ``dtype``, ``version``,
+        ``phase_flipped_u``, ``phase_flipped_t`` and ``source`` (the output folder).
+
+    Raises
+    ------
+    InputError
+        ``out`` holds no finished output.
+    DamagedOutputError
+        A table is unreadable or a particle file is missing or damaged
+        (:func:`check_output`); the same ``extract`` command repairs it.
     """
     import zarr
 
@@ -165,7 +183,7 @@ def _pair_coords(path: Path, pairs: pd.DataFrame, prov: dict[str, Any]) -> dict[
 def _pair_attrs(path: Path, pairs: pd.DataFrame, prov: dict[str, Any]) -> dict[str, Any]:
     samplings = view_sampling_rates(prov)
     return {
-        # ``sampling_rate`` is the untilted view's, as before; each view has its own below.
+        # ``sampling_rate`` is the untilted view's, for readers of a single sampling.
         "sampling_rate": samplings[View.UNTILTED],
         "sampling_rate_untilted": samplings[View.UNTILTED],
         "sampling_rate_tilted": samplings[View.TILTED],

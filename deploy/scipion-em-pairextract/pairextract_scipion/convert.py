@@ -2,7 +2,7 @@
 
 Scipion -> pairextract: the protocol's inputs become a flat pair table (``pairs.csv``: one row
 per coordinate pair, with the micrograph pair's pixel sizes and tilt angles) and one RELION
-micrographs STAR of CTFs per view, the input forms pairextract reads (its README, "Inputs").
+micrographs STAR of CTFs per view, input forms pairextract reads (its docs/user/inputs.md).
 
 pairextract -> Scipion: ``pairextract export --to xmipp`` writes ``images_<view>.xmd`` whose row
 k is pair k in both views (``_itemId`` = pair id = Scipion coordinate id, ``_image`` =

@@ -4,10 +4,10 @@ Run with the Python of pairextract's environment (not Scipion's)::
 
     python3 synth_data.py OUT N_MIC_PAIRS HEIGHT WIDTH PARTICLES_PER_PAIR BOX
 
-OUT gets what ``pairextract.testing.synth.make_dataset`` writes (``mics/u001.mrc``, ``t001.mrc``, ...,
-``pairs.csv``, ``micrographs_ctf.star``, ``angles.csv``, ``truth.csv``) plus what a Scipion
-user imports: ``coords/input_micrographs.xmd`` and one ``.pos`` per micrograph as Xmipp's
-tilt-pair picker writes them (rows paired by order, tilt angles in the ``.xmd``), and
+OUT gets what ``pairextract.testing.synth.make_dataset`` writes (``mics/u001.mrc``,
+``t001.mrc``, ..., ``pairs.csv``, ``micrographs_ctf.star``, ``angles.csv``, ``truth.csv``) plus
+what a Scipion user imports: ``coords/input_micrographs.xmd`` and one ``.pos`` per micrograph
+as Xmipp's tilt-pair picker writes them (rows paired by order, tilt angles in the ``.xmd``), and
 ``ctfs/<micrograph>.ctfparam`` (Xmipp CTF files). Prints a JSON summary on stdout.
 """
 
@@ -17,9 +17,9 @@ from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
+from pairextract.core.inputs import remove_ext
 from pairextract.io import read_pairs
 from pairextract.io.xmipp import write_ctfparam, write_xmipp_pairs
-from pairextract.core.inputs import remove_ext
 from pairextract.testing.synth import make_dataset
 
 
