@@ -201,9 +201,7 @@ def _prepare(inputs: TiltPairInputs, params: ExtractionParams,
 
 def _write_recenter(out: Path, table: pd.DataFrame | None) -> None:
     """``recenter.parquet`` of a re-centring run; a stale one (ours) goes when not re-centring."""
-    from pairextract.prepare.recenter import RECENTER_NAME
-
-    path = out / RECENTER_NAME
+    path = out / store.RECENTER
     if table is None:
         path.unlink(missing_ok=True)
         return

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+from pairextract import store
 from pairextract.errors import ClusterConfigError
 from pairextract.runtime import (
     DEFAULT_CONNECT_TIMEOUT,
@@ -24,7 +25,6 @@ from pairextract.runtime import (
     read_scheduler_file,
 )
 from pairextract.runtime.local import THREADS_UP_TO_MICROGRAPHS
-from pairextract.store import folder as outdir
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -278,7 +278,7 @@ def cluster_request(
     kind, target = resolve_scheduler(
         getattr(args, "cluster", None), getattr(args, "scheduler", None)
     )
-    logs = (Path(out).resolve() / outdir.LOGS if out is not None and kind in ("slurm", "pbs")
+    logs = (Path(out).resolve() / store.LOGS if out is not None and kind in ("slurm", "pbs")
             else None)
     threads = _local_threads(args, kind, n_micrographs, phase_flip)
     return kind, {

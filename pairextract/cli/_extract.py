@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     """Run the extraction; exit status as documented (docs/user/safety.md, "Exit statuses")."""
     from pathlib import Path
 
-    from pairextract import cli
+    from pairextract import cli, store
     from pairextract.api import extract_pairs
     from pairextract.cli._cluster_options import (
         client_from_args,
@@ -61,7 +61,6 @@ def run(args: argparse.Namespace) -> int:
     )
     from pairextract.io import read_pairs
     from pairextract.io.reader import PATH_OPTIONS
-    from pairextract.store import folder as outdir
 
     params = params_from_args(args)
     read_options = read_options_from_args(args)
@@ -69,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     protect = [v for k, v in read_options.items() if k in PATH_OPTIONS]
     protect += [p for p in (args.recenter, args.recenter_pairs) if p]
     # Before a cluster is started: an unusable --out is known now.
-    outdir.check_output_folder(Path(args.out).resolve(), outdir.input_paths(inputs, protect))
+    store.check_output_folder(Path(args.out).resolve(), store.input_paths(inputs, protect))
     n_micrographs = 2 * len(inputs.micrograph_pairs)
     if cli.PROGRAM and starts_local_processes(args, n_micrographs, params.phase_flip):
         from pairextract.runtime import start_worker_forkserver

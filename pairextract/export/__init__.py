@@ -36,7 +36,7 @@ def planned_files(to: str) -> list[str]:
         return [f"{v}/{n}" for v in VIEWS for n in (STAR_NAME, STACK_NAME)] + [
             "pairs.star", "pairs.csv"]
     return [n for v in VIEWS for n in (stack_name(v), f"images_{v}.xmd")] + [
-        "micrograph_pairs.xmd"]
+        "micrograph_pairs.xmd", "pairs.csv"]
 
 
 def export(out: str | os.PathLike[str] | xr.Dataset, to: str,

@@ -33,7 +33,6 @@ from pairextract.pipeline.tasks import JobRows, particle_columns, run_job
 from pairextract.prepare.geometry import GeometryFit
 from pairextract.runtime.progress import done_batches, show_progress
 from pairextract.store import MicrographJob, shard_rows
-from pairextract.store import folder as outdir
 
 FORMAT_VERSION = 1
 
@@ -99,18 +98,18 @@ def run_extraction(
         raise ValueError(f"dtype must be float32 or float16, got {dtype!r}")
     warnings = list(warnings or [])
     t0 = time.perf_counter()
-    outdir.check_output_folder(out, outdir.input_paths(inputs, protect))
+    store.check_output_folder(out, store.input_paths(inputs, protect))
     with ExitStack() as held:
         # One locked step: nothing can start writing between the clearing and this run.
         with _writing("the output folder", out):
             held.enter_context(store.run_lock(out))
-            if overwrite and outdir.is_extract_output(out):
-                kept = outdir.clear_output(out)
+            if overwrite and store.is_extract_output(out):
+                kept = store.clear_output(out)
                 if kept:
                     warnings.append(
                         f"--overwrite kept {len(kept)} file(s) in {out} that pairextract did "
                         f"not write: {', '.join(kept[:5])}{' ...' if len(kept) > 5 else ''}")
-            outdir.write_marker(out, "extract")
+            store.write_marker(out, "extract")
         return _run_locked(inputs, out, params, client, dtype, geometry, drop_flagged,
                            progress, warnings, t0, headers)
 
@@ -378,11 +377,11 @@ def _write_outputs(out: Path, inputs: TiltPairInputs, layout: Any,
                    dropped: pd.DataFrame, geometry: GeometryFit | None) -> None:
     # Each table atomically (temporary file + rename): a reader never sees half a file.
     for view, table in tables.items():
-        store.write_table(out / f"{view}.parquet", table)
+        store.write_table(store.table_path(out, view), table)
         store.write_slot_metadata(out, view, table, int(layout.slots[view]))
-    store.write_table(out / "pairs.parquet", pairs)
-    store.write_table(out / "dropped.parquet", dropped)
+    store.write_table(store.table_path(out, "pairs"), pairs)
+    store.write_table(store.table_path(out, "dropped"), dropped)
     mics = inputs.micrograph_pairs.copy()
     if geometry is not None:
         mics = mics.merge(geometry.micrographs, on="mic_pair_id", how="left")
-    store.write_table(out / "micrographs.parquet", mics)
+    store.write_table(store.table_path(out, "micrographs"), mics)

@@ -28,7 +28,6 @@ from pairextract.ops.geometry import tilt_matrix
 from pairextract.ops.scale import box_scale, output_sampling, scale_coordinates
 from pairextract.prepare.geometry import GeometryFit
 
-RECENTER_NAME = "recenter.parquet"
 # shift_*: how far each coordinate moved (picking pixels); origin_*: the output origin (pixels
 # of the particle images, and Å).
 RECENTER_COLUMNS = ("pair_id", "shift_x_u", "shift_y_u", "shift_x_t", "shift_y_t",

@@ -4,8 +4,9 @@
 into a ``distributed.Client`` and shuts it all down at the end. The modules, one concept each:
 :mod:`.client` (open_client, connecting, closing), :mod:`.local` (threads or processes, the
 workers' fork server), :mod:`.jobqueue` (batch-job workers), :mod:`.signals` (Ctrl-C and
-SIGTERM), :mod:`.tuning` (every process-wide tweak), :mod:`.progress` (following the futures)
-and :mod:`.worker_start` (the local workers' Dask preload).
+SIGTERM), :mod:`.tuning` (every process-wide tweak, including the local workers' Dask preload,
+``pairextract.pipeline.worker_start``, named there) and :mod:`.progress` (following the
+futures).
 
 Nothing here imports Dask at module level: the command line imports it as it starts.
 """

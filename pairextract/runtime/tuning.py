@@ -148,8 +148,9 @@ def batch_messages(client: Client) -> None:
 
 # ----------------------------------------------------------------------------- Dask config
 
-# Dask preloads this module by name in every local worker (see preloaded_workers).
-WORKER_PRELOAD = "pairextract.runtime.worker_start"
+# Dask preloads this module by name in every local worker (see preloaded_workers): the
+# pipeline's task code and a frozen heap. A name, not an import: runtime sits below pipeline.
+WORKER_PRELOAD = "pairextract.pipeline.worker_start"
 
 
 @contextlib.contextmanager

@@ -33,13 +33,20 @@ from typing import TYPE_CHECKING
 
 from pairextract.store._zarr import prepare_arrays, write_slot_metadata
 from pairextract.store.folder import (
+    LOGS,
+    RECENTER,
     TABLES,
     WORK,
     ZARR_NAME,
+    check_output_folder,
     claim_destination,
+    clear_output,
+    input_paths,
+    is_extract_output,
     read_json,
     read_marker,
     run_lock,
+    table_path,
     write_json,
     write_marker,
     write_table,
@@ -92,11 +99,13 @@ _READERS = frozenset({
 })
 
 __all__ = [
-    "LAYOUT_FORMAT", "TABLES", "WORK", "ZARR_NAME", "Layout", "MicrographJob",
-    "append_journal", "check_output", "claim_destination", "close_journal", "done_jobs",
+    "LAYOUT_FORMAT", "LOGS", "RECENTER", "TABLES", "WORK", "ZARR_NAME", "Layout", "MicrographJob",
+    "append_journal", "check_output", "check_output_folder", "claim_destination",
+    "clear_output", "close_journal", "done_jobs", "input_paths", "is_extract_output",
     "is_output", "journal_columns", "new_run", "open_layout", "prepare_arrays", "read_journal",
     "read_json", "read_marker", "run_lock", "save_layout", "shard_rows", "shard_writer",
-    "write_json", "write_marker", "write_slot_metadata", "write_table", *sorted(_READERS),
+    "table_path", "write_json", "write_marker", "write_slot_metadata", "write_table",
+    *sorted(_READERS),
 ]
 
 

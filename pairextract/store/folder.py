@@ -48,7 +48,9 @@ TABLES = ("untilted.parquet", "tilted.parquet", "pairs.parquet", "dropped.parque
           "micrographs.parquet")
 
 # What an extraction writes at the top of its folder (besides the Zarr store and _work/).
-_EXTRACT_FILES = frozenset({MARKER, "summary.json", *TABLES, "recenter.parquet"})
+# the re-centring run's shifts and origins per pair (only when re-centring)
+RECENTER = "recenter.parquet"
+_EXTRACT_FILES = frozenset({MARKER, "summary.json", *TABLES, RECENTER})
 # ".part": the journals; ".arrow", ".parquet": the part files of earlier versions
 _WORK_SUFFIXES = (".part", ".arrow", ".parquet", ".json", ".tmp")
 
@@ -106,6 +108,14 @@ def write_table(path: Path, table: pd.DataFrame) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def table_path(out: Path, name: str) -> Path:
+    """The path of the output table ``name`` (``"pairs"``, ``"untilted"``, ...) in ``out``."""
+    file = f"{name}.parquet"
+    if file not in TABLES:
+        raise ValueError(f"{name!r} is not one of the output's tables {TABLES}")
+    return out / file
 
 
 def read_marker(folder: Path) -> dict[str, Any] | None:

@@ -20,7 +20,7 @@ import xarray as xr
 
 from pairextract.core.vocab import VIEWS, View
 from pairextract.errors import InputError
-from pairextract.store.folder import ZARR_NAME
+from pairextract.store.folder import RECENTER, ZARR_NAME
 from pairextract.store.verify import is_output, require_output, require_whole
 
 if TYPE_CHECKING:
@@ -164,7 +164,7 @@ def _pair_coords(path: Path, pairs: pd.DataFrame, prov: dict[str, Any]) -> dict[
         coords[col] = ("pair", values)
     coords["slot_u"] = ("pair", pairs["slot_u"].to_numpy(np.int64))
     coords["slot_t"] = ("pair", pairs["slot_t"].to_numpy(np.int64))
-    recentred = path / "recenter.parquet"
+    recentred = path / RECENTER
     if recentred.exists():
         extra = pd.read_parquet(recentred).set_index("pair_id")
         for col in extra.columns:
