@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from pairextract import store
 from pairextract.errors import ClusterConfigError
 from pairextract.runtime import (
     DEFAULT_CONNECT_TIMEOUT,
@@ -278,7 +277,9 @@ def cluster_request(
     kind, target = resolve_scheduler(
         getattr(args, "cluster", None), getattr(args, "scheduler", None)
     )
-    logs = (Path(out).resolve() / store.LOGS if out is not None and kind in ("slurm", "pbs")
+    from pairextract.store.folder import LOGS  # here: the store's writers import numpy
+
+    logs = (Path(out).resolve() / LOGS if out is not None and kind in ("slurm", "pbs")
             else None)
     threads = _local_threads(args, kind, n_micrographs, phase_flip)
     return kind, {
