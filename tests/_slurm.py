@@ -1,8 +1,9 @@
 """Helpers and fixtures for the tests that run Dask workers as real SLURM jobs.
 
-Imported by tests/test_slurm.py (``from _slurm import ...``); SLURM itself is started by
-``.ci/slurm.sh``. Everything is skipped, with the reason printed, only when this machine has no
-usable SLURM (no ``sinfo`` on PATH, or the controller does not answer, or no schedulable node).
+Imported by tests/runtime/test_slurm.py and test_slurm_recipes.py (``from _slurm import ...``);
+SLURM itself is started by ``.ci/slurm.sh``. Everything is skipped, with the reason printed,
+only when this machine has no usable SLURM (no ``sinfo`` on PATH, or the controller does not
+answer, or no schedulable node).
 """
 
 from __future__ import annotations

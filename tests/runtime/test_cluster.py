@@ -23,7 +23,7 @@ from pairextract.errors import ClusterConfigError
 from pairextract.runtime import open_client, parse_adapt, preloaded_workers
 from pairextract.runtime.jobqueue import make_jobqueue_cluster, slurm_request_problem
 
-DEPLOY = Path(__file__).resolve().parent.parent / "pairextract" / "deploy"
+DEPLOY = Path(__file__).resolve().parents[2] / "pairextract" / "deploy"
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -184,7 +184,7 @@ def test_bad_micrographs_are_dropped_with_reason_and_the_run_goes_on(client, tmp
     assert set(open_pairs(tmp_path / "out").mic_pair_id.values) == {3}
 
 
-# Killed runs and killed workers: tests/test_kill.py (deterministic, at a chosen task).
+# Killed runs and killed workers: tests/pipeline/test_kill.py (deterministic, at a chosen task).
 
 
 def test_pair_index_is_unique_and_ordered(default_run):  # type: ignore[no-untyped-def]

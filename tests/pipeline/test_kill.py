@@ -19,7 +19,7 @@ from pairextract import ExtractionParams
 from pairextract.api import extract_pairs
 from pairextract.io import read_pairs
 
-PRELOAD = str(Path(__file__).with_name("_kill_preload.py"))
+PRELOAD = str(Path(__file__).resolve().parents[1] / "_kill_preload.py")
 
 
 def _log(path: Path) -> list[tuple[str, str]]:

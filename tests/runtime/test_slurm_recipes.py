@@ -31,7 +31,7 @@ from pairextract.testing import synth
 
 pytestmark = [pytest.mark.slurm, pytest.mark.timeout(600)]
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 # Worker jobs for a 2-CPU CI node: 1 core, 1 GiB each, loopback network.
 JOBQUEUE_YAML = """\
 jobqueue:

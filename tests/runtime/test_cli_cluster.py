@@ -2,7 +2,7 @@
 
 Ctrl-C (SIGINT to the whole process group, as a terminal sends it), unreachable or wrong
 schedulers, an unconfigured batch system, per-micrograph failures on the terminal, and
-``pairextract deploy``. SLURM runs are in tests/test_slurm_recipes.py.
+``pairextract deploy``. SLURM runs are in tests/runtime/test_slurm_recipes.py.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from pairextract import store
 from pairextract.cli._deploy import RECIPES
 from pairextract.testing import synth
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def cli_env(**extra: str) -> dict[str, str]:

@@ -150,7 +150,7 @@ def _flip_and_cut(img: np.ndarray, sampling: float, ctf: CTF, x: int, y: int, bo
 def test_phase_flip_through_the_pipeline_matches_the_formulas(client, tmp_path, downsample):  # type: ignore[no-untyped-def]
     n = int(64 * downsample)
     # Sampling 1.7 after downsampling: CTF_U has a coefficient on a zero whose sign only the
-    # float-parsed sampling gets right (see tests/test_extract.py).
+    # float-parsed sampling gets right (see tests/ops/test_extract.py).
     paths, images = _micrographs(tmp_path / "m", (n, n), (1.7 / downsample, 1.7 / downsample))
     xy = [[32 * downsample, 32 * downsample, 30 * downsample, 34 * downsample],
           [24 * downsample, 40 * downsample, 26 * downsample, 38 * downsample]]
