@@ -91,7 +91,7 @@ def main() -> int:
             if r["wrong"]:
                 seen += f" **(expected exit {fault.rc}; {r['problem'] or 'message differs'})**"
             rows.append(f"| {fault.id} | {fault.title} | `pairextract {how}` | {seen} | "
-                        f"`{fault.test}` |")
+                        f"`test_faults::test_fault[{fault.id}]` |")
             print(rows[-1], flush=True)
     print()
     print(f"faults tried: {len(results)}; data lost: {sum(bool(r['lost']) for r in results)}; "

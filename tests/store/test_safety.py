@@ -1,7 +1,8 @@
 """pairextract never deletes or overwrites what it did not write (issue 9, section 1).
 
-The first four tests are the data-loss cases of the issue, run as a user would (the CLI, on a
-real Dask scheduler): each must now be refused with nothing in the user's folder changed.
+The data-loss cases of the issue, run as a user would (the CLI, on a real Dask scheduler), are
+faults D1-D15 and E1 of the catalogue (tests/_faults.py, tests/faults/test_faults.py); what is
+here pins what the catalogue does not: the Python API's refusals and what a refusal leaves.
 """
 
 from __future__ import annotations
@@ -42,104 +43,61 @@ def _extract(argv: list[str], client: object) -> int:
     return main(["extract", *argv, "--scheduler", addr, "--no-progress"])
 
 
-def test_output_folder_that_is_the_input_folder_is_refused(
+def test_output_folder_that_is_the_input_folder_is_refused_without_overwrite(
         r1: Path, client: object, capsys: pytest.CaptureFixture[str]) -> None:
-    # Issue 9: deleted r1/pairs.csv and the micrographs, then reported 0 pairs, exit 0.
+    # With --overwrite, and with a folder above the inputs: faults D1 and D2 (tests/_faults.py).
     before = snapshot(r1)
-    for extra in ([], ["--overwrite"]):
-        rc = _extract([str(r1 / "pairs.csv"), "--out", str(r1), "--box", "32", *extra], client)
-        err = capsys.readouterr().err
-        assert rc == EXIT_USAGE
-        assert f"contains the input {r1 / 'pairs.csv'}" in err and "Traceback" not in err
-        assert snapshot(r1) == before
-    # An output folder above the inputs holds them too.
-    rc = _extract([str(r1 / "pairs.csv"), "--out", str(r1.parent), "--box", "32",
-                   "--overwrite"], client)
-    assert rc == EXIT_USAGE and "contains the input" in capsys.readouterr().err
+    rc = _extract([str(r1 / "pairs.csv"), "--out", str(r1), "--box", "32"], client)
+    err = capsys.readouterr().err
+    assert rc == EXIT_USAGE
+    assert f"contains the input {r1 / 'pairs.csv'}" in err and "Traceback" not in err
     assert snapshot(r1) == before
 
 
-def test_overwrite_of_an_unrelated_folder_is_refused(
+def test_folder_holding_only_a_name_pairextract_writes_is_not_taken_for_an_output(
         r1: Path, client: object, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    # Issue 9: --overwrite deleted the user's files in it (and sub-folders).
+    # A user's folder with and without --overwrite: faults D3 and D4 (tests/_faults.py).
     user = tmp_path / "mine"
-    (user / "sub").mkdir(parents=True)
-    (user / "notes.txt").write_text("keep me")
-    (user / "sub" / "data.bin").write_bytes(b"\x00\x01")
-    (user / "summary.json").write_text("{}")  # a name pairextract also writes
+    user.mkdir()
+    (user / "summary.json").write_text("{}")
     before = snapshot(user)
-    for extra in ([], ["--overwrite"]):
-        rc = _extract([str(r1 / "pairs.csv"), "--out", str(user), "--box", "32", *extra],
-                      client)
-        err = capsys.readouterr().err
-        assert rc == EXIT_USAGE and "is not empty and is not a pairextract output" in err
-        assert snapshot(user) == before
-        assert not (user / ".lock").exists()
+    rc = _extract([str(r1 / "pairs.csv"), "--out", str(user), "--box", "32", "--overwrite"],
+                  client)
+    err = capsys.readouterr().err
+    assert rc == EXIT_USAGE and "is not empty and is not a pairextract output" in err
+    assert snapshot(user) == before
 
 
-def test_demo_refuses_a_non_empty_folder(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    # Issue 9: demo DIR overwrote DIR/data/pairs.csv and deleted files in DIR/extracted/.
-    d = tmp_path / "DIR"
-    (d / "data").mkdir(parents=True)
-    (d / "extracted").mkdir()
-    (d / "data" / "pairs.csv").write_text("my table\n")
-    (d / "extracted" / "result.mrcs").write_bytes(b"precious")
-    before = snapshot(d)
-    assert main(["demo", str(d), "--pairs", "1", "--size", "256", "--box", "32"]) == EXIT_USAGE
-    assert "is not empty" in capsys.readouterr().err
-    assert snapshot(d) == before
-    # --force writes only demo's own files: a same-named file it did not write is refused.
-    assert main(["demo", str(d), "--pairs", "1", "--size", "256", "--box", "32",
-                 "--force"]) == EXIT_USAGE
-    assert "data/pairs.csv already exists and was not written by pairextract demo" \
-        in capsys.readouterr().err.replace(str(d) + "/", "")
-    assert snapshot(d) == before
-
-
-def test_export_refuses_a_non_empty_destination(
-        client: object, r1: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    # Issue 9: export OUT --to relion DEST overwrote same-named files in DEST.
+def test_export_force_writes_beside_other_files_and_replaces_its_own(
+        client: object, r1: Path, tmp_path: Path) -> None:
+    # A clash with the user's files, with and without --force: faults D9 to D11.
     out = tmp_path / "out"
     extract_pairs(read_pairs(r1 / "pairs.csv"), out, ExtractionParams(box_size=32),
                   client=client)
     dest = tmp_path / "dest"
     dest.mkdir()
-    (dest / "pairs.csv").write_text("my pairs\n")
     (dest / "other.txt").write_text("unrelated")
-    before = snapshot(dest)
-    assert main(["export", str(out), "--to", "relion", str(dest)]) == EXIT_USAGE
-    assert "is not empty" in capsys.readouterr().err
-    assert main(["export", str(out), "--to", "relion", str(dest), "--force"]) == EXIT_USAGE
-    assert "pairs.csv already exists" in capsys.readouterr().err
-    assert snapshot(dest) == before
-    # Without the clash, --force writes its files and leaves the others alone ...
-    (dest / "pairs.csv").unlink()
     assert main(["export", str(out), "--to", "relion", str(dest), "--force"]) == 0
     assert (dest / "other.txt").read_text() == "unrelated"
     assert (dest / "untilted" / "particles.mrcs").exists()
-    # ... and may then replace its own files on the next export.
     assert main(["export", str(out), "--to", "relion", str(dest), "--force"]) == 0
-    assert main(["export", str(out), "--to", "relion", str(out)]) == EXIT_USAGE
-    assert "is the extraction output itself" in capsys.readouterr().err
 
 
 def test_overwrite_clears_only_what_pairextract_wrote(
         client: object, r1: Path, tmp_path: Path) -> None:
+    # A file of the user's at the top of the folder, from the command line: fault D12.
     inputs = read_pairs(r1 / "pairs.csv")
     out = tmp_path / "out"
     first = extract_pairs(inputs, out, ExtractionParams(box_size=32), client=client)
     assert is_extract_output(out) and (out / MARKER).exists()
-    (out / "notes.txt").write_text("mine")
     (out / "pairs.zarr" / "README").write_text("mine too")
     (out / "_work" / "keep.txt").write_text("and this")
     again = extract_pairs(inputs, out, ExtractionParams(box_size=40), client=client,
                           overwrite=True)
     assert again.micrographs_reused == 0 and again.micrographs_extracted == 4
-    assert (out / "notes.txt").read_text() == "mine"
     assert (out / "pairs.zarr" / "README").read_text() == "mine too"
     assert (out / "_work" / "keep.txt").read_text() == "and this"
-    assert any("kept 3 file(s)" in w and "notes.txt" in w for w in again.warnings)
+    assert any("kept 2 file(s)" in w and "keep.txt" in w for w in again.warnings)
     fresh = extract_pairs(inputs, tmp_path / "fresh", ExtractionParams(box_size=40),
                           client=client)
     a, b = open_pairs(out), open_pairs(fresh.out)
@@ -163,22 +121,17 @@ def test_overwrite_waits_for_no_one(client: object, r1: Path, tmp_path: Path) ->
     assert after == before
 
 
-def test_out_that_is_a_file_and_out_holding_a_ctf_file_are_refused(
-        r1: Path, client: object, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    f = tmp_path / "afile"
-    f.write_text("x")
-    rc = _extract([str(r1 / "pairs.csv"), "--out", str(f), "--box", "32"], client)
-    assert rc == EXIT_USAGE and "is a file, not a folder" in capsys.readouterr().err
-    assert f.read_text() == "x"
+def test_api_refuses_an_output_folder_holding_a_ctf_file(
+        r1: Path, client: object, tmp_path: Path) -> None:
+    # The command line's refusals of both: faults E1 and D6 (tests/_faults.py).
     ctf_dir = tmp_path / "ctfs"
     ctf_dir.mkdir()
     (ctf_dir / "micrographs_ctf.star").write_bytes((r1 / "micrographs_ctf.star").read_bytes())
-    rc = _extract([str(r1 / "pairs.csv"), "--out", str(ctf_dir), "--box", "32",
-                   "--ctf-untilted", str(ctf_dir / "micrographs_ctf.star")], client)
-    assert rc == EXIT_USAGE and "contains the input" in capsys.readouterr().err
+    before = snapshot(ctf_dir)
     with pytest.raises(OutputFolderError, match="contains the input"):
         extract_pairs(r1 / "pairs.csv", ctf_dir, ExtractionParams(box_size=32), client=client,
                       ctf_untilted=ctf_dir / "micrographs_ctf.star")
+    assert snapshot(ctf_dir) == before
 
 
 @pytest.mark.slow
