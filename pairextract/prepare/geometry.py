@@ -19,7 +19,7 @@ being flagged when sigma is tiny. A fixed ``threshold`` (px) replaces the rule f
 micrograph pair.
 
 On simulated micrograph pairs with 0.5-3 px of picking error, the rule flags at most 1 correct
-pair in 1000 for 4 to 30 pairs (``tests/test_geometry.py`` holds it to that).
+pair in 1000 for 4 to 30 pairs (``tests/prepare/test_geometry.py`` holds it to that).
 """
 
 from __future__ import annotations
