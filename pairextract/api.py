@@ -49,6 +49,7 @@ def extract_pairs(
     recenter: str | Path | Shifts | None = None,
     recenter_pairs: str | Path | None = None,
     protect: Sequence[str | os.PathLike[str]] = (),
+    verify_inputs: bool = False,
     **read_options: Any,
 ) -> ExtractionResult:
     """Extract every coordinate pair of ``inputs`` into the output folder ``out``.
@@ -107,6 +108,11 @@ def extract_pairs(
     protect
         More input paths (CTF files, coordinate folders) that ``out`` must not contain; the
         pair table, micrographs and coordinate files are always protected.
+    verify_inputs
+        On resume, tell a changed micrograph by a fingerprint of its content (its header and
+        64 blocks spread over it), not only by its size and modification time: a file
+        rewritten with its old size and time is extracted again. Off by default (reads a
+        little of every micrograph as the run starts).
     **read_options
         Passed to :func:`pairextract.read_pairs` when ``inputs`` is a path (``coords``,
         ``ctf_untilted``, ``ctf_tilted``, ``other_micrographs``, ``pixel_size``,
@@ -131,7 +137,8 @@ def extract_pairs(
         result = run_extraction(ready.inputs, out, params, c, dtype=dtype,
                                 geometry=ready.geometry, drop_flagged=drop_flagged,
                                 overwrite=overwrite, progress=progress, warnings=ready.warnings,
-                                protect=protect, headers=ready.headers)
+                                protect=protect, headers=ready.headers,
+                                verify_inputs=verify_inputs)
         _write_recenter(Path(out), ready.recentred)
         return result
 

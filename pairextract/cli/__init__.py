@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
+import math
 import os
 import sys
 import tempfile
@@ -18,7 +20,11 @@ from pairextract.errors import (
     EXIT_USAGE,
     PairextractError,
 )
+from pairextract.runtime.signals import interrupt_noted, sigterm_as_interrupt
 from pairextract.runtime.tuning import exit_without_teardown, freeze_imports, one_thread_per_task
+
+# A broken pipe (``| head``): the reader has all it wants; the shell's status for SIGPIPE.
+EXIT_BROKEN_PIPE = 141
 
 # Each module exposes register(subparsers); order here is the order of --help.
 _COMMANDS = ("_demo", "_check", "_extract", "_info", "_export", "_montage", "_deploy")
@@ -47,31 +53,98 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return EXIT_USAGE
-    name = f"pairextract {args.command}"
+    name = "pairextract"
+    noted = interrupt_noted()
     try:
-        return int(args.func(args) or 0)
+        # SIGTERM (kill, scancel, walltime) ends every command like Ctrl-C, whatever runs it.
+        with noted, sigterm_as_interrupt():
+            parser = build_parser()
+            args = parser.parse_args(argv)
+            if not getattr(args, "func", None):
+                parser.print_help()
+                return EXIT_USAGE
+            name = f"pairextract {args.command}"
+            _refuse_non_finite(parser, args)
+            return int(args.func(args) or 0)
     except KeyboardInterrupt:
-        print(f"{name}: interrupted; what was finished is kept and the same command resumes",
-              file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return _interrupted(name)
     except PairextractError as exc:
         _debug_traceback()
         print(f"{name}: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except BrokenPipeError:
+        return _broken_pipe()
     except OSError as exc:
+        if exc.errno == errno.EPIPE:
+            return _broken_pipe()
         # Not ours and not classified: the machine (a file, a disk, the network) failed.
         _debug_traceback()
         where = f" ({exc.filename})" if exc.filename else ""
         print(f"{name}: error: {exc.strerror or exc}{where}; fix the cause and run again "
               "(an interrupted extraction resumes)", file=sys.stderr)
         return EXIT_IO
-    except Exception as exc:  # a bug: a short message, the traceback in a file
-        return _internal_error(name, exc)
+    except Exception as exc:
+        if noted.seen or _caused_by_interrupt(exc):  # numpy's imports turn Ctrl-C into ImportError
+            return _interrupted(name)
+        return _internal_error(name, exc)  # a bug: a short message, the traceback in a file
+
+
+def _interrupted(name: str) -> int:
+    print(f"{name}: interrupted; what was finished is kept and the same command resumes",
+          file=sys.stderr)
+    return EXIT_INTERRUPTED
+
+
+def _caused_by_interrupt(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised while handling (or because of) a ``KeyboardInterrupt``."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, KeyboardInterrupt):
+            return True
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return False
+
+
+def _broken_pipe() -> int:
+    """The reader of our output went away (``| head``): end quietly.
+
+    Later writes, and the flush at exit, would fail again and print; stdout goes to
+    ``/dev/null`` instead.
+    """
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    return EXIT_BROKEN_PIPE
+
+
+def _refuse_non_finite(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Exit 2 naming the option given ``inf`` or ``nan``: no float option takes either.
+
+    ``float()`` parses both; every later check would compare them as numbers and let ``inf``
+    through.
+    """
+    bad = {k for k, v in vars(args).items() if isinstance(v, float) and not math.isfinite(v)}
+    if not bad:
+        return
+    sub = _subparser(parser, args.command)
+    for action in (sub or parser)._actions:
+        if action.dest in bad:
+            option = "/".join(action.option_strings) or action.dest
+            (sub or parser).error(f"argument {option}: must be a finite number, not "
+                                  f"{getattr(args, action.dest)}")
+    parser.error(f"non-finite value for {', '.join(sorted(bad))}")
+
+
+def _subparser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser | None:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            found = action.choices.get(command)
+            return found if isinstance(found, argparse.ArgumentParser) else None
+    return None
 
 
 # True once entry() runs: this process is the pairextract program and ends with its command.
@@ -94,7 +167,11 @@ def entry() -> NoReturn:
     one_thread_per_task()  # before numpy is imported
     global PROGRAM
     PROGRAM = True
-    exit_without_teardown(main())
+    try:
+        status = main()
+    except KeyboardInterrupt:  # in the instant before main's handlers or after them
+        status = _interrupted("pairextract")
+    exit_without_teardown(status)
 
 
 def _debug() -> bool:

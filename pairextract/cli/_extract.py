@@ -36,6 +36,9 @@ def register(sub: Any) -> None:
     g.add_argument("--strict", action="store_true",
                    help="exit with status 3 when any micrograph failed")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g.add_argument("--verify-inputs", action="store_true",
+                   help="on resume, tell changed micrographs by a fingerprint of their content "
+                        "(header and sampled blocks), not only by size and modification time")
     r = p.add_argument_group("re-centring (beyond Xmipp)")
     r.add_argument("--recenter", metavar="FILE",
                    help="2-D alignment of the untilted particles (RELION particles STAR or "
@@ -87,7 +90,8 @@ def run(args: argparse.Namespace) -> int:
         dtype="float16" if args.float16 else "float32",
         residual_threshold=args.residual_threshold, drop_flagged=args.drop_flagged,
         overwrite=args.overwrite, progress=not args.no_progress,
-        recenter=args.recenter, recenter_pairs=args.recenter_pairs, protect=protect)
+        recenter=args.recenter, recenter_pairs=args.recenter_pairs, protect=protect,
+        verify_inputs=args.verify_inputs)
     print(result)
     if args.strict and result.micrographs_failed:
         print(f"pairextract extract: {len(result.micrographs_failed)} micrograph(s) failed "

@@ -76,13 +76,15 @@ def run_extraction(
     warnings: list[str] | None = None,
     protect: Sequence[str | os.PathLike[str]] = (),
     headers: MicrographHeaders | None = None,
+    verify_inputs: bool = False,
 ) -> ExtractionResult:
     """Run the extraction of ``inputs`` into ``out`` on the Dask ``client``.
 
     ``geometry`` is the result of the geometry check, or a function that computes it (called
     while the tasks run); with ``drop_flagged`` its flagged pairs are dropped from the pair
     index. Micrographs already
-    complete in ``out`` from an earlier run with the same parameters are not recomputed.
+    complete in ``out`` from an earlier run with the same parameters are not recomputed
+    (``verify_inputs``: nor changed in content, see :func:`~pairextract.pipeline.plan.job_digest`).
 
     ``out`` must be new, empty or a pairextract output, and must not hold any input (the
     table, micrographs, coordinate files, nor the ``protect`` paths, e.g. CTF files);
@@ -111,14 +113,14 @@ def run_extraction(
                         f"not write: {', '.join(kept[:5])}{' ...' if len(kept) > 5 else ''}")
             store.write_marker(out, "extract")
         return _run_locked(inputs, out, params, client, dtype, geometry, drop_flagged,
-                           progress, warnings, t0, headers)
+                           progress, warnings, t0, headers, verify_inputs)
 
 
 def _run_locked(inputs: TiltPairInputs, out: Path, params: ExtractionParams, client: Any,
                 dtype: str, geometry: GeometryFit | Callable[[], GeometryFit] | None,
                 drop_flagged: bool,
                 progress: bool | str, warnings: list[str], t0: float,
-                headers: MicrographHeaders | None = None
+                headers: MicrographHeaders | None = None, verify_inputs: bool = False
                 ) -> ExtractionResult:
     provenance = {
         "format_version": FORMAT_VERSION,
@@ -130,7 +132,7 @@ def _run_locked(inputs: TiltPairInputs, out: Path, params: ExtractionParams, cli
     read = (headers or MicrographHeaders()).read(paths)
     infos, bad_files = read.infos, read.errors
     pixel_sizes = _pixel_sizes(inputs, infos)
-    jobs = make_jobs(inputs, pixel_sizes)
+    jobs = make_jobs(inputs, pixel_sizes, verify_inputs)
     itemsize = np.dtype(dtype).itemsize
     with _damaged(out, f"{store.WORK}/layout.json"):
         layout = store.open_layout(out, provenance, shard_rows(jobs, params.box_size, itemsize))

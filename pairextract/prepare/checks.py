@@ -319,6 +319,12 @@ def _check_dubious(inputs: TiltPairInputs, report: CheckReport, phase_flip: bool
                         f"{view} micrograph {mic} is paired with {partner[i]} in {k} row(s) "
                         f"(pair ids {_listed([str(x) for x in ids])}) but with "
                         f"{partner[main_id]} in {n[main_id]}: a typo in the table?")
+    same = mp[mp["micrograph_u"] == mp["micrograph_t"]]
+    if len(same):
+        report.warnings.append(
+            "the same micrograph is both the untilted and the tilted view (a copy-paste "
+            f"slip in the table?): {_listed(list(dict.fromkeys(same['micrograph_u'])))}")
+    _check_defocus_unit(inputs, report)
     # Phase flipping with a defocus that is not underfocus.
     if phase_flip:
         odd = []
@@ -334,6 +340,26 @@ def _check_dubious(inputs: TiltPairInputs, report: CheckReport, phase_flip: bool
     if constant:
         report.warnings.append("micrographs with one value in every pixel (sigma 0; their "
                                f"particles will be flat): {_listed(constant)}")
+
+
+# Below this a defocus is almost surely in µm (1.5 meant as 15000 Å): no one images that close
+# to focus.
+MIN_PLAUSIBLE_DEFOCUS_A = 100.0
+
+
+def _check_defocus_unit(inputs: TiltPairInputs, report: CheckReport) -> None:
+    """Warn of CTF defoci given in µm where Å are read."""
+    tiny = []
+    for m in inputs.micrographs():
+        ctf = inputs.ctf_for(m)
+        if ctf is None:
+            continue
+        if any(0 < d < MIN_PLAUSIBLE_DEFOCUS_A for d in (ctf.defocus_u, ctf.defocus_v)):
+            tiny.append(f"{m} (U={ctf.defocus_u:g}, V={ctf.defocus_v:g} Å)")
+    if tiny:
+        report.warnings.append(
+            f"defocus below {MIN_PLAUSIBLE_DEFOCUS_A:g} Å, almost surely given in µm (defocus "
+            f"is read in Å: 1.5 µm is 15000 Å): {_listed(tiny)}")
 
 
 def _is_constant(info: Any) -> bool:

@@ -19,6 +19,7 @@ import contextlib
 import json
 import logging
 import os
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -369,9 +370,17 @@ def _connect(address: str, timeout: float, source: str | None = None) -> Client:
     from distributed import Client
 
     try:
+        _probe(address, timeout)
         return Client(address, timeout=timeout)
+    except ValueError as exc:
+        via = f" (from the scheduler file {source})" if source else ""
+        raise ClusterConfigError(
+            f"{address}{via} is not an address of a Dask scheduler ({exc}); it looks like "
+            "tcp://host:8786 (or tls://, ws://, wss://)") from None
     except (OSError, TimeoutError) as exc:
         via = f" (from the scheduler file {source})" if source else ""
+        if isinstance(exc, TimeoutError) and not str(exc):
+            exc = TimeoutError("no answer in Dask's protocol; is it a Dask scheduler's port?")
         stale = (" The scheduler file may be left over from a scheduler that has stopped."
                  if source else "")
         raise ClusterConfigError(
@@ -379,6 +388,40 @@ def _connect(address: str, timeout: float, source: str | None = None) -> Client:
             f"({type(exc).__name__}: {exc}). Check that the scheduler is running, that this "
             f"machine can reach that host and port (firewall, network interface), or allow "
             f"more time with --connect-timeout.{stale}") from None
+
+
+def _probe(address: str, timeout: float) -> None:
+    """Connect to ``address`` and read the scheduler's greeting within ``timeout`` s.
+
+    ``Client`` bounds the TCP connection by its timeout but not the handshake after it: a
+    port that accepts and never answers in Dask's protocol (a web server) holds it forever.
+    Runs in a thread of its own, so that a caller's running event loop (a notebook) is no
+    obstacle. An unknown address scheme raises ``ValueError``.
+    """
+    import asyncio
+
+    from distributed.comm import connect
+
+    async def greet() -> None:
+        comm = await connect(address, timeout=timeout)
+        comm.abort()
+
+    outcome: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            asyncio.run(asyncio.wait_for(greet(), timeout))
+            outcome.append(None)
+        except BaseException as exc:  # handed to the caller's thread
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run, name="pairextract-probe", daemon=True)
+    thread.start()
+    thread.join(timeout + 1.0)
+    if not outcome:
+        raise TimeoutError(f"no answer within {timeout:g} s")
+    if outcome[0] is not None:
+        raise outcome[0]
 
 
 def _n_workers(client: Client) -> int:

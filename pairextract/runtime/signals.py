@@ -13,7 +13,9 @@ Only the main thread can set signal handlers: elsewhere each of these leaves sig
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
+import os
 import signal
 import threading
 from collections.abc import Iterator
@@ -25,6 +27,7 @@ __all__ = [
     "defer_sigint",
     "half_started_clusters_closed",
     "ignore_sigint",
+    "interrupt_noted",
     "sigint_kept_from",
     "sigterm_as_interrupt",
 ]
@@ -80,7 +83,7 @@ def sigterm_as_interrupt() -> Iterator[None]:
         return
 
     def _handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
+        raise_interrupt(signum, frame)
 
     signal.signal(signal.SIGTERM, _handler)
     try:
@@ -167,3 +170,51 @@ def half_started_clusters_closed() -> Iterator[None]:
                     log.info("closing a half-started cluster: %s", exc)
                 SpecCluster._instances.discard(orphan)
         raise
+
+
+class interrupt_noted(contextlib.AbstractContextManager["interrupt_noted"]):  # noqa: N801
+    """Ctrl-C raises ``KeyboardInterrupt`` as usual, and :attr:`seen` remembers it came.
+
+    An interrupt can be turned into another exception before it reaches the caller: numpy's
+    C extension swallows it in an import and raises ``ImportError``. ``seen`` tells that
+    apart from a real failure. Only the main thread can set the handler: elsewhere ``seen``
+    stays False.
+    """
+
+    def __init__(self) -> None:
+        self.seen = False
+        self._previous: Any = None
+
+    def __enter__(self) -> interrupt_noted:
+        if _main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        self.seen = True
+        raise_interrupt(signum, frame)
+
+
+def _in_gc_callback(frame: Any) -> bool:
+    codes = {getattr(getattr(cb, "__func__", cb), "__code__", None) for cb in gc.callbacks}
+    while frame is not None:
+        if frame.f_code in codes:
+            return True
+        frame = frame.f_back
+    return False
+
+
+def raise_interrupt(signum: int, frame: Any) -> None:
+    """Raise ``KeyboardInterrupt`` for signal ``signum`` where the program can catch it.
+
+    Python prints and drops an exception raised inside a garbage-collector callback (Dask's
+    installs one), and the run would go on: the signal is sent again a moment later instead.
+    """
+    if _in_gc_callback(frame):
+        threading.Timer(0.01, os.kill, (os.getpid(), signum)).start()
+        return
+    raise KeyboardInterrupt if signum == signal.SIGINT else KeyboardInterrupt(f"signal {signum}")

@@ -219,13 +219,16 @@ def exit_without_teardown(status: int) -> NoReturn:
 
     By then every file is closed and the cluster is shut down; what is left is Python freeing
     the modules of numpy, pandas, pyarrow and Dask one by one, a noticeable part of a short
-    run. Output streams and logging are flushed first; if that fails (a closed pipe, ``|
-    head``), the exit is Python's usual one.
+    run. Output streams and logging are flushed first; a reader that went away (``| head``)
+    is no error and ends the program quietly; if anything else fails, the exit is Python's
+    usual one.
     """
     try:
         sys.stdout.flush()
         sys.stderr.flush()
         logging.shutdown()
+    except BrokenPipeError:
+        os._exit(status)
     except BaseException:
         sys.exit(status)
     os._exit(status)
