@@ -23,7 +23,7 @@ def read_star(path: str | os.PathLike[str]) -> dict[str, pd.DataFrame | dict[str
     Raises
     ------
     InputError
-        If the file is missing or ``starfile`` cannot parse it.
+        If the file is missing, ``starfile`` cannot parse it, or a loop has a label twice.
     """
     path = Path(path)
     if not path.is_file():
@@ -32,6 +32,13 @@ def read_star(path: str | os.PathLike[str]) -> dict[str, pd.DataFrame | dict[str
         blocks = starfile.read(path, always_dict=True)
     except Exception as exc:  # starfile raises assorted errors on malformed files
         raise InputError(f"{path}: cannot parse as STAR/Xmipp metadata ({exc})") from exc
+    for name, block in blocks.items():
+        if isinstance(block, pd.DataFrame):
+            twice = block.columns[block.columns.duplicated()]
+            if len(twice):
+                # Which of the two columns is meant cannot be told: refuse, never pick one.
+                raise InputError(f"{path}: block data_{name} has the label _{twice[0]} more "
+                                 "than once; remove the extra column")
     return dict(blocks)
 
 
