@@ -213,3 +213,17 @@ def test_ctf_folder_still_reports_a_broken_ctf_star(dataset: object, tmp_path: P
         "data_micrographs\nloop_\n_rlnMicrographName\n_rlnDefocusU\nu001.mrc 1\n")
     with pytest.raises(InputError, match="bad.star"):
         read_ctfs(folder)
+
+
+# -- a STAR file corrected after a failed read --------------------------------------------------
+
+def test_star_file_corrected_after_a_failed_read_is_read_anew(tmp_path: Path) -> None:
+    from pairextract.io import read_star
+
+    star = tmp_path / "pairs.star"
+    good = "data_pairs\nloop_\n_x_u #1\n_y_u #2\n1 2\n3 4\n"
+    star.write_text("data_pairs\nloop_\n_x_u #1\n_y_u #2\n1 2 9\n3\n")
+    with pytest.raises(InputError, match="cannot parse"):
+        read_star(star)
+    star.write_text(good)  # corrected in place, as a user in a notebook would
+    assert read_star(star)["pairs"]["x_u"].tolist() == [1, 3]
