@@ -10,7 +10,7 @@ from _fuzz import Reader, fuzz, make_seeds, run_check
 # Mutations per reader here; a fixed time budget per reader keeps the file bounded on a slow
 # machine (the mutations are seeded, so a shortened run is a prefix of the full one).
 N = 120
-BUDGET_S = 6.0
+BUDGET_S = 3.5
 
 READERS = ("csv", "star", "parquet", "listed", "xmd", "xmd_pos", "sqlite", "ctfparam", "pos",
            "relion_coords", "eman_box", "ctffind", "relion_ctf", "mrc", "tiff")
