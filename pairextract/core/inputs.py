@@ -158,6 +158,37 @@ def int_column(
     return np.array(exact, dtype=np.int64)
 
 
+def refuse_shared_mic_pair_ids(
+    micrograph_pairs: pd.DataFrame, where: str, sources: Sequence[str] | None = None
+) -> None:
+    """``InputError`` when two rows of ``micrograph_pairs`` carry one ``mic_pair_id``.
+
+    The id names a micrograph pair in every output (particle tables, exports), so two pairs
+    sharing one cannot be told apart, and renumbering them would give ids the input does not
+    have. ``where`` names the input; ``sources`` (one ``"file:line"`` per row) the rows.
+    """
+    if "mic_pair_id" not in micrograph_pairs.columns or micrograph_pairs.empty:
+        return
+    ids = pd.Series(micrograph_pairs["mic_pair_id"]).reset_index(drop=True)
+    shared = ids.duplicated(keep=False).to_numpy()
+    if not shared.any():
+        return
+    first = ids.iloc[int(np.flatnonzero(shared)[0])]
+    rows = np.flatnonzero((ids == first).to_numpy())
+
+    def name(i: int) -> str:
+        row = micrograph_pairs.iloc[i]
+        pair = f"{row.get('micrograph_u', '?')} / {row.get('micrograph_t', '?')}"
+        return f"{sources[i]} ({pair})" if sources is not None else f"row {i + 1} ({pair})"
+
+    shown = "; ".join(name(int(i)) for i in rows[:3]) + (" ..." if len(rows) > 3 else "")
+    raise InputError(
+        f"{where}: mic_pair_id {first} is given to {len(rows)} micrograph pairs: {shown}; "
+        "each micrograph pair needs its own id (a row listed twice, or a micrograph name "
+        "changed on some rows?); correct the ids, or leave the mic_pair_id column out to "
+        "number the micrograph pairs 1, 2, 3, ...")
+
+
 def _conform(
     df: pd.DataFrame, columns: Mapping[str, str], defaults: Mapping[str, Any]
 ) -> pd.DataFrame:
@@ -247,6 +278,7 @@ class TiltPairInputs:
 
     def __post_init__(self) -> None:
         self.micrograph_pairs = make_micrograph_pairs(self.micrograph_pairs)
+        refuse_shared_mic_pair_ids(self.micrograph_pairs, self.source or "inputs")
         self.coordinate_pairs = make_coordinate_pairs(self.coordinate_pairs)
         self.ctfs = make_ctfs(self.ctfs)
 

@@ -40,9 +40,10 @@ def read_box(path: str | os.PathLike[str], warnings: list[str] | None = None) ->
             except ValueError:
                 warnings.append(f"{where}: box corner or size is not a number ({raw.strip()!r})")
                 x = y = w = math.nan
-            if math.isfinite(x) and math.isfinite(y) and math.isfinite(w):
-                xs.append(float(math.trunc(x + w / 2)))
-                ys.append(float(math.trunc(y + w / 2)))
+            cx, cy = x + w / 2, y + w / 2  # huge corners and sizes may add up to inf
+            if math.isfinite(cx) and math.isfinite(cy):
+                xs.append(float(math.trunc(cx)))
+                ys.append(float(math.trunc(cy)))
             else:
                 xs.append(math.nan)
                 ys.append(math.nan)

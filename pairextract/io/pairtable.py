@@ -36,6 +36,7 @@ from pairextract.core.inputs import (
     make_coordinate_pairs,
     make_micrograph_pairs,
     mic_pair_rows,
+    refuse_shared_mic_pair_ids,
     remove_ext,
 )
 from pairextract.errors import InputError
@@ -127,6 +128,7 @@ def read_pair_table(path: str | os.PathLike[str]) -> TiltPairInputs:
         # Every row is checked, not only the first of each micrograph pair.
         ids = int_column(df["mic_pair_id"], "mic_pair_id", lines)
         mp.insert(0, "mic_pair_id", ids[first_rows])
+        refuse_shared_mic_pair_ids(mp, str(p), [lines[i] for i in first_rows])
     mp = make_micrograph_pairs(mp)
     cp = pd.DataFrame({
         "mic_pair_id": mp["mic_pair_id"].to_numpy()[codes],
@@ -174,6 +176,7 @@ def _read_listed(p: Path, df: pd.DataFrame, lines: list[str]) -> TiltPairInputs:
     })
     if "mic_pair_id" in df.columns:
         mp.insert(0, "mic_pair_id", int_column(df["mic_pair_id"], "mic_pair_id", lines))
+        refuse_shared_mic_pair_ids(mp, str(p), lines)
     mp = make_micrograph_pairs(mp)
     frames = []
     for i, row in enumerate(df.itertuples(index=False)):

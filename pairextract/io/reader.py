@@ -27,7 +27,6 @@ from pairextract.io.star import first_loop, read_star
 from pairextract.io.xmipp import read_ctfparam, read_xmipp_pairs, resolve_path
 
 PathLike = str | os.PathLike[str]
-_CTF_SUFFIXES = (".star", ".txt", ".ctfparam", ".xmd")
 
 
 def _read_ctf_file(path: Path) -> pd.DataFrame:
@@ -42,19 +41,44 @@ def _read_ctf_file(path: Path) -> pd.DataFrame:
                      "(RELION .star, CTFFIND .txt, Xmipp .ctfparam/.xmd)")
 
 
+def _labels(path: Path) -> set[str]:
+    """The STAR labels (``_name``, without the underscore) a file declares."""
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        return {line.split()[0][1:] for line in fh
+                if line.lstrip().startswith("_") and line.split()}
+
+
+def _is_ctf_file(path: Path) -> bool:
+    """Whether a file in a CTF folder holds CTFs: other STAR files (a RELION export's particle
+    and pair tables, micrograph lists) may share the folder and are not read."""
+    suffix = path.suffix.lower()
+    if suffix == ".txt":
+        return is_ctffind(path)
+    if suffix == ".ctfparam":
+        return True
+    if suffix == ".star":
+        labels = _labels(path)
+        # A particle STAR carries per-particle CTFs, not one per micrograph.
+        return "rlnDefocusU" in labels and "rlnImageName" not in labels
+    if suffix == ".xmd":
+        return "ctfDefocusU" in _labels(path)
+    return False
+
+
 def read_ctfs(path: PathLike) -> pd.DataFrame:
     """CTFs from a RELION STAR, a CTFFIND4 ``.txt``, an Xmipp ``.ctfparam``, or a folder of them.
 
     Returns the model's CTF table plus a ``pixel_size`` column (NaN where the file gives none).
-    In a folder, ``.txt`` files that are not CTFFIND output are skipped.
+    In a folder only CTF files are read: ``.txt`` files that are not CTFFIND output, STAR
+    files without ``_rlnDefocusU`` (or with ``_rlnImageName``: particles) and ``.xmd`` files
+    without ``_ctfDefocusU`` are skipped.
     """
     p = Path(path)
     if p.is_dir():
-        files = sorted(f for f in p.rglob("*") if f.is_file()
-                       and f.suffix.lower() in _CTF_SUFFIXES
-                       and (f.suffix.lower() != ".txt" or is_ctffind(f)))
+        files = sorted(f for f in p.rglob("*") if f.is_file() and _is_ctf_file(f))
         if not files:
-            raise InputError(f"{p}: no CTF files (.star, CTFFIND .txt, .ctfparam) in the folder")
+            raise InputError(f"{p}: no CTF files (RELION .star with _rlnDefocusU, CTFFIND .txt, "
+                             ".ctfparam, Xmipp .xmd with _ctfDefocusU) in the folder")
         tables = [_read_ctf_file(f) for f in files]
         out = pd.concat(tables, ignore_index=True)
     elif p.is_file():
@@ -301,5 +325,5 @@ def _naming(path: PathLike) -> Iterator[None]:
         yield
     except InputError:
         raise
-    except (ValueError, KeyError) as exc:
+    except (ValueError, KeyError, OverflowError) as exc:
         raise InputError(f"{path}: cannot read ({type(exc).__name__}: {exc})") from exc

@@ -123,11 +123,11 @@ def read_relion_ctf(path: str | os.PathLike[str]) -> pd.DataFrame:
                       float(rec["rlnDefocusAngle"]), float(rec["rlnVoltage"]),
                       float(rec["rlnSphericalAberration"]), float(rec["rlnAmplitudeContrast"]),
                       None if ps is None or pd.isna(ps) else float(ps))
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, OverflowError) as exc:
             raise InputError(f"{where}: bad CTF value ({exc})") from None
         rows.append(ctf_row(str(rec["rlnMicrographName"]), ctf))
-        size = next((float(rec[c]) for c in _PIXEL_LABELS if c in rec and not pd.isna(rec[c])),
-                    np.nan)
+        size = next((_pixel_size(rec[c], c, where) for c in _PIXEL_LABELS
+                     if c in rec and not pd.isna(rec[c])), np.nan)
         sizes.append(size)
     out = make_ctfs(pd.DataFrame(rows))
     out["pixel_size"] = np.asarray(sizes, dtype=np.float64)
@@ -137,8 +137,14 @@ def read_relion_ctf(path: str | os.PathLike[str]) -> pd.DataFrame:
 def _finite(value: Any) -> bool:
     try:
         return math.isfinite(float(value))
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return False
+
+
+def _pixel_size(value: Any, label: str, where: str) -> float:
+    if not _finite(value):
+        raise InputError(f"{where}: _{label} = {value!r} is not a finite number")
+    return float(value)
 
 
 def write_relion_ctf(

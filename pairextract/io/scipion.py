@@ -64,6 +64,23 @@ def read_set(path: str | os.PathLike[str]) -> tuple[str, pd.DataFrame]:
     return item_class, objects.rename(columns=mapping)
 
 
+def _check_ids(path: str | os.PathLike[str], objects: pd.DataFrame) -> None:
+    """Every item needs one integer id of its own: ids pair the views and name the items."""
+    if "id" not in objects.columns:
+        raise InputError(f"{path}: the Objects table has no id column")
+    ids = pd.to_numeric(objects["id"], errors="coerce")
+    bad = ids.isna() | (ids != ids.round())
+    if bad.any():
+        i = int(np.flatnonzero(bad.to_numpy())[0])
+        raise InputError(f"{path}: Objects row {i + 1} has no integer id "
+                         f"({objects['id'].iloc[i]!r})")
+    twice = ids[ids.duplicated()]
+    if len(twice):
+        raise InputError(f"{path}: id {int(twice.iloc[0])} is given to "
+                         f"{int((ids == twice.iloc[0]).sum())} items of the Objects table; "
+                         "each item needs its own id")
+
+
 def _sets(folder: Path) -> dict[Path, tuple[str, pd.DataFrame]]:
     out = {}
     for f in sorted(folder.glob("*.sqlite")):
@@ -134,6 +151,8 @@ def read_scipion_pairs(path: str | os.PathLike[str]) -> TiltPairInputs:
     angles = None
     for f, (cls, df) in sets.items():
         view = _view_of(f)
+        if cls in ("Coordinate", "Micrograph", "Angles"):
+            _check_ids(f, df)
         if cls == "Coordinate" and view:
             coords[view] = (f, df)
         elif cls == "Micrograph" and view:

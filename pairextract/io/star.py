@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import linecache
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -23,15 +24,27 @@ def read_star(path: str | os.PathLike[str]) -> dict[str, pd.DataFrame | dict[str
     Raises
     ------
     InputError
-        If the file is missing or ``starfile`` cannot parse it.
+        If the file is missing, ``starfile`` cannot parse it, or a loop has a label twice.
     """
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: file not found")
+    # starfile reads lines through linecache and clears it only after a parse that succeeds:
+    # a failed parse would leave this file's old lines to the next read of the same path.
+    linecache.cache.pop(str(path), None)
     try:
         blocks = starfile.read(path, always_dict=True)
     except Exception as exc:  # starfile raises assorted errors on malformed files
         raise InputError(f"{path}: cannot parse as STAR/Xmipp metadata ({exc})") from exc
+    finally:
+        linecache.cache.pop(str(path), None)
+    for name, block in blocks.items():
+        if isinstance(block, pd.DataFrame):
+            twice = block.columns[block.columns.duplicated()]
+            if len(twice):
+                # Which of the two columns is meant cannot be told: refuse, never pick one.
+                raise InputError(f"{path}: block data_{name} has the label _{twice[0]} more "
+                                 "than once; remove the extra column")
     return dict(blocks)
 
 

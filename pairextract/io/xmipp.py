@@ -36,6 +36,7 @@ from pairextract.core.inputs import (
     make_ctfs,
     make_micrograph_pairs,
     mic_pair_rows,
+    refuse_shared_mic_pair_ids,
     remove_ext,
 )
 from pairextract.errors import InputError
@@ -240,8 +241,9 @@ def read_xmipp_pairs(
         "micrograph_t": [resolve_path(m, base) for m in mics["micrographTilted"]],
     })
     if "itemId" in mics.columns:
-        mp.insert(0, "mic_pair_id", int_column(mics["itemId"], "_itemId",
-                                               block_lines(path, block, len(mics))))
+        lines = block_lines(path, block, len(mics))
+        mp.insert(0, "mic_pair_id", int_column(mics["itemId"], "_itemId", lines))
+        refuse_shared_mic_pair_ids(mp, str(path), lines)
     for label, col in (("angleTilt", "tilt_angle"), ("angleY", "axis_angle_u"),
                        ("angleY2", "axis_angle_t")):
         if label in mics.columns:
@@ -315,18 +317,23 @@ def write_xmipp_pairs(
     return out
 
 
+def _ctf_number(value: Any, label: str, where: str) -> float:
+    # starfile reads long digit strings as Python ints, which float() cannot always hold.
+    try:
+        return float(value)
+    except (TypeError, ValueError, OverflowError):
+        raise InputError(f"{where}: _{label} is not a number ({value!r})") from None
+
+
 def _ctf_from_labels(values: Mapping[Any, Any], where: str) -> CTF:
     kwargs: dict[str, Any] = {}
     for key, labels in _CTF_LABELS.items():
         val = next((values[lab] for lab in labels if lab in values), None)
         if val is None:
             raise InputError(f"{where}: missing _{labels[0]}")
-        try:
-            kwargs[key] = float(val)
-        except (TypeError, ValueError):
-            raise InputError(f"{where}: _{labels[0]} is not a number ({val!r})") from None
+        kwargs[key] = _ctf_number(val, labels[0], where)
     ps = values.get("ctfVPPphaseshift")
-    ps_f = float(ps) if ps is not None else math.nan
+    ps_f = _ctf_number(ps, "ctfVPPphaseshift", where) if ps is not None else math.nan
     try:
         return CTF(**kwargs, phase_shift=None if math.isnan(ps_f) else ps_f)
     except ValueError as exc:
