@@ -7,6 +7,7 @@ Every failure (missing, unreadable, truncated, unsupported) is an
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -58,8 +59,19 @@ def _module(path: PathLike) -> Any:
             f"expected one of {', '.join(MICROGRAPH_SUFFIXES)}"
         )
     if not os.path.isfile(p):
-        raise InputError(f"micrograph file not found: {p}")
+        raise InputError(_unreachable(p) or f"micrograph file not found: {p}")
     return module
+
+
+def _unreachable(p: str) -> str | None:
+    """Why a path that names something cannot be opened (a symlink loop, a name too long), or
+    None when there is simply no such file."""
+    try:
+        os.stat(p)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENAMETOOLONG):
+            return f"{p}: cannot open the micrograph ({os.strerror(exc.errno)})"
+    return None
 
 
 def micrograph_info(path: PathLike) -> MicrographInfo:

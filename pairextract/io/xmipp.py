@@ -65,11 +65,27 @@ def resolve_path(name: str, base: Path) -> str:
         return str(p)
     for folder in (base, *base.parents):
         cand = folder / p
-        if cand.exists():
-            return str(cand.resolve())
-    if p.exists():
-        return str(p.resolve())
-    return str((base / p).resolve())
+        if _exists(cand):
+            return _resolved(cand)
+    if _exists(p):
+        return _resolved(p)
+    return _resolved(base / p)
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except OSError:  # a name too long for the file system: reported when the file is read
+        return False
+
+
+def _resolved(path: Path) -> str:
+    """The absolute path, symlinks resolved where they can be (a loop is left to the reader,
+    which reports that micrograph alone)."""
+    try:
+        return str(path.resolve())
+    except (OSError, RuntimeError):
+        return os.path.abspath(path)
 
 
 def read_pos(

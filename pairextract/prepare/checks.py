@@ -25,6 +25,7 @@ downsampling runs.
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 from collections.abc import Callable
@@ -183,7 +184,7 @@ def _check_micrographs(inputs: TiltPairInputs, report: CheckReport,
                 infos[path] = None
                 if isinstance(exc, (OSError, ValueError)):  # those the run reports per file
                     unreadable[path] = str(exc)
-                err = str(exc) if os.path.exists(path) else "file not found"
+                err = str(exc) if _names_something(path) else "file not found"
                 # One micrograph: its pairs are dropped and the run goes on.
                 report.errors.append(Problem(
                     f"{view} micrograph {path}: " + (
@@ -202,6 +203,16 @@ def _check_micrographs(inputs: TiltPairInputs, report: CheckReport,
         report.headers = MicrographHeaders(
             {p: i for p, i in infos.items() if i is not None}, unreadable)
     return infos
+
+
+def _names_something(path: str) -> bool:
+    """Whether ``path`` exists, or names something that cannot be reached (a symlink loop, a
+    name too long): those are not "not found", their reader's message says why."""
+    try:
+        os.stat(path)
+    except OSError as exc:
+        return exc.errno in (errno.ELOOP, errno.ENAMETOOLONG)
+    return True
 
 
 def _check_coordinates(inputs: TiltPairInputs, report: CheckReport) -> None:

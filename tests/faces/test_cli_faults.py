@@ -173,3 +173,28 @@ def test_dubious_inputs_warned_in_check_and_extract(tmp_path: Path,
     said = err.out + err.err
     assert "the same micrograph is both the untilted and the tilted view" in said
     assert "almost surely given in µm" in said
+
+
+@pytest.mark.parametrize("kind", ["symlink_loop", "name_too_long"])
+def test_an_unreachable_micrograph_fails_alone(tmp_path: Path, kind: str) -> None:
+    """A micrograph that is a symlink loop, or whose name is too long for the file system, is
+    that micrograph's failure (named, with the reason): the other pairs are extracted."""
+    ds = _dataset(tmp_path / "data")
+    mics = ds.root / "mics"
+    if kind == "symlink_loop":
+        (mics / "t002.mrc").unlink()
+        (mics / "t002.mrc").symlink_to(mics / "t002.mrc")
+        bad, reason = "mics/t002.mrc", "Too many levels of symbolic links"
+    else:
+        bad, reason = "mics/" + "t" * 300 + ".mrc", "File name too long"
+        table = ds.pair_table.read_text().replace("mics/t002.mrc", bad)
+        ds.pair_table.write_text(table)
+    res = _program("extract", str(ds.pair_table), "--out", str(tmp_path / "out"), "--box", "32",
+                   "--no-progress", "--workers", "1", "--threads")
+    assert res.returncode == 0, res.stderr
+    assert "Traceback" not in res.stderr
+    assert "1 extracted" not in res.stdout and "3 extracted, 0 already done, 1 failed" in \
+        res.stdout, res.stdout
+    assert reason in res.stdout and "micrograph_error_tilted" in res.stdout
+    check = _program("check", str(ds.pair_table), "--box", "32")
+    assert check.returncode == 1 and reason in check.stdout + check.stderr
