@@ -71,6 +71,8 @@ def _unreachable(p: str) -> str | None:
     except OSError as exc:
         if exc.errno in (errno.ELOOP, errno.ENAMETOOLONG):
             return f"{p}: cannot open the micrograph ({os.strerror(exc.errno)})"
+    except ValueError:  # a NUL character in the name
+        return f"{p!r}: not a usable file name"
     return None
 
 

@@ -75,7 +75,7 @@ def resolve_path(name: str, base: Path) -> str:
 def _exists(path: Path) -> bool:
     try:
         return path.exists()
-    except OSError:  # a name too long for the file system: reported when the file is read
+    except (OSError, ValueError):  # a name too long, a NUL in it: reported when it is read
         return False
 
 
@@ -84,7 +84,7 @@ def _resolved(path: Path) -> str:
     which reports that micrograph alone)."""
     try:
         return str(path.resolve())
-    except (OSError, RuntimeError):
+    except (OSError, RuntimeError, ValueError):
         return os.path.abspath(path)
 
 

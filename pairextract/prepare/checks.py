@@ -212,6 +212,8 @@ def _names_something(path: str) -> bool:
         os.stat(path)
     except OSError as exc:
         return exc.errno in (errno.ELOOP, errno.ENAMETOOLONG)
+    except ValueError:  # a NUL character in the name: its reader says so
+        return True
     return True
 
 

@@ -227,3 +227,16 @@ def test_star_file_corrected_after_a_failed_read_is_read_anew(tmp_path: Path) ->
         read_star(star)
     star.write_text(good)  # corrected in place, as a user in a notebook would
     assert read_star(star)["pairs"]["x_u"].tolist() == [1, 3]
+
+
+def test_micrograph_name_with_a_nul_character_is_that_micrographs_problem(
+        dataset: object, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A NUL in a micrograph's name (a damaged table) is reported for that micrograph."""
+    df = pd.read_csv(dataset.pair_table)  # type: ignore[attr-defined]
+    df.loc[df["micrograph_t"] == "mics/t002.mrc", "micrograph_t"] = "mics/t0\x0002.mrc"
+    table = dataset.root / "nul.csv"  # type: ignore[attr-defined]
+    df.to_csv(table, index=False)
+    assert _check(table) == 1
+    out = capsys.readouterr()
+    assert "not a usable file name" in out.out + out.err
+    assert "internal error" not in out.out + out.err
