@@ -56,4 +56,5 @@ def __getattr__(name: str) -> object:
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+    # what Tab completion offers: the public names, not this module's own plumbing
+    return sorted(__all__)
