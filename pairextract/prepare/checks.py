@@ -29,70 +29,22 @@ import errno
 import math
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from pairextract.core.inputs import TiltPairInputs, mic_pair_rows, remove_ext
+from pairextract.core.inputs import TiltPairInputs, remove_ext
 from pairextract.core.params import ExtractionParams
-from pairextract.core.vocab import VIEWS, View
+from pairextract.core.vocab import VIEWS
 from pairextract.errors import MICROGRAPH, Problem
 from pairextract.io.micrograph import MicrographHeaders
 from pairextract.io.micrograph import micrograph_info as _micrograph_info
-from pairextract.ops.boxes import box_origin
-from pairextract.ops.downsample import downsampled_shape
-from pairextract.ops.scale import box_scale, runs_downsample
+from pairextract.prepare._borders import _check_boxes
+from pairextract.prepare._dubious import _check_dubious
+from pairextract.prepare._report import MAX_LISTED, CheckReport, listed
 
-MAX_LISTED = 10
-
-
-@dataclass
-class CheckReport:
-    """Outcome of :func:`check_inputs`.
-
-    Attributes
-    ----------
-    errors
-        Problems that make the input unfit as it stands; one message each.
-    warnings
-        Notes that do not stop work (reading notes included).
-    outside
-        One row per coordinate pair: ``pair_id``, ``mic_pair_id``, ``outside_u``, ``outside_t``
-        (bool; the box leaves its micrograph), ``xi_u``, ``yi_u``, ``xi_t``, ``yi_t`` (integer
-        box centres in the cut micrograph; -1 where unknown). Empty without a box size.
-    micrographs
-        One row per micrograph: ``micrograph``, ``view``, ``height``, ``width`` (of the file;
-        -1 if unreadable), ``pixel_size`` (the one used: input, else header; NaN if unknown),
-        ``error`` (str, "" when readable).
-    headers
-        With the default reader only: the header of each readable micrograph and the message
-        of each one whose header could not be read (an ``InputError``, ``OSError`` or
-        ``ValueError``), for the run to reuse instead of reading every header again.
-    """
-
-    errors: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    outside: pd.DataFrame = field(default_factory=pd.DataFrame)
-    micrographs: pd.DataFrame = field(default_factory=pd.DataFrame)
-    headers: MicrographHeaders | None = None
-
-    @property
-    def ok(self) -> bool:
-        return not self.errors
-
-    @property
-    def n_outside(self) -> int:
-        """Coordinate pairs with at least one box outside its micrograph."""
-        if self.outside.empty:
-            return 0
-        return int((self.outside["outside_u"] | self.outside["outside_t"]).sum())
-
-
-def _listed(items: list[str]) -> str:
-    more = f" ... ({len(items)} in all)" if len(items) > MAX_LISTED else ""
-    return ", ".join(items[:MAX_LISTED]) + more
+__all__ = ["MAX_LISTED", "CheckReport", "check_inputs", "output_stem"]
 
 
 def output_stem(micrograph: str) -> str:
@@ -229,7 +181,7 @@ def _check_coordinates(inputs: TiltPairInputs, report: CheckReport) -> None:
             bad_coords.append(f"{where} ({view} x={xy[i, 0]}, y={xy[i, 1]})")
     if bad_coords:
         report.errors.append("coordinates that are not numbers (or NaN/infinite): "
-                             + _listed(bad_coords))
+                             + listed(bad_coords))
 
     dup = cp["pair_id"][cp["pair_id"].duplicated(keep=False)]
     if len(dup):
@@ -237,13 +189,13 @@ def _check_coordinates(inputs: TiltPairInputs, report: CheckReport) -> None:
         rows = cp[cp["pair_id"].isin(ids)]
         where = [f"{pid} ({src})" if src else str(pid)
                  for pid, src in zip(rows["pair_id"], rows["source_u"], strict=True)]
-        report.errors.append(f"duplicated pair ids {_listed([str(i) for i in ids])}: "
-                             + _listed(where))
+        report.errors.append(f"duplicated pair ids {listed([str(i) for i in ids])}: "
+                             + listed(where))
 
     orphans = sorted(set(cp["mic_pair_id"]) - set(inputs.micrograph_pairs["mic_pair_id"]))
     if orphans:
         report.errors.append("coordinate pairs refer to unknown micrograph pairs "
-                             + _listed([str(int(i)) for i in orphans]))
+                             + listed([str(int(i)) for i in orphans]))
 
 
 def _check_ctfs(inputs: TiltPairInputs, report: CheckReport, infos: dict[str, Any]) -> None:
@@ -256,7 +208,7 @@ def _check_ctfs(inputs: TiltPairInputs, report: CheckReport, infos: dict[str, An
         if missing and len(missing) < len(mics):
             report.errors.append(
                 f"phase flip requested but {len(missing)} of {len(mics)} {view} micrographs "
-                f"have no CTF: {_listed(missing)}")
+                f"have no CTF: {listed(missing)}")
         elif missing:
             no_ctf_views.append(view)
     # The flip's frequency grid needs each flipped micrograph's sampling.
@@ -268,7 +220,7 @@ def _check_ctfs(inputs: TiltPairInputs, report: CheckReport, infos: dict[str, An
     if unknown:
         report.errors.append(
             "phase flip requested but the pixel size of these micrographs is unknown "
-            f"(not in the input, the CTF file nor the header): {_listed(unknown)}")
+            f"(not in the input, the CTF file nor the header): {listed(unknown)}")
     if len(no_ctf_views) == 2:
         report.errors.append("phase flip requested but no CTF was given for either view")
     elif no_ctf_views:
@@ -290,217 +242,3 @@ def _check_output_names(inputs: TiltPairInputs, report: CheckReport) -> None:
             if other != path:
                 report.warnings.append(f"{view} micrographs {other} and {path} share the output "
                                        f"name {stem!r}")
-
-
-def _check_dubious(inputs: TiltPairInputs, report: CheckReport, phase_flip: bool,
-                   readable: dict[str, Any]) -> None:
-    """Inputs that can be extracted but are probably not what the user meant: warnings.
-
-    ``readable``: the micrographs whose pixels may be sampled for a constant image (the
-    default reader only; injected readers in tests have no pixels).
-    """
-    mp = inputs.micrograph_pairs
-    cp = inputs.coordinate_pairs
-    if len(cp) == 0:
-        report.warnings.append(f"{inputs.source or 'the input'} has no coordinate pairs "
-                               "(a header and no rows?): nothing will be extracted")
-    # A pixel size that cannot be one: every box would be misplaced.
-    for s in (v.suffix for v in VIEWS):
-        for col in (f"pixel_size_{s}", f"coord_pixel_size_{s}"):
-            bad = mp[mp[col].notna() & ~(mp[col] > 0)]
-            if len(bad):
-                report.errors.append(
-                    f"{col.replace('_', ' ')} must be > 0 Å/px: "
-                    + _listed([f"{m} ({v})" for m, v in zip(bad[f"micrograph_{s}"], bad[col],
-                                                               strict=True)]))
-    # One row pairing u001 with t002 while every other row of u001 pairs it with t001.
-    counts = cp.groupby("mic_pair_id").size()
-    for s, other, view in (("u", "t", "untilted"), ("t", "u", "tilted")):
-        # only micrographs in more than one micrograph pair can be paired with another one
-        shared = mp[mp[f"micrograph_{s}"].duplicated(keep=False)]
-        for mic, group in shared.groupby(f"micrograph_{s}", sort=False):
-            if len(group) < 2:
-                continue
-            n = {int(i): int(counts.get(i, 0)) for i in group["mic_pair_id"]}
-            main_id = max(n, key=lambda i: n[i])
-            partner = dict(zip(group["mic_pair_id"].astype(int), group[f"micrograph_{other}"],
-                               strict=True))
-            for i, k in n.items():
-                if i != main_id and k < n[main_id]:
-                    ids = cp.loc[cp["mic_pair_id"] == i, "pair_id"].astype(int).tolist()
-                    report.warnings.append(
-                        f"{view} micrograph {mic} is paired with {partner[i]} in {k} row(s) "
-                        f"(pair ids {_listed([str(x) for x in ids])}) but with "
-                        f"{partner[main_id]} in {n[main_id]}: a typo in the table?")
-    same = mp[mp["micrograph_u"] == mp["micrograph_t"]]
-    if len(same):
-        report.warnings.append(
-            "the same micrograph is both the untilted and the tilted view (a copy-paste "
-            f"slip in the table?): {_listed(list(dict.fromkeys(same['micrograph_u'])))}")
-    _check_defocus_unit(inputs, report)
-    # Phase flipping with a defocus that is not underfocus.
-    if phase_flip:
-        odd = []
-        for m in inputs.micrographs():
-            ctf = inputs.ctf_for(m)
-            if ctf is not None and not (ctf.defocus_u > 0 and ctf.defocus_v > 0):
-                odd.append(f"{m} (U={ctf.defocus_u:g}, V={ctf.defocus_v:g} Å)")
-        if odd:
-            report.warnings.append(
-                "phase flip with a defocus that is 0 or negative (overfocus, or a missing "
-                f"value?): {_listed(odd)}")
-    constant = [m for m, info in readable.items() if info is not None and _is_constant(info)]
-    if constant:
-        report.warnings.append("micrographs with one value in every pixel (sigma 0; their "
-                               f"particles will be flat): {_listed(constant)}")
-
-
-# Below this a defocus is almost surely in µm (1.5 meant as 15000 Å): no one images that close
-# to focus.
-MIN_PLAUSIBLE_DEFOCUS_A = 100.0
-
-
-def _check_defocus_unit(inputs: TiltPairInputs, report: CheckReport) -> None:
-    """Warn of CTF defoci given in µm where Å are read."""
-    tiny = []
-    for m in inputs.micrographs():
-        ctf = inputs.ctf_for(m)
-        if ctf is None:
-            continue
-        if any(0 < d < MIN_PLAUSIBLE_DEFOCUS_A for d in (ctf.defocus_u, ctf.defocus_v)):
-            tiny.append(f"{m} (U={ctf.defocus_u:g}, V={ctf.defocus_v:g} Å)")
-    if tiny:
-        report.warnings.append(
-            f"defocus below {MIN_PLAUSIBLE_DEFOCUS_A:g} Å, almost surely given in µm (defocus "
-            f"is read in Å: 1.5 µm is 15000 Å): {_listed(tiny)}")
-
-
-def _is_constant(info: Any) -> bool:
-    """Whether every pixel of the micrograph has one value.
-
-    One middle row (a few KiB, one read) decides almost every micrograph; only when that row
-    is flat is the whole image read.
-    """
-    from pairextract.io.micrograph import pixel_row, pixels
-
-    try:
-        row = pixel_row(info, int(info.shape[0]) // 2)
-        if row.size and row.min() != row.max():
-            return False
-        image = pixels(info)
-        return bool(image.size) and bool(np.min(image) == np.max(image))
-    except Exception:  # unreadable pixels are reported by the extraction itself
-        return False
-
-
-def _cut_shape(shape: tuple[int, int], d: float) -> tuple[int, int]:
-    return downsampled_shape(shape, d) if runs_downsample(d) else (int(shape[0]), int(shape[1]))
-
-
-def _check_boxes(inputs: TiltPairInputs, report: CheckReport, infos: dict[str, Any], box: int,
-                 d: float) -> None:
-    mp = inputs.micrograph_pairs
-    cp = inputs.coordinate_pairs
-    n = len(cp)
-    out: dict[str, np.ndarray] = {"pair_id": cp["pair_id"].to_numpy(np.int64),
-                                  "mic_pair_id": cp["mic_pair_id"].to_numpy(np.int64)}
-    sizes = dict(zip(report.micrographs["micrograph"].tolist(),
-                     report.micrographs["pixel_size"].tolist(), strict=True))
-    ids = out["mic_pair_id"]
-    # Rows of each micrograph pair from one sort: the check stays linear in the micrographs.
-    order = np.argsort(ids, kind="stable")
-    present, first = np.unique(ids[order], return_index=True)
-    counts = np.diff(np.r_[first, n])
-    where = dict(zip(present.tolist(), range(len(present)), strict=True))
-    down = runs_downsample(d)
-    mic_pairs = mic_pair_rows(mp)
-    small: list[str] = []
-    checked = 0
-    for view in VIEWS:
-        s = view.suffix
-        # Per micrograph pair: the scale and cut shape of its rows (-1: rows left unchecked).
-        scale = np.full(len(present), np.nan)
-        shapes = np.zeros((len(present), 2), dtype=np.int64)
-        assigned = np.zeros(len(present), dtype=bool)
-        coord_sizes = mp[f"coord_pixel_size_{s}"].tolist()
-        for k, (mic_pair_id, mic_u, mic_t) in enumerate(mic_pairs):
-            path = mic_u if view is View.UNTILTED else mic_t
-            info = infos.get(path)
-            if info is None:
-                continue
-            checked += 1
-            try:
-                shape = _cut_shape((int(info.shape[0]), int(info.shape[1])), d)
-            except ValueError:  # downsampling leaves nothing of it
-                shape = (0, 0)
-            if shape[0] < box or shape[1] < box:
-                small.append(f"{view} {path} ({shape[0]}x{shape[1]}"
-                             f"{' after downsampling' if down else ''})")
-            g = where.get(mic_pair_id)
-            if g is None:
-                continue
-            cps = float(coord_sizes[k])
-            ps = float(sizes.get(path, math.nan))
-            if math.isnan(cps):
-                scale[g] = box_scale(1.0, 1.0, d)
-            elif math.isnan(ps):
-                report.errors.append(
-                    f"{view} micrograph {path}: pixel size unknown (not in the input nor the "
-                    "header) but needed to rescale the picking coordinates")
-                continue
-            else:
-                scale[g] = box_scale(cps, ps, d)
-            shapes[g] = shape
-            assigned[g] = True
-        row_group = np.repeat(np.arange(len(present)), counts)
-        rows = order[assigned[row_group]]
-        group = row_group[assigned[row_group]]
-        xy = cp[[f"x_{s}", f"y_{s}"]].to_numpy(np.float64)
-        outside, xi = _box_positions(xy, rows, scale[group], shapes[group], box)
-        out[f"outside_{s}"] = outside
-        out[f"xi_{s}"] = xi[:, 0]
-        out[f"yi_{s}"] = xi[:, 1]
-    if small and len(small) == checked:
-        # Not one micrograph fits: the parameters, not the micrographs, are at fault.
-        report.errors.append(Problem(
-            f"every micrograph is smaller than the box ({box} px"
-            f"{f' after downsampling by {d:g}' if down else ''}): "
-            f"{_listed(small)}; lower --box or --downsample"))
-    elif small:
-        report.errors.append(Problem(
-            f"micrographs smaller than the box ({box} px): {_listed(small)}", kind=MICROGRAPH))
-    report.outside = pd.DataFrame(out)[["pair_id", "mic_pair_id", "outside_u", "outside_t",
-                                        "xi_u", "yi_u", "xi_t", "yi_t"]]
-
-
-def _box_positions(xy: np.ndarray, rows: np.ndarray, scale: np.ndarray, shapes: np.ndarray,
-                   box: int) -> tuple[np.ndarray, np.ndarray]:
-    """Which boxes leave their micrograph, and their integer centres in the cut micrograph.
-
-    ``rows`` are the coordinate rows to check, each with its micrograph's coordinate
-    ``scale`` and cut ``shapes`` ``(H, W)``; the other rows are left unchecked (inside, centre
-    -1).
-    """
-    n = len(xy)
-    outside = np.zeros(n, dtype=bool)
-    xi = np.full((n, 2), -1, dtype=np.int64)
-    xy = xy[rows]
-    finite = np.isfinite(xy).all(axis=1)
-    row_scale = scale[finite]
-    # trunc(xy * scale) as scale_coordinates does it; a scale of exactly 1 only truncates
-    scaled = np.where(row_scale[:, None] != 1.0, xy[finite] * row_scale[:, None], xy[finite])
-    ints = np.full((len(rows), 2), -1, dtype=np.int64)
-    ints[finite] = np.trunc(scaled).astype(np.int64)
-    inside = np.zeros(len(rows), dtype=bool)
-    inside[finite] = _inside(ints[finite], box, shapes[finite])
-    outside[rows] = ~inside
-    xi[rows] = ints
-    return outside, xi
-
-
-def _inside(xy: np.ndarray, box: int, shapes: np.ndarray) -> np.ndarray:
-    """:func:`inside_micrograph` with each row's own ``(H, W)``."""
-    half = box_origin(box)
-    x0 = xy[:, 0] - half
-    y0 = xy[:, 1] - half
-    return (x0 >= 0) & (y0 >= 0) & (x0 + box <= shapes[:, 1]) & (y0 + box <= shapes[:, 0])
