@@ -128,7 +128,8 @@ def recenter_inputs(inputs: TiltPairInputs, shifts: Shifts, params: ExtractionPa
 
     Only the pairs that have a shift are kept (the file names the particles to re-extract);
     the others are left out with a warning. ``shifts`` in pixels are taken in pixels of the
-    untilted particles extracted with ``params`` (the same downsampling as the first pass).
+    untilted particles extracted with ``params`` (the same downsampling as the extraction the
+    particles came from).
 
     Raises
     ------
