@@ -99,11 +99,12 @@ def write_ctfparams(folder: Path) -> Path:
 
 
 def xmipp_chain(bindir: str, mic: Path, pos: Path, work: Path, box: int, radius: int,
-                ctfparam: Path | None) -> str:
+                ctfparam: Path | None, sampling: float = PIXEL_SIZE, norm: str = "Ramp") -> str:
     """The protocol's commands for one micrograph (a shell ``&&`` chain); writes
-    ``work/<base>.stk`` and ``work/<base>.xmd``."""
+    ``work/<base>.stk`` and ``work/<base>.xmd``. ``sampling``: the pixel size after
+    downsampling (the flip's); ``norm``: OldXmipp, NewXmipp or Ramp."""
     b = Path(bindir)
-    base = mic.stem
+    base = pos.stem  # the micrograph's name: mic may be a downsampled copy
     last = work / f"{base}_noDust.xmp"
     q = shlex.quote
     steps = [f"{q(str(b / 'xmipp_transform_filter'))} -i {q(str(mic))} -o {q(str(last))}"
@@ -112,14 +113,16 @@ def xmipp_chain(bindir: str, mic: Path, pos: Path, work: Path, box: int, radius:
     if ctfparam is not None:
         flipped = work / f"{base}_flipped.xmp"
         steps.append(f"{q(str(b / 'xmipp_ctf_phase_flip'))} -i {q(str(last))} -o {q(str(flipped))}"
-                     f" --ctf {q(str(ctfparam))} --sampling {PIXEL_SIZE:f}")
+                     f" --ctf {q(str(ctfparam))} --sampling {sampling:f}")
         last = flipped
         ctf = f" --ctfparam {q(str(ctfparam))}"
     stk = work / base
     steps.append(f"{q(str(b / 'xmipp_micrograph_scissor'))} -i {q(str(last))}"
                  f" --pos particles@{q(str(pos))} -o {q(str(stk))} --Xdim {box} --invert{ctf}")
-    steps.append(f"{q(str(b / 'xmipp_transform_normalize'))} -i {q(str(stk))}.stk --method Ramp"
-                 f" --background circle {radius}")
+    # reference 1.5: the background only for NewXmipp and Ramp
+    background = "" if norm == "OldXmipp" else f" --background circle {radius}"
+    steps.append(f"{q(str(b / 'xmipp_transform_normalize'))} -i {q(str(stk))}.stk"
+                 f" --method {norm}{background}")
     return " && ".join(steps)
 
 
