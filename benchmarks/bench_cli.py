@@ -334,7 +334,8 @@ def _runners(args: argparse.Namespace, name: str, folder: Path, scratch: Path,
 
 
 def _ratios(results: dict[str, list[Measure]], runs: list[Runner]) -> None:
-    """Each peer's time over each pairextract run's (best and median): > 1 means faster."""
+    """Each peer's time over each pairextract run's (best and median wall, least CPU): > 1
+    means pairextract is faster."""
     ok = {k: [m.wall for m in ms if m.rc == 0] for k, ms in results.items()}
     for mine in (r for r in runs if not r.peer):
         for peer in (r for r in runs if r.peer):
@@ -342,9 +343,12 @@ def _ratios(results: dict[str, list[Measure]], runs: list[Runner]) -> None:
             if a and b:
                 pk = max(m.peak_mib for m in results[mine.label])
                 pp = max(m.peak_mib for m in results[peer.label])
+                # CPU seconds too: on a loaded machine they move less than wall times
+                ca = min(m.cpu for m in results[mine.label] if m.rc == 0)
+                cb = min(m.cpu for m in results[peer.label] if m.rc == 0)
                 print(f"  ratio {peer.label} / {mine.label}: {min(b) / min(a):.2f}x best,"
-                      f" {statistics.median(b) / statistics.median(a):.2f}x median;"
-                      f" peak {pk:.0f} vs {pp:.0f} MiB", flush=True)
+                      f" {statistics.median(b) / statistics.median(a):.2f}x median,"
+                      f" {cb / ca:.2f}x cpu; peak {pk:.0f} vs {pp:.0f} MiB", flush=True)
 
 
 def main() -> None:
