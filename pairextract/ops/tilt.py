@@ -1,20 +1,23 @@
 """Defocus across a tilted specimen, and phase flipping each box with its own defocus.
 
-Conventions (pixel coordinates ``(x, y)`` = (column, row), pixel index = coordinate):
+Conventions (pixel coordinates ``(x, y)`` = (column, row of the image as stored), pixel index =
+coordinate), those of CTFFIND5's tilt model (cisTEM ``ctffind_tilt``: the height of a point is
+``y_rotated * tan(tilt)`` with ``(x_rotated, y_rotated)`` the point turned by the 2-D rotation
+matrix ``[[cos, -sin], [sin, cos]]`` of the axis angle, so ``y_rotated = sin(phi) x + cos(phi) y``):
 
-- the **tilt axis** passes through the micrograph centre ``c = (W/2, H/2)``; its direction is
-  ``a = (cos phi, sin phi)``, with ``phi`` turning from +x towards +y (the same sense as a CTF's
-  astigmatism angle, and CTFFIND5's "tilt axis angle", counter-clockwise from x with y up);
+- the **tilt axis** passes through the micrograph centre ``c = (W/2, H/2)``; ``phi`` is
+  CTFFIND5's "tilt axis angle" (its column #8);
 - the **signed distance** of a point ``p`` from the axis is ``d = (p - c) . n`` with
-  ``n = (-sin phi, cos phi)`` (``a`` turned by +90 degrees), in pixels, times the sampling in Å;
+  ``n = (sin phi, cos phi)``, in pixels, times the sampling in Å;
 - defocus is positive for underfocus (RELION/CTFFIND); the **local defocus** is
   ``df(p) = df_centre + s * d * tan(theta)``: with ``s = +1`` the side ``d > 0`` is farther from
-  the objective lens (higher up the column), so its underfocus is larger; ``s = -1`` swaps the
-  sides. Astigmatism (U - V) and its angle do not change across the micrograph.
+  the objective lens (higher up the column), so its underfocus is larger (CTFFIND5's own sign);
+  ``s = -1`` swaps the sides. Astigmatism (U - V) and its angle do not change across the
+  micrograph.
 
 Xmipp's tilt-pair angles give the axis as the angle from the Y axis (``angleY``, ``angleY2``):
-the axis direction ``(sin alpha, cos alpha)`` is ``phi = 90 - alpha`` here
-(:func:`axis_from_xmipp`). Pure numpy; no I/O.
+the axis direction ``(sin alpha, cos alpha)`` has the normal ``(-cos alpha, sin alpha)``, which is
+``n`` of ``phi = alpha - 90`` (:func:`axis_from_xmipp`). Pure numpy; no I/O.
 """
 
 from __future__ import annotations
@@ -29,20 +32,25 @@ from .ctf import electron_wavelength, phase_flip
 
 
 def axis_from_xmipp(alpha: float) -> float:
-    """Axis angle ``phi`` (from +x towards +y) of an Xmipp axis angle measured from the Y axis."""
-    return 90.0 - float(alpha)
+    """CTFFIND5's axis angle ``phi`` of an Xmipp axis angle measured from the Y axis.
+
+    ``alpha - 90``: the normal ``(sin phi, cos phi)`` is then ``(-cos alpha, sin alpha)``, the
+    side of the axis that the tilt-pair geometry lifts away from the objective.
+    """
+    return float(alpha) - 90.0
 
 
 def signed_distance(xy: ArrayLike, shape: tuple[int, int], axis_angle: float
                     ) -> NDArray[np.float64]:
     """Signed distance (pixels) of points ``(n, 2)`` x, y from the axis through the centre.
 
-    Positive on the side of ``n = (-sin phi, cos phi)``; the centre is ``(W/2, H/2)``.
+    Positive on the side of ``n = (sin phi, cos phi)`` (CTFFIND5's ``y_rotated``); the centre
+    is ``(W/2, H/2)``.
     """
     p = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
     h, w = shape
     phi = math.radians(float(axis_angle))
-    out: NDArray[np.float64] = ((p[:, 0] - w / 2.0) * -math.sin(phi)
+    out: NDArray[np.float64] = ((p[:, 0] - w / 2.0) * math.sin(phi)
                                 + (p[:, 1] - h / 2.0) * math.cos(phi))
     return out
 

@@ -84,7 +84,7 @@ def make_dataset(
     tilt_defocus_sign
         0 (default): one CTF per micrograph. +1 or -1: each particle of a tilted micrograph is
         rendered with the CTF at its own height, ``s`` of :mod:`pairextract.ops.tilt` (axis
-        angle ``90 - alpha_t`` through the micrograph centre); ``truth.defocus_offset_t``
+        angle ``alpha_t - 90`` through the micrograph centre); ``truth.defocus_offset_t``
         holds the offset (Å) added to its micrograph's defocus U and V.
     seed
         Random seed; the output is a deterministic function of all arguments.
