@@ -23,6 +23,8 @@ class ExtractionResult:
     seconds: float
     particles_extracted: int
     warnings: list[str] = field(default_factory=list)
+    #: Kept pairs that the geometry check flags as off the fitted tilt geometry.
+    pairs_flagged: int = 0
 
     @property
     def drop_counts(self) -> dict[str, int]:
@@ -40,6 +42,7 @@ class ExtractionResult:
             "out": str(self.out),
             "pairs_in": self.pairs_in,
             "pairs_kept": self.pairs_kept,
+            "pairs_flagged": self.pairs_flagged,
             "pairs_dropped": int(len(self.dropped)),
             "dropped_by_reason": self.drop_counts,
             "micrographs_extracted": self.micrographs_extracted,
@@ -56,13 +59,21 @@ class ExtractionResult:
         return format_summary(self.summary())
 
 
+def flagged_note(n: int) -> str:
+    """What to tell a user about ``n`` kept pairs that are off the fitted tilt geometry."""
+    return (f"{n} pairs flagged off the tilt geometry (kept; --drop-flagged drops them; "
+            "column 'flagged' of pairs.parquet)")
+
+
 def format_summary(s: dict[str, Any]) -> str:
     """Human-readable summary of a run (from :meth:`ExtractionResult.summary`)."""
     lines = [
         f"pairs in:      {s['pairs_in']}",
         f"pairs kept:    {s['pairs_kept']}",
-        f"pairs dropped: {s['pairs_dropped']}",
     ]
+    if s.get("pairs_flagged"):
+        lines.append(f"  {flagged_note(int(s['pairs_flagged']))}")
+    lines.append(f"pairs dropped: {s['pairs_dropped']}")
     for reason, n in s.get("dropped_by_reason", {}).items():
         lines.append(f"  {reason:<28} {n}")
     lines.append(f"micrographs:   {s['micrographs_extracted']} extracted, "

@@ -182,6 +182,7 @@ def _run_locked(inputs: TiltPairInputs, out: Path, params: ExtractionParams, cli
         seconds=time.perf_counter() - t0,
         particles_extracted=int(sum(int((r.status == Status.OK).sum()) for r in fresh.values())),
         warnings=warnings,
+        pairs_flagged=int(pairs["flagged"].sum()) if "flagged" in pairs else 0,
     )
     with _writing("the summary", out / "summary.json"):
         store.write_json(out / "summary.json", result.summary())
