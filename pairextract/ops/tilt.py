@@ -25,7 +25,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import scipy.fft
 from numpy.typing import ArrayLike, NDArray
 
 from .boxes import box_origin, inside_micrograph
@@ -145,7 +144,9 @@ def flip_boxes(image: ArrayLike, xy_int: ArrayLike, box: int, sampling: float,
         worst = float(np.max(np.abs(np.concatenate([du, dv])))) if n else 0.0
         pad = flip_padding(voltage, worst, cs, sampling)
     pad = int(pad)
-    size = int(scipy.fft.next_fast_len(box + 2 * pad, real=True))
+    from scipy.fft import next_fast_len  # workers import this module; scipy only when used
+
+    size = int(next_fast_len(box + 2 * pad, real=True))
     taper = _taper(size, pad, size - box - pad)
     taper2 = taper[:, None] * taper[None, :]
     inside = inside_micrograph(xy, box, (h, w))

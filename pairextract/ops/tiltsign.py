@@ -18,9 +18,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.fft
 from numpy.typing import ArrayLike, NDArray
-from scipy.ndimage import gaussian_filter
 
 from .ctf import ctf_half_plane, electron_wavelength
 from .tilt import defocus_offsets
@@ -55,6 +53,8 @@ class TiltSign:
 
 def _high_pass(ps: NDArray[np.float64], sigma: float) -> NDArray[np.float64]:
     """``ps`` less its smooth background (a Gaussian blur in the spectrum's pixels)."""
+    from scipy.ndimage import gaussian_filter  # workers import this module; scipy when used
+
     return ps - gaussian_filter(ps, sigma, mode="nearest")
 
 
@@ -76,6 +76,8 @@ def _corr(a: NDArray[np.float64], b: NDArray[np.float64]) -> float:
 
 def tile_spectrum(tile: NDArray[np.float32]) -> NDArray[np.float64]:
     """Welch power spectrum (r2c half plane) of a square tile: its 4 quarters, Hann windowed."""
+    from scipy.fft import rfft2
+
     q = tile.shape[0] // 2
     win = np.hanning(q)
     win2 = win[:, None] * win[None, :]
@@ -84,7 +86,7 @@ def tile_spectrum(tile: NDArray[np.float32]) -> NDArray[np.float64]:
         for c in (0, q):
             part = np.asarray(tile[r:r + q, c:c + q], dtype=np.float64)
             part = (part - part.mean()) * win2
-            ps += np.abs(scipy.fft.rfft2(part)) ** 2
+            ps += np.abs(rfft2(part)) ** 2
     return ps / 4.0
 
 

@@ -25,6 +25,9 @@ class ExtractionResult:
     warnings: list[str] = field(default_factory=list)
     #: Kept pairs that the geometry check flags as off the fitted tilt geometry.
     pairs_flagged: int = 0
+    #: ``tilt_sign="auto"``: per micrograph, the sign read, its confidence and whether it was
+    #: used (else the micrograph was flipped whole).
+    tilt_signs: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def drop_counts(self) -> dict[str, int]:
@@ -53,6 +56,7 @@ class ExtractionResult:
             "particles_per_second": round(self.particles_per_second, 1)
             if self.particles_extracted else None,
             "warnings": self.warnings,
+            **({"tilt_signs": self.tilt_signs} if self.tilt_signs else {}),
         }
 
     def __str__(self) -> str:
@@ -84,6 +88,13 @@ def format_summary(s: dict[str, Any]) -> str:
     if s.get("particles_per_second"):
         lines.append(f"speed:         {s['particles_per_second']} particles/s "
                      f"({s['particles_extracted']} particles in {s['seconds']} s)")
+    signs = s.get("tilt_signs") or {}
+    if signs:
+        used = [v for v in signs.values() if v["used"]]
+        lines.append(f"tilt sign:     read from the Thon rings of {len(signs)} micrograph(s): "
+                     f"{sum(v['sign'] == 1 for v in used)} +1, "
+                     f"{sum(v['sign'] == -1 for v in used)} -1, "
+                     f"{len(signs) - len(used)} unsure (flipped whole)")
     for w in s.get("warnings", []):
         lines.append(f"warning: {w}")
     lines.append(f"output:        {s['out']}")
