@@ -26,6 +26,7 @@ from pairextract.errors import (
     output_io_error,
 )
 from pairextract.io.micrograph import MicrographHeaders
+from pairextract.ops.tiltsign import MIN_CONFIDENCE
 from pairextract.pipeline.pairindex import build_pair_index
 from pairextract.pipeline.plan import make_jobs
 from pairextract.pipeline.result import ExtractionResult
@@ -169,8 +170,13 @@ def _run_locked(inputs: TiltPairInputs, out: Path, params: ExtractionParams, cli
     pairs, dropped = build_pair_index(
         inputs.coordinate_pairs, inputs.micrograph_pairs,
         tables["untilted"], tables["tilted"], fit, drop_flagged)
+    signs = tilt_signs(tables)
+    warnings = warnings + [
+        f"tilt sign of {name} unsure (confidence {v['confidence']:.1f} < {MIN_CONFIDENCE:g}): "
+        "phase flipped whole with the centre's defocus" for name, v in signs.items()
+        if not v["used"]]
     with _writing("the tables", out):
-        _write_outputs(out, inputs, layout, tables, pairs, dropped, fit)
+        _write_outputs(out, inputs, layout, tables, pairs, dropped, fit, signs)
     result = ExtractionResult(
         out=out,
         pairs_in=int(len(inputs.coordinate_pairs)),
@@ -182,6 +188,8 @@ def _run_locked(inputs: TiltPairInputs, out: Path, params: ExtractionParams, cli
         seconds=time.perf_counter() - t0,
         particles_extracted=int(sum(int((r.status == Status.OK).sum()) for r in fresh.values())),
         warnings=warnings,
+        pairs_flagged=int(pairs["flagged"].sum()) if "flagged" in pairs else 0,
+        tilt_signs=signs,
     )
     with _writing("the summary", out / "summary.json"):
         store.write_json(out / "summary.json", result.summary())
@@ -374,9 +382,26 @@ def _view_tables(jobs: list[MicrographJob], done: set[str], journal: dict[str, b
     return tables
 
 
+def tilt_signs(tables: dict[str, pd.DataFrame]) -> dict[str, dict[str, Any]]:
+    """Per micrograph whose tilt sign was read (``tilt_sign="auto"``): ``sign``,
+    ``confidence`` (NaN: too few tiles) and ``used`` (else it was flipped whole)."""
+    out: dict[str, dict[str, Any]] = {}
+    for table in tables.values():
+        if "tilt_sign" not in table:
+            continue
+        read = table.loc[table["tilt_sign"].notna(),
+                         ["micrograph", "tilt_sign", "tilt_sign_confidence"]]
+        for mic, sign, conf in read.drop_duplicates("micrograph").itertuples(index=False):
+            c = float(conf)
+            out[str(mic)] = {"sign": int(sign), "confidence": round(c, 2) if c == c else None,
+                             "used": bool(c >= MIN_CONFIDENCE)}
+    return out
+
+
 def _write_outputs(out: Path, inputs: TiltPairInputs, layout: Any,
                    tables: dict[str, pd.DataFrame], pairs: pd.DataFrame,
-                   dropped: pd.DataFrame, geometry: GeometryFit | None) -> None:
+                   dropped: pd.DataFrame, geometry: GeometryFit | None,
+                   signs: dict[str, dict[str, Any]]) -> None:
     # Each table atomically (temporary file + rename): a reader never sees half a file.
     for view, table in tables.items():
         store.write_table(store.table_path(out, view), table)
@@ -386,4 +411,11 @@ def _write_outputs(out: Path, inputs: TiltPairInputs, layout: Any,
     mics = inputs.micrograph_pairs.copy()
     if geometry is not None:
         mics = mics.merge(geometry.micrographs, on="mic_pair_id", how="left")
+    if signs:
+        for v in ("u", "t"):
+            names = mics[f"micrograph_{v}"].astype(str)
+            mics[f"tilt_sign_{v}"] = [signs[m]["sign"] if m in signs else np.nan for m in names]
+            mics[f"tilt_sign_confidence_{v}"] = [
+                signs[m]["confidence"] if m in signs and signs[m]["confidence"] is not None
+                else np.nan for m in names]
     store.write_table(store.table_path(out, "micrographs"), mics)

@@ -47,6 +47,15 @@ def read_drops(out: str | Path) -> pd.DataFrame:
     return pd.read_parquet(require_output(out) / "dropped.parquet")
 
 
+def count_flagged(out: str | Path) -> int:
+    """Kept pairs that the geometry check flags as off the fitted tilt geometry.
+
+    The ``flagged`` column of ``pairs.parquet``; 0 for a folder whose table has none.
+    """
+    table = pd.read_parquet(require_output(out) / "pairs.parquet")
+    return int(table["flagged"].sum()) if "flagged" in table else 0
+
+
 def read_particles(out: str | Path, view: str) -> pd.DataFrame:
     """The particle table of one view (``"untilted"`` or ``"tilted"``), one row per slot."""
     if view not in VIEWS:
@@ -282,7 +291,8 @@ def pair_geometry(ds: xr.Dataset, table: pd.DataFrame) -> pd.DataFrame:
 
     ``tilt_angle, axis_angle_u, axis_angle_t`` (given, else fitted: what Xmipp's
     ``angleTilt, angleY, angleY2`` hold), ``given_*`` (the input's, NaN when unknown),
-    ``fitted_*`` (the geometry check's fit), ``residual`` (pixels, from the fitted map).
+    ``fitted_*`` (the geometry check's fit), ``residual`` (pixels, from the fitted map),
+    ``flagged`` (bool: the residual is above the check's threshold; False when unknown).
     """
     n = len(table)
     out = best_angles(ds, table)
@@ -293,6 +303,8 @@ def pair_geometry(ds: xr.Dataset, table: pd.DataFrame) -> pd.DataFrame:
         out[name] = fitted[name].to_numpy(np.float64)
     out["residual"] = (table["residual"].to_numpy(np.float64) if "residual" in table
                        else np.full(n, np.nan))
+    out["flagged"] = (table["flagged"].to_numpy(bool) if "flagged" in table
+                      else np.zeros(n, dtype=bool))
     return out
 
 
