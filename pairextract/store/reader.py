@@ -20,6 +20,7 @@ import xarray as xr
 
 from pairextract.core.vocab import VIEWS, View
 from pairextract.errors import InputError
+from pairextract.store.cfattrs import add_cf_attrs
 from pairextract.store.folder import RECENTER, ZARR_NAME
 from pairextract.store.verify import is_output, require_output, require_whole
 
@@ -70,7 +71,9 @@ def view_images(out: str | Path, view: str) -> da.Array:
     import zarr
 
     arr = zarr.open_array(str(Path(out) / ZARR_NAME / view / "images"), mode="r")
-    return da.from_zarr(arr, chunks=arr.shards or arr.chunks)
+    # inline_array: the zarr array goes into every chunk's task instead of being a key of its
+    # own, which each open of the folder would give another run_spec (Dask warned about it).
+    return da.from_zarr(arr, chunks=arr.shards or arr.chunks, inline_array=True)
 
 
 def read_provenance(out: str | Path) -> dict[str, Any]:
@@ -125,7 +128,8 @@ def open_pairs(out: str | Path) -> xr.Dataset:
         ``sampling_rate_untilted``, ``sampling_rate_tilted`` (NaN when unknown or mixed
         within the view), ``sampling_rate`` (the untilted one, for readers of a single
         sampling), ``box_size``, ``params`` (JSON text), ``dtype``, ``version``,
-        ``phase_flipped_u``, ``phase_flipped_t`` and ``source`` (the output folder).
+        ``phase_flipped_u``, ``phase_flipped_t`` and ``source`` (the output folder). Every
+        variable and coordinate has CF-style ``long_name`` and ``units`` attributes.
 
     Raises
     ------
@@ -146,15 +150,16 @@ def open_pairs(out: str | Path) -> xr.Dataset:
         images = view_images(path, view)
         slots = pairs[f"slot_{view.suffix}"].to_numpy(np.int64)
         data[view.value] = (("pair", "y", "x"), images[slots] if len(slots) else images[:0])
-    return xr.Dataset(data, coords=_pair_coords(path, pairs, prov),
-                      attrs=_pair_attrs(path, pairs, prov))
+    ds = xr.Dataset(data, coords=_pair_coords(path, pairs, prov),
+                    attrs=_pair_attrs(path, pairs, prov))
+    return add_cf_attrs(ds)
 
 
 def _pair_coords(path: Path, pairs: pd.DataFrame, prov: dict[str, Any]) -> dict[str, Any]:
     """The per-pair coordinates of :func:`open_pairs`: the pair index's columns, the
     re-centring shifts, each view's output sampling."""
     coords: dict[str, Any] = {}
-    skip = {"index", "slot_u", "slot_t"}
+    skip = {"index", "slot_u", "slot_t"}  # "index": written by versions before 0.2
     for col in pairs.columns:
         if col in skip:
             continue
