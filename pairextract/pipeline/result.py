@@ -83,6 +83,17 @@ def format_summary(s: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def outcome(s: dict[str, Any]) -> str:
+    """What a run did, in one line (for the run's record)."""
+    drops = ", ".join(f"{k} {v}" for k, v in s.get("dropped_by_reason", {}).items())
+    return (f"{s['micrographs_extracted']} micrograph(s) extracted, "
+            f"{s['micrographs_reused']} already done, {len(s['micrographs_failed'])} failed; "
+            f"{s['pairs_kept']} of {s['pairs_in']} pairs kept, {s['pairs_dropped']} dropped"
+            + (f" ({drops})" if drops else "")
+            + f", {s.get('pairs_flagged', 0)} flagged; {s['particles_extracted']} particles "
+            f"in {s['seconds']} s")
+
+
 def summary_html(s: dict[str, Any]) -> str:
     """The run's summary (from :meth:`ExtractionResult.summary`) as an HTML table."""
     from html import escape

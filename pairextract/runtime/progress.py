@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-__all__ = ["DONE", "done_batches", "progress_printer", "show_progress"]
+__all__ = ["DONE", "announce", "done_batches", "progress_printer", "show_progress"]
 
 # Take finished tasks in batches of at least this many, or after waiting this long (seconds).
 BATCH_AT_LEAST = 32
@@ -152,3 +152,12 @@ def show_progress(futures: Sequence[Any], progress: bool | str) -> Callable[[int
     show = progress_printer(len(futures))
     show(0)
     return show
+
+
+def announce(text: str, progress: bool | str) -> None:
+    """Say ``text`` where the progress goes: standard error at a terminal; standard output in
+    a notebook, where standard error is shown as a red warning."""
+    notebook = progress == "notebook" or _in_notebook()
+    stream = sys.stdout if notebook else sys.stderr
+    stream.write(text.rstrip("\n") + "\n")
+    stream.flush()

@@ -30,7 +30,7 @@ from pairextract.store.journal import (
 def _files(out: Path) -> dict[str, bytes]:
     return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*"))
             if p.is_file() and not p.relative_to(out).as_posix().startswith(
-                ("_work", ".lock", "summary.json"))}
+                ("_work", ".lock", "summary.json", "note.txt", "run.log"))}
 
 
 def _shards(out: Path, view: str) -> list[Path]:
