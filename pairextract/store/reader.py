@@ -21,7 +21,7 @@ import xarray as xr
 from pairextract.core.vocab import VIEWS, View
 from pairextract.errors import InputError
 from pairextract.store.cfattrs import add_cf_attrs
-from pairextract.store.folder import RECENTER, ZARR_NAME
+from pairextract.store.folder import RECENTER, ZARR_NAME, read_json
 from pairextract.store.verify import is_output, require_output, require_whole
 
 if TYPE_CHECKING:
@@ -41,6 +41,51 @@ def read_summary(out: str | Path) -> dict[str, Any]:
     """The summary of the last run into ``out`` (``summary.json``)."""
     path = require_output(out)
     return dict(json.loads((path / "summary.json").read_text()))
+
+
+def folder_state(out: str | Path) -> dict[str, Any]:
+    """What a finished output folder holds now, whatever its last run did.
+
+    Returns
+    -------
+    dict
+        ``micrographs_total``, ``micrographs_done``, ``micrographs_failed`` (name -> error, of
+        every view), ``pairs_in``, ``pairs_kept``, ``pairs_dropped``, ``dropped_by_reason``,
+        ``pairs_flagged`` (kept or dropped pairs off the fitted tilt geometry),
+        ``complete`` (every micrograph done).
+    """
+    path = require_output(out)
+    pairs = pd.read_parquet(path / "pairs.parquet")
+    drops = pd.read_parquet(path / "dropped.parquet")
+    mics = read_micrographs(path)
+    failed: dict[str, str] = {}
+    total = 0
+    for view in VIEWS:
+        table = pd.read_parquet(path / f"{view}.parquet", columns=["micrograph", "status",
+                                                                   "error"])
+        bad = table[table["status"] == "error"].drop_duplicates("micrograph")
+        failed.update({f"{view} {m}": str(e) for m, e in zip(bad["micrograph"], bad["error"],
+                                                              strict=True)})
+        total += (len(mics) if mics is not None
+                  else int(table["micrograph"].nunique()))
+    summary = read_json(path / "summary.json") or {}
+    if "pairs_flagged" in summary:
+        flagged = int(summary["pairs_flagged"])
+    else:  # a summary written before it counted them: the tables know
+        flagged = (int(pairs["flagged"].sum()) if "flagged" in pairs else 0) + int(
+            (drops["reason"] == "geometry_flagged").sum())
+    reasons = drops["reason"].value_counts().sort_index()
+    return {
+        "micrographs_total": total,
+        "micrographs_done": total - len(failed),
+        "micrographs_failed": failed,
+        "pairs_in": int(len(pairs) + len(drops)),
+        "pairs_kept": int(len(pairs)),
+        "pairs_dropped": int(len(drops)),
+        "dropped_by_reason": {str(k): int(v) for k, v in reasons.items()},
+        "pairs_flagged": flagged,
+        "complete": not failed,
+    }
 
 
 def read_drops(out: str | Path) -> pd.DataFrame:
