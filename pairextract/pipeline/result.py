@@ -62,6 +62,10 @@ class ExtractionResult:
     def __str__(self) -> str:
         return format_summary(self.summary())
 
+    def _repr_html_(self) -> str:
+        """A notebook's view of the run: a small table instead of the dataclass's repr."""
+        return summary_html(self.summary())
+
 
 def flagged_note(n: int) -> str:
     """What to tell a user about ``n`` kept pairs that are off the fitted tilt geometry."""
@@ -99,3 +103,42 @@ def format_summary(s: dict[str, Any]) -> str:
         lines.append(f"warning: {w}")
     lines.append(f"output:        {s['out']}")
     return "\n".join(lines)
+
+
+def outcome(s: dict[str, Any]) -> str:
+    """What a run did, in one line (for the run's record)."""
+    drops = ", ".join(f"{k} {v}" for k, v in s.get("dropped_by_reason", {}).items())
+    return (f"{s['micrographs_extracted']} micrograph(s) extracted, "
+            f"{s['micrographs_reused']} already done, {len(s['micrographs_failed'])} failed; "
+            f"{s['pairs_kept']} of {s['pairs_in']} pairs kept, {s['pairs_dropped']} dropped"
+            + (f" ({drops})" if drops else "")
+            + f", {s.get('pairs_flagged', 0)} flagged; {s['particles_extracted']} particles "
+            f"in {s['seconds']} s")
+
+
+def summary_html(s: dict[str, Any]) -> str:
+    """The run's summary (from :meth:`ExtractionResult.summary`) as an HTML table."""
+    from html import escape
+
+    def row(name: str, value: object, indent: bool = False) -> str:
+        pad = "padding-left:2em;" if indent else ""
+        return (f"<tr><th style='text-align:left;{pad}'>{escape(name)}</th>"
+                f"<td style='text-align:left'>{escape(str(value))}</td></tr>")
+
+    rows = [row("pairs in", s["pairs_in"]), row("pairs kept", s["pairs_kept"]),
+            row("pairs dropped", s["pairs_dropped"])]
+    rows += [row(reason, n, indent=True) for reason, n in s.get("dropped_by_reason", {}).items()]
+    # "pairs_flagged" comes with the geometry flags' summary; an older summary has none
+    rows.append(row("pairs flagged", s.get("pairs_flagged", 0)))
+    rows.append(row("micrographs", f"{s['micrographs_extracted']} extracted, "
+                                   f"{s['micrographs_reused']} already done, "
+                                   f"{len(s['micrographs_failed'])} failed"))
+    rows += [row(name, err, indent=True) for name, err in s["micrographs_failed"].items()]
+    speed = (f", {s['particles_per_second']} particles/s"
+             if s.get("particles_per_second") else "")
+    rows.append(row("time", f"{s['seconds']} s ({s['particles_extracted']} particles "
+                            f"extracted{speed})"))
+    rows += [row("warning", w) for w in s.get("warnings", [])]
+    rows.append(row("output", s["out"]))
+    return ("<div><strong>pairextract: ExtractionResult</strong>"
+            f"<table>{''.join(rows)}</table></div>")

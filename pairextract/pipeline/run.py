@@ -29,11 +29,12 @@ from pairextract.io.micrograph import MicrographHeaders
 from pairextract.ops.tiltsign import MIN_CONFIDENCE
 from pairextract.pipeline.pairindex import build_pair_index
 from pairextract.pipeline.plan import make_jobs
-from pairextract.pipeline.result import ExtractionResult
+from pairextract.pipeline.result import ExtractionResult, outcome
+from pairextract.pipeline.runinfo import about_run, banner
 from pairextract.pipeline.tasks import JobRows, particle_columns, run_job
 from pairextract.prepare.geometry import GeometryFit
-from pairextract.runtime.progress import done_batches, show_progress
-from pairextract.store import MicrographJob, shard_rows
+from pairextract.runtime.progress import announce, done_batches, show_progress
+from pairextract.store import MicrographJob, record, shard_rows
 
 FORMAT_VERSION = 1
 
@@ -114,15 +115,16 @@ def run_extraction(
                         f"not write: {', '.join(kept[:5])}{' ...' if len(kept) > 5 else ''}")
             store.write_marker(out, "extract")
         return _run_locked(inputs, out, params, client, dtype, geometry, drop_flagged,
-                           progress, warnings, t0, headers, verify_inputs)
+                           progress, warnings, t0, headers, verify_inputs,
+                           store.input_paths(inputs, protect))
 
 
 def _run_locked(inputs: TiltPairInputs, out: Path, params: ExtractionParams, client: Any,
                 dtype: str, geometry: GeometryFit | Callable[[], GeometryFit] | None,
                 drop_flagged: bool,
                 progress: bool | str, warnings: list[str], t0: float,
-                headers: MicrographHeaders | None = None, verify_inputs: bool = False
-                ) -> ExtractionResult:
+                headers: MicrographHeaders | None = None, verify_inputs: bool = False,
+                input_files: Sequence[str] = ()) -> ExtractionResult:
     provenance = {
         "format_version": FORMAT_VERSION,
         "params": params.to_dict(),
@@ -150,11 +152,38 @@ def _run_locked(inputs: TiltPairInputs, out: Path, params: ExtractionParams, cli
 
     journal = store.read_journal(out)
     done = store.done_jobs(out, jobs, layout.rows_per_shard, params.box_size, itemsize, journal)
-    run = store.new_run()  # names this run's journals
     # micrographs whose header cannot be read fail without a task
     failed = {j.name: bad_files[j.micrograph] for j in jobs
               if j.name not in done and j.micrograph in bad_files}
     todo = [j for j in jobs if j.name not in done and j.name not in failed]
+    about = about_run(inputs, out, client, len(jobs), len(done), len(failed))
+    record.start(out, about=about, params=params.to_dict(), paths=input_files)
+    if progress:
+        announce(banner(about, params), progress)
+    try:
+        result = _extract(inputs, out, params, client, dtype, drop_flagged, progress, warnings,
+                          t0, infos, jobs, layout, done, journal, failed, todo, meanwhile)
+    except BaseException as exc:
+        why = "interrupted" if isinstance(exc, KeyboardInterrupt) else (
+            f"{type(exc).__name__}: {exc}")
+        record.finish(out, why, failed=True)
+        raise
+    for w in result.warnings:
+        record.append(out, f"warning: {w}")
+    for name, why in result.micrographs_failed.items():
+        record.append(out, f"micrograph failed: {name}: {why}")
+    record.finish(out, outcome(result.summary()))
+    return result
+
+
+def _extract(inputs: TiltPairInputs, out: Path, params: ExtractionParams, client: Any,
+             dtype: str, drop_flagged: bool, progress: bool | str, warnings: list[str],
+             t0: float, infos: dict[str, Any], jobs: list[MicrographJob], layout: Any,
+             done: set[str], journal: dict[str, bytes], failed: dict[str, str],
+             todo: list[MicrographJob], meanwhile: Callable[[], GeometryFit | None]
+             ) -> ExtractionResult:
+    """The run once its jobs are known: the tasks, the pair index, the tables, the summary."""
+    run = store.new_run()  # names this run's journals
     # The arrays' metadata is written while the first tasks run (the tasks write only their
     # shard files): writing it is off the critical path, and so is a geometry check that
     # nothing before the pair index needs.
