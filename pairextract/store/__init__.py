@@ -16,6 +16,7 @@ pairs.parquet          the pair index (ParticlesTiltPair): kept pairs only
 dropped.parquet        every coordinate pair that was not kept, with its reason
 micrographs.parquet    micrograph pairs with given and fitted tilt angles
 summary.json           counts, timings, output path
+watch.json             the state of a ``watch`` service (open/closed, counts)
 _work/                 layout.json and a journal (journal-*.part) per worker process:
                        what each finished micrograph gave (resume)
 .lock                  held while a run writes into OUT
@@ -36,6 +37,7 @@ from pairextract.store.folder import (
     LOGS,
     RECENTER,
     TABLES,
+    WATCH_STATUS,
     WORK,
     ZARR_NAME,
     check_output_folder,
@@ -99,7 +101,8 @@ _READERS = frozenset({
 })
 
 __all__ = [
-    "LAYOUT_FORMAT", "LOGS", "RECENTER", "TABLES", "WORK", "ZARR_NAME", "Layout", "MicrographJob",
+    "LAYOUT_FORMAT", "LOGS", "RECENTER", "TABLES", "WATCH_STATUS", "WORK", "ZARR_NAME",
+    "Layout", "MicrographJob",
     "append_journal", "check_output", "check_output_folder", "claim_destination",
     "clear_output", "close_journal", "done_jobs", "input_paths", "is_extract_output",
     "is_output", "journal_columns", "new_run", "open_layout", "prepare_arrays", "read_journal",
