@@ -401,6 +401,9 @@ def info(out: str | Path) -> str:
         f"written by:    pairextract {prov.get('version')} "
         f"from {prov.get('inputs', {}).get('source')}",
     ]
+    from pairextract.store.watchstatus import describe
+
+    lines += describe(out)  # nothing unless a watch service wrote the folder
     problems = store.check_output(out)
     if problems:
         lines.append(f"DAMAGED:       {len(problems)} problem(s); run the same extract command "
