@@ -1,7 +1,8 @@
 """Is a file that another program is writing complete? Pure file checks for ``watch``.
 
 A file is *ready* when its size has not changed for ``settle`` seconds (watched across
-polls), its modification time is at least ``min_age`` seconds old, and, for a micrograph,
+polls; a file last modified longer ago than that has not changed since), its modification
+time is at least ``min_age`` seconds old, and, for a micrograph,
 its header is consistent with its size (an MRC whose header promises more bytes than the
 file holds is still being written). A file that has settled but is still not valid is
 *bad*: reported once, and looked at again only if it changes.
@@ -76,9 +77,11 @@ class Readiness:
         now = self._clock()
         seen = self._seen.get(key)
         if seen is None or (seen.size, seen.mtime_ns) != (st.st_size, st.st_mtime_ns):
-            # new, or changed since the last poll: its settle time starts again
-            self._seen[key] = _Seen(st.st_size, st.st_mtime_ns, now)
-            return WAITING if self.settle > 0 or not self._old(st) else self._decide(key)
+            # New, or changed since the last look: its size has been stable since its last
+            # modification, not since now (a file found already complete, after a restart
+            # or in a backlog, is not held for a settle time it has already had).
+            age = max(0.0, time.time() - st.st_mtime)
+            seen = self._seen[key] = _Seen(st.st_size, st.st_mtime_ns, now - age)
         if seen.state != WAITING:
             return seen.state
         if now - seen.since < self.settle or not self._old(st):

@@ -38,18 +38,24 @@ def test_a_file_is_ready_only_once_its_size_settled(tmp_path: Path) -> None:
     f = tmp_path / "coords.star"
     assert r.state(f) == WAITING  # not there yet
     f.write_text("data_\n")
-    _old(f)
-    assert r.state(f) == WAITING  # first seen: its settle time starts
+    assert r.state(f) == WAITING  # just written: its settle time starts
     clock.now = 1.9
     assert r.state(f) == WAITING
     clock.now = 2.0
     assert r.state(f) == READY
     with open(f, "a") as fh:  # written again: waits again
         fh.write("loop_\n")
-    _old(f)
     clock.now = 3.0
     assert r.state(f) == WAITING
     clock.now = 5.1
+    assert r.state(f) == READY
+
+
+def test_a_file_found_long_unmodified_has_settled_already(tmp_path: Path) -> None:
+    r = Readiness(settle=2.0, min_age=1.0, clock=Clock())
+    f = tmp_path / "coords.star"
+    f.write_text("data_\n")
+    _old(f, 2.5)
     assert r.state(f) == READY
 
 
@@ -72,7 +78,6 @@ def test_an_mrc_whose_header_promises_more_bytes_waits_then_is_bad_once_settled(
     whole = _mrc(tmp_path / "whole.mrc")
     part = tmp_path / "u001.mrc"
     part.write_bytes(whole[:1024 + 1000])  # the header and a little of the pixels
-    _old(part)
     assert r.state(part) == WAITING
     clock.now = 5.0
     assert r.state(part) == BAD  # settled but truncated: reported, not retried
@@ -80,7 +85,6 @@ def test_an_mrc_whose_header_promises_more_bytes_waits_then_is_bad_once_settled(
     clock.now = 50.0
     assert r.state(part) == BAD  # stays bad without looking again
     part.write_bytes(whole)  # the writer finished after all
-    _old(part)
     assert r.state(part) == WAITING
     clock.now = 52.0
     assert r.state(part) == READY and r.reason(part) == ""

@@ -195,3 +195,17 @@ def test_watch_closes_on_idle_and_reports_a_micrograph_that_never_becomes_whole(
     kept = pd.read_parquet(out / "pairs.parquet")
     assert kept["mic_pair_id"].nunique() == 9
     assert str(cut.resolve()) not in set(kept["micrograph_t"])
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_or_ctrl_c_close_the_stream_with_status_0(source: Path, tmp_path: Path,
+                                                          sig: signal.Signals) -> None:
+    dest, out, log = tmp_path / "incoming", tmp_path / "out", tmp_path / "watch.log"
+    stream_dataset(source, dest, interval=0.0, part_pause=0.0, swap_every=0)
+    proc = _watch(dest, out, log)
+    _until(lambda: _status(out).get("extracted") == 10)
+    os.kill(proc.pid, sig)
+    assert proc.wait(timeout=60) == 0, log.read_text()
+    status = _status(out)
+    assert status["state"] == "closed" and "interrupt" in status["closed_by"]
+    assert "stream closed by interrupt" in log.read_text()
