@@ -30,8 +30,9 @@ from pairextract import store
 from pairextract.core.inputs import TiltPairInputs
 from pairextract.errors import InputError
 from pairextract.io.growing import read_growing_table
-from pairextract.io.reader import apply_read_options
+from pairextract.io.reader import apply_read_options, detect_form, read_pairs
 from pairextract.io.readiness import BAD, MIN_AGE_S, READY, SETTLE_S, Readiness
+from pairextract.io.scipion import stream_closed
 from pairextract.pipeline.result import ExtractionResult
 from pairextract.store.watchstatus import CLOSED, WatchStatus, now_text, read_status, write_status
 
@@ -158,16 +159,27 @@ class Watcher:
                 last_change = time.monotonic()
             write_status(self.out, self.status)
             now = time.monotonic()
+            if (closing_until is None and inputs is not None and not waiting
+                    and self._scipion() and stream_closed(self.source)):
+                self._tell("the input sets are closed (STREAM_CLOSED): closing")
+                closing_until, closing_reason = now, "the input set (STREAM_CLOSED)"
             if closing_until is not None and (not waiting or now >= closing_until):
                 return closing_reason
             if opts.idle_timeout is not None and now - last_change >= opts.idle_timeout:
                 return f"the idle timeout ({opts.idle_timeout:g} s without new input)"
             self._stop.wait(opts.poll)
 
+    def _scipion(self) -> bool:
+        return self.source.is_dir() or (self.source.suffix.lower() in (".sqlite", ".db")
+                                        and detect_form(self.source) == "scipion")
+
     def _read(self) -> TiltPairInputs | None:
         """The complete part of the input now, with the read options applied; None when
         there is none yet or it cannot be read yet (reported once per distinct problem)."""
         try:
+            if self._scipion():
+                # sqlite reads are transactions: a set is read whole, as its writer committed it
+                return read_pairs(self.source, **self._read_options)
             inputs = read_growing_table(self.source, self._file_ready)
             if inputs is None:
                 return None

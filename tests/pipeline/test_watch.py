@@ -209,3 +209,28 @@ def test_sigterm_or_ctrl_c_close_the_stream_with_status_0(source: Path, tmp_path
     status = _status(out)
     assert status["state"] == "closed" and "interrupt" in status["closed_by"]
     assert "stream closed by interrupt" in log.read_text()
+
+
+def test_watch_follows_an_open_scipion_set_until_it_is_closed(source: Path,
+                                                              tmp_path: Path) -> None:
+    from pairextract.io.scipion import STREAM_CLOSED, STREAM_OPEN, write_scipion_pairs
+
+    inputs = pe.read_pairs(source / "pairs.csv")
+    run = tmp_path / "Runs" / "000123_XmippProtAssignmentTiltPair"
+    write_scipion_pairs(inputs.select([1, 2, 3]), run, stream_state=STREAM_OPEN)
+    out = tmp_path / "out"
+    handle = pe.watch_pairs(run, out, PARAMS, poll=0.1, settle=0.0, min_age=0.0,
+                            background=True, workers=1)
+    assert not isinstance(handle, pe.api.WatchStatus)
+    _until(lambda: handle.status().extracted == 3)
+    time.sleep(0.5)
+    assert handle.running  # an open set is followed, not closed when it stops growing
+    write_scipion_pairs(inputs, run, stream_state=STREAM_CLOSED)
+    status = handle.wait(timeout=120)
+    assert status.extracted == 10 and "STREAM_CLOSED" in str(status.closed_by)
+    ref = tmp_path / "batch"
+    pe.extract_pairs(run, ref, PARAMS, workers=1, local_threads=True)
+    got, want = _images(out), _images(ref)
+    assert sorted(got) == sorted(want)
+    for pid, (u, t) in want.items():
+        assert u.tobytes() == got[pid][0].tobytes() and t.tobytes() == got[pid][1].tobytes()
