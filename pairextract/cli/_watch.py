@@ -37,7 +37,8 @@ def register(sub: Any) -> None:
                     "as soon as its files are complete, as `extract` would. Stop it with the "
                     "stop file, an idle timeout, Ctrl-C or SIGTERM (the stream is then "
                     "closed, exit 0); killed, it resumes where it was when run again.")
-    p.add_argument("input", help="pair table that grows (.csv: complete lines are read)")
+    p.add_argument("input", help="pair table that grows (.csv: complete lines are read), or "
+                                 "a Scipion run folder or .sqlite set")
     p.add_argument("--out", required=True, help="output folder (resumed if it exists)")
     add_protocol_arguments(p)
     add_input_arguments(p)

@@ -93,7 +93,7 @@ def run_lock(out: Path, reentrant: bool = False) -> Iterator[None]:
             holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "unknown"
             raise StoreBusyError(
                 f"{out} is being written by another pairextract run ({holder}); "
-                "wait for it to finish or choose another output folder"
+                "wait for it to finish or choose another output folder" + _stale_hint(holder)
             ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since "
@@ -108,6 +108,26 @@ def run_lock(out: Path, reentrant: bool = False) -> Iterator[None]:
             del _HELD[key]
     finally:
         os.close(fd)
+
+
+def _stale_hint(holder: str) -> str:
+    """What to say of a lock whose recorded holder is gone (on NFS a dead client's lock
+    lives on until its lease expires; a local flock dies with its process)."""
+    parts = holder.split()
+    if len(parts) < 4 or parts[0] != "pid" or parts[2] != "on" or not parts[1].isdigit():
+        return ""
+    pid, host = int(parts[1]), parts[3]
+    if host != socket.gethostname():
+        return (f" (if {host} is down, its lock on a network file system is released when "
+                "its lease expires, within a few minutes)")
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return (f" (pid {pid} no longer runs on this host: the lock is left over by the "
+                "network file system and goes when its lease expires, within a few minutes)")
+    except PermissionError:
+        pass
+    return ""
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
