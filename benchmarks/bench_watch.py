@@ -15,7 +15,7 @@ on disk when the service starts, drained at pairs/s, against a batch ``extract_p
 the same N on the same cluster. Usage::
 
     python benchmarks/bench_watch.py [--pairs 12] [--interval 1.5] [--polls 0.5 0.2]
-        [--size 768] [--particles 20] [--box 64] [--workers 2]
+        [--size 768] [--particles 20] [--box 64] [--workers 2] [--scaling 400]
 """
 
 from __future__ import annotations
@@ -112,6 +112,32 @@ def _one_pair(src: Path, tmp: Path, client: object) -> float:
     return min(best)
 
 
+def _scaling(tmp: Path, client: object, total: int, box: int) -> list[tuple[int, float]]:
+    """Seconds of one batch adding one micrograph pair to an output of k committed ones:
+    the batch path's fixed cost as the session grows (256x256 micrographs, 5 particles)."""
+    from pairextract import ExtractionParams, extract_pairs, read_pairs
+    from pairextract.testing import synth
+
+    ds = synth.make_dataset(tmp / "src-scaling", n_mic_pairs=total, shape=(256, 256),
+                            particles_per_pair=5, box=box, n_edge=1, n_hot_pixels=1, seed=3)
+    inputs = read_pairs(ds.pair_table)
+    ids = inputs.micrograph_pairs["mic_pair_id"].tolist()
+    out = tmp / "out-scaling"
+    params = ExtractionParams(box_size=box)
+    marks = sorted({k for k in (1, 25, 50, 100, 200, 400, 800) if k < total} | {total - 1})
+    done = 0
+    rows = []
+    for k in marks:
+        if k > done:
+            extract_pairs(inputs.select(ids[:k]), out, params, client)
+            done = k
+        t0 = time.perf_counter()
+        extract_pairs(inputs.select(ids[:k + 1]), out, params, client)
+        rows.append((k, time.perf_counter() - t0))
+        done = k + 1
+    return rows
+
+
 BOX = 64
 
 
@@ -128,6 +154,8 @@ def main() -> None:
     ap.add_argument("--box", type=int, default=64)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--backlog", type=int, default=24)
+    ap.add_argument("--scaling", type=int, default=0, metavar="N",
+                    help="also time one batch adding a pair to k committed ones, k up to N")
     args = ap.parse_args()
     BOX = args.box
 
@@ -160,6 +188,9 @@ def main() -> None:
             print(f"backlog of {n} pairs: watch drained it in {watch_s:.2f} s "
                   f"({n / watch_s:.1f} pairs/s, one settle included); batch extract "
                   f"{batch_s:.2f} s ({n / batch_s:.1f} pairs/s)")
+            if args.scaling:
+                for k, seconds in _scaling(tmp, client, args.scaling, args.box):
+                    print(f"one batch adding 1 micrograph pair to {k} committed: {seconds:.2f} s")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
