@@ -34,7 +34,14 @@ from pairextract.io.reader import apply_read_options, detect_form, read_pairs
 from pairextract.io.readiness import BAD, MIN_AGE_S, READY, SETTLE_S, Readiness
 from pairextract.io.scipion import stream_closed
 from pairextract.pipeline.result import ExtractionResult
-from pairextract.store.watchstatus import CLOSED, WatchStatus, now_text, read_status, write_status
+from pairextract.store.watchstatus import (
+    CLOSED,
+    FAILED,
+    WatchStatus,
+    now_text,
+    read_status,
+    write_status,
+)
 
 Extract = Callable[[TiltPairInputs], ExtractionResult]
 
@@ -88,6 +95,7 @@ class Watcher:
         self._committed: set[int] = set()
         self._failed: set[int] = set()
         self._reported: set[str] = set()
+        self._failed_micrographs: set[str] = set()
 
     def stop(self, reason: str = "stop()") -> None:
         """Ask the loop to close the stream after its current batch."""
@@ -119,6 +127,12 @@ class Watcher:
                 self.status.closed_by = self._loop()
             except KeyboardInterrupt:
                 self.status.closed_by = "interrupt (Ctrl-C or SIGTERM)"
+            except BaseException as exc:
+                # the stream is not complete: not "closed"; a watch again resumes it
+                self.status.state = FAILED
+                self.status.note(f"stopped by an error: {type(exc).__name__}: {exc}")
+                write_status(self.out, self.status)
+                raise
             self.status.state = CLOSED
             self.status.note(f"stream closed by {self.status.closed_by}")
             write_status(self.out, self.status)
@@ -240,12 +254,16 @@ class Watcher:
         self.status.pairs_kept = result.pairs_kept
         self.status.rate = len(ready) / seconds if seconds > 0 else 0.0
         self.status.last_commit = now_text()
-        failed = len(result.micrographs_failed)
+        # a micrograph that fails is tried again with each batch (its drops stay in the
+        # output, as a batch run gives them), but reported once
+        new = {k: v for k, v in result.micrographs_failed.items()
+               if k not in self._failed_micrographs}
+        self._failed_micrographs.update(new)
         text = (f"committed {len(ready)} micrograph pair(s) in {seconds:.2f} s: "
                 f"{len(self._committed)} extracted, {result.pairs_kept} pairs kept")
-        if failed:
-            text += f"; {failed} micrograph(s) failed: " + "; ".join(
-                f"{k}: {v}" for k, v in list(result.micrographs_failed.items())[:3])
+        if new:
+            text += f"; {len(new)} micrograph(s) failed: " + "; ".join(
+                f"{k}: {v}" for k, v in list(new.items())[:3])
         self.status.note(text)
         self._tell(text)
 

@@ -4,7 +4,8 @@ Written atomically after every poll that changed something, so ``pairextract inf
 notebook or a facility's dashboard can read it at any moment. ``state`` is ``"open"`` while
 the service follows its input and ``"closed"`` once it stopped (sentinel file, idle timeout,
 Ctrl-C, SIGTERM), as Scipion's ``STREAM_OPEN``/``STREAM_CLOSED``; a service killed outright
-leaves ``"open"`` with a ``pid`` that no longer runs.
+leaves ``"open"`` with a ``pid`` that no longer runs; one stopped by an error (an input
+that cannot be extracted as it stands) says ``"failed"``, the error in its last event.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pairextract.store.folder import WATCH_STATUS, read_json, write_json
 
 OPEN = "open"
 CLOSED = "closed"
+FAILED = "failed"  # stopped by an error: the stream is not complete
 # the last events kept in the file (what a facility's operator looks at first)
 _EVENTS = 50
 
@@ -80,9 +82,12 @@ def describe(out: str | os.PathLike[str]) -> list[str]:
     s = read_status(out)
     if s is None:
         return []
-    state = s.state if s.state == CLOSED else f"open (pid {s.pid} on {s.host})"
-    if s.state == CLOSED and s.closed_by:
-        state += f" by {s.closed_by}"
+    if s.state == CLOSED:
+        state = f"closed by {s.closed_by}" if s.closed_by else CLOSED
+    elif s.state == FAILED:
+        state = f"stopped by an error ({s.events[-1] if s.events else 'see its output'})"
+    else:
+        state = f"open (pid {s.pid} on {s.host})"
     return [
         f"watch:         stream {state}; micrograph pairs seen {s.seen}, waiting {s.waiting}, "
         f"extracted {s.extracted}, failed {s.failed}",

@@ -234,3 +234,21 @@ def test_watch_follows_an_open_scipion_set_until_it_is_closed(source: Path,
     assert sorted(got) == sorted(want)
     for pid, (u, t) in want.items():
         assert u.tobytes() == got[pid][0].tobytes() and t.tobytes() == got[pid][1].tobytes()
+
+
+def test_an_input_that_cannot_be_extracted_stops_the_service_marked_failed(
+        source: Path, tmp_path: Path) -> None:
+    dest, out = tmp_path / "incoming", tmp_path / "out"
+    stream_dataset(source, dest, interval=0.0, part_pause=0.0, swap_every=0)
+    table = pd.read_csv(dest / "pairs.csv")
+    table.loc[1, "pair_id"] = table.loc[0, "pair_id"]  # two pairs, one id
+    table.to_csv(dest / "pairs.csv", index=False)
+    with pytest.raises(InputError, match="duplicated pair ids"):
+        pe.watch_pairs(dest / "pairs.csv", out, PARAMS, poll=0.1, settle=0.0, min_age=0.0,
+                       workers=1)
+    status = _status(out)
+    assert status["state"] == "failed"
+    assert "InputError" in status["events"][-1] and "pairs.csv:3" in status["events"][-1]
+    from pairextract.store.watchstatus import describe
+
+    assert "stopped by an error" in describe(out)[0]
