@@ -13,6 +13,7 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from pairextract.api import extract_pairs as extract_pairs
+    from pairextract.api import watch_pairs as watch_pairs
     from pairextract.core.ctf import CTF as CTF
     from pairextract.core.inputs import TiltPairInputs as TiltPairInputs
     from pairextract.core.params import ExtractionParams as ExtractionParams
@@ -31,6 +32,7 @@ _PUBLIC = {
     "read_pairs": "pairextract.io",
     "check_inputs": "pairextract.prepare.checks",
     "extract_pairs": "pairextract.api",
+    "watch_pairs": "pairextract.api",
     "open_pairs": "pairextract.store",
     "read_drops": "pairextract.store",
     "export": "pairextract.export",

@@ -26,10 +26,13 @@ from pairextract.io.reader import PATH_OPTIONS
 from pairextract.io.shifts import Shifts, read_shifts
 from pairextract.pipeline.result import ExtractionResult
 from pairextract.pipeline.run import run_extraction
+from pairextract.pipeline.watch import Watcher, WatchHandle, WatchOptions
 from pairextract.prepare.geometry import GeometryFit
 from pairextract.runtime import open_client, prefer_local_threads, preloaded_workers
+from pairextract.store.watchstatus import WatchStatus
+from pairextract.store.watchstatus import describe as describe_watch
 
-__all__ = ["extract_pairs", "info"]
+__all__ = ["extract_pairs", "info", "watch_pairs"]
 
 
 def extract_pairs(
@@ -162,6 +165,105 @@ def extract_pairs(
     checking = _Background(prepare)
     with preloaded_workers(), start() as started:
         return run(started, checking.result())
+
+
+def watch_pairs(
+    source: str | Path,
+    out: str | Path,
+    params: ExtractionParams | None = None,
+    client: Any = None,
+    *,
+    poll: float = 1.0,
+    settle: float = 2.0,
+    min_age: float = 1.0,
+    idle_timeout: float | None = None,
+    stop_file: str | Path | None = None,
+    background: bool = False,
+    dtype: str = "float32",
+    residual_threshold: float | None = None,
+    drop_flagged: bool = False,
+    workers: int | None = None,
+    local_threads: bool | None = None,
+    say: Callable[[str], None] | None = None,
+    **read_options: Any,
+) -> WatchStatus | WatchHandle:
+    """Extract each micrograph pair of a growing input as soon as its files are complete.
+
+    A long-running service: the pair table ``source`` (CSV: complete lines only) gains rows,
+    micrographs and coordinate files arrive; every ``poll`` seconds the micrograph pairs whose
+    files are complete (size unchanged for ``settle`` s, modified at least ``min_age`` s ago,
+    header consistent with size; and both CTFs when ``params`` flips phases) are extracted
+    into ``out`` exactly as :func:`extract_pairs` would, and committed as a whole: a reader
+    (``open_pairs``, ``info``, ``montage``, ``export``) sees every listed pair's two images
+    final at any moment. The status is in ``out/watch.json``
+    (:mod:`pairextract.store.watchstatus`).
+
+    Parameters
+    ----------
+    source, out, params, client, dtype, residual_threshold, drop_flagged, workers, local_threads
+        As for :func:`extract_pairs`; the cluster is started once, for the whole service
+        (local: threads unless ``params`` flips phases).
+    poll, settle, min_age
+        Seconds between looks at the input; a file's size must stay unchanged for
+        ``settle`` s and its last modification be ``min_age`` s old.
+    idle_timeout
+        Close the stream after this many seconds without any change in the input.
+    stop_file
+        Close the stream when this file appears (after extracting what is complete).
+    background
+        Return at once a :class:`~pairextract.pipeline.watch.WatchHandle` (``.stop()``,
+        ``.status()``, ``.wait()``) with the service running in a thread (a notebook's).
+    say
+        Called with each event's line (default: nothing is printed).
+    **read_options
+        As for :func:`extract_pairs`: ``ctf_untilted``, ``ctf_tilted`` (re-read at every poll:
+        CTF files may grow too), ``other_micrographs``, ``pixel_size``, ...
+
+    Returns
+    -------
+    WatchStatus or WatchHandle
+        The final status once the stream is closed (stop file, idle timeout, Ctrl-C,
+        SIGTERM), or with ``background`` the handle of the running service.
+
+    Raises
+    ------
+    StoreBusyError
+        Another run or service holds ``out``.
+    """
+    if params is None:
+        raise TypeError("watch_pairs needs params=ExtractionParams(box_size=...)")
+    options = WatchOptions(poll=poll, settle=settle, min_age=min_age,
+                           idle_timeout=idle_timeout, stop_file=stop_file)
+    protect = [str(source), *(str(v) for k, v in read_options.items()
+                              if k in PATH_OPTIONS and v is not None)]
+    holder: dict[str, Any] = {}
+
+    def extract(batch: TiltPairInputs) -> ExtractionResult:
+        return extract_pairs(batch, out, params, holder["client"], dtype=dtype,
+                             residual_threshold=residual_threshold,
+                             drop_flagged=drop_flagged, protect=protect)
+
+    watcher = Watcher(source, out, extract, options, read_options=read_options,
+                      needs_ctf=params.phase_flip, say=say)
+
+    def body() -> WatchStatus:
+        if client is not None and not callable(client):
+            holder["client"] = client
+            return watcher.run()
+        start = client
+        if start is None:
+            threads = not params.phase_flip if local_threads is None else local_threads
+
+            def start() -> Any:
+                return open_client("local", workers=workers, local_threads=threads)
+
+        with preloaded_workers(), start() as started:
+            holder["client"] = started
+            return watcher.run()
+
+    if background:
+        return WatchHandle(watcher, body)
+    return body()
 
 
 @dataclass
@@ -326,6 +428,7 @@ def info(out: str | Path) -> str:
     if record.exists():
         lines.append(f"record:        {record.resolve()} (every run's command, inputs, "
                      "versions and times)")
+    lines += describe_watch(out)  # nothing unless a watch service wrote the folder
     problems = store.check_output(out)
     if problems:
         lines.append(f"DAMAGED:       {len(problems)} problem(s); run the same extract command "

@@ -27,7 +27,7 @@ from pairextract.runtime.tuning import exit_without_teardown, freeze_imports, on
 EXIT_BROKEN_PIPE = 141
 
 # Each module exposes register(subparsers); order here is the order of --help.
-_COMMANDS = ("_demo", "_check", "_extract", "_info", "_export", "_montage", "_deploy")
+_COMMANDS = ("_demo", "_check", "_extract", "_watch", "_info", "_export", "_montage", "_deploy")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -9,6 +9,7 @@ from typing import Any
 from pairextract.cli._options import (
     add_input_arguments,
     add_protocol_arguments,
+    add_run_arguments,
     params_from_args,
     read_options_from_args,
 )
@@ -34,11 +35,7 @@ def register(sub: Any) -> None:
     p.add_argument("--out", required=True, help="output folder (resumed if it exists)")
     add_protocol_arguments(p)
     add_input_arguments(p)
-    g = p.add_argument_group("run")
-    g.add_argument("--float16", action="store_true", help="store particles as float16")
-    g.add_argument("--residual-threshold", type=float, metavar="PX",
-                   help="flag pairs off the fitted tilt geometry by more than PX pixels")
-    g.add_argument("--drop-flagged", action="store_true", help="drop the flagged pairs")
+    g = add_run_arguments(p)
     g.add_argument("--overwrite", action="store_true",
                    help="start again: delete the files an earlier run wrote in OUT (only "
                         "those), do not resume")

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
 from pairextract.errors import InputError
@@ -29,33 +29,21 @@ def register(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
-def _watch_lines(out: str) -> list[str]:
-    """The watch status of ``out`` (``pairextract watch``), when one watches or watched it."""
-    # HOOK (pairextract watch, #25): connected here once pairextract.store.watchstatus exists.
-    if not (Path(out) / "watch.json").exists():
-        return []
-    import importlib
-
-    try:
-        watchstatus = importlib.import_module("pairextract.store.watchstatus")
-    except ImportError:
-        return []
-    return [str(line) for line in watchstatus.describe(out)]
-
-
 def run(args: argparse.Namespace) -> int:
     from pairextract.api import info
     from pairextract.store import check_output, folder_state, read_summary
+    from pairextract.store.watchstatus import read_status
 
     try:
         if args.json:
             data = read_summary(args.out)
             data["state"] = folder_state(args.out)
+            watch = read_status(args.out)
+            if watch is not None:
+                data["watch"] = dataclasses.asdict(watch)
             print(json.dumps(data, indent=2))
         else:
-            print(info(args.out))
-            for line in _watch_lines(args.out):
-                print(line)
+            print(info(args.out))  # the watch service's lines too, when one wrote the folder
         damaged = check_output(args.out)
     except InputError as exc:
         print(f"pairextract info: error: {exc}", file=sys.stderr)

@@ -47,6 +47,16 @@ def add_input_arguments(p: argparse.ArgumentParser) -> None:
                    help="pixel size of the picking micrographs when the files do not say")
 
 
+def add_run_arguments(p: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    """The run options ``extract`` and ``watch`` share (the group, for more of its own)."""
+    g = p.add_argument_group("run")
+    g.add_argument("--float16", action="store_true", help="store particles as float16")
+    g.add_argument("--residual-threshold", type=float, metavar="PX",
+                   help="flag pairs off the fitted tilt geometry by more than PX pixels")
+    g.add_argument("--drop-flagged", action="store_true", help="drop the flagged pairs")
+    return g
+
+
 def params_from_args(args: argparse.Namespace) -> ExtractionParams:
     """The :class:`ExtractionParams` of the protocol options."""
     return ExtractionParams(

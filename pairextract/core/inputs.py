@@ -339,6 +339,16 @@ class TiltPairInputs:
         cp = self.coordinate_pairs
         return cp[cp["mic_pair_id"] == mic_pair_id]
 
+    def select(self, mic_pair_ids: Any) -> TiltPairInputs:
+        """Copy with only the micrograph pairs ``mic_pair_ids`` (and their coordinate pairs),
+        in input order; ids and CTFs unchanged."""
+        keep = set(int(i) for i in mic_pair_ids)
+        mp = self.micrograph_pairs
+        cp = self.coordinate_pairs
+        return replace(self, micrograph_pairs=mp[mp["mic_pair_id"].isin(keep)],
+                       coordinate_pairs=cp[cp["mic_pair_id"].isin(keep)],
+                       warnings=list(self.warnings), errors=list(self.errors))
+
     def with_ctfs(self, ctfs: pd.DataFrame, replace_views: bool = False) -> TiltPairInputs:
         """Copy with ``ctfs`` added (rows for the same micrograph replace older ones)."""
         new = make_ctfs(ctfs)

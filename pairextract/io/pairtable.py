@@ -24,6 +24,7 @@ Both forms may carry, per micrograph pair, ``mic_pair_id``, ``tilt_angle``, ``ax
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
@@ -52,18 +53,21 @@ _PAIR_EXTRA = ("tilt_angle", "axis_angle_u", "axis_angle_t", "pixel_size_u", "pi
                "coord_pixel_size_u", "coord_pixel_size_t")
 
 
-def read_table(path: str | os.PathLike[str]) -> tuple[pd.DataFrame, list[str]]:
+def read_table(path: str | os.PathLike[str],
+               text: str | None = None) -> tuple[pd.DataFrame, list[str]]:
     """A table file as a DataFrame of its raw values, with ``"file:line"`` per row.
 
-    CSV values are read as text (the readers convert and report non-numbers).
+    CSV values are read as text (the readers convert and report non-numbers). ``text``: the
+    CSV's content as already read (a table still growing: its complete lines only).
     """
     p = Path(path)
-    if not p.is_file():
+    if text is None and not p.is_file():
         raise InputError(f"{p}: file not found")
     suffix = p.suffix.lower()
     if suffix == ".csv":
         try:
-            df = pd.read_csv(p, dtype=str, keep_default_na=False, skip_blank_lines=False)
+            df = pd.read_csv(p if text is None else io.StringIO(text), dtype=str,
+                             keep_default_na=False, skip_blank_lines=False)
         except Exception as exc:
             raise InputError(f"{p}: cannot read as CSV ({exc})") from exc
         keep = ~(df.apply(lambda col: col.str.strip() == "").all(axis=1))
@@ -110,6 +114,11 @@ def read_pair_table(path: str | os.PathLike[str]) -> TiltPairInputs:
     """Read a flat pair table or a table listing per-view coordinate files."""
     p = Path(path)
     df, lines = read_table(p)
+    return table_inputs(p, df, lines)
+
+
+def table_inputs(p: Path, df: pd.DataFrame, lines: list[str]) -> TiltPairInputs:
+    """The inputs of a pair table's rows ``df`` (:func:`read_table` of ``p``)."""
     if is_listed(df):
         return _read_listed(p, df, lines)
     _require(df, FLAT_COLUMNS, p)

@@ -281,7 +281,13 @@ def read_pairs(source: PathLike, **options: Any) -> TiltPairInputs:
             inputs = read_scipion_pairs(p)
         else:
             inputs = read_pair_table(p)
+    return apply_read_options(inputs, **options)
 
+
+def apply_read_options(inputs: TiltPairInputs, **options: Any) -> TiltPairInputs:
+    """The options of :func:`read_pairs` after the input itself: other micrographs, CTFs,
+    pixel size (for inputs read otherwise, e.g. a growing table)."""
+    _check_options(options)
     other = options.get("other_micrographs")
     pixel_size = options.get("pixel_size")
     if other is not None:

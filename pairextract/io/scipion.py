@@ -39,6 +39,9 @@ from pairextract.errors import InputError
 from pairextract.io.xmipp import resolve_path
 
 _SQL_TYPES = {"Integer": "INTEGER", "Float": "REAL", "Boolean": "INTEGER"}
+# A set's ``_streamState`` property: still growing, or complete (pyworkflow's Set).
+STREAM_OPEN = 1
+STREAM_CLOSED = 2
 
 
 def read_set(path: str | os.PathLike[str]) -> tuple[str, pd.DataFrame]:
@@ -197,6 +200,34 @@ def read_scipion_pairs(path: str | os.PathLike[str]) -> TiltPairInputs:
                           source=str(p), errors=errors)
 
 
+def stream_closed(path: str | os.PathLike[str]) -> bool | None:
+    """Whether the coordinate sets of a Scipion run folder (or a sqlite file in it) are closed
+    (``_streamState`` = ``STREAM_CLOSED`` in both), open (either still open), or None when
+    they say nothing of streaming."""
+    p = Path(path)
+    folder = p if p.is_dir() else p.parent
+    states = []
+    for f in sorted(folder.glob("*.sqlite")):
+        if _view_of(f) is None:
+            continue
+        try:
+            con = sqlite3.connect(f"file:{f}?mode=ro", uri=True)
+            try:
+                row = con.execute("SELECT value FROM Properties WHERE key = '_streamState'"
+                                  ).fetchone()
+                cls = con.execute("SELECT class_name FROM Classes WHERE label_property = "
+                                  "'self'").fetchone()
+            finally:
+                con.close()
+        except sqlite3.Error:
+            return False  # being written: not closed
+        if cls is not None and cls[0] == "Coordinate" and row is not None:
+            states.append(int(row[0]))
+    if not states:
+        return None
+    return all(s == STREAM_CLOSED for s in states)
+
+
 def write_set(
     path: str | os.PathLike[str],
     item_class: str,
@@ -239,10 +270,13 @@ def write_set(
         con.close()
 
 
-def write_scipion_pairs(inputs: TiltPairInputs, folder: str | os.PathLike[str]) -> Path:
+def write_scipion_pairs(inputs: TiltPairInputs, folder: str | os.PathLike[str],
+                        stream_state: int | None = None) -> Path:
     """Write ``inputs`` as a Scipion tilt-pair run folder: ``micrographs_untilted.sqlite``,
     ``micrographs_tilted.sqlite``, ``coordinates_untilted.sqlite``,
     ``coordinates_tilted.sqlite`` and (when the angles are known) ``angles.sqlite``.
+    ``stream_state``: the coordinate sets' ``_streamState`` (``STREAM_OPEN``,
+    ``STREAM_CLOSED``; None: not written).
 
     Micrograph ids are the micrograph pair ids (shared by both views); coordinate ids are the
     pair ids (shared); coordinates are truncated to integers as Scipion stores them.
@@ -266,7 +300,8 @@ def write_scipion_pairs(inputs: TiltPairInputs, folder: str | os.PathLike[str]) 
                                             cp[f"y_{view}"], strict=True)]
         write_set(out / f"coordinates_{name}.sqlite", "Coordinate",
                   {"_micId": "Integer", "_x": "Integer", "_y": "Integer", "_micName": "String"},
-                  coord_rows)
+                  coord_rows,
+                  None if stream_state is None else {"_streamState": str(stream_state)})
     if len(mp) and mp[["tilt_angle", "axis_angle_u", "axis_angle_t"]].notna().all().all():
         write_set(out / "angles.sqlite", "Angles",
                   {"_angleY": "Float", "_angleY2": "Float", "_angleTilt": "Float"},

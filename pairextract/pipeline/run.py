@@ -435,7 +435,6 @@ def _write_outputs(out: Path, inputs: TiltPairInputs, layout: Any,
     for view, table in tables.items():
         store.write_table(store.table_path(out, view), table)
         store.write_slot_metadata(out, view, table, int(layout.slots[view]))
-    store.write_table(store.table_path(out, "pairs"), pairs)
     store.write_table(store.table_path(out, "dropped"), dropped)
     mics = inputs.micrograph_pairs.copy()
     if geometry is not None:
@@ -448,3 +447,6 @@ def _write_outputs(out: Path, inputs: TiltPairInputs, layout: Any,
                 signs[m]["confidence"] if m in signs and signs[m]["confidence"] is not None
                 else np.nan for m in names]
     store.write_table(store.table_path(out, "micrographs"), mics)
+    # The pair index last: it lists only pairs whose images and tables are already in place,
+    # so a reader of a growing output (``watch``) always sees a whole snapshot.
+    store.write_table(store.table_path(out, "pairs"), pairs)

@@ -16,6 +16,7 @@ pairs.parquet          the pair index (ParticlesTiltPair): kept pairs only
 dropped.parquet        every coordinate pair that was not kept, with its reason
 micrographs.parquet    micrograph pairs with given and fitted tilt angles
 summary.json           counts, timings, output path
+watch.json             the state of a ``watch`` service (open/closed, counts)
 _work/                 layout.json and a journal (journal-*.part) per worker process:
                        what each finished micrograph gave (resume)
 .lock                  held while a run writes into OUT
@@ -36,6 +37,7 @@ from pairextract.store.folder import (
     LOGS,
     RECENTER,
     TABLES,
+    WATCH_STATUS,
     WORK,
     ZARR_NAME,
     check_output_folder,
@@ -94,15 +96,16 @@ if TYPE_CHECKING:
 # The readers need pandas, xarray and zarr; the workers import this package to write shards
 # and journals, and must not pay for those (PEP 562: loaded on first use).
 _READERS = frozenset({
-    "best_angles", "check_dataset", "count_flagged", "fitted_angles", "folder_state", "load_dataset",
-    "open_pairs",
-    "pair_geometry", "pair_samplings", "pair_table", "phase_flipped", "read_drops",
+    "best_angles", "check_dataset", "count_flagged", "fitted_angles", "folder_state",
+    "load_dataset", "open_pairs", "pair_geometry", "pair_samplings", "pair_table", "phase_flipped",
+    "read_drops",
     "read_micrographs", "read_particles", "read_provenance", "read_summary", "sampling_rate",
     "source_folder", "view_images", "view_sampling_rates",
 })
 
 __all__ = [
-    "LAYOUT_FORMAT", "LOGS", "RECENTER", "TABLES", "WORK", "ZARR_NAME", "Layout", "MicrographJob",
+    "LAYOUT_FORMAT", "LOGS", "RECENTER", "TABLES", "WATCH_STATUS", "WORK", "ZARR_NAME",
+    "Layout", "MicrographJob",
     "append_journal", "check_output", "check_output_folder", "claim_destination",
     "clear_output", "close_journal", "done_jobs", "input_paths", "is_extract_output",
     "is_output", "journal_columns", "new_run", "open_layout", "prepare_arrays", "read_journal",

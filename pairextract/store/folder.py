@@ -26,6 +26,7 @@ import fcntl
 import json
 import os
 import socket
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -51,15 +52,37 @@ TABLES = ("untilted.parquet", "tilted.parquet", "pairs.parquet", "dropped.parque
 # What an extraction writes at the top of its folder (besides the Zarr store and _work/).
 # the re-centring run's shifts and origins per pair (only when re-centring)
 RECENTER = "recenter.parquet"
-_EXTRACT_FILES = frozenset({MARKER, "summary.json", *TABLES, RECENTER})
+# the status of a ``watch`` service (:mod:`pairextract.store.watchstatus`)
+WATCH_STATUS = "watch.json"
+_EXTRACT_FILES = frozenset({MARKER, "summary.json", *TABLES, RECENTER, WATCH_STATUS})
 # ".part": the journals; ".arrow", ".parquet": the part files of earlier versions
 _WORK_SUFFIXES = (".part", ".arrow", ".parquet", ".json", ".tmp")
 
 
+# Locks this process holds, by folder and thread: a service (``watch``) holds its folder's
+# lock for hours and runs one extraction after another under it, and a flock taken again
+# through another descriptor would refuse the process its own folder.
+_HELD: dict[tuple[str, int], int] = {}
+
+
 @contextmanager
-def run_lock(out: Path) -> Iterator[None]:
-    """Hold ``OUT/.lock`` for the run: a second run into the same folder is refused."""
+def run_lock(out: Path, reentrant: bool = False) -> Iterator[None]:
+    """Hold ``OUT/.lock`` for the run: a second run into the same folder is refused.
+
+    ``reentrant``: runs in this thread while it is held pass (a ``watch`` service extracts
+    batch after batch under its lock). The lock is a ``flock``, which the kernel releases
+    when its process dies, so a lock left by a killed run never blocks the next one; the
+    file records who holds it.
+    """
     out.mkdir(parents=True, exist_ok=True)
+    key = (os.path.realpath(out), threading.get_ident())
+    if key in _HELD:
+        _HELD[key] += 1
+        try:
+            yield
+        finally:
+            _HELD[key] -= 1
+        return
     path = out / LOCK
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -71,14 +94,41 @@ def run_lock(out: Path) -> Iterator[None]:
             holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "unknown"
             raise StoreBusyError(
                 f"{out} is being written by another pairextract run ({holder}); "
-                "wait for it to finish or choose another output folder"
+                "wait for it to finish or choose another output folder" + _stale_hint(holder)
             ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since "
                       f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(), 0)
-        yield
+        if not reentrant:
+            yield
+            return
+        _HELD[key] = 1
+        try:
+            yield
+        finally:
+            del _HELD[key]
     finally:
         os.close(fd)
+
+
+def _stale_hint(holder: str) -> str:
+    """What to say of a lock whose recorded holder is gone (on NFS a dead client's lock
+    lives on until its lease expires; a local flock dies with its process)."""
+    parts = holder.split()
+    if len(parts) < 4 or parts[0] != "pid" or parts[2] != "on" or not parts[1].isdigit():
+        return ""
+    pid, host = int(parts[1]), parts[3]
+    if host != socket.gethostname():
+        return (f" (if {host} is down, its lock on a network file system is released when "
+                "its lease expires, within a few minutes)")
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return (f" (pid {pid} no longer runs on this host: the lock is left over by the "
+                "network file system and goes when its lease expires, within a few minutes)")
+    except PermissionError:
+        pass
+    return ""
 
 
 def read_json(path: Path) -> dict[str, Any] | None:

@@ -147,3 +147,35 @@ def test_demo_force_rewrites_its_own_files_only(tmp_path: Path) -> None:
     assert (d / "mine.txt").read_text() == "keep"
     assert (d / "extracted" / "mine.txt").read_text() == "keep too"
     assert (d / "extracted" / "pairs.parquet").exists()
+
+
+def test_a_lock_whose_holder_is_gone_is_named_as_left_over(tmp_path: Path) -> None:
+    # A live process holds the flock (as an NFS server would for a dead client until the
+    # lease ends) while the record names a pid that no longer runs on this host.
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    out.mkdir()
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import fcntl, os, sys, time\n"
+         f"fd = os.open({str(out / '.lock')!r}, os.O_RDWR | os.O_CREAT)\n"
+         "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+         f"os.write(fd, b'pid {gone.pid} on {socket.gethostname()} since then\\n')\n"
+         "print('held', flush=True)\n"
+         "time.sleep(60)\n"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with pytest.raises(StoreBusyError, match=f"pid {gone.pid} no longer runs on this host"):
+            with run_lock(out):
+                pass
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    with run_lock(out):  # the kernel released the holder's flock with its process
+        pass
