@@ -320,7 +320,7 @@ def test_cli_export_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     from pairextract.cli import main
 
     assert main(["export", str(tmp_path / "nothing"), "--to", "xmipp", str(tmp_path / "d")]) == 2
-    assert "not a finished pairextract output" in capsys.readouterr().err
+    assert "does not exist" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------- writers, reproducibility
