@@ -292,8 +292,11 @@ def info(out: str | Path) -> str:
     """A printable summary of an existing output folder: the run's summary and parameters."""
     prov = store.read_provenance(out)
     params = ", ".join(f"{k}={v}" for k, v in prov.get("params", {}).items())
+    summary = store.read_summary(out)
+    if "pairs_flagged" not in summary:  # written before the count was in summary.json
+        summary["pairs_flagged"] = store.count_flagged(out)
     lines = [
-        format_summary(store.read_summary(out)),
+        format_summary(summary),
         f"parameters:    {params}",
         f"particles:     {prov.get('box_size')} px boxes, {prov.get('dtype')}, "
         + _sampling_text(store.view_sampling_rates(prov)),
