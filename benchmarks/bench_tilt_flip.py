@@ -44,8 +44,7 @@ from pairextract.ops.protocol import extract_micrograph
 from pairextract.ops.tilt import ctf_delocalisation, flip_padding
 from pairextract.prepare.geometry import check_geometry
 from pairextract.prepare.tiltctf import with_specimen_tilts
-from pairextract.testing.synth import make_dataset
-from pairextract.testing.synth._render import particle_canvas
+from pairextract.testing.synth import make_dataset, particle_canvas
 
 SAMPLING = 1.4
 BOX = 128

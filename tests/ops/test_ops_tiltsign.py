@@ -11,7 +11,7 @@ from pairextract.core.ctf import CTF
 from pairextract.ops import cut_boxes, flip_boxes, phase_flip
 from pairextract.ops.tilt import ctf_delocalisation, defocus_offsets, flip_padding
 from pairextract.ops.tiltsign import MIN_CONFIDENCE, estimate_tilt_sign
-from pairextract.testing.synth._render import ctf_noise
+from pairextract.testing.synth import ctf_noise
 
 CTF0 = CTF(21000.0, 20600.0, 30.0, 300.0, 2.7, 0.07)
 

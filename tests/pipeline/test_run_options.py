@@ -65,6 +65,12 @@ def test_flagged_pairs_are_never_silent(swapped: object, client: object, tmp_pat
     assert summary["pairs_flagged"] == len(bad) == count_flagged(out)
     table = pd.read_parquet(out / "pairs.parquet")
     assert set(table.loc[table["flagged"], "pair_id"]) == bad
+    from pairextract.api import info
+
+    assert f"{len(bad)} pairs flagged off the tilt geometry" in info(out)
+    del summary["pairs_flagged"]  # a folder written before the count: read from the table
+    (out / "summary.json").write_text(json.dumps(summary))
+    assert f"{len(bad)} pairs flagged off the tilt geometry" in info(out)
     for fmt in ("relion", "xmipp"):
         dest = tmp_path / fmt
         assert main(["export", str(out), "--to", fmt, str(dest)]) == 0

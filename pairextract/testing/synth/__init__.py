@@ -51,14 +51,16 @@ The physics (wavelength, CTF, tilt matrix, box-inside rule) is :mod:`pairextract
 from ._dataset import SynthDataset
 from ._make import make_dataset
 from ._phantom import Phantom, euler_matrix, phantom, tilt_matrix, tilt_matrix_3d
-from ._render import ctf_filter
+from ._render import ctf_filter, ctf_noise, particle_canvas
 
 __all__ = [
     "Phantom",
     "SynthDataset",
     "ctf_filter",
+    "ctf_noise",
     "euler_matrix",
     "make_dataset",
+    "particle_canvas",
     "phantom",
     "tilt_matrix",
     "tilt_matrix_3d",
