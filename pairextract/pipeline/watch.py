@@ -96,6 +96,7 @@ class Watcher:
         self._failed: set[int] = set()
         self._reported: set[str] = set()
         self._failed_micrographs: set[str] = set()
+        self._extract_failed = 0  # micrograph pairs whose extraction failed in the last batch
 
     def stop(self, reason: str = "stop()") -> None:
         """Ask the loop to close the stream after its current batch."""
@@ -218,7 +219,6 @@ class Watcher:
             if BAD in states:
                 bad = u if states[0] == BAD else t
                 self._failed.add(mid)
-                self.status.failed += 1
                 self._report(bad, f"micrograph pair {mid}: {self._ready.reason(bad)}; not "
                              "extracted (it is looked at again if the file changes)")
                 continue
@@ -234,8 +234,8 @@ class Watcher:
             if len(row) and all(self._ready.state(m) == READY for m in
                                 (row["micrograph_u"].iloc[0], row["micrograph_t"].iloc[0])):
                 self._failed.discard(mid)
-                self.status.failed -= 1
                 ready.append(mid)
+        self.status.failed = len(self._failed) + self._extract_failed
         return ready, waiting
 
     def _report(self, key: str, text: str) -> None:
@@ -250,7 +250,6 @@ class Watcher:
         result = self._extract(inputs.select(self._committed | set(ready)))
         seconds = time.perf_counter() - t0
         self._committed.update(ready)
-        self.status.extracted = len(self._committed)
         self.status.pairs_kept = result.pairs_kept
         self.status.rate = len(ready) / seconds if seconds > 0 else 0.0
         self.status.last_commit = now_text()
@@ -258,9 +257,16 @@ class Watcher:
         # output, as a batch run gives them), but reported once
         new = {k: v for k, v in result.micrographs_failed.items()
                if k not in self._failed_micrographs}
+        # labels are "view micrograph": a pair counts once even if both its views failed
+        mp = inputs.micrograph_pairs
+        bad = {k.split(" ", 1)[-1] for k in result.micrographs_failed}
+        self._extract_failed = int((mp["micrograph_u"].isin(bad)
+                                    | mp["micrograph_t"].isin(bad)).sum())
+        self.status.failed = len(self._failed) + self._extract_failed
+        self.status.extracted = len(self._committed) - self._extract_failed
         self._failed_micrographs.update(new)
         text = (f"committed {len(ready)} micrograph pair(s) in {seconds:.2f} s: "
-                f"{len(self._committed)} extracted, {result.pairs_kept} pairs kept")
+                f"{self.status.extracted} extracted, {result.pairs_kept} pairs kept")
         if new:
             text += f"; {len(new)} micrograph(s) failed: " + "; ".join(
                 f"{k}: {v}" for k, v in list(new.items())[:3])

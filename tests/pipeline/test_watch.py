@@ -252,3 +252,32 @@ def test_an_input_that_cannot_be_extracted_stops_the_service_marked_failed(
     from pairextract.store.watchstatus import describe
 
     assert "stopped by an error" in describe(out)[0]
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_task_loses_nothing(source: Path, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from distributed import Client, LocalCluster
+
+    preload = str(Path(__file__).resolve().parents[1] / "_kill_preload.py")
+    dest, out = tmp_path / "incoming", tmp_path / "out"
+    stream_dataset(source, dest, interval=0.0, part_pause=0.0, swap_every=0)
+    flag = tmp_path / "killed.flag"
+    for k, v in {"PAIREXTRACT_TEST_LOG": str(tmp_path / "tasks.log"),
+                 "PAIREXTRACT_TEST_FLAG": str(flag),
+                 "PAIREXTRACT_TEST_KILL": "worker-at-start:2"}.items():
+        monkeypatch.setenv(k, v)
+    # twenty tasks on two worker processes: one of them dies at its second task (SIGKILL)
+    with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0",
+                      preload=[preload]) as cluster, Client(cluster) as c:
+        status = pe.watch_pairs(dest / "pairs.csv", out, PARAMS, c, poll=0.1, settle=0.0,
+                                min_age=0.0, idle_timeout=1.0)
+    assert flag.exists(), "a worker must have been killed"
+    assert isinstance(status, pe.api.WatchStatus)
+    assert (status.extracted, status.failed) == (10, 0)
+    ref = tmp_path / "batch"
+    pe.extract_pairs(dest / "pairs.csv", ref, PARAMS, workers=1, local_threads=True)
+    got, want = _images(out), _images(ref)
+    assert sorted(got) == sorted(want)
+    for pid, (u, t) in want.items():
+        assert u.tobytes() == got[pid][0].tobytes() and t.tobytes() == got[pid][1].tobytes()
