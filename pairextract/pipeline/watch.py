@@ -191,6 +191,8 @@ class Watcher:
     def _read(self) -> TiltPairInputs | None:
         """The complete part of the input now, with the read options applied; None when
         there is none yet or it cannot be read yet (reported once per distinct problem)."""
+        if not self._ctfs_ready():
+            return None
         try:
             if self._scipion():
                 # sqlite reads are transactions: a set is read whole, as its writer committed it
@@ -202,6 +204,21 @@ class Watcher:
         except InputError as exc:
             self._report(str(exc), f"cannot read the input yet: {exc}")
             return None
+
+    def _ctfs_ready(self) -> bool:
+        """Whether every file of the CTF options is complete: a CTF file cut mid-number
+        would be read as another defocus, so none is read while one is being written."""
+        for key in ("ctf_untilted", "ctf_tilted"):
+            value = self._read_options.get(key)
+            if value is None:
+                continue
+            path = Path(value)
+            files = sorted(f for f in path.rglob("*") if f.is_file()) if path.is_dir() else [path]
+            # every file is looked at (no short cut): each one's settle time runs meanwhile
+            states = [self._file_ready(str(f)) for f in files]
+            if not all(states):
+                return False
+        return True
 
     def _file_ready(self, path: str) -> bool:
         return self._ready.state(path) == READY

@@ -281,3 +281,38 @@ def test_a_worker_killed_mid_task_loses_nothing(source: Path, tmp_path: Path,
     assert sorted(got) == sorted(want)
     for pid, (u, t) in want.items():
         assert u.tobytes() == got[pid][0].tobytes() and t.tobytes() == got[pid][1].tobytes()
+
+
+def test_with_phase_flip_a_pair_waits_for_both_its_ctfs(source: Path, tmp_path: Path) -> None:
+    from pairextract.io.star import read_star, write_star
+
+    dest, out, ctfs = tmp_path / "incoming", tmp_path / "out", tmp_path / "ctf"
+    stream_dataset(source, dest, interval=0.0, part_pause=0.0, swap_every=0)
+    ctfs.mkdir()
+    rows = next(iter(read_star(source / "micrographs_ctf.star").values()))
+    assert isinstance(rows, pd.DataFrame)
+    names = sorted(rows["rlnMicrographName"])
+    table = pd.read_csv(dest / "pairs.csv")
+    first = list(dict.fromkeys([*table["micrograph_u"][:30], *table["micrograph_t"][:30]]))
+    assert set(first) <= set(names)
+    early = rows[rows["rlnMicrographName"].isin(first[:-1])]  # one micrograph's CTF missing
+    write_star(ctfs / "a.star", {"micrographs": early})
+    params = pe.ExtractionParams(box_size=BOX, invert=True, phase_flip=True)
+    handle = pe.watch_pairs(dest / "pairs.csv", out, params, poll=0.1, settle=0.2, min_age=0.0,
+                            background=True, workers=1, local_threads=True,
+                            ctf_untilted=ctfs, ctf_tilted=ctfs)
+    assert not isinstance(handle, pe.api.WatchStatus)
+    _until(lambda: handle.status().extracted > 0)
+    time.sleep(1.0)
+    waiting = handle.status().waiting
+    assert handle.status().extracted + waiting == 10 and waiting > 0
+    write_star(ctfs / "b.star", {"micrographs": rows[~rows.index.isin(early.index)]})
+    _until(lambda: handle.status().extracted == 10)
+    handle.stop(timeout=60)
+    ref = tmp_path / "batch"
+    pe.extract_pairs(dest / "pairs.csv", ref, params, workers=1, local_threads=True,
+                     ctf_untilted=ctfs, ctf_tilted=ctfs)
+    got, want = _images(out), _images(ref)
+    assert sorted(got) == sorted(want)
+    for pid, (u, t) in want.items():
+        assert u.tobytes() == got[pid][0].tobytes() and t.tobytes() == got[pid][1].tobytes()
