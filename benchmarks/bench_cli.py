@@ -6,13 +6,21 @@ wall time, CPU seconds of every process of the run (children included) and the p
 memory (VmHWM) of the largest single process, best of ``--repeat`` runs (and the median).
 
 The workload generator (cached in ``--data``, outside the repository) also writes the inputs that
-RELION (micrographs STAR + one coordinate STAR per micrograph) and Xmipp (one ``.pos`` per
-micrograph) read; with ``--relion-bin``/``--xmipp-bin`` the same workloads are timed with
-``relion_preprocess`` and with Xmipp's programs run as the protocol runs them. Usage::
+RELION (a 3.1+ micrographs STAR, a coordinate list, one coordinate STAR per micrograph) and Xmipp
+(one ``.pos`` and ``.ctfParam`` per micrograph) read (see ``peers.py``); with
+``--relion-bin``/``--xmipp-bin`` the same workloads, with ``--phase-flip`` too, are timed with
+``relion_preprocess`` (1 process and ``mpirun -np 2``, ``--relion-ranks``) and with Xmipp's
+programs run as the protocol runs them. Every run's particle count is checked (the benchmark
+stops when a program extracted fewer than asked); the order of the programs rotates from one
+repeat to the next, and each peer's time over pairextract's is printed (> 1: pairextract is
+faster). Usage::
 
     python3 benchmarks/bench_cli.py --workload B1 B24 B8k Bmany --workers 1 2 --repeat 3
     python3 benchmarks/bench_cli.py --workload B1 --tree /work/main --tree .   # before/after
     python3 benchmarks/bench_cli.py --workload B1 B24 --workers 2 --phase-flip   # cost of the flip
+    python3 benchmarks/bench_cli.py --workload B1 B24 --workers 2 --phase-flip \
+        --relion-bin /tmp/peers/relion/build/bin/relion_preprocess \
+        --xmipp-bin /tmp/peers/xmipp/build                                     # against the peers
 
 ``--tree DIR`` runs the CLI of the checkout DIR (``PYTHONPATH=DIR``); several trees are run
 interleaved, which is the fair way to compare on a busy machine. ``--help-time`` also times
@@ -30,10 +38,14 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import peers  # noqa: E402  (benchmarks/ is not a package)
 
 # name: (micrograph pairs, size, particles per micrograph, box, background radius)
 WORKLOADS = {
@@ -70,7 +82,7 @@ def make_workload(name: str, data: Path) -> Path:
             img = rng.standard_normal((size, size), dtype=np.float32)
             hot = rng.integers(0, size, size=(max(5, size // 256), 2))
             img[hot[:, 1], hot[:, 0]] = 40.0
-            write_mrc(mic, img, 1.5)
+            write_mrc(mic, img, peers.PIXEL_SIZE)
             mic_rows.append(str(mic))
             coords = pd.DataFrame({"rlnCoordinateX": pts[:, 0].astype(float),
                                    "rlnCoordinateY": pts[:, 1].astype(float)})
@@ -92,15 +104,12 @@ def make_ctf(folder: Path) -> Path:
     """Write (once) a RELION micrographs STAR with one CTF per micrograph (for --phase-flip)."""
     path = folder / "ctf.star"
     if not path.exists():
-        from pairextract.core.ctf import CTF
         from pairextract.io.relion import write_relion_ctf
 
-        mics = sorted(str(p) for p in (folder / "mics").glob("*.mrc"))
-        ctfs = [CTF(defocus_u=15000.0 + 37.0 * k, defocus_v=14200.0 + 23.0 * k,
-                    defocus_angle=30.0, voltage=300.0, cs=2.7, amplitude_contrast=0.1)
-                for k in range(len(mics))]
+        mics = [str(p) for p in peers.micrographs(folder)]
         tmp = folder / "ctf.star.tmp"
-        write_relion_ctf(tmp, mics, ctfs, pixel_size=1.5)
+        write_relion_ctf(tmp, mics, [peers.workload_ctf(k) for k in range(len(mics))],
+                         pixel_size=peers.PIXEL_SIZE)
         os.replace(tmp, path)
     return path
 
@@ -172,7 +181,8 @@ def _descendants(root: int) -> list[int]:
     return out
 
 
-def run_measured(cmd: list[str], env: dict[str, str], log: Path) -> Measure:
+def run_measured(cmd: list[str], env: dict[str, str], log: Path,
+                 cwd: Path | None = None) -> Measure:
     """Run ``cmd``; wall, CPU of it and all its descendants, largest VmHWM of any of them.
 
     Descendants are sampled every 20 ms (their last CPU reading is kept); the process's own
@@ -188,7 +198,7 @@ def run_measured(cmd: list[str], env: dict[str, str], log: Path) -> Measure:
         # sys.path, so a run from a repository would import that repository's pairextract
         # instead of the --tree given.
         proc = subprocess.Popen(cmd, env=env, stdout=f, stderr=subprocess.STDOUT,
-                                cwd=log.parent)
+                                cwd=cwd or log.parent)
         seen: dict[int, tuple[float, int]] = {}
         stop = threading.Event()
 
@@ -279,34 +289,66 @@ def _extract_cmd(base: list[str], folder: Path, out: Path, name: str, workers: i
                    "--workers", str(workers), "--no-progress"] + extra
 
 
-def _relion_cmd(binary: str, folder: Path, out: Path, name: str, ranks: int) -> list[str]:
-    _, _, _, box, radius = WORKLOADS[name]
-    cmd = [binary, "--i", str(folder / "micrographs.star"),
-           "--coord_dir", str(folder / "coords_relion") + "/", "--coord_suffix", "_pick.star",
-           "--part_star", str(out / "particles.star"), "--part_dir", str(out) + "/",
-           "--extract", "--extract_size", str(box), "--norm", "--bg_radius", str(radius),
-           "--white_dust", "-1", "--black_dust", "3.5", "--invert_contrast"]
-    if ranks > 1:
-        mpi = binary if binary.endswith("_mpi") else binary + "_mpi"
-        cmd = ["mpirun", "-np", str(ranks), mpi] + cmd[1:]
-    return cmd
+@dataclass
+class Runner:
+    """One kind of run of a workload: its label, command, environment, working folder, and
+    how to count the particles it wrote into the scratch folder."""
+
+    label: str
+    cmd: list[str]
+    env: dict[str, str]
+    cwd: Path | None
+    count: Callable[[Path], int]
+    out: Path
+    peer: bool = False
 
 
-def _xmipp_script(bindir: str, folder: Path, out: Path, name: str) -> list[str]:
-    """Xmipp's programs on every micrograph at once, in the protocol's order (one shell)."""
+def _runners(args: argparse.Namespace, name: str, folder: Path, scratch: Path,
+             trees: list[Path | None]) -> list[Runner]:
     _, _, _, box, radius = WORKLOADS[name]
-    b = Path(bindir)
-    steps = []
-    for mic in sorted((folder / "mics").glob("*.mrc")):
-        dust = out / f"{mic.stem}_noDust.mrc"
-        stk = out / mic.stem
-        steps.append(
-            f"{b / 'xmipp_transform_filter'} -i {mic} -o {dust} --bad_pixels outliers 3.500000"
-            f" && {b / 'xmipp_micrograph_scissor'} -i {dust} --pos "
-            f"particles@{folder / 'coords_xmipp' / (mic.stem + '.pos')} -o {stk} --Xdim {box}"
-            f" --invert && {b / 'xmipp_transform_normalize'} -i {stk}.stk --method Ramp"
-            f" --background circle {radius}")
-    return ["bash", "-c", " & ".join(f"({s})" for s in steps) + " & wait"]
+    extra = ["--float16"] if args.float16 else []
+    if args.phase_flip:
+        ctf = str(make_ctf(folder))
+        extra += ["--phase-flip", "--ctf-untilted", ctf, "--ctf-tilted", ctf]
+    out = scratch / "out"
+    runs = []
+    for workers, mode, tree in itertools.product(args.workers, args.local, trees):
+        base, env = _cli(tree)
+        local = [] if mode == "default" else [f"--{mode}"]
+        label = (f"pairextract {workers} worker(s)" + (f" --{mode}" if local else "")
+                 + (f" [{tree}]" if tree else ""))
+        runs.append(Runner(label, _extract_cmd(base, folder, out, name, workers, extra + local),
+                           env, None, peers.count_pairextract, out))
+    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+    if args.relion_bin:
+        for ranks in args.relion_ranks:
+            label = "RELION 1 process" if ranks == 1 else f"RELION MPI {ranks} ranks"
+            runs.append(Runner(label, peers.relion_cmd(args.relion_bin, folder, scratch, box,
+                                                       radius, ranks, args.phase_flip),
+                               env, folder, peers.count_relion, scratch, peer=True))
+    if args.xmipp_bin:
+        runs.append(Runner("Xmipp programs", peers.xmipp_cmd(
+            args.xmipp_bin, folder, scratch, box, radius, args.phase_flip, args.xmipp_jobs),
+            env, None, peers.count_xmipp, scratch, peer=True))
+    return runs
+
+
+def _ratios(results: dict[str, list[Measure]], runs: list[Runner]) -> None:
+    """Each peer's time over each pairextract run's (best and median wall, least CPU): > 1
+    means pairextract is faster."""
+    ok = {k: [m.wall for m in ms if m.rc == 0] for k, ms in results.items()}
+    for mine in (r for r in runs if not r.peer):
+        for peer in (r for r in runs if r.peer):
+            a, b = ok.get(mine.label), ok.get(peer.label)
+            if a and b:
+                pk = max(m.peak_mib for m in results[mine.label])
+                pp = max(m.peak_mib for m in results[peer.label])
+                # CPU seconds too: on a loaded machine they move less than wall times
+                ca = min(m.cpu for m in results[mine.label] if m.rc == 0)
+                cb = min(m.cpu for m in results[peer.label] if m.rc == 0)
+                print(f"  ratio {peer.label} / {mine.label}: {min(b) / min(a):.2f}x best,"
+                      f" {statistics.median(b) / statistics.median(a):.2f}x median,"
+                      f" {cb / ca:.2f}x cpu; peak {pk:.0f} vs {pp:.0f} MiB", flush=True)
 
 
 def main() -> None:
@@ -324,14 +366,19 @@ def main() -> None:
                     "several are run interleaved")
     ap.add_argument("--float16", action="store_true")
     ap.add_argument("--phase-flip", action="store_true",
-                    help="phase flip too (the CTFs are generated once, in ctf.star)")
-    ap.add_argument("--relion-bin", help="relion_preprocess to time on the same inputs")
+                    help="phase flip too, the peers as well (the CTFs are generated once)")
+    ap.add_argument("--relion-bin", help="relion_preprocess to time on the same inputs "
+                    "(relion_preprocess_mpi is looked for beside it)")
+    ap.add_argument("--relion-ranks", nargs="+", type=int, default=[1, 2],
+                    help="RELION runs: 1 = one process, N > 1 = mpirun -np N")
     ap.add_argument("--xmipp-bin", help="folder of Xmipp's programs to time on the same inputs")
+    ap.add_argument("--xmipp-jobs", type=int, default=0,
+                    help="micrographs Xmipp processes at a time (0: all at once, as the "
+                    "protocol's parallel steps run them)")
     ap.add_argument("--help-time", action="store_true", help="time --help and --version too")
     ap.add_argument("--keep-out", action="store_true", help="keep the last output folders")
     args = ap.parse_args()
     trees: list[Path | None] = list(args.tree or [None])
-    extra = ["--float16"] if args.float16 else []
     args.data.mkdir(parents=True, exist_ok=True)
     scratch = args.data / "runs"
 
@@ -347,54 +394,45 @@ def main() -> None:
                     walls.append(time.perf_counter() - t)
                 print(f"pairextract {flag} [{tree or 'installed'}]: best {min(walls):.3f} s")
 
+    failed = False
     for name in args.workload:
         t = time.perf_counter()
         folder = make_workload(name, args.data)
         n_pairs, size, per_mic, box, _ = WORKLOADS[name]
-        print(f"{name}: {2 * n_pairs} x {size}^2, {2 * n_pairs * per_mic} particles, box {box}"
-              f" (inputs ready in {time.perf_counter() - t:.1f} s: {folder})", flush=True)
+        expected = 2 * n_pairs * per_mic
+        print(f"{name}{' + flip' if args.phase_flip else ''}: {2 * n_pairs} x {size}^2,"
+              f" {expected} particles, box {box} (inputs ready in"
+              f" {time.perf_counter() - t:.1f} s: {folder})", flush=True)
         _warm_page_cache(folder)
-        flip: list[str] = []
-        if args.phase_flip:
-            ctf = str(make_ctf(folder))
-            flip = ["--phase-flip", "--ctf-untilted", ctf, "--ctf-tilted", ctf]
+        runs = _runners(args, name, folder, scratch, trees)
         results: dict[str, list[Measure]] = {}
-        for _ in range(args.repeat):
-            for workers, mode, tree in itertools.product(args.workers, args.local, trees):
-                base, env = _cli(tree)
-                out = scratch / "out"
+        for rep in range(args.repeat):
+            # the order rotates from one repeat to the next: on a loaded machine no program
+            # always runs first, or always after the same one
+            for run in runs[rep % len(runs):] + runs[:rep % len(runs)]:
                 shutil.rmtree(scratch, ignore_errors=True)
                 scratch.mkdir(parents=True)
                 os.sync()  # dirty pages of the previous run would throttle this one
-                local = [] if mode == "default" else [f"--{mode}"]
-                cmd = _extract_cmd(base, folder, out, name, workers, extra + flip + local)
-                m = run_measured(cmd, env, args.data / "last.log")
-                label = (f"pairextract {workers} worker(s)" + (f" --{mode}" if local else "")
-                         + (f" [{tree}]" if tree else ""))
-                results.setdefault(label, []).append(m)
-            for ranks, label in ((1, "relion_preprocess"), (2, "relion_preprocess MPI 2")):
-                if args.relion_bin:
-                    shutil.rmtree(scratch, ignore_errors=True)
-                    scratch.mkdir(parents=True)
-                    os.sync()
-                    results.setdefault(label, []).append(run_measured(
-                        _relion_cmd(args.relion_bin, folder, scratch, name, ranks),
-                        dict(os.environ), args.data / "relion.log"))
-            if args.xmipp_bin:
-                shutil.rmtree(scratch, ignore_errors=True)
-                scratch.mkdir(parents=True)
-                os.sync()
-                results.setdefault("Xmipp programs", []).append(run_measured(
-                    _xmipp_script(args.xmipp_bin, folder, scratch, name), dict(os.environ),
-                    args.data / "xmipp.log"))
+                log = args.data / f"{run.label.split()[0].lower()}.log"
+                m = run_measured(run.cmd, run.env, log, run.cwd)
+                results.setdefault(run.label, []).append(m)
+                if m.rc == 0:
+                    try:
+                        peers.check_count(run.label, run.count(run.out), expected)
+                    except (peers.PeerCountError, OSError, ValueError, KeyError) as e:
+                        sys.exit(f"{name}: {e} ({log})")
+                else:
+                    failed = True
+                    print(f"  {run.label} failed with exit {m.rc}: see {log}", flush=True)
         for label, ms in results.items():
             _report(label, ms)
+        _ratios(results, runs)
         if (scratch / "out" / "pairs.zarr").exists():
             _report_store(scratch / "out", 2 * n_pairs)
-        if any(m.rc for ms in results.values() for m in ms):
-            print(f"  (a run failed: see {args.data / 'last.log'})")
         if not args.keep_out:
             shutil.rmtree(scratch, ignore_errors=True)
+    if failed:
+        sys.exit("a run failed (see above)")
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from pairextract.io import read_pairs
 from pairextract.io.micrograph import MicrographHeaders
 from pairextract.io.reader import PATH_OPTIONS
 from pairextract.io.shifts import Shifts, read_shifts
-from pairextract.pipeline.result import ExtractionResult, format_summary
+from pairextract.pipeline.result import ExtractionResult
 from pairextract.pipeline.run import run_extraction
 from pairextract.pipeline.watch import Watcher, WatchHandle, WatchOptions
 from pairextract.prepare.geometry import GeometryFit
@@ -390,17 +390,43 @@ def _sampling_text(samplings: dict[str, float]) -> str:
 
 
 def info(out: str | Path) -> str:
-    """A printable summary of an existing output folder: the run's summary and parameters."""
+    """A printable account of an existing output folder: its state (micrographs done, pairs
+    kept, dropped by reason and flagged, whatever run wrote them), the last run, the
+    parameters, and whether the store is whole."""
     prov = store.read_provenance(out)
+    state = store.folder_state(out)
+    last = store.read_summary(out)
     params = ", ".join(f"{k}={v}" for k, v in prov.get("params", {}).items())
+    failed = state["micrographs_failed"]
     lines = [
-        format_summary(store.read_summary(out)),
+        f"micrographs:   {state['micrographs_done']} of {state['micrographs_total']} done"
+        + (f", {len(failed)} failed (run the same extract command again to retry them)"
+           if failed else " (all)"),
+    ]
+    lines += [f"  {name}: {err}" for name, err in failed.items()]
+    lines += [
+        f"pairs in:      {state['pairs_in']}",
+        f"pairs kept:    {state['pairs_kept']}",
+        f"pairs dropped: {state['pairs_dropped']}",
+    ]
+    lines += [f"  {reason:<28} {n}" for reason, n in state["dropped_by_reason"].items()]
+    lines.append(f"pairs flagged: {state['pairs_flagged']} (off the fitted tilt geometry)")
+    lines.append(f"last run:      {last.get('micrographs_extracted', 0)} micrograph(s) "
+                 f"extracted, {last.get('micrographs_reused', 0)} already done, "
+                 f"in {last.get('seconds', 0)} s")
+    lines += [f"warning:       {w}" for w in last.get("warnings", [])]
+    lines += [
         f"parameters:    {params}",
         f"particles:     {prov.get('box_size')} px boxes, {prov.get('dtype')}, "
         + _sampling_text(store.view_sampling_rates(prov)),
         f"written by:    pairextract {prov.get('version')} "
         f"from {prov.get('inputs', {}).get('source')}",
+        f"output:        {Path(out).resolve()}",
     ]
+    record = Path(out) / "note.txt"
+    if record.exists():
+        lines.append(f"record:        {record.resolve()} (every run's command, inputs, "
+                     "versions and times)")
     from pairextract.store.watchstatus import describe
 
     lines += describe(out)  # nothing unless a watch service wrote the folder

@@ -214,11 +214,29 @@ def output_io_error(exc: OSError, what: str, path: str | os.PathLike[str] | None
         path=str(where), errno_=exc.errno)
 
 
+def did_you_mean(path: str | os.PathLike[str], limit: int = 3) -> str:
+    """``"; did you mean a, b?"`` naming the files beside a missing ``path`` whose names are
+    close to its name, or ``""`` when none is (or its folder cannot be listed)."""
+    import difflib
+
+    missing = os.fspath(path)
+    folder = os.path.dirname(missing) or "."
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return ""
+    close = difflib.get_close_matches(os.path.basename(missing), names, n=limit, cutoff=0.6)
+    if not close:
+        return ""
+    return "; did you mean " + ", ".join(os.path.join(os.path.dirname(missing), c)
+                                         for c in close) + "?"
+
+
 __all__ = [
     "ENVIRONMENT", "EXIT_CHECK_FAILED", "EXIT_CLUSTER", "EXIT_INTERNAL", "EXIT_INTERRUPTED",
     "EXIT_IO", "EXIT_OK", "EXIT_STRICT", "EXIT_USAGE", "MICROGRAPH", "RUN",
     "ClusterConfigError", "ClusterError", "DamagedOutputError", "EnvironmentFailure",
     "InputError", "MicrographError", "NonFinitePixels", "OutputFolderError", "OutputIOError",
     "PairextractError", "ParameterError", "Problem", "StoreBusyError", "StoreMismatchError",
-    "is_io_failure", "kind_of", "output_io_error",
+    "did_you_mean", "is_io_failure", "kind_of", "output_io_error",
 ]

@@ -11,13 +11,19 @@ from typing import Any
 from pairextract.cli._options import add_input_arguments, read_options_from_args
 from pairextract.errors import InputError
 
+EPILOG = """examples:
+  pairextract check pairs.csv --box 256                 the table, the files, borders, geometry
+  pairextract check tilted.xmd --box 128 --json | head  one JSON object
+"""
+
 
 def register(sub: Any) -> None:
     """Add the ``check`` subcommand."""
     p = sub.add_parser(
         "check", help="check inputs and tilt-pair geometry without extracting",
         description="Read the inputs, check them (files, coordinates, ids, CTFs, borders) and "
-                    "fit the tilt geometry of each micrograph pair; exit status 1 on errors.")
+                    "fit the tilt geometry of each micrograph pair; exit status 1 on errors.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("input", help="pair table (.csv/.parquet/.star), Xmipp .xmd, Scipion .sqlite")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--box", type=int, metavar="N", help="box size (output pixels) for borders")

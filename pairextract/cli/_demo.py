@@ -6,11 +6,17 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+EPILOG = """examples:
+  pairextract demo demo-out               4 micrograph pairs, extracted, demo-out/montage.png
+  pairextract demo demo-out --pairs 16 --force    a bigger one, into the same folder
+"""
+
 
 def register(sub: Any) -> None:
     p = sub.add_parser("demo", help="run the whole pipeline on synthetic tilt-pair data",
                        description="Make synthetic tilt-pair micrographs with known truth, "
-                                   "extract them and write a summary and a montage.")
+                                   "extract them and write a summary and a montage.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("outdir", help="folder for the synthetic data and the output")
     p.add_argument("--pairs", type=int, default=4, help="micrograph pairs (default 4)")
     p.add_argument("--size", type=int, default=1024, help="micrograph size in pixels")

@@ -14,13 +14,19 @@ RECIPES = ("README.md", "jobqueue-slurm.yaml", "jobqueue-pbs.yaml", "extract.sba
            "scheduler-file.sbatch")
 
 
+EPILOG = """examples:
+  pairextract deploy cluster/    then edit cluster/extract.sbatch and sbatch it
+"""
+
+
 def register(sub: Any) -> None:
     p = sub.add_parser(
         "deploy", help="copy the cluster recipes (sbatch scripts, jobqueue configs) into DEST",
         description="Copy the SLURM/PBS recipes shipped with pairextract (extract.sbatch, "
                     "scheduler-file.sbatch, jobqueue-slurm.yaml, jobqueue-pbs.yaml, README.md) "
                     "into DEST, to edit and submit from there. Existing files are never "
-                    "overwritten unless --force; nothing is ever deleted.")
+                    "overwritten unless --force; nothing is ever deleted.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("dest", help="folder to copy the recipes into (created if missing)")
     p.add_argument("--force", action="store_true",
                    help="overwrite recipe files of the same name already in DEST")

@@ -9,13 +9,19 @@ from typing import Any
 
 from pairextract.errors import EXIT_USAGE, PairextractError, output_io_error
 
+EPILOG = """examples:
+  pairextract export run1 --to relion relion_out/   untilted/ and tilted/ particles.star + .mrcs
+  pairextract export run1 --to xmipp xmipp_out/     images_*.xmd + .mrcs for Xmipp, Scipion
+"""
+
 
 def register(sub: Any) -> None:
     p = sub.add_parser(
         "export", help="export kept pairs as RELION or Xmipp/Scipion stacks and metadata",
         description="Write, for each view, an .mrcs stack and a metadata file (RELION particles "
                     "STAR or Xmipp .xmd) whose row k is pair k in both views. RELION paths in "
-                    "rlnImageName are relative to DEST (use DEST as the project folder).")
+                    "rlnImageName are relative to DEST (use DEST as the project folder).",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("out", help="output folder of pairextract extract")
     p.add_argument("--to", required=True, choices=["relion", "xmipp"], help="target format")
     p.add_argument("dest", help="destination folder (created; must be new or empty)")

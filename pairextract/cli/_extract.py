@@ -15,13 +15,22 @@ from pairextract.cli._options import (
 )
 from pairextract.errors import EXIT_STRICT
 
+EPILOG = """examples:
+  pairextract extract pairs.csv --out run1 --box 256 --invert
+  pairextract extract pairs.csv --out run1 --box 256 --phase-flip \\
+      --ctf-untilted ctf_u.star --ctf-tilted ctf_t.star --workers 8
+  pairextract extract tilted.xmd --out run1 --box 128 --cluster slurm --jobs 4
+  (run the same command again to resume; OUT/note.txt records every run)
+"""
+
 
 def register(sub: Any) -> None:
     from pairextract.cli._cluster_options import add_cluster_arguments
 
     p = sub.add_parser("extract", help="extract particle pairs into an output folder",
                        description="Extract tilt-pair particles (Xmipp's Extract Particle "
-                                   "Pairs) into a Zarr store with a pair index.")
+                                   "Pairs) into a Zarr store with a pair index.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("input", help="pair table, Xmipp .xmd, Scipion .sqlite, ...")
     p.add_argument("--out", required=True, help="output folder (resumed if it exists)")
     add_protocol_arguments(p)

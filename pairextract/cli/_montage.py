@@ -9,12 +9,17 @@ from typing import Any
 
 from pairextract.errors import EXIT_USAGE, InputError, OutputFolderError, output_io_error
 
+EPILOG = """examples:
+  pairextract montage run1 --n 24 --out pairs.png    24 random kept pairs, untilted | tilted
+"""
+
 
 def register(sub: Any) -> None:
     p = sub.add_parser(
         "montage", help="draw random kept pairs (untilted | tilted) into an image file",
         description="Check by eye that particles are centred, have the right contrast, are not "
-                    "cut and are correctly paired.")
+                    "cut and are correctly paired.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("out", help="output folder of pairextract extract")
     p.add_argument("--n", type=int, default=24, help="number of pairs to draw (default 24)")
     p.add_argument("--out", dest="image", default="pairs.png", metavar="IMAGE",

@@ -30,9 +30,10 @@ def add_protocol_arguments(p: argparse.ArgumentParser) -> None:
     b.add_argument("--tilt-defocus", choices=["ctf", "geometry"],
                    help="phase flip each particle with its own defocus on a tilted specimen: "
                         "tilt from the CTF estimates (CTFFIND5) or from the pair geometry")
-    b.add_argument("--tilt-sign", type=int, choices=[1, -1], default=1,
+    b.add_argument("--tilt-sign", type=_tilt_sign, default=1, metavar="{1,-1,auto}",
                    help="which side of the tilt axis is farther from the objective "
-                        "(docs/user/tilt-pairs.md); default +1")
+                        "(docs/user/tilt-pairs.md); default +1; auto: read from each tilted "
+                        "micrograph's Thon rings (flipped whole where unsure)")
 
 
 def add_input_arguments(p: argparse.ArgumentParser) -> None:
@@ -74,3 +75,12 @@ def read_options_from_args(args: argparse.Namespace) -> dict[str, Any]:
         "pixel_size": args.pixel_size,
     }
     return {k: v for k, v in opts.items() if v is not None}
+
+
+def _tilt_sign(text: str) -> int | str:
+    """``--tilt-sign``: 1, -1 or auto."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    if text.strip() in ("1", "+1", "-1"):
+        return int(text)
+    raise argparse.ArgumentTypeError(f"invalid choice: {text!r} (choose from 1, -1, auto)")

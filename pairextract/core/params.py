@@ -51,7 +51,9 @@ class ExtractionParams:
     tilt_sign
         ``s`` = +1 or -1: which side of the axis is farther from the objective. With
         ``"geometry"`` the coordinates cannot tell, so it is the user's; with ``"ctf"``, -1
-        reverses the estimate's slope.
+        reverses the estimate's slope. ``"auto"``: read per tilted micrograph from its Thon
+        rings (:mod:`pairextract.ops.tiltsign`); where the evidence is weak the micrograph is
+        flipped whole, with a warning.
     """
 
     box_size: int
@@ -64,7 +66,7 @@ class ExtractionParams:
     normalize: str | None = "Ramp"
     bg_radius: int = -1
     tilt_defocus: str | None = None
-    tilt_sign: int = 1
+    tilt_sign: int | str = 1
 
     def __post_init__(self) -> None:
         problems = []
@@ -101,15 +103,18 @@ class ExtractionParams:
             elif not self.phase_flip:
                 problems.append("tilt_defocus needs phase_flip=True (it changes how particles "
                                 "are phase flipped)")
-        if isinstance(self.tilt_sign, bool) or self.tilt_sign not in (1, -1):
-            problems.append(f"tilt_sign must be +1 or -1, got {self.tilt_sign!r}")
+        sign = self.tilt_sign
+        if isinstance(sign, str) and sign.strip().lower() == "auto":
+            sign = "auto"
+        elif isinstance(sign, bool) or isinstance(sign, str) or sign not in (1, -1):
+            problems.append(f"tilt_sign must be +1, -1 or 'auto', got {self.tilt_sign!r}")
         if problems:
             raise ParameterError("; ".join(problems))
         object.__setattr__(self, "box_size", int(self.box_size))
         object.__setattr__(self, "bg_radius", int(self.bg_radius))
         object.__setattr__(self, "downsample", float(self.downsample))
         object.__setattr__(self, "dust_threshold", float(self.dust_threshold))
-        object.__setattr__(self, "tilt_sign", int(self.tilt_sign))
+        object.__setattr__(self, "tilt_sign", sign if sign == "auto" else int(sign))
 
     @property
     def radius(self) -> int:

@@ -8,8 +8,10 @@ writes, for each view, an MRC stack and a metadata file whose row k is pair k in
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
+import numpy as np
 import xarray as xr
 
 from pairextract.core.vocab import VIEWS
@@ -37,6 +39,18 @@ def planned_files(to: str) -> list[str]:
             "pairs.star", "pairs.csv"]
     return [n for v in VIEWS for n in (stack_name(v), f"images_{v}.xmd")] + [
         "micrograph_pairs.xmd", "pairs.csv"]
+
+
+def _warn_flagged(ds: xr.Dataset, fmt: str) -> None:
+    """Wrong partners are never exported silently: count the flagged pairs written."""
+    if "flagged" not in ds.coords:
+        return
+    n = int(np.count_nonzero(ds["flagged"].values))
+    if n:
+        warnings.warn(
+            f"{fmt} export: {n} of {int(ds.sizes['pair'])} pairs written are flagged off the "
+            "tilt geometry (likely wrong partners; column 'flagged' of pairs.csv); extract "
+            "with --drop-flagged to leave them out", stacklevel=2)
 
 
 def export(out: str | os.PathLike[str] | xr.Dataset, to: str,
@@ -81,4 +95,5 @@ def export(out: str | os.PathLike[str] | xr.Dataset, to: str,
     marker = read_marker(dest_path) or {}
     write_marker(dest_path, f"export-{fmt}", [*marker.get("files", []), *names])
     files = write_relion(ds, dest_path) if fmt == "relion" else write_xmipp(ds, dest_path)
+    _warn_flagged(ds, fmt)
     return ExportResult(format=fmt, dest=dest_path, n_pairs=int(ds.sizes["pair"]), files=files)

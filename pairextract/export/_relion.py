@@ -148,7 +148,7 @@ def pairs_table(table: pd.DataFrame, names: dict[str, list[str]],
         if col in table:
             df[col] = table[col].to_numpy()
     for col in angles.columns:
-        df[col] = angles[col].to_numpy(np.float64)
+        df[col] = angles[col].to_numpy(bool if col == "flagged" else np.float64)
     return df
 
 
@@ -171,7 +171,8 @@ def write_relion(ds: xr.Dataset, dest: Path) -> list[Path]:
         write_star(star, {"optics": optics, "particles": particles})
         files += [stack, star]
     pairs = pairs_table(table, names, pair_geometry(ds, table))
-    write_star(dest / "pairs.star", {"pairs": pairs})
+    # STAR has no booleans: RELION's readers take 0/1.
+    write_star(dest / "pairs.star", {"pairs": pairs.astype({"flagged": np.int64})})
     pairs.to_csv(dest / "pairs.csv", index=False)
     files += [dest / "pairs.star", dest / "pairs.csv"]
     return files

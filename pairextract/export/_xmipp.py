@@ -10,9 +10,9 @@ Layout::
 ``micrograph_pairs.xmd`` holds ``angleY`` (axis in the untilted micrograph, from the Y axis),
 ``angleY2`` (the same in the tilted one) and ``angleTilt``: the given angles where the input had
 them, else the fitted ones. Xmipp has no labels for both at once nor for the residual, so
-``pairs.csv`` carries ``given_*``, ``fitted_*`` and ``residual`` (as the RELION export's pairs
-table). After re-centring the images carry ``shiftX/shiftY`` (pixels): the particle's centre is
-at ``(xcoor, ycoor) - shift``.
+``pairs.csv`` carries ``given_*``, ``fitted_*``, ``residual`` and ``flagged`` (as the RELION
+export's pairs table). After re-centring the images carry ``shiftX/shiftY`` (pixels): the
+particle's centre is at ``(xcoor, ycoor) - shift``.
 
 ``_image`` is ``NNNNNN@untilted.mrcs`` (6 digits, 1-based), relative to the ``.xmd`` file's folder,
 which Xmipp and Scipion's "import particles" (Xmipp metadata) resolve. ``_itemId`` is the pair id in

@@ -9,9 +9,10 @@ plugin); the phase shift is converted to degrees and left out when it is zero.
 
 CTFFIND5 with tilt estimation adds three columns (its header names them): #8 estimated tilt axis
 angle (deg), #9 estimated tilt angle (deg), #10 estimated sample thickness (Å). They become the
-CTF's ``specimen_tilt_axis`` and ``specimen_tilt`` (CTFFIND5's axis angle turns counter-clockwise
-from x, which is :mod:`pairextract.ops.tilt`'s ``phi``; its defocus columns are the values at the
-micrograph centre). A tilt angle of exactly 0 (tilt not estimated) means a flat specimen.
+CTF's ``specimen_tilt_axis`` and ``specimen_tilt`` (CTFFIND5's axis angle is
+:mod:`pairextract.ops.tilt`'s ``phi``, whose conventions are CTFFIND5's tilt model; its defocus
+columns are the values at the micrograph centre). A tilt angle of exactly 0 (tilt not
+estimated) means a flat specimen.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from pairextract.core.inputs import (
     make_ctfs,
 )
 from pairextract.core.vocab import SUFFIXES, VIEWS
-from pairextract.errors import InputError, ParameterError
+from pairextract.errors import InputError, ParameterError, did_you_mean
 from pairextract.io.ctffind import is_ctffind, read_ctffind
 from pairextract.io.matching import apply_other_micrographs, assign_ctfs
 from pairextract.io.pairtable import TABLE_SUFFIXES, read_pair_table
@@ -268,7 +268,7 @@ def read_pairs(source: PathLike, **options: Any) -> TiltPairInputs:
     _check_options(options)
     p = Path(source)
     if not p.exists():
-        raise InputError(f"{p}: input not found")
+        raise InputError(f"{p}: input not found{did_you_mean(p)}")
     form = "scipion" if p.is_dir() else detect_form(p)
     if options.get("coords") is not None and form != "xmipp":
         raise InputError(f"{p}: the coords option is for Xmipp .xmd inputs (.pos files)")

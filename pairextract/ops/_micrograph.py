@@ -30,12 +30,14 @@ from pairextract.ops import (
     fourier_downsample,
     inside_micrograph,
     output_sampling,
+    phase_flip,
     phase_flip_rows,
     remove_dust,
     runs_downsample,
     scale_coordinates,
     xmipp_param,
 )
+from pairextract.ops.tiltsign import TiltSign, estimate_tilt_sign
 
 # Pixels per row block of the whole-micrograph scans (NaN check, range).
 _BLOCK_ELEMENTS = 1 << 20
@@ -119,6 +121,7 @@ class Source:
     patch: tuple[NDArray[np.int64], NDArray[np.float32]] | None = None  # dust, not in ``work``
     stack: NDArray[np.float32] | None = None  # all boxes, or None: cut a chunk at a time
     offset: NDArray[np.float64] | None = None  # per-box defocus offsets of the tilt-aware flip
+    tilt: TiltSign | None = None       # the tilt sign read from the micrograph (tilt_sign="auto")
     release: Release | None = None     # for the rows of ``work`` as the boxes are cut
 
 
@@ -224,17 +227,42 @@ def _cut_source(work: NDArray, setup: Setup, params: ExtractionParams, ctf: CTF 
         assert ctf is not None and setup.sampling is not None
         assert ctf.specimen_tilt is not None and ctf.specimen_tilt_axis is not None
         tm = xmipp_param(setup.sampling)
+        tilt = None
+        sign = params.tilt_sign
+        if sign == "auto":
+            tilt = _tilt_sign(work, tm, ctf)
+            if not tilt.trusted:
+                # Weak evidence: a wrong sign doubles the defocus error far from the axis,
+                # the whole flip (Xmipp's) only keeps it.
+                flipped = phase_flip(work, tm, ctf.defocus_u, ctf.defocus_v, ctf.defocus_angle,
+                                     ctf.voltage, ctf.cs, ctf.amplitude_contrast,
+                                     ctf.phase_shift)
+                stack, valid = cut_boxes(flipped, setup.xy, box, fill_borders=params.fill_borders)
+                return Source(flipped, valid, stack=stack, tilt=tilt)
+            sign = tilt.sign
         offset = defocus_offsets(setup.xy, work.shape, tm, ctf.specimen_tilt,
-                                 ctf.specimen_tilt_axis, params.tilt_sign)
+                                 ctf.specimen_tilt_axis, int(sign))
         stack, valid = flip_boxes(work, setup.xy, box, tm, ctf.defocus_u + offset,
                                   ctf.defocus_v + offset, ctf.defocus_angle, ctf.voltage,
                                   ctf.cs, ctf.amplitude_contrast, ctf.phase_shift,
                                   fill_borders=params.fill_borders)
-        return Source(work, valid, stack=stack, offset=offset)
+        return Source(work, valid, stack=stack, offset=offset, tilt=tilt)
     if not cut_whole:
         return Source(work, _valid(setup.xy, params, work.shape))
     stack, valid = cut_boxes(work, setup.xy, box, fill_borders=params.fill_borders)
     return Source(work, valid, stack=stack)
+
+
+def _tilt_sign(work: NDArray, sampling: float, ctf: CTF) -> TiltSign:
+    """The tilt sign read from the micrograph's Thon rings; not trusted where it cannot be."""
+    assert ctf.specimen_tilt is not None and ctf.specimen_tilt_axis is not None
+    try:
+        return estimate_tilt_sign(work, sampling, ctf.defocus_u, ctf.defocus_v,
+                                  ctf.defocus_angle, ctf.voltage, ctf.cs,
+                                  ctf.amplitude_contrast, ctf.specimen_tilt,
+                                  ctf.specimen_tilt_axis)
+    except ValueError:  # too small, or rings too fine for its tiles
+        return TiltSign(1, math.nan, 0)
 
 
 def _cleaned_rows(image: NDArray, dust: DustPatch | None, release: Release | None

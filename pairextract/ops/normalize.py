@@ -18,6 +18,7 @@ METHODS = ("OldXmipp", "NewXmipp", "Ramp")
 _CHUNK_ELEMENTS = 1 << 19  # float64 elements per chunk (4 MiB)
 _BOX_ELEMENTS = 1 << 16    # float64 elements of Ramp's per-box buffers (512 KiB each, in L2)
 _RAMP_MIN_SIGMA = 1e-6
+_RAMP_BOXES = 8           # boxes per block of Ramp's float64 work
 
 
 def _radius(box: int, radius: int) -> int:
@@ -78,27 +79,6 @@ def _background(box: int, radius: int) -> tuple[NDArray[np.bool_], NDArray[np.fl
     for a in (mask, bg, flat):
         a.setflags(write=False)
     return mask, bg, flat
-
-
-@functools.lru_cache(maxsize=8)
-def _plane_normal_inverse(box: int, radius: int) -> NDArray[np.float64]:
-    """``(X^T X)^-1`` for the plane's columns ``(1, j, i)`` over the background.
-
-    Cached (``np.linalg.inv`` alone costs more than normalizing a small box): read-only.
-    """
-    _, bg, flat = _background(box, radius)
-    nb = len(flat)
-    ij = (np.arange(box) - box // 2).astype(np.float64)
-    row_w = bg.sum(axis=1)                                # background pixels per row
-    col_w = bg.sum(axis=0)
-    normal = np.array([
-        [nb, col_w @ ij, row_w @ ij],
-        [col_w @ ij, col_w @ ij ** 2, ij @ bg @ ij],
-        [row_w @ ij, ij @ bg @ ij, row_w @ ij ** 2],
-    ])
-    inv_normal = np.linalg.inv(normal)
-    inv_normal.setflags(write=False)
-    return inv_normal
 
 
 def normalize_stack(stack: ArrayLike, method: str, radius: int = -1,
@@ -200,73 +180,84 @@ def _new_xmipp(flat_in: NDArray, flat_out: NDArray[np.float32], box: int, rad: i
             flat_out[k:k + chunk] = x
 
 
-def _ramp(in3: NDArray, out3: NDArray[np.float32], rad: int) -> None:
-    """Ramp of ``(n, B, B)`` boxes, a chunk at a time.
+def _sequential_sums(cols: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Sums along axis 0 of ``(N, ...)`` columns, each added in row order.
 
-    Plane p = c + a*j + b*i fitted on the background, then sigma from the sums of the
-    explicit residual r = x - p over the background, as the reference does. (The shortcut
-    sum_b x^2 - beta . (X^T x) needs no extra pass but cancels catastrophically for boxes
-    with a large mean or a steep plane and a small spread.)
+    Xmipp accumulates in one double, pixel after pixel; numpy's sum along a contiguous axis is
+    pairwise, which rounds otherwise. Reducing along the outer axis of several columns adds
+    one row after the other into one accumulator per column (sequential); a single column
+    would be coalesced into one contiguous, pairwise sum, so it goes through ``cumsum`` (an
+    accumulation, sequential by definition).
+    """
+    if cols.size == cols.shape[0]:
+        return np.cumsum(cols, axis=0)[-1]
+    return np.add.reduce(cols, axis=0)
+
+
+@functools.lru_cache(maxsize=8)
+def _ramp_geometry(box: int, radius: int) -> tuple[NDArray[np.float64], NDArray[np.float64],
+                                                   tuple[float, ...]]:
+    """The background's logical ``j`` and ``i`` as ``(Nb, 1)`` columns (raster order), and
+    Xmipp's plane-fit sums over it that depend on the geometry only: ``D = sum j^2``,
+    ``E = sum j i``, ``F = sum j``, ``G = sum i^2``, ``H = sum i``, ``I = Nb`` (integers, exact
+    in any order). Cached: read-only."""
+    flat = _background(box, radius)[2]
+    i, j = np.divmod(flat, box)
+    jj = (j - box // 2).astype(np.float64)[:, None]
+    ii = (i - box // 2).astype(np.float64)[:, None]
+    for a in (jj, ii):
+        a.setflags(write=False)
+    sums = (float(jj[:, 0] @ jj[:, 0]), float(jj[:, 0] @ ii[:, 0]), float(jj.sum()),
+            float(ii[:, 0] @ ii[:, 0]), float(ii.sum()), float(len(flat)))
+    return jj, ii, sums
+
+
+def _ramp(in3: NDArray, out3: NDArray[np.float32], rad: int) -> None:
+    """Ramp of ``(n, B, B)`` boxes with Xmipp's arithmetic (reference 6), a few at a time.
+
+    The plane ``p = a*j + (b*i + c)`` comes from the background's sums ``sum j z``,
+    ``sum i z``, ``sum z`` accumulated pixel after pixel in raster order, and Cramer's rule in
+    the order of Xmipp's ``least_squares_plane_fit``; the residual ``z - p`` of every pixel;
+    sigma from the residual's background sums, accumulated the same way, as
+    ``sqrt(|s2/N - m^2| * N / (N - 1))``; the residual scaled by ``1/sigma`` where
+    sigma > 1e-6. Every float64 operation is Xmipp's, in its order, so the float32 results are
+    its bits (numpy's pairwise sums rounded a pixel in about a million otherwise).
     """
     n, box, _ = in3.shape
     npix = box * box
-    chunk = _chunk(npix)
-    # A few boxes at a time in float64 (xf: the residual; ym: the box's background, zeros
-    # elsewhere), so that every pass over them after the first reads from cache.
-    per = max(1, min(n, _BOX_ELEMENTS // npix))
-    xf = np.empty((per, box, box))
-    ym = np.zeros((per, box, box))
-    rows = np.empty((min(chunk, n), box))
-    cols = np.empty((min(chunk, n), box))
-    for k in range(0, n, chunk):
-        x = in3[k:k + chunk]
-        beta = _ramp_planes(x, rad, per, ym, rows, cols)
-        _ramp_residuals(x, beta, rad, per, xf, out3[k:k + chunk])
-
-
-def _ramp_planes(x: NDArray, rad: int, per: int, ym: NDArray[np.float64],
-                 rows: NDArray[np.float64], cols: NDArray[np.float64]) -> NDArray[np.float64]:
-    """``(m, 3)`` plane coefficients ``(c, a, b)`` of a chunk ``x`` of ``m`` boxes.
-
-    The fit's sums are the same operations on the same values, in the same chunks for the
-    matrix-vector products (BLAS may round differently for another number of rows), as when
-    the pixels outside the background were ``x * 0``: a zero term of either sign leaves these
-    sums as they are, their accumulators start at +0. ``ym``, ``rows``, ``cols``: buffers.
-    """
-    m, box, _ = x.shape
-    mask = _background(box, rad)[0]
-    ij = (np.arange(box) - box // 2).astype(np.float64)
-    for s in range(0, m, per):
-        e = min(s + per, m)
-        y = ym[:e - s]
-        np.copyto(y, x[s:e], where=mask)              # only the background is written
-        rows[s:e] = np.einsum("kab->ka", y)           # background sum of each row
-        cols[s:e] = np.einsum("kab->kb", y)
-    xtx = np.stack([rows[:m].sum(axis=1), cols[:m] @ ij, rows[:m] @ ij], axis=1)
-    beta: NDArray[np.float64] = xtx @ _plane_normal_inverse(box, rad)  # a symmetric inverse
-    return beta
-
-
-def _ramp_residuals(x: NDArray, beta: NDArray[np.float64], rad: int, per: int,
-                    xf: NDArray[np.float64], out: NDArray[np.float32]) -> None:
-    """``out``: the residuals of the boxes ``x`` from their planes, scaled by their background
-    sample std where it exceeds 1e-6. ``xf``: a float64 buffer of ``per`` boxes."""
-    m, box, _ = x.shape
-    npix = box * box
     flat = _background(box, rad)[2]
-    nb = len(flat)
+    jj, ii, (d, e, f, g, h, nb) = _ramp_geometry(box, rad)
     ij = (np.arange(box) - box // 2).astype(np.float64)
-    row_term = beta[:, 0:1] + beta[:, 1:2] * ij       # c + a*j, along each row
-    col_term = beta[:, 2:3] * ij                      # b*i, down each column
-    for s in range(0, m, per):
-        e = min(s + per, m)
-        r = xf[:e - s]
-        np.copyto(r, x[s:e])
-        r -= row_term[s:e, None, :]
-        r -= col_term[s:e, :, None]
-        # sigma from the residual's background pixels only (a fifth of the box for R = B/2);
-        # a change of summation order here moves sigma by an ulp at most
-        rb = np.take(r.reshape(e - s, npix), flat, axis=1)
-        sigma = _sample_sigma(np.einsum("kp->k", rb), np.einsum("kp,kp->k", rb, rb), nb)
-        r /= np.where(sigma > _RAMP_MIN_SIGMA, sigma, 1.0)[:, None, None]
-        out[s:e] = r
+    # A few boxes at a time (their float64 residual in cache); their background pixels in
+    # rows of (k, boxes) columns: the k sums of a pass in one sequential reduction.
+    per = max(1, min(n, _RAMP_BOXES))
+    plane_buf = np.empty((per, box, box))
+    cols_buf = np.empty((len(flat), 3, per))
+    denom = f * f * g - 2 * e * f * h + d * h * h + e * e * nb - d * g * nb
+    for s in range(0, n, per):
+        m = min(per, n - s)
+        x = in3[s:s + m]
+        cols = cols_buf[:, :, :m]
+        z = cols[:, 2]
+        np.copyto(z, np.take(x.reshape(m, npix), flat, axis=1).T)
+        np.multiply(jj, z, out=cols[:, 0])
+        np.multiply(ii, z, out=cols[:, 1])
+        sj, si, s0 = _sequential_sums(cols)  # Xmipp's J, K, L
+        pa = (h * h * sj - g * nb * sj + e * nb * si + f * g * s0 - h * (f * si + e * s0)) / denom
+        pb = (e * nb * sj + f * f * si - d * nb * si + d * h * s0 - f * (h * sj + e * s0)) / denom
+        pc = (f * g * sj - e * h * sj - e * f * si + d * h * si + e * e * s0 - d * g * s0) / denom
+        # z - (a*j + (b*i + c)), as Xmipp subtracts it: one rounding of the plane per pixel
+        res = plane_buf[:m]
+        np.add((pa[:, None] * ij)[:, None, :], (pb[:, None] * ij + pc[:, None])[:, :, None],
+               out=res)
+        np.subtract(x, res, out=res)
+        r1 = cols[:, 0]
+        np.copyto(r1, np.take(res.reshape(m, npix), flat, axis=1).T)
+        np.multiply(r1, r1, out=cols[:, 1])
+        s1, s2 = _sequential_sums(cols[:, :2])
+        mean = s1 / nb
+        sigma = np.sqrt(np.abs(s2 / nb - mean * mean) * nb / (nb - 1))
+        scale = np.ones(m)
+        np.divide(1.0, sigma, out=scale, where=sigma > _RAMP_MIN_SIGMA)
+        # the float64 product rounded to float32 as it is stored (one pass)
+        np.multiply(res, scale[:, None, None], out=out3[s:s + m], casting="same_kind")

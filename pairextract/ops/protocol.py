@@ -9,6 +9,7 @@ the cut: each box is cut with padding, flipped with its own defocus and cropped
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -55,6 +56,11 @@ class MicrographExtraction:
     defocus_offset
         ``(n,)`` float64 Å added to the CTF's defocus U and V for each particle by the
         tilt-aware flip; 0 when the micrograph was flipped whole, NaN when not flipped.
+    tilt_sign, tilt_sign_confidence
+        With ``tilt_sign="auto"``: the sign read from the micrograph's Thon rings and its
+        confidence (:mod:`pairextract.ops.tiltsign`; below
+        :data:`~pairextract.ops.tiltsign.MIN_CONFIDENCE` the micrograph was flipped whole);
+        else None and NaN.
     """
 
     stack: NDArray[np.float32]
@@ -64,6 +70,8 @@ class MicrographExtraction:
     phase_flipped: bool
     local_average: NDArray[np.float64]
     defocus_offset: NDArray[np.float64] | None = None
+    tilt_sign: int | None = None
+    tilt_sign_confidence: float = math.nan
 
     def __post_init__(self) -> None:
         if self.defocus_offset is None:
@@ -163,7 +171,10 @@ def stream_micrograph(image: ArrayLike, coords: ArrayLike, params: ExtractionPar
     status = np.where(src.valid, STATUS_OK, STATUS_OUTSIDE)
     return MicrographExtraction(stack=stack, status=status, xy=setup.xy, sampling=setup.sampling,
                                 phase_flipped=setup.flip, local_average=local_average,
-                                defocus_offset=src.offset)
+                                defocus_offset=src.offset,
+                                tilt_sign=None if src.tilt is None else src.tilt.sign,
+                                tilt_sign_confidence=math.nan if src.tilt is None
+                                else src.tilt.confidence)
 
 
 def _chunk_boxes(box: int) -> int:

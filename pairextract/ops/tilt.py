@@ -1,20 +1,23 @@
 """Defocus across a tilted specimen, and phase flipping each box with its own defocus.
 
-Conventions (pixel coordinates ``(x, y)`` = (column, row), pixel index = coordinate):
+Conventions (pixel coordinates ``(x, y)`` = (column, row of the image as stored), pixel index =
+coordinate), those of CTFFIND5's tilt model (cisTEM ``ctffind_tilt``: the height of a point is
+``y_rotated * tan(tilt)`` with ``(x_rotated, y_rotated)`` the point turned by the 2-D rotation
+matrix ``[[cos, -sin], [sin, cos]]`` of the axis angle, so ``y_rotated = sin(phi) x + cos(phi) y``):
 
-- the **tilt axis** passes through the micrograph centre ``c = (W/2, H/2)``; its direction is
-  ``a = (cos phi, sin phi)``, with ``phi`` turning from +x towards +y (the same sense as a CTF's
-  astigmatism angle, and CTFFIND5's "tilt axis angle", counter-clockwise from x with y up);
+- the **tilt axis** passes through the micrograph centre ``c = (W/2, H/2)``; ``phi`` is
+  CTFFIND5's "tilt axis angle" (its column #8);
 - the **signed distance** of a point ``p`` from the axis is ``d = (p - c) . n`` with
-  ``n = (-sin phi, cos phi)`` (``a`` turned by +90 degrees), in pixels, times the sampling in Å;
+  ``n = (sin phi, cos phi)``, in pixels, times the sampling in Å;
 - defocus is positive for underfocus (RELION/CTFFIND); the **local defocus** is
   ``df(p) = df_centre + s * d * tan(theta)``: with ``s = +1`` the side ``d > 0`` is farther from
-  the objective lens (higher up the column), so its underfocus is larger; ``s = -1`` swaps the
-  sides. Astigmatism (U - V) and its angle do not change across the micrograph.
+  the objective lens (higher up the column), so its underfocus is larger (CTFFIND5's own sign);
+  ``s = -1`` swaps the sides. Astigmatism (U - V) and its angle do not change across the
+  micrograph.
 
 Xmipp's tilt-pair angles give the axis as the angle from the Y axis (``angleY``, ``angleY2``):
-the axis direction ``(sin alpha, cos alpha)`` is ``phi = 90 - alpha`` here
-(:func:`axis_from_xmipp`). Pure numpy; no I/O.
+the axis direction ``(sin alpha, cos alpha)`` has the normal ``(-cos alpha, sin alpha)``, which is
+``n`` of ``phi = alpha - 90`` (:func:`axis_from_xmipp`). Pure numpy; no I/O.
 """
 
 from __future__ import annotations
@@ -29,20 +32,25 @@ from .ctf import electron_wavelength, phase_flip
 
 
 def axis_from_xmipp(alpha: float) -> float:
-    """Axis angle ``phi`` (from +x towards +y) of an Xmipp axis angle measured from the Y axis."""
-    return 90.0 - float(alpha)
+    """CTFFIND5's axis angle ``phi`` of an Xmipp axis angle measured from the Y axis.
+
+    ``alpha - 90``: the normal ``(sin phi, cos phi)`` is then ``(-cos alpha, sin alpha)``, the
+    side of the axis that the tilt-pair geometry lifts away from the objective.
+    """
+    return float(alpha) - 90.0
 
 
 def signed_distance(xy: ArrayLike, shape: tuple[int, int], axis_angle: float
                     ) -> NDArray[np.float64]:
     """Signed distance (pixels) of points ``(n, 2)`` x, y from the axis through the centre.
 
-    Positive on the side of ``n = (-sin phi, cos phi)``; the centre is ``(W/2, H/2)``.
+    Positive on the side of ``n = (sin phi, cos phi)`` (CTFFIND5's ``y_rotated``); the centre
+    is ``(W/2, H/2)``.
     """
     p = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
     h, w = shape
     phi = math.radians(float(axis_angle))
-    out: NDArray[np.float64] = ((p[:, 0] - w / 2.0) * -math.sin(phi)
+    out: NDArray[np.float64] = ((p[:, 0] - w / 2.0) * math.sin(phi)
                                 + (p[:, 1] - h / 2.0) * math.cos(phi))
     return out
 
@@ -81,6 +89,28 @@ def ctf_delocalisation(voltage: float, defocus: float, cs: float, sampling: floa
     return shift / float(sampling)
 
 
+def flip_padding(voltage: float, defocus: float, cs: float, sampling: float) -> int:
+    """Pixels of context on each side of a box for its own phase flip.
+
+    Twice the CTF delocalisation at Nyquist of ``defocus`` (:func:`ctf_delocalisation`) plus 8:
+    the flip's kernel (the transform of ``sign(CTF)``) has tails beyond one delocalisation, and
+    the outer half of the padding is tapered (:func:`flip_boxes`), so the inner half must hold
+    them. Measured in ``benchmarks/bench_tilt_flip.py``: with one delocalisation the per-box
+    flip lost 0.01 of correlation near the axis against the whole-micrograph flip.
+    """
+    return 2 * int(math.ceil(ctf_delocalisation(voltage, defocus, cs, sampling))) + 8
+
+
+def _taper(size: int, lo: int, hi: int) -> NDArray[np.float32]:
+    """1 inside, a raised cosine to 0 over the outer half of ``lo`` and ``hi`` pixels."""
+    w = np.ones(size, dtype=np.float64)
+    for width, edge in ((lo // 2, slice(None)), (hi // 2, slice(None, None, -1))):
+        if width > 0:
+            ramp = 0.5 - 0.5 * np.cos(np.pi * (np.arange(width) + 0.5) / width)
+            w[edge][:width] = ramp
+    return w.astype(np.float32)
+
+
 def flip_boxes(image: ArrayLike, xy_int: ArrayLike, box: int, sampling: float,
                defocus_u: ArrayLike, defocus_v: ArrayLike, defocus_angle: float, voltage: float,
                cs: float, amplitude_contrast: float, phase_shift: float | None = None,
@@ -88,12 +118,13 @@ def flip_boxes(image: ArrayLike, xy_int: ArrayLike, box: int, sampling: float,
                ) -> tuple[NDArray[np.float32], NDArray[np.bool_]]:
     """Cut ``B x B`` boxes as :func:`~pairextract.ops.boxes.cut_boxes`, each phase flipped alone.
 
-    Each box is cut with ``pad`` extra pixels on every side, flipped where its own CTF
-    (``defocus_u[k]``, ``defocus_v[k]``; the rest shared) is negative, and cropped back, so the
-    flip of one box does not wrap its far side into it. Pixels of the padded region outside the
-    micrograph take the micrograph's mean (with ``fill_borders``, the nearest edge pixel, as the
-    cut does). ``pad`` defaults to the CTF delocalisation at Nyquist of the largest defocus
-    plus 8 pixels.
+    Each box is cut with at least ``pad`` extra pixels on every side (more on the far sides, up
+    to the next fast FFT size), flipped where its own CTF (``defocus_u[k]``, ``defocus_v[k]``;
+    the rest shared) is negative, and cropped back, so the flip of one box does not wrap its
+    far side into it. Pixels of the padded region outside the micrograph take the micrograph's
+    mean (with ``fill_borders``, the nearest edge pixel, as the cut does); the outer half of the
+    padding is then tapered by a raised cosine to the region's mean, so its edges do not ring.
+    ``pad`` defaults to :func:`flip_padding` of the largest defocus.
 
     Returns
     -------
@@ -111,8 +142,13 @@ def flip_boxes(image: ArrayLike, xy_int: ArrayLike, box: int, sampling: float,
     h, w = img.shape
     if pad is None:
         worst = float(np.max(np.abs(np.concatenate([du, dv])))) if n else 0.0
-        pad = int(math.ceil(ctf_delocalisation(voltage, worst, cs, sampling))) + 8
-    size = box + 2 * int(pad)
+        pad = flip_padding(voltage, worst, cs, sampling)
+    pad = int(pad)
+    from scipy.fft import next_fast_len  # workers import this module; scipy only when used
+
+    size = int(next_fast_len(box + 2 * pad, real=True))
+    taper = _taper(size, pad, size - box - pad)
+    taper2 = taper[:, None] * taper[None, :]
     inside = inside_micrograph(xy, box, (h, w))
     valid = np.ones(n, dtype=bool) if fill_borders else inside
     stack = np.zeros((n, box, box), dtype=np.float32)
@@ -131,6 +167,10 @@ def flip_boxes(image: ArrayLike, xy_int: ArrayLike, box: int, sampling: float,
                 out_r = (rr < 0) | (rr >= h)
                 out_c = (cc < 0) | (cc >= w)
                 region[out_r[:, None] | out_c[None, :]] = mean
+        level = np.float32(region.mean(dtype=np.float64))
+        region -= level
+        region *= taper2
+        region += level
         flipped = phase_flip(region, sampling, float(du[k]), float(dv[k]), defocus_angle,
                              voltage, cs, amplitude_contrast, phase_shift, overwrite=True)
         stack[k] = flipped[pad:pad + box, pad:pad + box]

@@ -88,7 +88,6 @@ def build_pair_index(
         pairs["residual"] = np.nan
         pairs["flagged"] = False
     pairs = pairs.reset_index(drop=True)
-    pairs.insert(0, "index", np.arange(len(pairs), dtype=np.int64))
     return pairs, dropped.reset_index(drop=True)
 
 

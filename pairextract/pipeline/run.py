@@ -26,13 +26,15 @@ from pairextract.errors import (
     output_io_error,
 )
 from pairextract.io.micrograph import MicrographHeaders
+from pairextract.ops.tiltsign import MIN_CONFIDENCE
 from pairextract.pipeline.pairindex import build_pair_index
 from pairextract.pipeline.plan import make_jobs
-from pairextract.pipeline.result import ExtractionResult
+from pairextract.pipeline.result import ExtractionResult, outcome
+from pairextract.pipeline.runinfo import about_run, banner
 from pairextract.pipeline.tasks import JobRows, particle_columns, run_job
 from pairextract.prepare.geometry import GeometryFit
-from pairextract.runtime.progress import done_batches, show_progress
-from pairextract.store import MicrographJob, shard_rows
+from pairextract.runtime.progress import announce, done_batches, show_progress
+from pairextract.store import MicrographJob, record, shard_rows
 
 FORMAT_VERSION = 1
 
@@ -113,15 +115,16 @@ def run_extraction(
                         f"not write: {', '.join(kept[:5])}{' ...' if len(kept) > 5 else ''}")
             store.write_marker(out, "extract")
         return _run_locked(inputs, out, params, client, dtype, geometry, drop_flagged,
-                           progress, warnings, t0, headers, verify_inputs)
+                           progress, warnings, t0, headers, verify_inputs,
+                           store.input_paths(inputs, protect))
 
 
 def _run_locked(inputs: TiltPairInputs, out: Path, params: ExtractionParams, client: Any,
                 dtype: str, geometry: GeometryFit | Callable[[], GeometryFit] | None,
                 drop_flagged: bool,
                 progress: bool | str, warnings: list[str], t0: float,
-                headers: MicrographHeaders | None = None, verify_inputs: bool = False
-                ) -> ExtractionResult:
+                headers: MicrographHeaders | None = None, verify_inputs: bool = False,
+                input_files: Sequence[str] = ()) -> ExtractionResult:
     provenance = {
         "format_version": FORMAT_VERSION,
         "params": params.to_dict(),
@@ -149,11 +152,38 @@ def _run_locked(inputs: TiltPairInputs, out: Path, params: ExtractionParams, cli
 
     journal = store.read_journal(out)
     done = store.done_jobs(out, jobs, layout.rows_per_shard, params.box_size, itemsize, journal)
-    run = store.new_run()  # names this run's journals
     # micrographs whose header cannot be read fail without a task
     failed = {j.name: bad_files[j.micrograph] for j in jobs
               if j.name not in done and j.micrograph in bad_files}
     todo = [j for j in jobs if j.name not in done and j.name not in failed]
+    about = about_run(inputs, out, client, len(jobs), len(done), len(failed))
+    record.start(out, about=about, params=params.to_dict(), paths=input_files)
+    if progress:
+        announce(banner(about, params), progress)
+    try:
+        result = _extract(inputs, out, params, client, dtype, drop_flagged, progress, warnings,
+                          t0, infos, jobs, layout, done, journal, failed, todo, meanwhile)
+    except BaseException as exc:
+        why = "interrupted" if isinstance(exc, KeyboardInterrupt) else (
+            f"{type(exc).__name__}: {exc}")
+        record.finish(out, why, failed=True)
+        raise
+    for w in result.warnings:
+        record.append(out, f"warning: {w}")
+    for name, why in result.micrographs_failed.items():
+        record.append(out, f"micrograph failed: {name}: {why}")
+    record.finish(out, outcome(result.summary()))
+    return result
+
+
+def _extract(inputs: TiltPairInputs, out: Path, params: ExtractionParams, client: Any,
+             dtype: str, drop_flagged: bool, progress: bool | str, warnings: list[str],
+             t0: float, infos: dict[str, Any], jobs: list[MicrographJob], layout: Any,
+             done: set[str], journal: dict[str, bytes], failed: dict[str, str],
+             todo: list[MicrographJob], meanwhile: Callable[[], GeometryFit | None]
+             ) -> ExtractionResult:
+    """The run once its jobs are known: the tasks, the pair index, the tables, the summary."""
+    run = store.new_run()  # names this run's journals
     # The arrays' metadata is written while the first tasks run (the tasks write only their
     # shard files): writing it is off the critical path, and so is a geometry check that
     # nothing before the pair index needs.
@@ -169,8 +199,13 @@ def _run_locked(inputs: TiltPairInputs, out: Path, params: ExtractionParams, cli
     pairs, dropped = build_pair_index(
         inputs.coordinate_pairs, inputs.micrograph_pairs,
         tables["untilted"], tables["tilted"], fit, drop_flagged)
+    signs = tilt_signs(tables)
+    warnings = warnings + [
+        f"tilt sign of {name} unsure (confidence {v['confidence']:.1f} < {MIN_CONFIDENCE:g}): "
+        "phase flipped whole with the centre's defocus" for name, v in signs.items()
+        if not v["used"]]
     with _writing("the tables", out):
-        _write_outputs(out, inputs, layout, tables, pairs, dropped, fit)
+        _write_outputs(out, inputs, layout, tables, pairs, dropped, fit, signs)
     result = ExtractionResult(
         out=out,
         pairs_in=int(len(inputs.coordinate_pairs)),
@@ -182,6 +217,8 @@ def _run_locked(inputs: TiltPairInputs, out: Path, params: ExtractionParams, cli
         seconds=time.perf_counter() - t0,
         particles_extracted=int(sum(int((r.status == Status.OK).sum()) for r in fresh.values())),
         warnings=warnings,
+        pairs_flagged=int(pairs["flagged"].sum()) if "flagged" in pairs else 0,
+        tilt_signs=signs,
     )
     with _writing("the summary", out / "summary.json"):
         store.write_json(out / "summary.json", result.summary())
@@ -374,9 +411,26 @@ def _view_tables(jobs: list[MicrographJob], done: set[str], journal: dict[str, b
     return tables
 
 
+def tilt_signs(tables: dict[str, pd.DataFrame]) -> dict[str, dict[str, Any]]:
+    """Per micrograph whose tilt sign was read (``tilt_sign="auto"``): ``sign``,
+    ``confidence`` (NaN: too few tiles) and ``used`` (else it was flipped whole)."""
+    out: dict[str, dict[str, Any]] = {}
+    for table in tables.values():
+        if "tilt_sign" not in table:
+            continue
+        read = table.loc[table["tilt_sign"].notna(),
+                         ["micrograph", "tilt_sign", "tilt_sign_confidence"]]
+        for mic, sign, conf in read.drop_duplicates("micrograph").itertuples(index=False):
+            c = float(conf)
+            out[str(mic)] = {"sign": int(sign), "confidence": round(c, 2) if c == c else None,
+                             "used": bool(c >= MIN_CONFIDENCE)}
+    return out
+
+
 def _write_outputs(out: Path, inputs: TiltPairInputs, layout: Any,
                    tables: dict[str, pd.DataFrame], pairs: pd.DataFrame,
-                   dropped: pd.DataFrame, geometry: GeometryFit | None) -> None:
+                   dropped: pd.DataFrame, geometry: GeometryFit | None,
+                   signs: dict[str, dict[str, Any]]) -> None:
     # Each table atomically (temporary file + rename): a reader never sees half a file.
     for view, table in tables.items():
         store.write_table(store.table_path(out, view), table)
@@ -385,6 +439,13 @@ def _write_outputs(out: Path, inputs: TiltPairInputs, layout: Any,
     mics = inputs.micrograph_pairs.copy()
     if geometry is not None:
         mics = mics.merge(geometry.micrographs, on="mic_pair_id", how="left")
+    if signs:
+        for v in ("u", "t"):
+            names = mics[f"micrograph_{v}"].astype(str)
+            mics[f"tilt_sign_{v}"] = [signs[m]["sign"] if m in signs else np.nan for m in names]
+            mics[f"tilt_sign_confidence_{v}"] = [
+                signs[m]["confidence"] if m in signs and signs[m]["confidence"] is not None
+                else np.nan for m in names]
     store.write_table(store.table_path(out, "micrographs"), mics)
     # The pair index last: it lists only pairs whose images and tables are already in place,
     # so a reader of a growing output (``watch``) always sees a whole snapshot.

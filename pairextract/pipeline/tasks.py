@@ -43,6 +43,9 @@ class JobRows:
     # (n,) float64 Å added to the CTF's defocus (NaN: not flipped); None: 0 with a CTF, else NaN
     defocus_offset: np.ndarray | None = None
     error: str = ""
+    # tilt_sign="auto": the sign read from the micrograph and its confidence (else None, NaN)
+    tilt_sign: int | None = None
+    tilt_sign_confidence: float = float("nan")
 
     @classmethod
     def failed(cls, n: int, error: str) -> JobRows:
@@ -54,20 +57,29 @@ class JobRows:
         """Columns of the job's journal record (all of length n)."""
         n = len(self.status)
         nan = np.full(n, np.nan)
-        return {"status": self.status, "xi": self.xy[:, 0], "yi": self.xy[:, 1],
+        cols = {"status": self.status, "xi": self.xy[:, 0], "yi": self.xy[:, 1],
                 "phase_flipped": np.full(n, self.phase_flipped),
                 "local_average": nan if self.local_average is None else self.local_average,
                 "defocus_offset": nan if self.defocus_offset is None else self.defocus_offset}
+        if self.tilt_sign is not None:  # only then: the journal of other runs is unchanged
+            cols["tilt_sign"] = np.full(n, self.tilt_sign, np.int8)
+            cols["tilt_sign_confidence"] = np.full(n, self.tilt_sign_confidence)
+        return cols
 
     @classmethod
     def from_arrays(cls, cols: dict[str, np.ndarray]) -> JobRows:
         """Inverse of :meth:`to_arrays`."""
         flipped = np.asarray(cols["phase_flipped"], bool)
+        sign = cols.get("tilt_sign")
+        known = sign is not None and len(sign) > 0
         return cls(np.asarray(cols["status"], np.int8),
                    np.column_stack([cols["xi"], cols["yi"]]).astype(np.int64),
                    bool(flipped[0]) if len(flipped) else False,
                    np.asarray(cols["local_average"], np.float64),
-                   np.asarray(cols["defocus_offset"], np.float64))
+                   np.asarray(cols["defocus_offset"], np.float64),
+                   tilt_sign=int(sign[0]) if known else None,  # type: ignore[index]
+                   tilt_sign_confidence=float(cols["tilt_sign_confidence"][0]) if known
+                   else float("nan"))
 
 
 def status_codes(status: np.ndarray) -> np.ndarray:
@@ -127,6 +139,11 @@ def particle_columns(jobs: Sequence[MicrographJob], rows: Sequence[JobRows]
                      if r.defocus_offset is None else r.defocus_offset
                      for j, r in zip(jobs, rows, strict=True)])
     cols["defocus_offset"] = offset
+    if any(r.tilt_sign is not None for r in rows):
+        # tilt_sign="auto": per micrograph, repeated on its rows (NaN where not read).
+        cols["tilt_sign"] = per_job([np.nan if r.tilt_sign is None else r.tilt_sign
+                                     for r in rows])
+        cols["tilt_sign_confidence"] = per_job([r.tilt_sign_confidence for r in rows])
     given = per_job([r.defocus_offset is not None for r in rows], bool)
     if given.any():
         shift = np.where(given, np.nan_to_num(offset, nan=0.0), 0.0)
@@ -175,7 +192,8 @@ def run_job(info: MicrographInfo, job: MicrographJob, out: str, params: Extracti
                                       job.micrograph, job.view) from None
             del image
         rows = JobRows(status_codes(res.status), res.xy.astype(np.int64, copy=False),
-                       bool(res.phase_flipped), res.local_average, res.defocus_offset)
+                       bool(res.phase_flipped), res.local_average, res.defocus_offset,
+                       tilt_sign=res.tilt_sign, tilt_sign_confidence=res.tilt_sign_confidence)
         append_journal(Path(out), run, job, rows.to_arrays())
     except OSError as exc:  # disk full, read-only, I/O error: the run fails, not the micrograph
         raise output_io_error(exc, f"the particles of {job.view} micrograph {job.micrograph}",

@@ -3,7 +3,8 @@
 With ``ExtractionParams(tilt_defocus="geometry")`` the CTF of each tilted micrograph gets the
 pair's tilt angle and axis: the given ``angleTilt``/``angleY2`` where the input has both, else
 those fitted by the geometry check. Xmipp's ``angleY2`` is measured from the Y axis; the CTF
-holds ``phi = 90 - angleY2`` (:mod:`pairextract.ops.tilt`). Untilted micrographs are flat.
+holds CTFFIND5's axis angle ``phi = angleY2 - 90`` (:mod:`pairextract.ops.tilt`). Untilted
+micrographs are flat.
 With ``"ctf"`` the CTF estimates' own tilt (CTFFIND5) is used as read.
 """
 

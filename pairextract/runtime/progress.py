@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-__all__ = ["DONE", "done_batches", "progress_printer", "show_progress"]
+__all__ = ["DONE", "announce", "done_batches", "progress_printer", "show_progress"]
 
 # Take finished tasks in batches of at least this many, or after waiting this long (seconds).
 BATCH_AT_LEAST = 32
@@ -66,22 +66,41 @@ def done_batches(futures: Sequence[Any], *, clock: Callable[[], float] = time.pe
         yield done
 
 
-def progress_printer(total: int, stream: Any = sys.stderr) -> Callable[[int], None]:
+def progress_printer(total: int, stream: Any = sys.stderr,
+                     clock: Callable[[], float] = time.perf_counter) -> Callable[[int], None]:
     """A function that draws a text bar of ``done`` out of ``total`` micrographs on
-    ``stream``, ending the line once all are done."""
-    start = time.perf_counter()
+    ``stream``, with the time elapsed and an estimate of the time left, ending the line once
+    all are done (``clock``: a test's fake clock)."""
+    start = clock()
 
     def show(done: int) -> None:
         width = 30
         filled = int(width * done / max(total, 1))
-        elapsed = time.perf_counter() - start
+        elapsed = clock() - start
+        if done >= total:
+            tail = f" {_duration(elapsed)}"
+        elif done:
+            # the rate so far: micrographs of one run are alike, and the first ones warm up
+            tail = f" {_duration(elapsed)}, ETA {_duration(elapsed * (total - done) / done)}"
+        else:
+            tail = f" {_duration(elapsed)}, ETA --"
         stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} micrographs"
-                     f" {elapsed:6.1f} s")
+                     f"{tail}   ")
         if done >= total:
             stream.write("\n")
         stream.flush()
 
     return show
+
+
+def _duration(seconds: float) -> str:
+    """``42 s``, ``3 min 05 s``, ``2 h 07 min``."""
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
 
 
 def _in_notebook() -> bool:
@@ -123,8 +142,22 @@ def show_progress(futures: Sequence[Any], progress: bool | str) -> Callable[[int
     if (_in_notebook() or progress == "notebook") and _has_widgets():
         from distributed import progress as dask_progress
 
-        dask_progress(futures)
+        # With notebook=True Dask returns the widget without showing it (it shows itself
+        # only as a cell's last value): it must be displayed, or the user sees nothing.
+        bar = dask_progress(futures, notebook=True, multi=False)
+        from IPython.display import display
+
+        display(bar)
         return None
     show = progress_printer(len(futures))
     show(0)
     return show
+
+
+def announce(text: str, progress: bool | str) -> None:
+    """Say ``text`` where the progress goes: standard error at a terminal; standard output in
+    a notebook, where standard error is shown as a red warning."""
+    notebook = progress == "notebook" or _in_notebook()
+    stream = sys.stdout if notebook else sys.stderr
+    stream.write(text.rstrip("\n") + "\n")
+    stream.flush()

@@ -74,7 +74,9 @@ from pairextract.store.verify import check_output, done_jobs, is_output
 if TYPE_CHECKING:
     from pairextract.store.reader import best_angles as best_angles
     from pairextract.store.reader import check_dataset as check_dataset
+    from pairextract.store.reader import count_flagged as count_flagged
     from pairextract.store.reader import fitted_angles as fitted_angles
+    from pairextract.store.reader import folder_state as folder_state
     from pairextract.store.reader import load_dataset as load_dataset
     from pairextract.store.reader import open_pairs as open_pairs
     from pairextract.store.reader import pair_geometry as pair_geometry
@@ -94,7 +96,8 @@ if TYPE_CHECKING:
 # The readers need pandas, xarray and zarr; the workers import this package to write shards
 # and journals, and must not pay for those (PEP 562: loaded on first use).
 _READERS = frozenset({
-    "best_angles", "check_dataset", "fitted_angles", "load_dataset", "open_pairs",
+    "best_angles", "check_dataset", "count_flagged", "fitted_angles", "folder_state",
+    "load_dataset", "open_pairs",
     "pair_geometry", "pair_samplings", "pair_table", "phase_flipped", "read_drops",
     "read_micrographs", "read_particles", "read_provenance", "read_summary", "sampling_rate",
     "source_folder", "view_images", "view_sampling_rates",

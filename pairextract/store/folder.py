@@ -9,7 +9,7 @@ Every folder pairextract writes (an extraction output, an export, a demo) carrie
   refused, with or without ``overwrite``.
 - ``overwrite`` clears, under the run's lock, only the files an extraction writes (its tables,
   its Zarr store's metadata and chunks, its ``_work`` files); anything else in the folder stays
-  and is reported.
+  and is reported. The run's record (``note.txt``, ``run.log``: :mod:`.record`) stays too.
 - ``demo`` and ``export`` refuse a non-empty destination unless forced; forced, they write only
   their own file names, and refuse to replace a same-named file they did not write (the marker
   lists the files they wrote).
@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from pairextract.core.vocab import VIEWS
 from pairextract.errors import OutputFolderError, StoreBusyError
+from pairextract.store.record import RECORD_FILES
 
 if TYPE_CHECKING:  # imported by the workers (shard writer): pandas only where tables are read
     import pandas as pd
@@ -299,8 +300,8 @@ def clear_output(out: Path) -> list[str]:
         for name in files:
             path = Path(root) / name
             rel = PurePosixPath(path.relative_to(out).as_posix())
-            if rel.as_posix() == LOCK:
-                continue
+            if rel.as_posix() in (LOCK, *RECORD_FILES):
+                continue  # the lock is held; the record of earlier runs is history, kept
             (ours.append(path) if _is_extract_file(rel, out) else kept.append(rel.as_posix()))
     for path in ours:
         path.unlink()

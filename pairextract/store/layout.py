@@ -146,14 +146,14 @@ def open_layout(out: Path, provenance: dict[str, Any], rows_per_shard: int) -> L
     except ValueError as exc:  # not JSON: written by something else, or damaged
         raise StoreMismatchError(
             f"{work / 'layout.json'} is not a readable pairextract layout ({exc}); "
-            "choose another output folder or pass overwrite") from None
+            "choose another output folder or pass --overwrite (overwrite=True in Python)") from None
     if old is None:
         return Layout(rows_per_shard=rows_per_shard)
     if old.get("layout", {}).get("format") != LAYOUT_FORMAT:
         raise StoreMismatchError(
             f"{out} was written by another version of pairextract (store layout "
             f"{old.get('layout', {}).get('format', 1)}; this version writes {LAYOUT_FORMAT}); "
-            "choose another output folder or pass overwrite")
+            "choose another output folder or pass --overwrite (overwrite=True in Python)")
     before = old.get("provenance", {})
     if before.get("params") != provenance["params"] or before.get("dtype") != provenance["dtype"]:
         diffs = [f"{k}: {before.get('params', {}).get(k)!r} there, {v!r} now"
@@ -163,7 +163,7 @@ def open_layout(out: Path, provenance: dict[str, Any], rows_per_shard: int) -> L
             diffs.append(f"dtype: {before.get('dtype')} there, {provenance['dtype']} now")
         raise StoreMismatchError(
             f"{out} holds a run with other parameters ({'; '.join(diffs)}); "
-            "choose another output folder or pass overwrite"
+            "choose another output folder or pass --overwrite (overwrite=True in Python)"
         )
     return Layout.from_json(old["layout"])
 

@@ -20,7 +20,8 @@ import xarray as xr
 
 from pairextract.core.vocab import VIEWS, View
 from pairextract.errors import InputError
-from pairextract.store.folder import RECENTER, ZARR_NAME
+from pairextract.store.cfattrs import add_cf_attrs
+from pairextract.store.folder import RECENTER, ZARR_NAME, read_json
 from pairextract.store.verify import is_output, require_output, require_whole
 
 if TYPE_CHECKING:
@@ -42,9 +43,63 @@ def read_summary(out: str | Path) -> dict[str, Any]:
     return dict(json.loads((path / "summary.json").read_text()))
 
 
+def folder_state(out: str | Path) -> dict[str, Any]:
+    """What a finished output folder holds now, whatever its last run did.
+
+    Returns
+    -------
+    dict
+        ``micrographs_total``, ``micrographs_done``, ``micrographs_failed`` (name -> error, of
+        every view), ``pairs_in``, ``pairs_kept``, ``pairs_dropped``, ``dropped_by_reason``,
+        ``pairs_flagged`` (kept or dropped pairs off the fitted tilt geometry),
+        ``complete`` (every micrograph done).
+    """
+    path = require_output(out)
+    pairs = pd.read_parquet(path / "pairs.parquet")
+    drops = pd.read_parquet(path / "dropped.parquet")
+    mics = read_micrographs(path)
+    failed: dict[str, str] = {}
+    total = 0
+    for view in VIEWS:
+        table = pd.read_parquet(path / f"{view}.parquet", columns=["micrograph", "status",
+                                                                   "error"])
+        bad = table[table["status"] == "error"].drop_duplicates("micrograph")
+        failed.update({f"{view} {m}": str(e) for m, e in zip(bad["micrograph"], bad["error"],
+                                                              strict=True)})
+        total += (len(mics) if mics is not None
+                  else int(table["micrograph"].nunique()))
+    summary = read_json(path / "summary.json") or {}
+    if "pairs_flagged" in summary:
+        flagged = int(summary["pairs_flagged"])
+    else:  # a summary written before it counted them: the tables know
+        flagged = (int(pairs["flagged"].sum()) if "flagged" in pairs else 0) + int(
+            (drops["reason"] == "geometry_flagged").sum())
+    reasons = drops["reason"].value_counts().sort_index()
+    return {
+        "micrographs_total": total,
+        "micrographs_done": total - len(failed),
+        "micrographs_failed": failed,
+        "pairs_in": int(len(pairs) + len(drops)),
+        "pairs_kept": int(len(pairs)),
+        "pairs_dropped": int(len(drops)),
+        "dropped_by_reason": {str(k): int(v) for k, v in reasons.items()},
+        "pairs_flagged": flagged,
+        "complete": not failed,
+    }
+
+
 def read_drops(out: str | Path) -> pd.DataFrame:
     """Every input coordinate pair that was not kept: ``pair_id, mic_pair_id, reason, detail``."""
     return pd.read_parquet(require_output(out) / "dropped.parquet")
+
+
+def count_flagged(out: str | Path) -> int:
+    """Kept pairs that the geometry check flags as off the fitted tilt geometry.
+
+    The ``flagged`` column of ``pairs.parquet``; 0 for a folder whose table has none.
+    """
+    table = pd.read_parquet(require_output(out) / "pairs.parquet")
+    return int(table["flagged"].sum()) if "flagged" in table else 0
 
 
 def read_particles(out: str | Path, view: str) -> pd.DataFrame:
@@ -70,7 +125,9 @@ def view_images(out: str | Path, view: str) -> da.Array:
     import zarr
 
     arr = zarr.open_array(str(Path(out) / ZARR_NAME / view / "images"), mode="r")
-    return da.from_zarr(arr, chunks=arr.shards or arr.chunks)
+    # inline_array: the zarr array goes into every chunk's task instead of being a key of its
+    # own, which each open of the folder would give another run_spec (Dask warned about it).
+    return da.from_zarr(arr, chunks=arr.shards or arr.chunks, inline_array=True)
 
 
 def read_provenance(out: str | Path) -> dict[str, Any]:
@@ -125,7 +182,8 @@ def open_pairs(out: str | Path) -> xr.Dataset:
         ``sampling_rate_untilted``, ``sampling_rate_tilted`` (NaN when unknown or mixed
         within the view), ``sampling_rate`` (the untilted one, for readers of a single
         sampling), ``box_size``, ``params`` (JSON text), ``dtype``, ``version``,
-        ``phase_flipped_u``, ``phase_flipped_t`` and ``source`` (the output folder).
+        ``phase_flipped_u``, ``phase_flipped_t`` and ``source`` (the output folder). Every
+        variable and coordinate has CF-style ``long_name`` and ``units`` attributes.
 
     Raises
     ------
@@ -146,15 +204,16 @@ def open_pairs(out: str | Path) -> xr.Dataset:
         images = view_images(path, view)
         slots = pairs[f"slot_{view.suffix}"].to_numpy(np.int64)
         data[view.value] = (("pair", "y", "x"), images[slots] if len(slots) else images[:0])
-    return xr.Dataset(data, coords=_pair_coords(path, pairs, prov),
-                      attrs=_pair_attrs(path, pairs, prov))
+    ds = xr.Dataset(data, coords=_pair_coords(path, pairs, prov),
+                    attrs=_pair_attrs(path, pairs, prov))
+    return add_cf_attrs(ds)
 
 
 def _pair_coords(path: Path, pairs: pd.DataFrame, prov: dict[str, Any]) -> dict[str, Any]:
     """The per-pair coordinates of :func:`open_pairs`: the pair index's columns, the
     re-centring shifts, each view's output sampling."""
     coords: dict[str, Any] = {}
-    skip = {"index", "slot_u", "slot_t"}
+    skip = {"index", "slot_u", "slot_t"}  # "index": written by versions before 0.2
     for col in pairs.columns:
         if col in skip:
             continue
@@ -282,7 +341,8 @@ def pair_geometry(ds: xr.Dataset, table: pd.DataFrame) -> pd.DataFrame:
 
     ``tilt_angle, axis_angle_u, axis_angle_t`` (given, else fitted: what Xmipp's
     ``angleTilt, angleY, angleY2`` hold), ``given_*`` (the input's, NaN when unknown),
-    ``fitted_*`` (the geometry check's fit), ``residual`` (pixels, from the fitted map).
+    ``fitted_*`` (the geometry check's fit), ``residual`` (pixels, from the fitted map),
+    ``flagged`` (bool: the residual is above the check's threshold; False when unknown).
     """
     n = len(table)
     out = best_angles(ds, table)
@@ -293,6 +353,8 @@ def pair_geometry(ds: xr.Dataset, table: pd.DataFrame) -> pd.DataFrame:
         out[name] = fitted[name].to_numpy(np.float64)
     out["residual"] = (table["residual"].to_numpy(np.float64) if "residual" in table
                        else np.full(n, np.nan))
+    out["flagged"] = (table["flagged"].to_numpy(bool) if "flagged" in table
+                      else np.zeros(n, dtype=bool))
     return out
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from pairextract.core.vocab import VIEWS, Status
-from pairextract.errors import DamagedOutputError, InputError
+from pairextract.errors import DamagedOutputError, InputError, did_you_mean
 from pairextract.store.folder import TABLES, ZARR_NAME, read_json
 from pairextract.store.journal import journal_columns, read_journal
 from pairextract.store.layout import MicrographJob
@@ -42,6 +42,8 @@ def is_output(folder: str | os.PathLike[str]) -> bool:
 def require_output(out: str | os.PathLike[str]) -> Path:
     """``out`` as a path; InputError when it holds no finished output."""
     path = Path(out)
+    if not path.exists():
+        raise InputError(f"{path} does not exist{did_you_mean(path)}")
     if not is_output(path):
         raise InputError(f"{path} is not a finished pairextract output (no {_FINISHED})")
     return path

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import pickle
+from pathlib import Path
 
 import pytest
 
@@ -117,3 +118,28 @@ def test_unexpected_exception_is_one_paragraph_with_the_traceback_saved(
     monkeypatch.setenv("PAIREXTRACT_DEBUG", "1")
     assert cli.main(["info", "somewhere"]) == EXIT_INTERNAL
     assert "Traceback" in capsys.readouterr().err
+
+
+def test_a_missing_file_names_its_close_neighbours(tmp_path: Path) -> None:
+    from pairextract.errors import did_you_mean
+
+    for name in ("pairs.csv", "pairs_old.csv", "notes.txt"):
+        (tmp_path / name).write_text("")
+    assert did_you_mean(tmp_path / "pair.csv") == (
+        f"; did you mean {tmp_path / 'pairs.csv'}, {tmp_path / 'pairs_old.csv'}?")
+    assert did_you_mean(tmp_path / "zzzz.star") == ""
+    assert did_you_mean(tmp_path / "gone" / "pairs.csv") == ""
+
+
+def test_cli_says_a_missing_input_or_output_does_not_exist(tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]
+                                                           ) -> None:
+    (tmp_path / "pairs.csv").write_text("")
+    (tmp_path / "run1").mkdir()
+    assert cli.main(["check", str(tmp_path / "pair.csv"), "--box", "32"]) != 0
+    assert f"did you mean {tmp_path / 'pairs.csv'}?" in capsys.readouterr().err
+    for command in (["info"], ["montage", "--out", str(tmp_path / "m.png")]):
+        assert cli.main([*command[:1], str(tmp_path / "run2"), *command[1:]]) == 2
+        err = capsys.readouterr().err
+        assert f"{tmp_path / 'run2'} does not exist; did you mean {tmp_path / 'run1'}?" in err
+        assert "not a finished" not in err

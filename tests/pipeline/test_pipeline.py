@@ -192,6 +192,18 @@ def test_pair_index_is_unique_and_ordered(default_run):  # type: ignore[no-untyp
     pairs = pd.read_parquet(out / "pairs.parquet")
     assert pairs["pair_id"].is_unique and pairs["pair_id"].is_monotonic_increasing
     assert (pairs[["slot_u", "slot_t"]] >= 0).all().all()
+    assert "index" not in pairs.columns  # pandas' row numbers are not a column of the index
+
+
+def test_result_shows_as_a_table_in_a_notebook(default_run):  # type: ignore[no-untyped-def]
+    result, out = default_run
+    html = result._repr_html_()
+    assert html.startswith("<div>") and html.endswith("</table></div>")
+    assert f"<th style='text-align:left;'>pairs kept</th><td style='text-align:left'>" \
+           f"{result.pairs_kept}</td>" in html
+    for reason, n in result.drop_counts.items():
+        assert f"{reason}</th><td style='text-align:left'>{n}</td>" in html
+    assert "pairs flagged" in html and str(out) in html
 
 
 def test_changed_inputs_are_extracted_again_on_resume(client, tmp_path):  # type: ignore[no-untyped-def]

@@ -43,6 +43,51 @@ def test_drop_flagged_drops_exactly_the_pairs_off_the_geometry(
     assert not kept & bad and len(kept) == kept_all.pairs_kept - len(bad)
 
 
+def test_flagged_pairs_are_never_silent(swapped: object, client: object, tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """Kept by default (as Xmipp keeps them), and said in the summary, summary.json, the
+    store's count, the exports' tables and the export's warning."""
+    import json
+
+    import starfile
+
+    from pairextract.store import count_flagged
+
+    truth = swapped.truth  # type: ignore[attr-defined]
+    bad = set(truth.loc[truth["swapped"], "pair_id"].astype(int))
+    out = tmp_path / "out"
+    assert main(["extract", str(swapped.pair_table), "--box", "32",  # type: ignore[attr-defined]
+                 "--no-progress", "--scheduler", client.scheduler.address,  # type: ignore[attr-defined]
+                 "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert f"{len(bad)} pairs flagged off the tilt geometry (kept; --drop-flagged" in printed
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["pairs_flagged"] == len(bad) == count_flagged(out)
+    table = pd.read_parquet(out / "pairs.parquet")
+    assert set(table.loc[table["flagged"], "pair_id"]) == bad
+    for fmt in ("relion", "xmipp"):
+        dest = tmp_path / fmt
+        assert main(["export", str(out), "--to", fmt, str(dest)]) == 0
+        err = capsys.readouterr().err
+        assert f"{len(bad)} of {len(table)} pairs written are flagged" in err
+        assert "--drop-flagged" in err
+        csv = pd.read_csv(dest / "pairs.csv")
+        assert csv["flagged"].dtype == bool
+        assert set(csv.loc[csv["flagged"], "pair_id"]) == bad
+    star = starfile.read(tmp_path / "relion" / "pairs.star")
+    assert set(star.loc[star["flagged"] == 1, "pair_id"]) == bad
+    assert set(star["flagged"]) == {0, 1}
+    # --drop-flagged: none left, nothing to say.
+    dropped = tmp_path / "dropped"
+    assert main(["extract", str(swapped.pair_table), "--box", "32",  # type: ignore[attr-defined]
+                 "--no-progress", "--scheduler", client.scheduler.address,  # type: ignore[attr-defined]
+                 "--out", str(dropped), "--drop-flagged"]) == 0
+    assert "pairs flagged off" not in capsys.readouterr().out
+    assert json.loads((dropped / "summary.json").read_text())["pairs_flagged"] == 0
+    assert main(["export", str(dropped), "--to", "relion", str(tmp_path / "r2")]) == 0
+    assert "flagged" not in capsys.readouterr().err
+
+
 def test_strict_on_a_run_without_failures_exits_0(
         tmp_path: Path, client: object) -> None:
     # --strict with a failed micrograph: fault M10 (tests/_faults.py).

@@ -32,21 +32,23 @@ CTF0 = CTF(15000.0, 14000.0, 30.0, 300.0, 2.7, 0.1)
 def test_signed_distance_and_offset_worked_by_hand() -> None:
     """Micrograph 200 wide, 100 high: centre (100, 50); point (130, 80) at 2 Å/px.
 
-    Axis along +x (phi = 0): n = (0, 1), d = 80 - 50 = 30 px = 60 Å; tilt 45 deg -> +60 Å
-    (s = +1), -60 Å (s = -1). Axis along +y (phi = 90): n = (-1, 0), d = -(130 - 100) = -30 px.
-    Tilt 60 deg: tan = sqrt(3).
+    phi = 0: n = (sin 0, cos 0) = (0, 1), d = 80 - 50 = 30 px = 60 Å; tilt 45 deg -> +60 Å
+    (s = +1), -60 Å (s = -1). phi = 90: n = (1, 0), d = 130 - 100 = +30 px (CTFFIND5's
+    ``y_rotated = sin(phi) x + cos(phi) y``). Tilt 60 deg: tan = sqrt(3).
     """
     shape = (100, 200)
     p = [[130, 80]]
     assert signed_distance(p, shape, 0.0)[0] == pytest.approx(30.0)
-    assert signed_distance(p, shape, 90.0)[0] == pytest.approx(-30.0)
+    assert signed_distance(p, shape, 90.0)[0] == pytest.approx(30.0)
+    assert signed_distance(p, shape, 180.0)[0] == pytest.approx(-30.0)
     assert defocus_offsets(p, shape, 2.0, 45.0, 0.0, 1)[0] == pytest.approx(60.0)
     assert defocus_offsets(p, shape, 2.0, 45.0, 0.0, -1)[0] == pytest.approx(-60.0)
-    assert defocus_offsets(p, shape, 2.0, 60.0, 90.0, 1)[0] == pytest.approx(-60.0 * math.sqrt(3))
+    assert defocus_offsets(p, shape, 2.0, 60.0, 90.0, 1)[0] == pytest.approx(60.0 * math.sqrt(3))
     # Points on the axis keep the centre's defocus.
     assert defocus_offsets([[100, 50], [170, 50]], shape, 2.0, 60.0, 0.0)[1] == pytest.approx(0.0)
-    # Xmipp's angles from the Y axis: angleY2 = 90 is the x axis, 0 the y axis.
-    assert axis_from_xmipp(90.0) == 0.0 and axis_from_xmipp(0.0) == 90.0
+    # Xmipp's angles from the Y axis: angleY2 = 90 (axis along x) is CTFFIND5's 0; angleY2 = 0
+    # (axis along y) is -90, whose normal (-1, 0) is the one the tilt-pair geometry lifts.
+    assert axis_from_xmipp(90.0) == 0.0 and axis_from_xmipp(0.0) == -90.0
     with pytest.raises(ValueError, match="sign"):
         defocus_offsets(p, shape, 2.0, 45.0, 0.0, 0)
 
@@ -69,6 +71,50 @@ def test_offset_is_the_height_of_the_tilted_specimen(angles: tuple[float, float,
     pt = lifted[:, :2] + centre
     got = defocus_offsets(pt, shape, 1.5, g, axis_from_xmipp(at), 1)
     np.testing.assert_allclose(got, lifted[:, 2] * 1.5, atol=1e-9)
+
+
+def _ctffind5_height(x: float, y: float, axis: float, tilt: float) -> float:
+    """CTFFIND5's height of a point, written from its source (cisTEM, ``ctffind_tilt.cpp``).
+
+    ``RotateCoords2D`` applies ``AnglesAndShifts::GenerateRotationMatrix2D(axis)``:
+    ``m[0][0] = cos, m[0][1] = -sin, m[1][0] = sin, m[1][1] = cos``; the height is
+    ``y_rotated * tan(tilt)``; x and y are column and stored row from the centre.
+    """
+    a = math.radians(axis)
+    m = [[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]]
+    y_rotated = m[1][0] * x + m[1][1] * y
+    return y_rotated * math.tan(math.radians(tilt))
+
+
+@pytest.mark.parametrize("axis", [30.0, 62.0, 150.0, 250.0, -20.0])
+@pytest.mark.parametrize("tilt", [20.0, 48.0])
+def test_offsets_follow_ctffind5s_tilt_model(axis: float, tilt: float) -> None:
+    """The local defocus is CTFFIND5's mean defocus plus its height, at every axis angle."""
+    rng = np.random.default_rng(int(abs(axis) * 10 + tilt))
+    shape = (1536, 2048)
+    pts = rng.uniform([0, 0], [2048, 1536], (40, 2))
+    sampling = 1.4
+    expect = [_ctffind5_height((px - 1024) * sampling, (py - 768) * sampling, axis, tilt)
+              for px, py in pts]
+    np.testing.assert_allclose(defocus_offsets(pts, shape, sampling, tilt, axis, 1), expect,
+                               rtol=1e-12, atol=1e-9)
+
+
+@pytest.mark.parametrize("alpha_t", [-70.0, 0.0, 20.0, 110.0, 200.0])
+def test_geometry_mode_defoci_are_unchanged_by_the_convention_fix(alpha_t: float) -> None:
+    """Geometry mode's defoci are those of the release before the fix to CTFFIND5's convention.
+
+    Before, ``phi = 90 - alpha_t`` with the normal ``(-sin phi, cos phi)``; now
+    ``phi = alpha_t - 90`` with ``(sin phi, cos phi)``: the same normal, the same defoci.
+    """
+    shape = (900, 1200)
+    pts = np.random.default_rng(3).uniform([0, 0], [1200, 900], (30, 2))
+    old_phi = math.radians(90.0 - alpha_t)
+    old = ((pts[:, 0] - 600) * -math.sin(old_phi) + (pts[:, 1] - 450) * math.cos(old_phi)) \
+        * 1.5 * math.tan(math.radians(35.0))
+    for s in (1, -1):
+        got = defocus_offsets(pts, shape, 1.5, 35.0, axis_from_xmipp(alpha_t), s)
+        np.testing.assert_allclose(got, s * old, rtol=1e-12, atol=1e-9)
 
 
 def test_ctffind5_tilt_columns(tmp_path: Path) -> None:
@@ -280,7 +326,7 @@ def test_ctf_mode_warns_about_estimates_without_tilt(tmp_path: Path) -> None:
     assert warnings == []
     assert geo.ctf_for("u1.mrc").specimen_tilt is None  # the untilted view is flat
     tilted = geo.ctf_for("t1.mrc")
-    assert (tilted.specimen_tilt, tilted.specimen_tilt_axis) == (50.0, 60.0)  # 90 - angleY2
+    assert (tilted.specimen_tilt, tilted.specimen_tilt_axis) == (50.0, -60.0)  # angleY2 - 90
     # Geometry mode without angles, given or fitted: named, and flipped whole.
     no_angles = replace(inputs, micrograph_pairs=inputs.micrograph_pairs.assign(
         tilt_angle=np.nan, axis_angle_t=np.nan))

@@ -188,5 +188,19 @@ def test_text_bar_counts_micrographs_and_ends_its_line() -> None:
     assert stream.getvalue().endswith("\n")
 
 
+def test_text_bar_estimates_the_time_left_from_the_rate_so_far() -> None:
+    stream = io.StringIO()
+    now = [0.0]
+    show = progress_printer(10, stream, clock=lambda: now[0])
+    show(0)
+    assert "ETA --" in stream.getvalue()
+    now[0] = 30.0
+    show(2)  # 15 s a micrograph, 8 left
+    assert stream.getvalue().endswith("2/10 micrographs 30 s, ETA 2 min 00 s   ")
+    now[0] = 7300.0
+    show(10)
+    assert stream.getvalue().endswith("10/10 micrographs 2 h 01 min   \n")
+
+
 def test_no_progress_shows_nothing() -> None:
     assert show_progress([], False) is None

@@ -30,7 +30,7 @@ from pairextract.store.journal import (
 def _files(out: Path) -> dict[str, bytes]:
     return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*"))
             if p.is_file() and not p.relative_to(out).as_posix().startswith(
-                ("_work", ".lock", "summary.json"))}
+                ("_work", ".lock", "summary.json", "note.txt", "run.log"))}
 
 
 def _shards(out: Path, view: str) -> list[Path]:
@@ -461,3 +461,17 @@ def test_slot_metadata_arrays_read_back_with_zarr(tmp_path: Path, dtype: str,
                       fill_value=fill, compressors=None)
     assert json.loads((tmp_path / "z" / "zarr.json").read_text()) == _zarr._array_meta(
         (5,), dtype, (5,), fill, [_zarr._bytes_codec(np.dtype(dtype))])
+
+
+def test_dataset_names_and_units_its_variables(run, client):  # type: ignore[no-untyped-def]
+    ds = open_pairs(run[2])
+    assert ds["untilted"].attrs == {"long_name": "particle image, untilted view", "units": "1"}
+    assert ds["x_u"].attrs["units"] == "pixel" and "untilted" in ds["x_u"].attrs["long_name"]
+    assert ds["defocus_u_t"].attrs["units"] == "angstrom"
+    assert ds["voltage"].attrs["units"] == "kV" and ds["cs"].attrs["units"] == "mm"
+    assert ds["fitted_tilt_angle"].attrs["units"] == "degree"
+    assert ds["sampling_t"].attrs["units"] == "angstrom"
+    unnamed = [n for n in [*ds.data_vars, *ds.coords] if "long_name" not in ds[n].attrs]
+    assert unnamed == []
+    assert "units" in ds["untilted"]._repr_html_()
+

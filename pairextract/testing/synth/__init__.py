@@ -40,8 +40,8 @@ at low frequency, ``CTF(0) = Q0``) is applied to the projection signal in Fourie
 the whole micrograph. With ``tilt_defocus_sign`` = +1 or -1 each particle of a tilted
 micrograph is instead rendered with the CTF at its own height: defocus
 ``df + s * d * tan(gamma)`` at signed distance ``d`` from the tilt axis
-(:mod:`pairextract.ops.tilt`, axis angle ``phi = 90 - alpha_t``). With ``s = +1`` that is the
-height ``z`` of the rotation ``M`` above, with +z pointing away from the objective lens.
+(:mod:`pairextract.ops.tilt`, CTFFIND5's axis angle ``phi = alpha_t - 90``). With ``s = +1``
+that is the height ``z`` of the rotation ``M`` above, with +z pointing away from the objective lens.
 :meth:`SynthDataset.render_particle` returns the positive (inverted-contrast) noiseless
 particle on the same scale, with or without its CTF, or phase flipped with it.
 

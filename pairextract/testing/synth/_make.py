@@ -19,7 +19,7 @@ from pairextract.ops import axis_from_xmipp, defocus_offsets, inside_micrograph
 from ._dataset import SynthDataset
 from ._phantom import FloatArray, Phantom, euler_matrix, phantom, tilt_matrix, tilt_matrix_3d
 from ._placement import hot_positions, place
-from ._render import micrograph_signal
+from ._render import ctf_noise, micrograph_signal
 
 _RAMP_AMPLITUDE = 0.1  # per half micrograph, in units of the background level
 _HOT_SIGMAS = 30.0
@@ -45,6 +45,9 @@ def make_dataset(
     swap_fraction: float = 0.0,
     tilt_defocus_sign: int = 0,
     seed: int = 0,
+    atoms: int = 0,
+    ice_sigma: float = 0.0,
+    spacing: float = 0.6,
 ) -> SynthDataset:
     """Write a synthetic tilt-pair dataset with known truth into ``out_dir``.
 
@@ -84,10 +87,20 @@ def make_dataset(
     tilt_defocus_sign
         0 (default): one CTF per micrograph. +1 or -1: each particle of a tilted micrograph is
         rendered with the CTF at its own height, ``s`` of :mod:`pairextract.ops.tilt` (axis
-        angle ``90 - alpha_t`` through the micrograph centre); ``truth.defocus_offset_t``
+        angle ``alpha_t - 90`` through the micrograph centre); ``truth.defocus_offset_t``
         holds the offset (Å) added to its micrograph's defocus U and V.
     seed
         Random seed; the output is a deterministic function of all arguments.
+    atoms
+        Fine detail of the phantom (:func:`phantom`): 0 (default) for the smooth blobs; some
+        hundreds give structure out to Nyquist, for measuring CTF correction at high
+        resolution.
+    ice_sigma
+        Standard deviation (before the CTF) of white noise added through the CTF at each
+        place's height (:func:`~pairextract.testing.synth._render.ctf_noise`): Thon rings over
+        the whole micrograph, as amorphous ice gives. 0 (default): none.
+    spacing
+        Least distance between particle centres, in boxes, while space allows (0.6).
 
     Returns
     -------
@@ -100,10 +113,10 @@ def make_dataset(
                  _per_pair_tilts(tilt_angle, n_mic_pairs),
                  _per_pair_axes(axis_angles, n_mic_pairs), defocus, voltage, cs,
                  amplitude_contrast, noise_sigma, n_edge, n_hot_pixels, swap_fraction,
-                 tilt_defocus_sign)
+                 tilt_defocus_sign, float(ice_sigma), float(spacing))
     root = Path(out_dir).resolve()
     (root / "mics").mkdir(parents=True, exist_ok=True)
-    ph = phantom(box, contrast)
+    ph = phantom(box, contrast, atoms)
     tables = _Tables()
     for k, child in enumerate(np.random.SeedSequence(seed).spawn(n_mic_pairs)):
         _write_pair(root, spec, ph, k, np.random.default_rng(child), tables)
@@ -129,6 +142,8 @@ class _Spec:
     n_hot_pixels: int
     swap_fraction: float
     tilt_defocus_sign: int
+    ice_sigma: float = 0.0
+    spacing: float = 0.6
 
     def ctf(self, m: int) -> CTF:
         """CTF of micrograph ``m`` = 0, 1, 2, ... (u1, t1, u2, ...)."""
@@ -186,7 +201,7 @@ class _Particles:
 def _particles(rng: np.random.Generator, spec: _Spec, k: int) -> _Particles:
     gamma, (au, at) = spec.tilts[k], spec.axes[k]
     pu, pt, kinds = place(rng, spec.particles_per_pair, spec.n_edge, spec.shape, spec.box,
-                          tilt_matrix(gamma, au, at))
+                          tilt_matrix(gamma, au, at), spec.spacing)
     n = len(kinds)
     rot = rng.uniform(0.0, 360.0, n)
     tlt = np.degrees(np.arccos(rng.uniform(-1.0, 1.0, n)))
@@ -240,6 +255,21 @@ def _micrograph(rng: np.random.Generator, signal: np.ndarray[Any, Any], spec: _S
     return mic, hp
 
 
+def _ice(rng: np.random.Generator, spec: _Spec, k: int, ctf: CTF, tilted: bool
+         ) -> np.ndarray[Any, Any]:
+    """Noise through the CTF at each place's height (float32), as ``spec.ice_sigma`` asks."""
+    offset = None
+    if tilted and spec.tilt_defocus_sign:
+        gamma, at = spec.tilts[k], spec.axes[k][1]
+
+        def offset(xy: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+            return defocus_offsets(xy, spec.shape, spec.pixel_size, gamma, axis_from_xmipp(at),
+                                   spec.tilt_defocus_sign)
+
+    ice = ctf_noise(rng, spec.shape, spec.pixel_size, ctf, offset)
+    return (ice * spec.ice_sigma).astype(np.float32)
+
+
 def _write_pair(root: Path, spec: _Spec, ph: Phantom, k: int, rng: np.random.Generator,
                 tables: _Tables) -> None:
     """Write the micrographs of pair ``k`` (0-based) and add their rows to ``tables``."""
@@ -253,6 +283,8 @@ def _write_pair(root: Path, spec: _Spec, ph: Phantom, k: int, rng: np.random.Gen
         heights = parts.offset_t if view == "t" and spec.tilt_defocus_sign else None
         signal = micrograph_signal(ph, views, centres, heights, spec.shape, spec.box,
                                    spec.pixel_size, ctf)
+        if spec.ice_sigma > 0:
+            signal += _ice(rng, spec, k, ctf, tilted=view == "t")
         mic, hp = _micrograph(rng, signal, spec,
                               np.concatenate([parts.pu, parts.pt, parts.listed]))
         write_mrc(root / name, mic, spec.pixel_size)

@@ -18,13 +18,14 @@ def in_image(p: np.ndarray[Any, Any], shape: tuple[int, int]) -> np.ndarray[Any,
 
 
 def place(rng: np.random.Generator, n: int, n_edge: int, shape: tuple[int, int], box: int,
-          a: FloatArray) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any], list[str]]:
+          a: FloatArray, spacing: float = 0.6
+          ) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any], list[str]]:
     """Integer centres (n, 2) in both views and the edge kind ('', 'u', 't') of each.
 
     Edge particles alternate: 'u' has its untilted box crossing an untilted edge, 't' its
     tilted box crossing a tilted edge; both centres always lie in their micrographs. The
-    others have both boxes inside. Particles keep 0.6 box apart in both views when space
-    allows (the distance shrinks if placement keeps failing).
+    others have both boxes inside. Particles keep ``spacing`` boxes apart in both views when
+    space allows (the distance shrinks if placement keeps failing).
     """
     h, w = shape
     c = np.array([w / 2.0, h / 2.0])
@@ -33,7 +34,7 @@ def place(rng: np.random.Generator, n: int, n_edge: int, shape: tuple[int, int],
     pu_list: list[np.ndarray[Any, Any]] = []
     pt_list: list[np.ndarray[Any, Any]] = []
     kinds: list[str] = []
-    min_dist = 0.6 * box
+    min_dist = spacing * box
     wanted = ["u" if i % 2 == 0 else "t" for i in range(n_edge)] + [""] * (n - n_edge)
     failures = 0
 

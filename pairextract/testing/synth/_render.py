@@ -97,3 +97,33 @@ def render_at_heights(ph: Phantom, views: list[FloatArray], centres: np.ndarray[
         if r0 < r1 and q0 < q1:
             signal[y0 + r0:y0 + r1, x0 + q0:x0 + q1] += canvas[r0:r1, q0:q1]
     return signal.astype(np.float32)
+
+
+def ctf_noise(rng: np.random.Generator, shape: tuple[int, int], sampling: float, ctf: CTF,
+              offset: Any = None, step: int = 128) -> np.ndarray[Any, Any]:
+    """White noise (unit sigma before the CTF) seen through the CTF at each place's height.
+
+    What amorphous ice or carbon gives a micrograph: Thon rings everywhere. ``offset(xy)``
+    (Å added to the defocus at pixel centres ``(n, 2)`` x, y; None: flat) is applied per tile
+    of ``2 step`` pixels, the tiles overlapping by half and blended by a squared sine (a
+    partition of unity), each filtered on a canvas padded by the CTF's delocalisation.
+    """
+    h, w = shape
+    noise = rng.standard_normal(shape)
+    if offset is None:
+        return apply_ctf(noise, sampling, ctf)
+    size = 2 * step
+    worst = max(abs(float(o)) for o in offset(np.array([[0, 0], [w, 0], [0, h], [w, h]])))
+    pad = ctf_pad(size, sampling, shifted(ctf, worst))
+    big = np.pad(noise, pad + size, mode="wrap")
+    win = np.sin(np.pi * (np.arange(size) + 0.5) / size) ** 2
+    win2 = win[:, None] * win[None, :]
+    out = np.zeros((h + 2 * size, w + 2 * size))
+    for r in range(0, h + size, step):
+        for c in range(0, w + size, step):
+            # Tile (r, c) of ``out`` covers micrograph pixels (r - size .. r, c - size .. c).
+            centre = np.array([[c - size + step, r - size + step]], dtype=np.float64)
+            region = big[r:r + size + 2 * pad, c:c + size + 2 * pad]
+            filt = apply_ctf(region, sampling, shifted(ctf, float(offset(centre)[0])))
+            out[r:r + size, c:c + size] += filt[pad:pad + size, pad:pad + size] * win2
+    return out[size:size + h, size:size + w]

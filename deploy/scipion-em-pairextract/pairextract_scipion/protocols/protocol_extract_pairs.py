@@ -184,10 +184,13 @@ class ProtPairextractExtractPairs(ProtExtractParticlesPair):
 
     # --------------------------- INSERT steps functions ----------------------------------------
     def _insertAllSteps(self):
-        # The arguments make Scipion's Continue rerun a step whose parameters changed.
-        args = self._extractArgs()
+        # The arguments make Scipion's Continue rerun a step whose parameters changed. Only the
+        # extraction takes the cluster options: the export and the output depend on what is
+        # extracted, not on where it ran, so Continue after a changed Dask setting reruns
+        # (resumes, all done) the extraction alone.
+        args = self._protocolArgs()
         self._insertFunctionStep(self.convertInputStep, self._inputSignature(), needsGPU=False)
-        self._insertFunctionStep(self.extractStep, args, needsGPU=False)
+        self._insertFunctionStep(self.extractStep, self._extractArgs(), needsGPU=False)
         self._insertFunctionStep(self.exportStep, args, needsGPU=False)
         self._insertFunctionStep(self.createOutputStep, args, needsGPU=False)
 
@@ -219,10 +222,15 @@ class ProtPairextractExtractPairs(ProtExtractParticlesPair):
         self._runPairextract("extract " + args)
 
     def exportStep(self, args):
-        """``pairextract export --to xmipp``: the MRC stacks and .xmd files of the kept pairs."""
+        """``pairextract export --to xmipp``: the MRC stacks and .xmd files of the kept pairs.
+
+        A rerun (Continue after a failed step or changed parameters) writes into this
+        protocol's own earlier export: ``--force`` replaces the files pairextract wrote there
+        (their names are in the folder's marker) and nothing else.
+        """
         source = shlex.quote(os.path.abspath(self._pairextractPath()))
         dest = shlex.quote(os.path.abspath(self._exportPath()))
-        self._runPairextract(f"export {source} --to xmipp {dest}")
+        self._runPairextract(f"export {source} --to xmipp {dest} --force")
 
     def createOutputStep(self, args):
         coords = self.getCoords()
@@ -417,6 +425,11 @@ class ProtPairextractExtractPairs(ProtExtractParticlesPair):
 
     def _extractArgs(self):
         """Arguments of ``pairextract extract`` for this form (no shell expansion needed)."""
+        return f"{self._protocolArgs()} {self._clusterArgs()}"
+
+    def _protocolArgs(self):
+        """The arguments that decide what is extracted: input, output and the protocol's
+        options (what the export and output steps depend on)."""
         q = shlex.quote
         args = [q(os.path.abspath(self._inputsPath("pairs.csv"))),
                 "--out", q(os.path.abspath(self._pairextractPath())),
@@ -450,7 +463,12 @@ class ProtPairextractExtractPairs(ProtExtractParticlesPair):
             args += ["--residual-threshold", repr(float(self.residualThreshold.get()))]
         if self.dropFlagged:
             args.append("--drop-flagged")
-        args.append("--no-progress")
+        return " ".join(args)
+
+    def _clusterArgs(self):
+        """Where the extraction runs: the Dask options (they do not change its result)."""
+        q = shlex.quote
+        args = ["--no-progress"]
         cluster = self.clusterType.get()
         if cluster == CLUSTER_LOCAL:
             args += ["--cluster", "local", "--workers", str(self.workers.get())]

@@ -22,7 +22,7 @@ import mrcfile
 import numpy as np
 import xmippLib  # Xmipp's image library, installed with scipion-em (pyxmipp3)
 from pwem.protocols import ProtImportCoordinatesPairs, ProtImportCTF, ProtImportMicrographsTiltPairs
-from pyworkflow.protocol import STATUS_ABORTED, STATUS_FAILED, STATUS_FINISHED
+from pyworkflow.protocol import STATUS_ABORTED, STATUS_FAILED, STATUS_FINISHED, STATUS_NEW
 from pyworkflow.tests import BaseTest, setupTestProject
 
 from pairextract_scipion import Plugin
@@ -249,6 +249,53 @@ class TestPairextractExtractPairs(BaseTest):
                          2 * N_MIC_PAIRS)
         self.assertOutputEqualsReference(prot, self.reference, sampling=2.0, flipped=True)
 
+    def exportFiles(self, prot):
+        """The export's files and their modification times (ns)."""
+        folder = prot._getExtraPath("xmipp")
+        return {name: os.stat(os.path.join(folder, name)).st_mtime_ns
+                for name in sorted(os.listdir(folder))}
+
+    def test_continue_after_a_changed_workers_setting(self):
+        prot = self.newExtraction("workers 2, then 1", workers=2)
+        self.setCTFs(prot)
+        self.launchProtocol(prot)
+        exported = self.exportFiles(prot)
+        # Only a Dask setting changes: Continue resumes the extraction (all done) and leaves
+        # the export and the output as they are.
+        prot.workers.set(1)
+        self.launchProtocol(prot)
+        self.assertEqual(prot.getStatus(), STATUS_FINISHED)
+        summary = prot.getRunSummary()
+        self.assertEqual((summary["micrographs_extracted"], summary["micrographs_reused"]),
+                         (0, 2 * N_MIC_PAIRS))
+        self.assertEqual(self.exportFiles(prot), exported)
+        self.assertIn("--workers 1", open(prot._getExtraPath("pairextract", "note.txt"))
+                      .read().split("==== pairextract extract")[-1])
+        self.assertOutputEqualsReference(prot, self.reference, sampling=2.0, flipped=True)
+
+    def test_continue_after_a_failed_export(self):
+        prot = self.newExtraction("export failed, then continued")
+        self.setCTFs(prot)
+        self.launchProtocol(prot)
+        # As an export step that failed half way: the export folder holds the plugin's own
+        # earlier files (one missing), the export step failed and the output step never ran.
+        os.remove(prot._getExtraPath("xmipp", "images_tilted.xmd"))
+        failed = {"exportStep": STATUS_FAILED, "createOutputStep": STATUS_NEW}
+
+        def fail(step):
+            status = failed.get(step.funcName.get())
+            if status:
+                step.setStatus(status)
+
+        prot._updateSteps(fail)
+        prot.setFailed("pairextract export: error: (made to fail by the test)")
+        self.proj._storeProtocol(prot)
+        self.launchProtocol(prot)  # Continue
+        self.assertEqual(prot.getStatus(), STATUS_FINISHED)
+        self.assertTrue(os.path.exists(prot._getExtraPath("xmipp", "images_tilted.xmd")))
+        self.assertEqual(prot.getRunSummary()["micrographs_extracted"], 2 * N_MIC_PAIRS)
+        self.assertOutputEqualsReference(prot, self.reference, sampling=2.0, flipped=True)
+
     def test_extract_on_a_running_scheduler(self):
         # A Dask scheduler and worker started outside Scipion (loopback only), given to the
         # protocol by their scheduler file.
@@ -337,6 +384,9 @@ class TestPairextractExtractPairs(BaseTest):
         for absent in ("--invert", "--phase-flip", "--ctf-untilted", "--dust-threshold"):
             self.assertNotIn(absent, args)
         self.assertNotIn("--tilt-defocus", args)
+        self.assertEqual(prot._extractArgs(), f"{prot._protocolArgs()} {prot._clusterArgs()}")
+        for cluster_option in ("--cluster", "--workers", "--jobs", "--scheduler", "--no-progress"):
+            self.assertNotIn(cluster_option, prot._protocolArgs().split())
         prot = self.newExtraction("scheduler", clusterType=CLUSTER_ADDRESS,
                                   schedulerAddress="tcp://127.0.0.1:8786",
                                   tiltAwareFlip=True, tiltSign=1)
