@@ -25,6 +25,7 @@ import pytest
 
 import pairextract as pe
 from pairextract.errors import InputError, StoreBusyError
+from pairextract.pipeline.watch import WatchHandle
 from pairextract.testing import synth
 from pairextract.testing.stream import stream_dataset
 
@@ -72,6 +73,15 @@ def _images(out: Path) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     ds = pe.open_pairs(out)
     u, t = ds["untilted"].values, ds["tilted"].values
     return {int(p): (u[i], t[i]) for i, p in enumerate(ds["pair_id"].values)}
+
+
+def _same_images(out: Path, ref: Path) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """Assert that ``out`` holds the pairs of ``ref``, each image bit-identical; ``ref``'s."""
+    got, want = _images(out), _images(ref)
+    assert sorted(got) == sorted(want)
+    for pid, (u, t) in want.items():
+        assert u.tobytes() == got[pid][0].tobytes() and t.tobytes() == got[pid][1].tobytes()
+    return want
 
 
 class Reader(threading.Thread):
@@ -137,12 +147,8 @@ def test_watch_killed_twice_gives_the_batch_pairs_once_each(source: Path,
 
     ref = tmp_path / "batch"
     pe.extract_pairs(dest / "pairs.csv", ref, PARAMS, workers=1, local_threads=True)
-    got, want = _images(out), _images(ref)
-    assert sorted(got) == sorted(want)
-    pairs = pd.read_parquet(out / "pairs.parquet")
-    assert pairs["pair_id"].is_unique
-    for pid, (u, t) in want.items():
-        assert u.tobytes() == got[pid][0].tobytes() and t.tobytes() == got[pid][1].tobytes()
+    want = _same_images(out, ref)
+    assert pd.read_parquet(out / "pairs.parquet")["pair_id"].is_unique
     # the pair index and the drops are the batch run's, up to where the slots lie
     for name in ("pairs", "dropped"):
         a = pd.read_parquet(out / f"{name}.parquet")
@@ -163,13 +169,19 @@ def test_watch_killed_twice_gives_the_batch_pairs_once_each(source: Path,
             assert t.tobytes() == want[pid][1].tobytes()
 
 
-def test_watch_in_the_background_stops_from_python(source: Path, tmp_path: Path) -> None:
-    dest, out = tmp_path / "incoming", tmp_path / "out"
+def _all_extracted_in_background(source: Path, dest: Path, out: Path) -> WatchHandle:
+    """A background service on the whole dataset, once it has extracted all of it."""
     stream_dataset(source, dest, interval=0.0, part_pause=0.0, swap_every=0)
     handle = pe.watch_pairs(dest / "pairs.csv", out, PARAMS, poll=0.1, settle=0.0,
                             min_age=0.0, background=True, workers=1)
-    assert not isinstance(handle, pe.api.WatchStatus)
+    assert isinstance(handle, WatchHandle)
     _until(lambda: handle.status().extracted == 10)
+    return handle
+
+
+def test_watch_in_the_background_stops_from_python(source: Path, tmp_path: Path) -> None:
+    dest, out = tmp_path / "incoming", tmp_path / "out"
+    handle = _all_extracted_in_background(source, dest, out)
     assert handle.running
     status = handle.stop(timeout=60)
     assert status.state == "closed" and status.closed_by == "stop()"
@@ -230,10 +242,7 @@ def test_watch_follows_an_open_scipion_set_until_it_is_closed(source: Path,
     assert status.extracted == 10 and "STREAM_CLOSED" in str(status.closed_by)
     ref = tmp_path / "batch"
     pe.extract_pairs(run, ref, PARAMS, workers=1, local_threads=True)
-    got, want = _images(out), _images(ref)
-    assert sorted(got) == sorted(want)
-    for pid, (u, t) in want.items():
-        assert u.tobytes() == got[pid][0].tobytes() and t.tobytes() == got[pid][1].tobytes()
+    _same_images(out, ref)
 
 
 def test_an_input_that_cannot_be_extracted_stops_the_service_marked_failed(
@@ -277,10 +286,7 @@ def test_a_worker_killed_mid_task_loses_nothing(source: Path, tmp_path: Path,
     assert (status.extracted, status.failed) == (10, 0)
     ref = tmp_path / "batch"
     pe.extract_pairs(dest / "pairs.csv", ref, PARAMS, workers=1, local_threads=True)
-    got, want = _images(out), _images(ref)
-    assert sorted(got) == sorted(want)
-    for pid, (u, t) in want.items():
-        assert u.tobytes() == got[pid][0].tobytes() and t.tobytes() == got[pid][1].tobytes()
+    _same_images(out, ref)
 
 
 def test_with_phase_flip_a_pair_waits_for_both_its_ctfs(source: Path, tmp_path: Path) -> None:
@@ -312,7 +318,19 @@ def test_with_phase_flip_a_pair_waits_for_both_its_ctfs(source: Path, tmp_path: 
     ref = tmp_path / "batch"
     pe.extract_pairs(dest / "pairs.csv", ref, params, workers=1, local_threads=True,
                      ctf_untilted=ctfs, ctf_tilted=ctfs)
-    got, want = _images(out), _images(ref)
-    assert sorted(got) == sorted(want)
-    for pid, (u, t) in want.items():
-        assert u.tobytes() == got[pid][0].tobytes() and t.tobytes() == got[pid][1].tobytes()
+    _same_images(out, ref)
+
+
+def test_rows_appended_to_a_committed_micrograph_pair_are_extracted_too(
+        source: Path, tmp_path: Path) -> None:
+    dest, out = tmp_path / "incoming", tmp_path / "out"
+    handle = _all_extracted_in_background(source, dest, out)
+    before = set(pd.read_parquet(out / "pairs.parquet")["pair_id"])
+    first = pd.read_csv(dest / "pairs.csv").iloc[[1]].assign(pair_id=999)
+    with open(dest / "pairs.csv", "a") as fh:
+        fh.write(first.to_csv(index=False, header=False))
+    _until(lambda: 999 in set(pd.read_parquet(out / "pairs.parquet")["pair_id"]))
+    handle.stop(timeout=60)
+    ref = tmp_path / "batch"
+    pe.extract_pairs(dest / "pairs.csv", ref, PARAMS, workers=1, local_threads=True)
+    assert sorted(_same_images(out, ref)) == sorted(before | {999})
