@@ -229,7 +229,13 @@ class Watcher:
         return True
 
     def _file_ready(self, path: str) -> bool:
-        return self._ready.state(path) == READY
+        """Whether a table, coordinate or CTF file is complete; one that settled invalid
+        (empty) is reported once, and what needs it waits until it changes."""
+        state = self._ready.state(path)
+        if state == BAD:
+            self._report(path, f"{self._ready.reason(path)}; what needs it waits until it "
+                         "changes")
+        return state == READY
 
     def _sort(self, inputs: TiltPairInputs) -> tuple[list[int], list[int]]:
         """The micrograph pairs ready for extraction and those still waiting.

@@ -334,3 +334,29 @@ def test_rows_appended_to_a_committed_micrograph_pair_are_extracted_too(
     ref = tmp_path / "batch"
     pe.extract_pairs(dest / "pairs.csv", ref, PARAMS, workers=1, local_threads=True)
     assert sorted(_same_images(out, ref)) == sorted(before | {999})
+
+
+def test_an_empty_coordinate_file_is_reported_once_and_holds_the_rows_below(
+        tmp_path: Path) -> None:
+    from pairextract.testing.synth import make_dataset
+
+    ds = make_dataset(tmp_path / "d", n_mic_pairs=2, shape=(256, 256), particles_per_pair=4,
+                      box=BOX, n_edge=0, n_hot_pixels=1, seed=2)
+    table = pd.read_csv(ds.pair_table)
+    lines = ["micrograph_u,micrograph_t,coords_u,coords_t"]
+    for k, ((u, t), rows) in enumerate(table.groupby(["micrograph_u", "micrograph_t"],
+                                                     sort=False)):
+        for view, col in (("u", "x_u"), ("t", "x_t")):
+            xy = rows[[col, col.replace("x", "y")]].to_numpy()
+            text = "".join(f"{x} {y} {BOX} {BOX}\n" for x, y in xy) if k == 0 else ""
+            (ds.root / f"c{k}{view}.box").write_text(text)  # the second pair's are empty
+        lines.append(f"{u},{t},c{k}u.box,c{k}t.box")
+    listed = ds.root / "listed.csv"
+    listed.write_text("\n".join(lines) + "\n")
+    said: list[str] = []
+    status = pe.watch_pairs(listed, tmp_path / "out", PARAMS, poll=0.1, settle=0.0,
+                            min_age=0.0, idle_timeout=1.0, say=said.append, workers=1)
+    assert isinstance(status, pe.api.WatchStatus)
+    assert (status.seen, status.extracted) == (1, 1)
+    reported = [s for s in said if "empty file" in s]
+    assert len(reported) == 1 and "c1u.box" in reported[0]
