@@ -9,8 +9,9 @@ Ids must not change as the table grows, so that each micrograph pair is extracte
 under the same ids a batch ``extract`` of the final table gives:
 
 - flat tables: ``mic_pair_id`` (when absent) numbers the micrograph pairs in order of first
-  appearance, ``pair_id`` (when absent) the rows after a stable sort by micrograph pair; a
-  micrograph pair's rows must therefore be appended together, before the next pair's.
+  appearance, ``pair_id`` (when absent) the rows after a stable sort by micrograph pair; without
+  ``pair_id``, a micrograph pair's rows must therefore be appended together, before the next
+  pair's.
 - tables listing coordinate files per micrograph pair: ``pair_id`` numbers the coordinates
   across files, so a row is taken only when every row above it has both its coordinate
   files complete (its micrographs may still arrive in any order).

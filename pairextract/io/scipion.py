@@ -42,6 +42,9 @@ _SQL_TYPES = {"Integer": "INTEGER", "Float": "REAL", "Boolean": "INTEGER"}
 # A set's ``_streamState`` property: still growing, or complete (pyworkflow's Set).
 STREAM_OPEN = 1
 STREAM_CLOSED = 2
+# The reading error of coordinates in one view's set without a partner in the other's: while
+# Scipion streams, one set may be committed a moment before the other.
+NO_PARTNER = "have no partner"
 
 
 def read_set(path: str | os.PathLike[str]) -> tuple[str, pd.DataFrame]:
@@ -180,7 +183,7 @@ def read_scipion_pairs(path: str | os.PathLike[str]) -> TiltPairInputs:
         lonely = both.loc[both["_merge"] == side, "id"].tolist()
         if lonely:
             errors.append(f"{coords['u' if side == 'left_only' else 't'][0]}: {name} coordinate "
-                          f"id(s) {', '.join(map(str, lonely[:10]))} have no partner")
+                          f"id(s) {', '.join(map(str, lonely[:10]))} {NO_PARTNER}")
     both = both[both["_merge"] == "both"].sort_values("id")
 
     mp = _micrograph_pairs(both, mics, angles, base)

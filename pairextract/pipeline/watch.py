@@ -32,7 +32,7 @@ from pairextract.errors import InputError
 from pairextract.io.growing import read_growing_table
 from pairextract.io.reader import apply_read_options, detect_form, read_pairs
 from pairextract.io.readiness import BAD, MIN_AGE_S, READY, SETTLE_S, Readiness
-from pairextract.io.scipion import stream_closed
+from pairextract.io.scipion import NO_PARTNER, stream_closed
 from pairextract.pipeline.result import ExtractionResult
 from pairextract.store.watchstatus import (
     CLOSED,
@@ -96,6 +96,10 @@ class Watcher:
         self._failed: set[int] = set()
         self._reported: set[str] = set()
         self._failed_micrographs: set[str] = set()
+        self._rows_seen: dict[int, tuple[int, float]] = {}
+        self._digests: dict[int, int] = {}  # of the last poll's coordinate pairs
+        self._commit_digest: dict[int, int] = {}  # of those each commit extracted
+        self._extract_failed = 0  # micrograph pairs whose extraction failed in the last batch
 
     def stop(self, reason: str = "stop()") -> None:
         """Ask the loop to close the stream after its current batch."""
@@ -159,6 +163,8 @@ class Watcher:
                 closing_reason = f"the stop file {opts.stop_file}"
                 self._tell(f"stop file {opts.stop_file} found: closing once the last "
                            "complete files are extracted")
+            # looked at before the read: a read after the sets closed sees them whole
+            sets_closed = self._scipion() and stream_closed(self.source)
             inputs = self._read()
             ready, waiting = self._sort(inputs) if inputs is not None else ([], [])
             seen = (len(inputs.micrograph_pairs) if inputs is not None else 0,
@@ -173,8 +179,7 @@ class Watcher:
                 last_change = time.monotonic()
             write_status(self.out, self.status)
             now = time.monotonic()
-            if (closing_until is None and inputs is not None and not waiting
-                    and self._scipion() and stream_closed(self.source)):
+            if closing_until is None and inputs is not None and not waiting and sets_closed:
                 self._tell("the input sets are closed (STREAM_CLOSED): closing")
                 closing_until, closing_reason = now, "the input set (STREAM_CLOSED)"
             if closing_until is not None and (not waiting or now >= closing_until):
@@ -190,41 +195,79 @@ class Watcher:
     def _read(self) -> TiltPairInputs | None:
         """The complete part of the input now, with the read options applied; None when
         there is none yet or it cannot be read yet (reported once per distinct problem)."""
+        if not self._ctfs_ready():
+            return None
         try:
             if self._scipion():
-                # sqlite reads are transactions: a set is read whole, as its writer committed it
-                return read_pairs(self.source, **self._read_options)
-            inputs = read_growing_table(self.source, self._file_ready)
-            if inputs is None:
+                # Each set is read whole, as its writer committed it (a sqlite read is a
+                # transaction), but the two views' sets are separate files: a coordinate
+                # whose partner is not committed yet waits (_sort holds its micrograph pair).
+                sets = read_pairs(self.source, **self._read_options)
+                sets.errors = [e for e in sets.errors if NO_PARTNER not in e]
+                return sets
+            table = read_growing_table(self.source, self._file_ready)
+            if table is None:
                 return None
-            return apply_read_options(inputs, **self._read_options)
+            return apply_read_options(table, **self._read_options)
         except InputError as exc:
             self._report(str(exc), f"cannot read the input yet: {exc}")
             return None
 
+    def _ctfs_ready(self) -> bool:
+        """Whether every file of the CTF options is complete: a CTF file cut mid-number
+        would be read as another defocus, so none is read while one is being written."""
+        for key in ("ctf_untilted", "ctf_tilted"):
+            value = self._read_options.get(key)
+            if value is None:
+                continue
+            path = Path(value)
+            files = sorted(f for f in path.rglob("*") if f.is_file()) if path.is_dir() else [path]
+            # every file is looked at (no short cut): each one's settle time runs meanwhile
+            states = [self._file_ready(str(f)) for f in files]
+            if not all(states):
+                return False
+        return True
+
     def _file_ready(self, path: str) -> bool:
-        return self._ready.state(path) == READY
+        """Whether a table, coordinate or CTF file is complete; one that settled invalid
+        (empty) is reported once, and what needs it waits until it changes."""
+        state = self._ready.state(path)
+        if state == BAD:
+            self._report(path, f"{self._ready.reason(path)}; what needs it waits until it "
+                         "changes")
+        return state == READY
 
     def _sort(self, inputs: TiltPairInputs) -> tuple[list[int], list[int]]:
-        """The micrograph pairs ready for extraction and those still waiting."""
+        """The micrograph pairs ready for extraction and those still waiting.
+
+        A committed micrograph pair whose coordinate pairs changed since (rows appended to
+        it, a Scipion set committed after the other view's) is ready again once they
+        settle: the next batch extracts it anew, in new slots, its old ones never rewritten.
+        """
         ready: list[int] = []
         waiting: list[int] = []
         mp = inputs.micrograph_pairs
+        digests, unsettled = self._row_digests(inputs)
         for mid, u, t in zip(mp["mic_pair_id"].tolist(), mp["micrograph_u"].tolist(),
                              mp["micrograph_t"].tolist(), strict=True):
-            if mid in self._committed or mid in self._failed:
+            if mid in self._committed:
+                if self._commit_digest.get(mid) != digests[mid]:
+                    (waiting if mid in unsettled else ready).append(mid)
+                continue
+            if mid in self._failed:
                 continue
             states = [self._ready.state(u), self._ready.state(t)]
             if BAD in states:
                 bad = u if states[0] == BAD else t
                 self._failed.add(mid)
-                self.status.failed += 1
                 self._report(bad, f"micrograph pair {mid}: {self._ready.reason(bad)}; not "
                              "extracted (it is looked at again if the file changes)")
                 continue
             ctf_missing = self._needs_ctf and (inputs.ctf_for(u) is None
                                                or inputs.ctf_for(t) is None)
-            if states == [READY, READY] and not ctf_missing:
+            # the rows of a table are complete lines; a Scipion set's must settle
+            rows_ok = mid not in unsettled or not self._scipion()
+            if states == [READY, READY] and not ctf_missing and rows_ok:
                 ready.append(mid)
             else:
                 waiting.append(mid)
@@ -234,9 +277,31 @@ class Watcher:
             if len(row) and all(self._ready.state(m) == READY for m in
                                 (row["micrograph_u"].iloc[0], row["micrograph_t"].iloc[0])):
                 self._failed.discard(mid)
-                self.status.failed -= 1
                 ready.append(mid)
+        self._digests = digests
+        self.status.failed = len(self._failed) + self._extract_failed
         return ready, waiting
+
+    def _row_digests(self, inputs: TiltPairInputs) -> tuple[dict[int, int], set[int]]:
+        """A digest of each micrograph pair's coordinate pairs (0: none), and the micrograph
+        pairs whose digest changed within the settle time."""
+        import pandas as pd
+
+        cp = inputs.coordinate_pairs
+        cols = ["pair_id", "x_u", "y_u", "x_t", "y_t"]
+        rows = pd.util.hash_pandas_object(cp[cols], index=False)
+        sums = rows.groupby(cp["mic_pair_id"].to_numpy()).sum()
+        digests = dict.fromkeys(inputs.micrograph_pairs["mic_pair_id"].tolist(), 0)
+        digests.update(zip(sums.index.tolist(), sums.tolist(), strict=True))
+        now = time.monotonic()
+        unsettled: set[int] = set()
+        for mid, digest in digests.items():
+            seen = self._rows_seen.get(mid)
+            if seen is None or seen[0] != digest:
+                self._rows_seen[mid] = seen = (digest, now)
+            if now - seen[1] < self.options.settle:
+                unsettled.add(mid)
+        return digests, unsettled
 
     def _report(self, key: str, text: str) -> None:
         if key in self._reported:
@@ -250,7 +315,7 @@ class Watcher:
         result = self._extract(inputs.select(self._committed | set(ready)))
         seconds = time.perf_counter() - t0
         self._committed.update(ready)
-        self.status.extracted = len(self._committed)
+        self._commit_digest.update({m: self._digests.get(m, 0) for m in self._committed})
         self.status.pairs_kept = result.pairs_kept
         self.status.rate = len(ready) / seconds if seconds > 0 else 0.0
         self.status.last_commit = now_text()
@@ -258,9 +323,16 @@ class Watcher:
         # output, as a batch run gives them), but reported once
         new = {k: v for k, v in result.micrographs_failed.items()
                if k not in self._failed_micrographs}
+        # labels are "view micrograph": a pair counts once even if both its views failed
+        mp = inputs.micrograph_pairs
+        bad = {k.split(" ", 1)[-1] for k in result.micrographs_failed}
+        self._extract_failed = int((mp["micrograph_u"].isin(bad)
+                                    | mp["micrograph_t"].isin(bad)).sum())
+        self.status.failed = len(self._failed) + self._extract_failed
+        self.status.extracted = len(self._committed) - self._extract_failed
         self._failed_micrographs.update(new)
         text = (f"committed {len(ready)} micrograph pair(s) in {seconds:.2f} s: "
-                f"{len(self._committed)} extracted, {result.pairs_kept} pairs kept")
+                f"{self.status.extracted} extracted, {result.pairs_kept} pairs kept")
         if new:
             text += f"; {len(new)} micrograph(s) failed: " + "; ".join(
                 f"{k}: {v}" for k, v in list(new.items())[:3])

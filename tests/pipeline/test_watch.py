@@ -25,6 +25,7 @@ import pytest
 
 import pairextract as pe
 from pairextract.errors import InputError, StoreBusyError
+from pairextract.pipeline.watch import WatchHandle
 from pairextract.testing import synth
 from pairextract.testing.stream import stream_dataset
 
@@ -72,6 +73,15 @@ def _images(out: Path) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     ds = pe.open_pairs(out)
     u, t = ds["untilted"].values, ds["tilted"].values
     return {int(p): (u[i], t[i]) for i, p in enumerate(ds["pair_id"].values)}
+
+
+def _same_images(out: Path, ref: Path) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """Assert that ``out`` holds the pairs of ``ref``, each image bit-identical; ``ref``'s."""
+    got, want = _images(out), _images(ref)
+    assert sorted(got) == sorted(want)
+    for pid, (u, t) in want.items():
+        assert u.tobytes() == got[pid][0].tobytes() and t.tobytes() == got[pid][1].tobytes()
+    return want
 
 
 class Reader(threading.Thread):
@@ -137,12 +147,8 @@ def test_watch_killed_twice_gives_the_batch_pairs_once_each(source: Path,
 
     ref = tmp_path / "batch"
     pe.extract_pairs(dest / "pairs.csv", ref, PARAMS, workers=1, local_threads=True)
-    got, want = _images(out), _images(ref)
-    assert sorted(got) == sorted(want)
-    pairs = pd.read_parquet(out / "pairs.parquet")
-    assert pairs["pair_id"].is_unique
-    for pid, (u, t) in want.items():
-        assert u.tobytes() == got[pid][0].tobytes() and t.tobytes() == got[pid][1].tobytes()
+    want = _same_images(out, ref)
+    assert pd.read_parquet(out / "pairs.parquet")["pair_id"].is_unique
     # the pair index and the drops are the batch run's, up to where the slots lie
     for name in ("pairs", "dropped"):
         a = pd.read_parquet(out / f"{name}.parquet")
@@ -163,13 +169,19 @@ def test_watch_killed_twice_gives_the_batch_pairs_once_each(source: Path,
             assert t.tobytes() == want[pid][1].tobytes()
 
 
-def test_watch_in_the_background_stops_from_python(source: Path, tmp_path: Path) -> None:
-    dest, out = tmp_path / "incoming", tmp_path / "out"
+def _all_extracted_in_background(source: Path, dest: Path, out: Path) -> WatchHandle:
+    """A background service on the whole dataset, once it has extracted all of it."""
     stream_dataset(source, dest, interval=0.0, part_pause=0.0, swap_every=0)
     handle = pe.watch_pairs(dest / "pairs.csv", out, PARAMS, poll=0.1, settle=0.0,
                             min_age=0.0, background=True, workers=1)
-    assert not isinstance(handle, pe.api.WatchStatus)
+    assert isinstance(handle, WatchHandle)
     _until(lambda: handle.status().extracted == 10)
+    return handle
+
+
+def test_watch_in_the_background_stops_from_python(source: Path, tmp_path: Path) -> None:
+    dest, out = tmp_path / "incoming", tmp_path / "out"
+    handle = _all_extracted_in_background(source, dest, out)
     assert handle.running
     status = handle.stop(timeout=60)
     assert status.state == "closed" and status.closed_by == "stop()"
@@ -230,10 +242,7 @@ def test_watch_follows_an_open_scipion_set_until_it_is_closed(source: Path,
     assert status.extracted == 10 and "STREAM_CLOSED" in str(status.closed_by)
     ref = tmp_path / "batch"
     pe.extract_pairs(run, ref, PARAMS, workers=1, local_threads=True)
-    got, want = _images(out), _images(ref)
-    assert sorted(got) == sorted(want)
-    for pid, (u, t) in want.items():
-        assert u.tobytes() == got[pid][0].tobytes() and t.tobytes() == got[pid][1].tobytes()
+    _same_images(out, ref)
 
 
 def test_an_input_that_cannot_be_extracted_stops_the_service_marked_failed(
@@ -252,3 +261,102 @@ def test_an_input_that_cannot_be_extracted_stops_the_service_marked_failed(
     from pairextract.store.watchstatus import describe
 
     assert "stopped by an error" in describe(out)[0]
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_task_loses_nothing(source: Path, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from distributed import Client, LocalCluster
+
+    preload = str(Path(__file__).resolve().parents[1] / "_kill_preload.py")
+    dest, out = tmp_path / "incoming", tmp_path / "out"
+    stream_dataset(source, dest, interval=0.0, part_pause=0.0, swap_every=0)
+    flag = tmp_path / "killed.flag"
+    for k, v in {"PAIREXTRACT_TEST_LOG": str(tmp_path / "tasks.log"),
+                 "PAIREXTRACT_TEST_FLAG": str(flag),
+                 "PAIREXTRACT_TEST_KILL": "worker-at-start:2"}.items():
+        monkeypatch.setenv(k, v)
+    # twenty tasks on two worker processes: one of them dies at its second task (SIGKILL)
+    with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0",
+                      preload=[preload]) as cluster, Client(cluster) as c:
+        status = pe.watch_pairs(dest / "pairs.csv", out, PARAMS, c, poll=0.1, settle=0.0,
+                                min_age=0.0, idle_timeout=1.0)
+    assert flag.exists(), "a worker must have been killed"
+    assert isinstance(status, pe.api.WatchStatus)
+    assert (status.extracted, status.failed) == (10, 0)
+    ref = tmp_path / "batch"
+    pe.extract_pairs(dest / "pairs.csv", ref, PARAMS, workers=1, local_threads=True)
+    _same_images(out, ref)
+
+
+def test_with_phase_flip_a_pair_waits_for_both_its_ctfs(source: Path, tmp_path: Path) -> None:
+    from pairextract.io.star import read_star, write_star
+
+    dest, out, ctfs = tmp_path / "incoming", tmp_path / "out", tmp_path / "ctf"
+    stream_dataset(source, dest, interval=0.0, part_pause=0.0, swap_every=0)
+    ctfs.mkdir()
+    rows = next(iter(read_star(source / "micrographs_ctf.star").values()))
+    assert isinstance(rows, pd.DataFrame)
+    names = sorted(rows["rlnMicrographName"])
+    table = pd.read_csv(dest / "pairs.csv")
+    first = list(dict.fromkeys([*table["micrograph_u"][:30], *table["micrograph_t"][:30]]))
+    assert set(first) <= set(names)
+    early = rows[rows["rlnMicrographName"].isin(first[:-1])]  # one micrograph's CTF missing
+    write_star(ctfs / "a.star", {"micrographs": early})
+    params = pe.ExtractionParams(box_size=BOX, invert=True, phase_flip=True)
+    handle = pe.watch_pairs(dest / "pairs.csv", out, params, poll=0.1, settle=0.2, min_age=0.0,
+                            background=True, workers=1, local_threads=True,
+                            ctf_untilted=ctfs, ctf_tilted=ctfs)
+    assert not isinstance(handle, pe.api.WatchStatus)
+    _until(lambda: handle.status().extracted > 0)
+    time.sleep(1.0)
+    waiting = handle.status().waiting
+    assert handle.status().extracted + waiting == 10 and waiting > 0
+    write_star(ctfs / "b.star", {"micrographs": rows[~rows.index.isin(early.index)]})
+    _until(lambda: handle.status().extracted == 10)
+    handle.stop(timeout=60)
+    ref = tmp_path / "batch"
+    pe.extract_pairs(dest / "pairs.csv", ref, params, workers=1, local_threads=True,
+                     ctf_untilted=ctfs, ctf_tilted=ctfs)
+    _same_images(out, ref)
+
+
+def test_rows_appended_to_a_committed_micrograph_pair_are_extracted_too(
+        source: Path, tmp_path: Path) -> None:
+    dest, out = tmp_path / "incoming", tmp_path / "out"
+    handle = _all_extracted_in_background(source, dest, out)
+    before = set(pd.read_parquet(out / "pairs.parquet")["pair_id"])
+    first = pd.read_csv(dest / "pairs.csv").iloc[[1]].assign(pair_id=999)
+    with open(dest / "pairs.csv", "a") as fh:
+        fh.write(first.to_csv(index=False, header=False))
+    _until(lambda: 999 in set(pd.read_parquet(out / "pairs.parquet")["pair_id"]))
+    handle.stop(timeout=60)
+    ref = tmp_path / "batch"
+    pe.extract_pairs(dest / "pairs.csv", ref, PARAMS, workers=1, local_threads=True)
+    assert sorted(_same_images(out, ref)) == sorted(before | {999})
+
+
+def test_an_empty_coordinate_file_is_reported_once_and_holds_the_rows_below(
+        tmp_path: Path) -> None:
+    from pairextract.testing.synth import make_dataset
+
+    ds = make_dataset(tmp_path / "d", n_mic_pairs=2, shape=(256, 256), particles_per_pair=4,
+                      box=BOX, n_edge=0, n_hot_pixels=1, seed=2)
+    table = pd.read_csv(ds.pair_table)
+    lines = ["micrograph_u,micrograph_t,coords_u,coords_t"]
+    for k, ((u, t), rows) in enumerate(table.groupby(["micrograph_u", "micrograph_t"],
+                                                     sort=False)):
+        for view, col in (("u", "x_u"), ("t", "x_t")):
+            xy = rows[[col, col.replace("x", "y")]].to_numpy()
+            text = "".join(f"{x} {y} {BOX} {BOX}\n" for x, y in xy) if k == 0 else ""
+            (ds.root / f"c{k}{view}.box").write_text(text)  # the second pair's are empty
+        lines.append(f"{u},{t},c{k}u.box,c{k}t.box")
+    listed = ds.root / "listed.csv"
+    listed.write_text("\n".join(lines) + "\n")
+    said: list[str] = []
+    status = pe.watch_pairs(listed, tmp_path / "out", PARAMS, poll=0.1, settle=0.0,
+                            min_age=0.0, idle_timeout=1.0, say=said.append, workers=1)
+    assert isinstance(status, pe.api.WatchStatus)
+    assert (status.seen, status.extracted) == (1, 1)
+    reported = [s for s in said if "empty file" in s]
+    assert len(reported) == 1 and "c1u.box" in reported[0]
