@@ -390,14 +390,7 @@ def _sampling_text(samplings: dict[str, float]) -> str:
     return f"{fmt(u)} untilted, {fmt(t)} tilted"
 
 
-def info(out: str | Path) -> str:
-    """A printable account of an existing output folder: its state (micrographs done, pairs
-    kept, dropped by reason and flagged, whatever run wrote them), the last run, the
-    parameters, and whether the store is whole."""
-    prov = store.read_provenance(out)
-    state = store.folder_state(out)
-    last = store.read_summary(out)
-    params = ", ".join(f"{k}={v}" for k, v in prov.get("params", {}).items())
+def _state_lines(state: dict[str, Any]) -> list[str]:
     failed = state["micrographs_failed"]
     lines = [
         f"micrographs:   {state['micrographs_done']} of {state['micrographs_total']} done"
@@ -412,6 +405,20 @@ def info(out: str | Path) -> str:
     ]
     lines += [f"  {reason:<28} {n}" for reason, n in state["dropped_by_reason"].items()]
     lines.append(f"pairs flagged: {state['pairs_flagged']} (off the fitted tilt geometry)")
+    return lines
+
+
+def info(out: str | Path) -> str:
+    """A printable account of an existing output folder: its state (micrographs done, pairs
+    kept, dropped by reason and flagged, whatever run wrote them), the last run, the
+    parameters, and whether the store is whole."""
+    prov = store.read_provenance(out)
+    # A damaged store's tables may not read: its state is then what check_output says.
+    problems = store.check_output(out)
+    last = store.read_summary(out)
+    params = ", ".join(f"{k}={v}" for k, v in prov.get("params", {}).items())
+    lines = (_state_lines(store.folder_state(out)) if not problems
+             else ["state:         unknown: the store is damaged (below)"])
     lines.append(f"last run:      {last.get('micrographs_extracted', 0)} micrograph(s) "
                  f"extracted, {last.get('micrographs_reused', 0)} already done, "
                  f"in {last.get('seconds', 0)} s")
@@ -429,7 +436,6 @@ def info(out: str | Path) -> str:
         lines.append(f"record:        {record.resolve()} (every run's command, inputs, "
                      "versions and times)")
     lines += describe_watch(out)  # nothing unless a watch service wrote the folder
-    problems = store.check_output(out)
     if problems:
         lines.append(f"DAMAGED:       {len(problems)} problem(s); run the same extract command "
                      "into this folder again to repair:")

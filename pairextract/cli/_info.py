@@ -35,16 +35,16 @@ def run(args: argparse.Namespace) -> int:
     from pairextract.store.watchstatus import read_status
 
     try:
+        damaged = check_output(args.out)
         if args.json:
             data = read_summary(args.out)
-            data["state"] = folder_state(args.out)
+            data["state"] = None if damaged else folder_state(args.out)
             watch = read_status(args.out)
             if watch is not None:
                 data["watch"] = dataclasses.asdict(watch)
             print(json.dumps(data, indent=2))
         else:
             print(info(args.out))  # the watch service's lines too, when one wrote the folder
-        damaged = check_output(args.out)
     except InputError as exc:
         print(f"pairextract info: error: {exc}", file=sys.stderr)
         return 2
