@@ -34,6 +34,7 @@ from pairextract.io.reader import apply_read_options, detect_form, read_pairs
 from pairextract.io.readiness import BAD, MIN_AGE_S, READY, SETTLE_S, Readiness
 from pairextract.io.scipion import NO_PARTNER, stream_closed
 from pairextract.pipeline.result import ExtractionResult
+from pairextract.store import record
 from pairextract.store.watchstatus import (
     CLOSED,
     FAILED,
@@ -127,8 +128,15 @@ class Watcher:
             self._tell(f"watching {self.source} into {self.out} (poll {self.options.poll:g} s, "
                        f"settle {self.options.settle:g} s, min age {self.options.min_age:g} s)")
             write_status(self.out, self.status)
+            o = self.options
+            record.start(self.out, command="watch", paths=[str(self.source)], about=[
+                ("source", str(self.source.resolve())),
+                ("watching", f"poll {o.poll:g} s, settle {o.settle:g} s, min age "
+                             f"{o.min_age:g} s, idle timeout {o.idle_timeout}, "
+                             f"stop file {o.stop_file}")])
             try:
-                self.status.closed_by = self._loop()
+                with record.within("watch"):
+                    self.status.closed_by = self._loop()
             except KeyboardInterrupt:
                 self.status.closed_by = "interrupt (Ctrl-C or SIGTERM)"
             except BaseException as exc:
@@ -136,7 +144,13 @@ class Watcher:
                 self.status.state = FAILED
                 self.status.note(f"stopped by an error: {type(exc).__name__}: {exc}")
                 write_status(self.out, self.status)
+                record.finish(self.out, f"{type(exc).__name__}: {exc}", command="watch",
+                              failed=True)
                 raise
+            record.finish(self.out, f"stream closed by {self.status.closed_by}: "
+                          f"{self.status.extracted} micrograph pairs extracted, "
+                          f"{self.status.failed} failed, {self.status.waiting} still waiting",
+                          command="watch")
             self.status.state = CLOSED
             self.status.note(f"stream closed by {self.status.closed_by}")
             write_status(self.out, self.status)

@@ -11,8 +11,11 @@ resume, an ``--overwrite``) appends to both; neither is ever cleared:
   and whatever another command appends with :func:`append`).
 
 A small function API (:func:`start`, :func:`finish`, :func:`append`), used by the extraction
-and by any command that writes into an output folder. Writing the record never fails a run:
-a record that cannot be written is skipped (the run's own files report real write failures).
+and by any command that writes into an output folder. A long-running service (``watch``)
+records its own paragraph and runs its batches :func:`within` it: each batch is then a line
+of ``run.log``, not a paragraph of ``note.txt`` listing every input again. Writing the
+record never fails a run: a record that cannot be written is skipped (the run's own files
+report real write failures).
 """
 
 from __future__ import annotations
@@ -23,16 +26,32 @@ import shlex
 import socket
 import sys
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
 __all__ = ["NOTE", "RECORD_FILES", "RUN_LOG", "append", "command_line", "finish", "start",
-           "versions"]
+           "versions", "within"]
 
 NOTE = "note.txt"
 RUN_LOG = "run.log"
 RECORD_FILES = (NOTE, RUN_LOG)
+
+# The service whose batches run in this context (thread or task), if any.
+_SERVICE: ContextVar[str | None] = ContextVar("pairextract_record_service", default=None)
+
+
+@contextmanager
+def within(service: str) -> Iterator[None]:
+    """Runs started inside this block are batches of ``service``: one ``run.log`` line each
+    at start and end, no paragraph of their own in ``note.txt``."""
+    token = _SERVICE.set(service)
+    try:
+        yield
+    finally:
+        _SERVICE.reset(token)
 
 # The packages whose version decides what a run computes and writes.
 _PACKAGES = ("pairextract", "numpy", "scipy", "pandas", "pyarrow", "dask", "distributed",
@@ -96,6 +115,10 @@ def start(out: str | os.PathLike[str], *, command: str = "extract",
         Every input the run reads; recorded as absolute paths.
     """
     out = Path(out)
+    service = _SERVICE.get()
+    if service is not None:
+        append(out, f"{service} batch started: " + "; ".join(f"{k} {v}" for k, v in about))
+        return
     host = socket.gethostname()
     try:
         user = getpass.getuser()
@@ -122,5 +145,9 @@ def finish(out: str | os.PathLike[str], outcome: str, *, command: str = "extract
     """Record the end of the run started by :func:`start`: ``outcome`` says what it did
     (or why it stopped, with ``failed``)."""
     word = "stopped" if failed else "ended"
+    service = _SERVICE.get()
+    if service is not None:
+        append(out, f"{service} batch {word}: {outcome}")
+        return
     _write(Path(out) / NOTE, f"{word} {_now()}: {outcome}\n\n")
     append(out, f"{command} {word}: {outcome}")

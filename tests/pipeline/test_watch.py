@@ -187,6 +187,13 @@ def test_watch_in_the_background_stops_from_python(source: Path, tmp_path: Path)
     assert status.state == "closed" and status.closed_by == "stop()"
     assert not handle.running
     assert len(pd.read_parquet(out / "pairs.parquet")) == status.pairs_kept > 0
+    # the record: one paragraph for the service, a run.log line per batch
+    note = (out / "note.txt").read_text()
+    assert note.count("==== pairextract ") == 1 and "==== pairextract watch: started" in note
+    assert "inputs:      1 file(s)" in note  # the watched table; batches list none
+    assert "stream closed by stop()" in note
+    log = (out / "run.log").read_text()
+    assert log.count("watch batch started: ") == log.count("watch batch ended: ") >= 1
 
 
 def test_watch_closes_on_idle_and_reports_a_micrograph_that_never_becomes_whole(

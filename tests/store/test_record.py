@@ -34,6 +34,23 @@ def test_record_api_appends_paragraphs_and_stamped_lines(tmp_path: Path) -> None
     assert log[0].split("  ", 1)[1].startswith("watch started on ")
 
 
+def test_runs_within_a_service_are_lines_of_its_log_not_paragraphs(tmp_path: Path) -> None:
+    record.start(tmp_path, command="watch", paths=["in.csv"])
+    with record.within("watch"):
+        for n in range(3):
+            record.start(tmp_path, about=[("micrographs", f"{n + 1} new")], paths=["a.mrc"])
+            record.finish(tmp_path, f"{n + 1} micrograph(s) extracted")
+    record.finish(tmp_path, "stream closed by stop()", command="watch")
+    record.start(tmp_path)  # outside the block: a run of its own again
+    note = (tmp_path / "note.txt").read_text()
+    assert note.count("==== pairextract ") == 2 and "a.mrc" not in note
+    log = [line.split("  ", 1)[1] for line in (tmp_path / "run.log").read_text().splitlines()]
+    assert log[1:3] == ["watch batch started: micrographs 1 new",
+                        "watch batch ended: 1 micrograph(s) extracted"]
+    assert log[6] == "watch batch ended: 3 micrograph(s) extracted"
+    assert log[7] == "watch ended: stream closed by stop()"
+
+
 def test_every_run_resume_and_overwrite_is_recorded(client, small_dataset, tmp_path):  # type: ignore[no-untyped-def]
     out = tmp_path / "out"
     params = ExtractionParams(box_size=48)
