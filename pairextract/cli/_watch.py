@@ -28,6 +28,16 @@ def _positive_seconds(text: str) -> float:
     return value
 
 
+EPILOG = """examples:
+  pairextract watch session/pairs.csv --out live --box 256 --invert --idle-timeout 3600
+  pairextract watch session/pairs.csv --out live --box 256 --stop-file session/STOP
+  pairextract watch Runs/000123_XmippProtAssignmentTiltPair --out live --box 128 \\
+      --cluster slurm --adapt 0:8
+  (stop: touch the stop file, Ctrl-C or SIGTERM; run it again to resume; pairextract info
+   live shows its state)
+"""
+
+
 def register(sub: Any) -> None:
     from pairextract.cli._cluster_options import add_cluster_arguments
 
@@ -36,7 +46,8 @@ def register(sub: Any) -> None:
         description="A service: follow a growing pair table and extract each micrograph pair "
                     "as soon as its files are complete, as `extract` would. Stop it with the "
                     "stop file, an idle timeout, Ctrl-C or SIGTERM (the stream is then "
-                    "closed, exit 0); killed, it resumes where it was when run again.")
+                    "closed, exit 0); killed, it resumes where it was when run again.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("input", help="pair table that grows (.csv: complete lines are read), or "
                                  "a Scipion run folder or .sqlite set")
     p.add_argument("--out", required=True, help="output folder (resumed if it exists)")
