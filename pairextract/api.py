@@ -24,7 +24,7 @@ from pairextract.io import read_pairs
 from pairextract.io.micrograph import MicrographHeaders
 from pairextract.io.reader import PATH_OPTIONS
 from pairextract.io.shifts import Shifts, read_shifts
-from pairextract.pipeline.result import ExtractionResult
+from pairextract.pipeline.result import ExtractionResult, format_summary
 from pairextract.pipeline.run import run_extraction
 from pairextract.prepare.geometry import GeometryFit
 from pairextract.runtime import open_client, prefer_local_threads, preloaded_workers
@@ -288,14 +288,8 @@ def _sampling_text(samplings: dict[str, float]) -> str:
     return f"{fmt(u)} untilted, {fmt(t)} tilted"
 
 
-def info(out: str | Path) -> str:
-    """A printable account of an existing output folder: its state (micrographs done, pairs
-    kept, dropped by reason and flagged, whatever run wrote them), the last run, the
-    parameters, and whether the store is whole."""
-    prov = store.read_provenance(out)
-    state = store.folder_state(out)
-    last = store.read_summary(out)
-    params = ", ".join(f"{k}={v}" for k, v in prov.get("params", {}).items())
+def _state_lines(state: dict[str, Any], last: dict[str, Any]) -> list[str]:
+    """The folder's state (:func:`pairextract.store.folder_state`) and what the last run did."""
     failed = state["micrographs_failed"]
     lines = [
         f"micrographs:   {state['micrographs_done']} of {state['micrographs_total']} done"
@@ -314,6 +308,21 @@ def info(out: str | Path) -> str:
                  f"extracted, {last.get('micrographs_reused', 0)} already done, "
                  f"in {last.get('seconds', 0)} s")
     lines += [f"warning:       {w}" for w in last.get("warnings", [])]
+    return lines
+
+
+def info(out: str | Path) -> str:
+    """A printable account of an existing output folder: its state (micrographs done, pairs
+    kept, dropped by reason and flagged, whatever run wrote them), the last run, the
+    parameters, and whether the store is whole."""
+    prov = store.read_provenance(out)
+    last = store.read_summary(out)
+    problems = store.check_output(out)
+    params = ", ".join(f"{k}={v}" for k, v in prov.get("params", {}).items())
+    if problems:  # a damaged table cannot say the folder's state: the last run's counts
+        lines = [format_summary(last)]
+    else:
+        lines = _state_lines(store.folder_state(out), last)
     lines += [
         f"parameters:    {params}",
         f"particles:     {prov.get('box_size')} px boxes, {prov.get('dtype')}, "
@@ -326,7 +335,6 @@ def info(out: str | Path) -> str:
     if record.exists():
         lines.append(f"record:        {record.resolve()} (every run's command, inputs, "
                      "versions and times)")
-    problems = store.check_output(out)
     if problems:
         lines.append(f"DAMAGED:       {len(problems)} problem(s); run the same extract command "
                      "into this folder again to repair:")

@@ -48,15 +48,16 @@ def run(args: argparse.Namespace) -> int:
     from pairextract.store import check_output, folder_state, read_summary
 
     try:
+        damaged = check_output(args.out)
         if args.json:
             data = read_summary(args.out)
-            data["state"] = folder_state(args.out)
+            # a damaged table cannot say the folder's state
+            data["state"] = None if damaged else folder_state(args.out)
             print(json.dumps(data, indent=2))
         else:
             print(info(args.out))
             for line in _watch_lines(args.out):
                 print(line)
-        damaged = check_output(args.out)
     except InputError as exc:
         print(f"pairextract info: error: {exc}", file=sys.stderr)
         return 2
