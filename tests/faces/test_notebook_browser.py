@@ -53,6 +53,9 @@ def lab(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     settings = tmp_path / "settings" / "@jupyterlab" / "notebook-extension"
     settings.mkdir(parents=True)
     (settings / "tracker.jupyterlab-settings").write_text('{"windowingMode": "none"}')
+    news = tmp_path / "settings" / "@jupyterlab" / "apputils-extension"
+    news.mkdir(parents=True)
+    (news / "notification.jupyterlab-settings").write_text('{"fetchNews": "false"}')
     env = {**os.environ, "JUPYTER_CONFIG_DIR": str(tmp_path / "config"),
            "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "settings"),
            "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
@@ -134,9 +137,6 @@ def test_quickstart_runs_in_jupyterlab_with_widgets_and_no_red_output(
             assert dataset.is_visible()
             assert "xarray.Dataset" in dataset.inner_text()
             assert page.locator(".xr-var-attrs").count() > 10
-            no_news = page.locator(".jp-toast-button:text-is('No')")  # JupyterLab's news toast
-            if no_news.count():
-                no_news.first.click()
             run_cell.scroll_into_view_if_needed()
             run_cell.screenshot(path=str(shots / "notebook-extract.png"))
             dataset.screenshot(path=str(shots / "notebook-dataset.png"))
