@@ -24,7 +24,7 @@ from pairextract.io import read_pairs
 from pairextract.io.micrograph import MicrographHeaders
 from pairextract.io.reader import PATH_OPTIONS
 from pairextract.io.shifts import Shifts, read_shifts
-from pairextract.pipeline.result import ExtractionResult
+from pairextract.pipeline.result import ExtractionResult, format_summary
 from pairextract.pipeline.run import run_extraction
 from pairextract.pipeline.watch import Watcher, WatchHandle, WatchOptions
 from pairextract.prepare.geometry import GeometryFit
@@ -390,7 +390,8 @@ def _sampling_text(samplings: dict[str, float]) -> str:
     return f"{fmt(u)} untilted, {fmt(t)} tilted"
 
 
-def _state_lines(state: dict[str, Any]) -> list[str]:
+def _state_lines(state: dict[str, Any], last: dict[str, Any]) -> list[str]:
+    """The folder's state (:func:`pairextract.store.folder_state`) and what the last run did."""
     failed = state["micrographs_failed"]
     lines = [
         f"micrographs:   {state['micrographs_done']} of {state['micrographs_total']} done"
@@ -405,6 +406,10 @@ def _state_lines(state: dict[str, Any]) -> list[str]:
     ]
     lines += [f"  {reason:<28} {n}" for reason, n in state["dropped_by_reason"].items()]
     lines.append(f"pairs flagged: {state['pairs_flagged']} (off the fitted tilt geometry)")
+    lines.append(f"last run:      {last.get('micrographs_extracted', 0)} micrograph(s) "
+                 f"extracted, {last.get('micrographs_reused', 0)} already done, "
+                 f"in {last.get('seconds', 0)} s")
+    lines += [f"warning:       {w}" for w in last.get("warnings", [])]
     return lines
 
 
@@ -413,16 +418,13 @@ def info(out: str | Path) -> str:
     kept, dropped by reason and flagged, whatever run wrote them), the last run, the
     parameters, and whether the store is whole."""
     prov = store.read_provenance(out)
-    # A damaged store's tables may not read: its state is then what check_output says.
-    problems = store.check_output(out)
     last = store.read_summary(out)
+    problems = store.check_output(out)
     params = ", ".join(f"{k}={v}" for k, v in prov.get("params", {}).items())
-    lines = (_state_lines(store.folder_state(out)) if not problems
-             else ["state:         unknown: the store is damaged (below)"])
-    lines.append(f"last run:      {last.get('micrographs_extracted', 0)} micrograph(s) "
-                 f"extracted, {last.get('micrographs_reused', 0)} already done, "
-                 f"in {last.get('seconds', 0)} s")
-    lines += [f"warning:       {w}" for w in last.get("warnings", [])]
+    if problems:  # a damaged table cannot say the folder's state: the last run's counts
+        lines = [format_summary(last)]
+    else:
+        lines = _state_lines(store.folder_state(out), last)
     lines += [
         f"parameters:    {params}",
         f"particles:     {prov.get('box_size')} px boxes, {prov.get('dtype')}, "

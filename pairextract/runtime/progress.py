@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+import io
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-__all__ = ["DONE", "announce", "done_batches", "progress_printer", "show_progress"]
+__all__ = ["DONE", "announce", "done_batches", "progress_printer", "show_progress",
+           "uses_widget", "widget_printer"]
 
 # Take finished tasks in batches of at least this many, or after waiting this long (seconds).
 BATCH_AT_LEAST = 32
@@ -120,6 +122,42 @@ def _has_widgets() -> bool:
     return True
 
 
+def uses_widget(progress: bool | str) -> bool:
+    """Whether ``progress`` is shown as a notebook widget (in a notebook, or asked with
+    ``"notebook"``, and ipywidgets installed)."""
+    return bool(progress) and (_in_notebook() or progress == "notebook") and _has_widgets()
+
+
+def widget_printer(total: int,
+                   clock: Callable[[], float] = time.perf_counter) -> Callable[[int], None]:
+    """:func:`progress_printer` as a notebook widget: a bar and a line of text (micrographs
+    done, time, ETA), displayed now and updated by the function returned.
+
+    Drawn from the run's own count of finished tasks, not by Dask's progress widget: that
+    one follows the tasks' keys on the scheduler, which a run releases as they finish (it
+    then stays empty) and which it would need held to the end.
+    """
+    import ipywidgets
+    from IPython.display import display
+
+    bar = ipywidgets.IntProgress(value=0, min=0, max=max(total, 1), bar_style="info",
+                                 description="extract")
+    label = ipywidgets.HTML()
+    display(ipywidgets.HBox([bar, label]))
+    text = io.StringIO()
+    draw = progress_printer(total, text, clock)
+
+    def show(done: int) -> None:
+        bar.value = done
+        if done >= total:
+            bar.bar_style = "success"
+        draw(done)
+        line = text.getvalue().rsplit("\r", 1)[-1]
+        label.value = line[line.index("]") + 2:].strip() if "]" in line else line.strip()
+
+    return show
+
+
 def show_progress(futures: Sequence[Any], progress: bool | str) -> Callable[[int], None] | None:
     """Start showing the progress of ``futures`` as ``progress`` asks.
 
@@ -128,28 +166,19 @@ def show_progress(futures: Sequence[Any], progress: bool | str) -> Callable[[int
     futures
         The run's futures.
     progress
-        False: nothing; ``"notebook"`` or in a notebook, with ipywidgets: Dask's widget, which
-        follows the futures itself; otherwise a text bar on standard error.
+        False: nothing; ``"notebook"`` or in a notebook, with ipywidgets: a widget
+        (:func:`widget_printer`); otherwise a text bar on standard error.
 
     Returns
     -------
     callable or None
-        For the text bar, the function to call with the number of futures done (drawn at 0
-        already); None when there is nothing to call.
+        The function to call with the number of futures done (the bar or widget is drawn at
+        0 already); None without progress.
     """
     if not progress:
         return None
-    if (_in_notebook() or progress == "notebook") and _has_widgets():
-        from distributed import progress as dask_progress
-
-        # With notebook=True Dask returns the widget without showing it (it shows itself
-        # only as a cell's last value): it must be displayed, or the user sees nothing.
-        bar = dask_progress(futures, notebook=True, multi=False)
-        from IPython.display import display
-
-        display(bar)
-        return None
-    show = progress_printer(len(futures))
+    show = widget_printer(len(futures)) if uses_widget(progress) else progress_printer(
+        len(futures))
     show(0)
     return show
 

@@ -17,6 +17,7 @@ dropped.parquet        every coordinate pair that was not kept, with its reason
 micrographs.parquet    micrograph pairs with given and fitted tilt angles
 summary.json           counts, timings, output path
 watch.json             the state of a ``watch`` service (open/closed, counts)
+note.txt, run.log      the record of every run into the folder (appended, never cleared)
 _work/                 layout.json and a journal (journal-*.part) per worker process:
                        what each finished micrograph gave (resume)
 .lock                  held while a run writes into OUT
@@ -25,7 +26,9 @@ _work/                 layout.json and a journal (journal-*.part) per worker pro
 
 Modules: :mod:`.folder` (the folder, its marker and lock, atomic writes), :mod:`.layout`
 (jobs and their slots), :mod:`.shards` (the particle files), :mod:`.journal` (what each job
-found), :mod:`.verify` (resume and damage), :mod:`.reader` (everything that reads an output).
+found), :mod:`.verify` (resume and damage), :mod:`.reader` (everything that reads an output),
+:mod:`.cfattrs` (the Dataset's CF attributes), :mod:`.record` (the run's ``note.txt`` and
+``run.log``).
 """
 
 from __future__ import annotations

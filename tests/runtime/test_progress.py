@@ -204,3 +204,23 @@ def test_text_bar_estimates_the_time_left_from_the_rate_so_far() -> None:
 
 def test_no_progress_shows_nothing() -> None:
     assert show_progress([], False) is None
+
+
+def test_notebook_widget_counts_micrographs_with_an_eta() -> None:
+    pytest.importorskip("ipywidgets")
+    from pairextract.runtime.progress import widget_printer
+
+    now = [0.0]
+    show = widget_printer(4, clock=lambda: now[0])
+    show(0)
+    now[0] = 10.0
+    show(1)
+    # the bar and its label: the widget's children as displayed
+    assert show.__closure__ is not None
+    cells = {type(c.cell_contents).__name__: c.cell_contents for c in show.__closure__}
+    bar, label = cells["IntProgress"], cells["HTML"]
+    assert (bar.value, bar.max) == (1, 4)
+    assert label.value == "1/4 micrographs 10 s, ETA 30 s"
+    show(4)
+    assert bar.value == 4 and bar.bar_style == "success"
+    assert label.value == "4/4 micrographs 10 s"

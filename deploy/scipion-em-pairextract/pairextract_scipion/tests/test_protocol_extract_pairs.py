@@ -22,7 +22,7 @@ import mrcfile
 import numpy as np
 import xmippLib  # Xmipp's image library, installed with scipion-em (pyxmipp3)
 from pwem.protocols import ProtImportCoordinatesPairs, ProtImportCTF, ProtImportMicrographsTiltPairs
-from pyworkflow.protocol import STATUS_ABORTED, STATUS_FAILED, STATUS_FINISHED, STATUS_NEW
+from pyworkflow.protocol import STATUS_ABORTED, STATUS_FAILED, STATUS_FINISHED
 from pyworkflow.tests import BaseTest, setupTestProject
 
 from pairextract_scipion import Plugin
@@ -276,24 +276,29 @@ class TestPairextractExtractPairs(BaseTest):
     def test_continue_after_a_failed_export(self):
         prot = self.newExtraction("export failed, then continued")
         self.setCTFs(prot)
+        self.proj.saveProtocol(prot)  # its folder is known from now on
+        # A file the export must not replace (not pairextract's) makes the export step fail.
+        foreign = prot._getExtraPath("xmipp", "images_tilted.xmd")
+        os.makedirs(os.path.dirname(foreign))
+        with open(foreign, "w") as f:
+            f.write("# mine\n")
+        with self.assertRaisesRegex(Exception, "execution failed"):
+            self.launchProtocol(prot)
+        self.assertEqual(prot.getStatus(), STATUS_FAILED)
+        self.assertIn("not written by pairextract", prot.getErrorMessage())
+        with open(foreign) as f:
+            self.assertEqual(f.read(), "# mine\n")
+        os.remove(foreign)  # the user moves it away; Continue exports and registers the output
         self.launchProtocol(prot)
-        # As an export step that failed half way: the export folder holds the plugin's own
-        # earlier files (one missing), the export step failed and the output step never ran.
-        os.remove(prot._getExtraPath("xmipp", "images_tilted.xmd"))
-        failed = {"exportStep": STATUS_FAILED, "createOutputStep": STATUS_NEW}
-
-        def fail(step):
-            status = failed.get(step.funcName.get())
-            if status:
-                step.setStatus(status)
-
-        prot._updateSteps(fail)
-        prot.setFailed("pairextract export: error: (made to fail by the test)")
-        self.proj._storeProtocol(prot)
-        self.launchProtocol(prot)  # Continue
         self.assertEqual(prot.getStatus(), STATUS_FINISHED)
-        self.assertTrue(os.path.exists(prot._getExtraPath("xmipp", "images_tilted.xmd")))
+        # the extraction finished in the failed run: Continue does not run it again
         self.assertEqual(prot.getRunSummary()["micrographs_extracted"], 2 * N_MIC_PAIRS)
+        self.assertOutputEqualsReference(prot, self.reference, sampling=2.0, flipped=True)
+        # An option that changes the pair index reruns the export into the protocol's own
+        # export, which it replaces (pairextract export --force).
+        prot.residualThreshold.set(50.0)
+        self.launchProtocol(prot)
+        self.assertEqual(prot.getStatus(), STATUS_FINISHED)
         self.assertOutputEqualsReference(prot, self.reference, sampling=2.0, flipped=True)
 
     def test_extract_on_a_running_scheduler(self):
