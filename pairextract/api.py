@@ -405,7 +405,8 @@ def _state_lines(state: dict[str, Any], last: dict[str, Any]) -> list[str]:
         f"pairs dropped: {state['pairs_dropped']}",
     ]
     lines += [f"  {reason:<28} {n}" for reason, n in state["dropped_by_reason"].items()]
-    lines.append(f"pairs flagged: {state['pairs_flagged']} (off the fitted tilt geometry)")
+    lines.append(f"pairs flagged: {state['pairs_flagged']} off the fitted tilt geometry (likely "
+                 "wrong partners; kept unless extracted with --drop-flagged)")
     lines.append(f"last run:      {last.get('micrographs_extracted', 0)} micrograph(s) "
                  f"extracted, {last.get('micrographs_reused', 0)} already done, "
                  f"in {last.get('seconds', 0)} s")

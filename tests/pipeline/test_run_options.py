@@ -67,10 +67,10 @@ def test_flagged_pairs_are_never_silent(swapped: object, client: object, tmp_pat
     assert set(table.loc[table["flagged"], "pair_id"]) == bad
     from pairextract.api import info
 
-    assert f"{len(bad)} pairs flagged off the tilt geometry" in info(out)
+    assert f"pairs flagged: {len(bad)} off the fitted tilt geometry" in info(out)
     del summary["pairs_flagged"]  # a folder written before the count: read from the table
     (out / "summary.json").write_text(json.dumps(summary))
-    assert f"{len(bad)} pairs flagged off the tilt geometry" in info(out)
+    assert f"pairs flagged: {len(bad)} off the fitted tilt geometry" in info(out)
     for fmt in ("relion", "xmipp"):
         dest = tmp_path / fmt
         assert main(["export", str(out), "--to", fmt, str(dest)]) == 0
