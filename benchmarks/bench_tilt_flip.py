@@ -67,8 +67,17 @@ def correlation(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b / math.sqrt((a @ a) * (b @ b)))
 
 
+# Particle fields: (particles, least spacing in boxes, micrograph side). ``issue``: the issue's
+# count of far (> 450 px, 32) and near (< 150 px, 13) particles on 2048² needs about 85
+# particles, so the generator's default spacing (0.6 box; nearest neighbour ~110 px); ``dense``:
+# 45 particles kept 2.5 boxes apart (nearest neighbour ~220 px); ``sparse``: isolated particles
+# (4 boxes = 512 px apart on 4096², beyond the reach of a neighbour's padded flip).
+FIELDS = {"issue": (85, 0.6, 2048), "dense": (45, 2.5, 2048), "sparse": (40, 4.0, 4096)}
+
+
 def render(root: Path, tilt: float, axis: float, seed: int, noise: float = 0.0,
-           sign: int = 1, particles: int = 45, shape: tuple[int, int] = (2048, 2048)):  # type: ignore[no-untyped-def]
+           sign: int = 1, particles: int = 45, shape: tuple[int, int] = (2048, 2048),
+           spacing: float = 2.5):  # type: ignore[no-untyped-def]
     """A rendered pair whose tilted micrograph has CTFFIND5 axis ``axis`` and tilt ``tilt``."""
     # CTFFIND5's axis A is Xmipp's angleY2 - 90 (pairextract.ops.tilt.axis_from_xmipp).
     return make_dataset(root, n_mic_pairs=1, shape=shape, particles_per_pair=particles,
@@ -76,12 +85,15 @@ def render(root: Path, tilt: float, axis: float, seed: int, noise: float = 0.0,
                         axis_angles=(axis + 71.0, axis + 90.0),
                         defocus=(21000.0, 20600.0, 30.0), amplitude_contrast=0.07,
                         noise_sigma=noise, n_edge=0, n_hot_pixels=0, tilt_defocus_sign=sign,
-                        atoms=400, spacing=2.5, seed=seed)
+                        atoms=400, spacing=spacing, seed=seed)
 
 
-def measure(tilt: float, axis: float, seed: int) -> dict[str, tuple[float, float, int, int]]:
+def measure(tilt: float, axis: float, seed: int, field: str = "issue"
+            ) -> dict[str, tuple[float, float, int, int]]:
+    particles, spacing, side = FIELDS[field]
     with tempfile.TemporaryDirectory() as tmp:
-        data = render(Path(tmp), tilt, axis, seed)
+        data = render(Path(tmp), tilt, axis, seed, particles=particles, shape=(side, side),
+                      spacing=spacing)
         truth = data.truth
         name = "mics/t001.mrc"
         mic = read_micrograph(data.micrographs_t[0])
@@ -208,19 +220,31 @@ def main() -> None:
                     help="TILT:AXIS (CTFFIND5's axis angle), degrees")
     ap.add_argument("--seed", type=int, default=5)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--fields", nargs="+", default=["issue", "dense"], choices=sorted(FIELDS),
+                    help="particle fields to render (issue: the issue's density; dense: "
+                    "the stress case; sparse: isolated particles)")
     ap.add_argument("--no-cost", action="store_true")
     args = ap.parse_args()
-    print(f"median correlation with the ideal, {BAND[0]:g}–{BAND[1]:g} Å band; "
-          "far > 450 px / near < 150 px from the axis")
-    print(f"{'tilt':>5} {'axis':>5}  {'mode':<10} {'far':>7} {'near':>7}  (n far, near)")
-    for case in args.cases:
-        tilt, axis = (float(v) for v in case.split(":"))
-        res = measure(tilt, axis, args.seed)
-        for mode in ("whole", "ctf", "geometry", "true/1x", "true/2x"):
-            far, near, nf, nn = res[mode]
-            print(f"{tilt:5.0f} {axis:5.0f}  {mode:<10} {far:7.3f} {near:7.3f}  ({nf}, {nn})")
+    for field in args.fields:
+        table(field, args.cases, args.seed)
     if not args.no_cost:
         cost(args.repeat)
+
+
+def table(field: str, cases: list[str], seed: int) -> None:
+    """Print the correlation table of one particle field."""
+    particles, spacing, side = FIELDS[field]
+    print(f"\n{field}: {particles} particles >= {spacing:g} boxes apart on {side}²; median "
+          f"correlation with the ideal, {BAND[0]:g}–{BAND[1]:g} Å band; "
+          "far > 450 px / near < 150 px from the axis")
+    print(f"{'tilt':>5} {'axis':>5}  {'mode':<10} {'far':>7} {'near':>7}  (n far, near)")
+    for case in cases:
+        tilt, axis = (float(v) for v in case.split(":"))
+        res = measure(tilt, axis, seed, field)
+        for mode in ("whole", "ctf", "geometry", "true/1x", "true/2x"):
+            far, near, nf, nn = res[mode]
+            print(f"{tilt:5.0f} {axis:5.0f}  {mode:<10} {far:7.3f} {near:7.3f}  ({nf}, {nn})",
+                  flush=True)
 
 
 if __name__ == "__main__":
