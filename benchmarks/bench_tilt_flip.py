@@ -16,11 +16,17 @@ wrong defocus flips the CTF's sign, far from the axis (> 450 px) and near it (< 
 - ``true/1x``: ``ops.flip_boxes`` with the true defoci and the old padding (one delocalisation
   at Nyquist + 8 px, no taper), ``true/2x``: the same with the default padding rule.
 
-Then the cost of a 4096² micrograph with 400 boxes of 128 px (time of the flip alone, best of
-``--repeat``): the whole flip, the per-box flip with the old and with the new padding. Usage::
+Three particle fields (``--fields``): ``issue`` (default; the issue's 32 far / 13 near needs
+about 85 particles on 2048², nearest neighbour ~110 px), ``dense`` (45 particles >= 2.5 boxes
+apart, the stress case of the first measurement) and ``sparse`` (isolated particles, 4 boxes
+apart on 4096²).
 
-    PYTHONPATH=$PWD python benchmarks/bench_tilt_flip.py             # 4 cases, ~3 min
-    PYTHONPATH=$PWD python benchmarks/bench_tilt_flip.py --cases 48:62 --no-cost
+Then the cost of a 4096² micrograph with 400 boxes of 128 px and with 300 of 256 px (time of
+the flip alone, best of ``--repeat``): the whole flip and the per-box flip. Usage::
+
+    PYTHONPATH=$PWD python benchmarks/bench_tilt_flip.py             # ~15 min
+    PYTHONPATH=$PWD python benchmarks/bench_tilt_flip.py --fields sparse --cases 48:62 --no-cost
+    PYTHONPATH=/other/checkout python benchmarks/bench_tilt_flip.py --cost-only   # compare
 """
 
 from __future__ import annotations
@@ -185,25 +191,23 @@ def _old_flip_boxes(work: np.ndarray, xy: np.ndarray, ctf: CTF, offsets: np.ndar
     return out
 
 
-def cost(repeat: int) -> None:
-    """Seconds per 4096² micrograph with 400 boxes of 128 px at 48° (flip only)."""
+def cost(repeat: int, box: int, n: int) -> None:
+    """Seconds per 4096² micrograph with ``n`` boxes of ``box`` px at 48° (flip only)."""
     rng = np.random.default_rng(0)
     img = rng.standard_normal((4096, 4096)).astype(np.float32)
-    xy = rng.integers(600, 3500, (400, 2))
+    xy = rng.integers(600, 3500, (n, 2))
     ctf = CTF(21000.0, 20600.0, 30.0, 300.0, 2.7, 0.07)
     offsets = (xy[:, 0] - 2048) * SAMPLING * math.tan(math.radians(48.0))
     args = (ctf.defocus_angle, ctf.voltage, ctf.cs, ctf.amplitude_contrast)
     worst = ctf.defocus_u + float(np.abs(offsets).max())
-    old = int(math.ceil(ctf_delocalisation(ctf.voltage, worst, ctf.cs, SAMPLING))) + 8
     new = flip_padding(ctf.voltage, worst, ctf.cs, SAMPLING)
     runs = {
         "whole flip (Xmipp)": lambda: phase_flip(img, SAMPLING, ctf.defocus_u,
                                                  ctf.defocus_v, *args),
-        f"per box, old pad {old} px": lambda: _old_flip_boxes(img, xy, ctf, offsets, old),
-        f"per box, new pad {new} px (taper)": lambda: flip_boxes(
-            img, xy, BOX, SAMPLING, ctf.defocus_u + offsets, ctf.defocus_v + offsets, *args),
+        f"per box, pad {new} px (taper)": lambda: flip_boxes(
+            img, xy, box, SAMPLING, ctf.defocus_u + offsets, ctf.defocus_v + offsets, *args),
     }
-    print(f"\ncost per 4096² micrograph, 400 boxes of {BOX} px, 48°, 2.1 µm at "
+    print(f"\ncost per 4096² micrograph, {n} boxes of {box} px, 48°, 2.1 µm at "
           f"{SAMPLING} Å/px (best of {repeat}):")
     for label, fn in runs.items():
         times = []
@@ -211,7 +215,7 @@ def cost(repeat: int) -> None:
             t0 = time.perf_counter()
             fn()
             times.append(time.perf_counter() - t0)
-        print(f"  {label:<34} {min(times):6.2f} s")
+        print(f"  {label:<34} {min(times):6.2f} s", flush=True)
 
 
 def main() -> None:
@@ -224,11 +228,14 @@ def main() -> None:
                     help="particle fields to render (issue: the issue's density; dense: "
                     "the stress case; sparse: isolated particles)")
     ap.add_argument("--no-cost", action="store_true")
+    ap.add_argument("--cost-only", action="store_true",
+                    help="only the cost (run it with PYTHONPATH of another checkout to compare)")
     args = ap.parse_args()
-    for field in args.fields:
+    for field in [] if args.cost_only else args.fields:
         table(field, args.cases, args.seed)
     if not args.no_cost:
-        cost(args.repeat)
+        cost(args.repeat, BOX, 400)
+        cost(args.repeat, 256, 300)
 
 
 def table(field: str, cases: list[str], seed: int) -> None:
