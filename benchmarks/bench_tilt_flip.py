@@ -24,7 +24,7 @@ apart on 4096²).
 Then the cost of a 4096² micrograph with 400 boxes of 128 px and with 300 of 256 px (time of
 the flip alone, best of ``--repeat``): the whole flip and the per-box flip. Usage::
 
-    PYTHONPATH=$PWD python benchmarks/bench_tilt_flip.py             # ~15 min
+    PYTHONPATH=$PWD python benchmarks/bench_tilt_flip.py             # ~8 min, busy 2 cores
     PYTHONPATH=$PWD python benchmarks/bench_tilt_flip.py --fields sparse --cases 48:62 --no-cost
     PYTHONPATH=/other/checkout python benchmarks/bench_tilt_flip.py --cost-only   # compare
 """
