@@ -77,15 +77,17 @@ def _chi_rows(rows: NDArray[np.int64], shape: tuple[int, int], sampling: float,
     return chi
 
 
-def _ctf_negative(chi: NDArray[np.float64], k3: float) -> NDArray[np.bool_]:
+def _ctf_negative(chi: NDArray[np.float64], k3: float, overwrite: bool = False
+                  ) -> NDArray[np.bool_]:
     """``CTF < 0`` without sin/cos.
 
     ``CTF = -(sqrt(1-Q0^2) sin chi - Q0 cos chi) = -sin(chi - K3)`` with
     ``K3 = atan2(Q0, sqrt(1-Q0^2))``, so ``CTF < 0`` iff ``chi - K3`` lies strictly inside
     ``(0, pi)`` modulo ``2 pi``. Only coefficients whose CTF is zero to rounding may differ
-    from evaluating the sines, and those carry no signal either way.
+    from evaluating the sines, and those carry no signal either way. ``overwrite``: ``chi``
+    may be used as the work buffer (the same numbers, one temporary less).
     """
-    t = chi - k3
+    t = np.subtract(chi, k3, out=chi if overwrite else None)
     t *= 1.0 / (2.0 * math.pi)
     t -= np.floor(t)
     return (t > 0.0) & (t < 0.5)
@@ -153,7 +155,7 @@ def ctf_negative_stack(shape: tuple[int, int], sampling: float, defocus_u: Array
     k3 = math.atan2(q0, math.sqrt(1.0 - q0 * q0))
     chi = _chi_rows(np.arange(h), (h, w), sampling, du, dv, defocus_angle, voltage, cs,
                     phase_shift)
-    return _ctf_negative(chi, k3)
+    return _ctf_negative(chi, k3, overwrite=True)
 
 
 def _check_flip(shape: tuple[int, ...], sampling: float) -> tuple[int, int]:
