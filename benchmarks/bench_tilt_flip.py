@@ -16,11 +16,17 @@ wrong defocus flips the CTF's sign, far from the axis (> 450 px) and near it (< 
 - ``true/1x``: ``ops.flip_boxes`` with the true defoci and the old padding (one delocalisation
   at Nyquist + 8 px, no taper), ``true/2x``: the same with the default padding rule.
 
-Then the cost of a 4096² micrograph with 400 boxes of 128 px (time of the flip alone, best of
-``--repeat``): the whole flip, the per-box flip with the old and with the new padding. Usage::
+Three particle fields (``--fields``): ``issue`` (default; the issue's 32 far / 13 near needs
+about 85 particles on 2048², nearest neighbour ~110 px), ``dense`` (45 particles >= 2.5 boxes
+apart, the stress case of the first measurement) and ``sparse`` (isolated particles, 4 boxes
+apart on 4096²).
 
-    PYTHONPATH=$PWD python benchmarks/bench_tilt_flip.py             # 4 cases, ~3 min
-    PYTHONPATH=$PWD python benchmarks/bench_tilt_flip.py --cases 48:62 --no-cost
+Then the cost of a 4096² micrograph with 400 boxes of 128 px and with 300 of 256 px (time of
+the flip alone, best of ``--repeat``): the whole flip and the per-box flip. Usage::
+
+    PYTHONPATH=$PWD python benchmarks/bench_tilt_flip.py             # ~8 min, busy 2 cores
+    PYTHONPATH=$PWD python benchmarks/bench_tilt_flip.py --fields sparse --cases 48:62 --no-cost
+    PYTHONPATH=/other/checkout python benchmarks/bench_tilt_flip.py --cost-only   # compare
 """
 
 from __future__ import annotations
@@ -67,8 +73,17 @@ def correlation(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b / math.sqrt((a @ a) * (b @ b)))
 
 
+# Particle fields: (particles, least spacing in boxes, micrograph side). ``issue``: the issue's
+# count of far (> 450 px, 32) and near (< 150 px, 13) particles on 2048² needs about 85
+# particles, so the generator's default spacing (0.6 box; nearest neighbour ~110 px); ``dense``:
+# 45 particles kept 2.5 boxes apart (nearest neighbour ~220 px); ``sparse``: isolated particles
+# (4 boxes = 512 px apart on 4096², beyond the reach of a neighbour's padded flip).
+FIELDS = {"issue": (85, 0.6, 2048), "dense": (45, 2.5, 2048), "sparse": (40, 4.0, 4096)}
+
+
 def render(root: Path, tilt: float, axis: float, seed: int, noise: float = 0.0,
-           sign: int = 1, particles: int = 45, shape: tuple[int, int] = (2048, 2048)):  # type: ignore[no-untyped-def]
+           sign: int = 1, particles: int = 45, shape: tuple[int, int] = (2048, 2048),
+           spacing: float = 2.5):  # type: ignore[no-untyped-def]
     """A rendered pair whose tilted micrograph has CTFFIND5 axis ``axis`` and tilt ``tilt``."""
     # CTFFIND5's axis A is Xmipp's angleY2 - 90 (pairextract.ops.tilt.axis_from_xmipp).
     return make_dataset(root, n_mic_pairs=1, shape=shape, particles_per_pair=particles,
@@ -76,12 +91,15 @@ def render(root: Path, tilt: float, axis: float, seed: int, noise: float = 0.0,
                         axis_angles=(axis + 71.0, axis + 90.0),
                         defocus=(21000.0, 20600.0, 30.0), amplitude_contrast=0.07,
                         noise_sigma=noise, n_edge=0, n_hot_pixels=0, tilt_defocus_sign=sign,
-                        atoms=400, spacing=2.5, seed=seed)
+                        atoms=400, spacing=spacing, seed=seed)
 
 
-def measure(tilt: float, axis: float, seed: int) -> dict[str, tuple[float, float, int, int]]:
+def measure(tilt: float, axis: float, seed: int, field: str = "issue"
+            ) -> dict[str, tuple[float, float, int, int]]:
+    particles, spacing, side = FIELDS[field]
     with tempfile.TemporaryDirectory() as tmp:
-        data = render(Path(tmp), tilt, axis, seed)
+        data = render(Path(tmp), tilt, axis, seed, particles=particles, shape=(side, side),
+                      spacing=spacing)
         truth = data.truth
         name = "mics/t001.mrc"
         mic = read_micrograph(data.micrographs_t[0])
@@ -173,25 +191,23 @@ def _old_flip_boxes(work: np.ndarray, xy: np.ndarray, ctf: CTF, offsets: np.ndar
     return out
 
 
-def cost(repeat: int) -> None:
-    """Seconds per 4096² micrograph with 400 boxes of 128 px at 48° (flip only)."""
+def cost(repeat: int, box: int, n: int) -> None:
+    """Seconds per 4096² micrograph with ``n`` boxes of ``box`` px at 48° (flip only)."""
     rng = np.random.default_rng(0)
     img = rng.standard_normal((4096, 4096)).astype(np.float32)
-    xy = rng.integers(600, 3500, (400, 2))
+    xy = rng.integers(600, 3500, (n, 2))
     ctf = CTF(21000.0, 20600.0, 30.0, 300.0, 2.7, 0.07)
     offsets = (xy[:, 0] - 2048) * SAMPLING * math.tan(math.radians(48.0))
     args = (ctf.defocus_angle, ctf.voltage, ctf.cs, ctf.amplitude_contrast)
     worst = ctf.defocus_u + float(np.abs(offsets).max())
-    old = int(math.ceil(ctf_delocalisation(ctf.voltage, worst, ctf.cs, SAMPLING))) + 8
     new = flip_padding(ctf.voltage, worst, ctf.cs, SAMPLING)
     runs = {
         "whole flip (Xmipp)": lambda: phase_flip(img, SAMPLING, ctf.defocus_u,
                                                  ctf.defocus_v, *args),
-        f"per box, old pad {old} px": lambda: _old_flip_boxes(img, xy, ctf, offsets, old),
-        f"per box, new pad {new} px (taper)": lambda: flip_boxes(
-            img, xy, BOX, SAMPLING, ctf.defocus_u + offsets, ctf.defocus_v + offsets, *args),
+        f"per box, pad {new} px (taper)": lambda: flip_boxes(
+            img, xy, box, SAMPLING, ctf.defocus_u + offsets, ctf.defocus_v + offsets, *args),
     }
-    print(f"\ncost per 4096² micrograph, 400 boxes of {BOX} px, 48°, 2.1 µm at "
+    print(f"\ncost per 4096² micrograph, {n} boxes of {box} px, 48°, 2.1 µm at "
           f"{SAMPLING} Å/px (best of {repeat}):")
     for label, fn in runs.items():
         times = []
@@ -199,7 +215,7 @@ def cost(repeat: int) -> None:
             t0 = time.perf_counter()
             fn()
             times.append(time.perf_counter() - t0)
-        print(f"  {label:<34} {min(times):6.2f} s")
+        print(f"  {label:<34} {min(times):6.2f} s", flush=True)
 
 
 def main() -> None:
@@ -208,19 +224,34 @@ def main() -> None:
                     help="TILT:AXIS (CTFFIND5's axis angle), degrees")
     ap.add_argument("--seed", type=int, default=5)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--fields", nargs="+", default=["issue", "dense"], choices=sorted(FIELDS),
+                    help="particle fields to render (issue: the issue's density; dense: "
+                    "the stress case; sparse: isolated particles)")
     ap.add_argument("--no-cost", action="store_true")
+    ap.add_argument("--cost-only", action="store_true",
+                    help="only the cost (run it with PYTHONPATH of another checkout to compare)")
     args = ap.parse_args()
-    print(f"median correlation with the ideal, {BAND[0]:g}–{BAND[1]:g} Å band; "
+    for field in [] if args.cost_only else args.fields:
+        table(field, args.cases, args.seed)
+    if not args.no_cost:
+        cost(args.repeat, BOX, 400)
+        cost(args.repeat, 256, 300)
+
+
+def table(field: str, cases: list[str], seed: int) -> None:
+    """Print the correlation table of one particle field."""
+    particles, spacing, side = FIELDS[field]
+    print(f"\n{field}: {particles} particles >= {spacing:g} boxes apart on {side}²; median "
+          f"correlation with the ideal, {BAND[0]:g}–{BAND[1]:g} Å band; "
           "far > 450 px / near < 150 px from the axis")
     print(f"{'tilt':>5} {'axis':>5}  {'mode':<10} {'far':>7} {'near':>7}  (n far, near)")
-    for case in args.cases:
+    for case in cases:
         tilt, axis = (float(v) for v in case.split(":"))
-        res = measure(tilt, axis, args.seed)
+        res = measure(tilt, axis, seed, field)
         for mode in ("whole", "ctf", "geometry", "true/1x", "true/2x"):
             far, near, nf, nn = res[mode]
-            print(f"{tilt:5.0f} {axis:5.0f}  {mode:<10} {far:7.3f} {near:7.3f}  ({nf}, {nn})")
-    if not args.no_cost:
-        cost(args.repeat)
+            print(f"{tilt:5.0f} {axis:5.0f}  {mode:<10} {far:7.3f} {near:7.3f}  ({nf}, {nn})",
+                  flush=True)
 
 
 if __name__ == "__main__":

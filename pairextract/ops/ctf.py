@@ -38,13 +38,16 @@ def electron_wavelength(voltage_kv: float) -> float:
 
 
 def _chi_rows(rows: NDArray[np.int64], shape: tuple[int, int], sampling: float,
-              defocus_u: float, defocus_v: float, defocus_angle: float, voltage: float,
-              cs: float, phase_shift: float | None) -> NDArray[np.float64]:
+              defocus_u: float | NDArray[np.float64], defocus_v: float | NDArray[np.float64],
+              defocus_angle: float, voltage: float, cs: float, phase_shift: float | None
+              ) -> NDArray[np.float64]:
     """Xmipp's phase ``chi`` on rows ``rows`` of the half plane.
 
     ``df(theta) * u^2`` is expanded as a quadratic form in ``fx, fy``
     (``u^2 cos(2(theta - alpha)) = (fx^2 - fy^2) cos(2 alpha) + 2 fx fy sin(2 alpha)``), which
     is the same function without an ``atan2`` over the plane and is 0 at DC by itself.
+    Defoci given as 1-D arrays (``m`` values) give ``(m, rows, W//2+1)``: the same operations
+    in the same order per image, so each image's ``chi`` has the bits of a scalar call.
     """
     h, w = shape
     tm = float(sampling)
@@ -55,8 +58,12 @@ def _chi_rows(rows: NDArray[np.int64], shape: tuple[int, int], sampling: float,
     k1 = math.pi * lam
     k2 = math.pi / 2.0 * float(cs) * 1e7 * lam ** 3
     alpha = math.radians(float(defocus_angle))
-    mean = -(float(defocus_u) + float(defocus_v)) / 2.0  # Xmipp-internal: negative underfocus
-    dev = -(float(defocus_u) - float(defocus_v)) / 2.0
+    du = np.asarray(defocus_u, dtype=np.float64)
+    dv = np.asarray(defocus_v, dtype=np.float64)
+    if du.ndim:  # one defocus per image of a stack, against the (rows, cols) grid
+        du, dv = du.reshape(-1, 1, 1), dv.reshape(-1, 1, 1)
+    mean = -(du + dv) / 2.0  # Xmipp-internal: negative underfocus
+    dev = -(du - dv) / 2.0
     c2 = math.cos(2.0 * alpha)
     s2 = math.sin(2.0 * alpha)
     fx2 = fx * fx
@@ -70,15 +77,17 @@ def _chi_rows(rows: NDArray[np.int64], shape: tuple[int, int], sampling: float,
     return chi
 
 
-def _ctf_negative(chi: NDArray[np.float64], k3: float) -> NDArray[np.bool_]:
+def _ctf_negative(chi: NDArray[np.float64], k3: float, overwrite: bool = False
+                  ) -> NDArray[np.bool_]:
     """``CTF < 0`` without sin/cos.
 
     ``CTF = -(sqrt(1-Q0^2) sin chi - Q0 cos chi) = -sin(chi - K3)`` with
     ``K3 = atan2(Q0, sqrt(1-Q0^2))``, so ``CTF < 0`` iff ``chi - K3`` lies strictly inside
     ``(0, pi)`` modulo ``2 pi``. Only coefficients whose CTF is zero to rounding may differ
-    from evaluating the sines, and those carry no signal either way.
+    from evaluating the sines, and those carry no signal either way. ``overwrite``: ``chi``
+    may be used as the work buffer (the same numbers, one temporary less).
     """
-    t = chi - k3
+    t = np.subtract(chi, k3, out=chi if overwrite else None)
     t *= 1.0 / (2.0 * math.pi)
     t -= np.floor(t)
     return (t > 0.0) & (t < 0.5)
@@ -128,6 +137,25 @@ def _flip_where_negative(shape: tuple[int, int], sampling: float, defocus_u: flo
             np.negative(part, out=part, where=_ctf_negative(chi, k3))
 
     return apply
+
+
+def ctf_negative_stack(shape: tuple[int, int], sampling: float, defocus_u: ArrayLike,
+                       defocus_v: ArrayLike, defocus_angle: float, voltage: float, cs: float,
+                       amplitude_contrast: float, phase_shift: float | None = None
+                       ) -> NDArray[np.bool_]:
+    """Where the CTF of each of ``m`` images is < 0, on the r2c half plane: ``(m, H, W//2+1)``.
+
+    ``defocus_u``, ``defocus_v``: ``(m,)`` Å, one per image (the rest shared); the same test,
+    bit for bit, as :func:`phase_flip` of each image alone.
+    """
+    h, w = _check_flip(tuple(shape), sampling)
+    du = np.asarray(defocus_u, dtype=np.float64).reshape(-1)
+    dv = np.asarray(defocus_v, dtype=np.float64).reshape(-1)
+    q0 = float(amplitude_contrast)
+    k3 = math.atan2(q0, math.sqrt(1.0 - q0 * q0))
+    chi = _chi_rows(np.arange(h), (h, w), sampling, du, dv, defocus_angle, voltage, cs,
+                    phase_shift)
+    return _ctf_negative(chi, k3, overwrite=True)
 
 
 def _check_flip(shape: tuple[int, ...], sampling: float) -> tuple[int, int]:
