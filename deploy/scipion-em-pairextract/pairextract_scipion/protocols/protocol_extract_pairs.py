@@ -204,7 +204,7 @@ class ProtPairextractExtractPairs(ProtExtractParticlesPair):
         # extracted, not on where it ran, so Continue after a changed Dask setting reruns
         # (resumes, all done) the extraction alone.
         args = self._protocolArgs()
-        if self._inputStreamOpen():
+        if self._streaming():
             # One long step follows the input and publishes the output as it grows (as
             # pyworkflow's ProtStreamingBase steps generator does): the serial executor calls
             # _stepsCheck only between steps, never while one runs.
@@ -579,12 +579,22 @@ class ProtPairextractExtractPairs(ProtExtractParticlesPair):
     # --------------------------- helpers of streaming ------------------------------------------
     _STREAM_POLL = 2  # seconds between looks at the input and at watch's output
 
+    def _streaming(self):
+        """Whether this run follows its input: the input is open, or an earlier run of this
+        protocol followed it (a Continue after the input closed goes on with the same steps
+        and the output it published; Restart empties the folder first)."""
+        return os.path.exists(self._pairextractPath("watch.json")) or self._inputStreamOpen()
+
     def _inputStreamOpen(self):
         """Whether the input coordinates are still being written: either view's set, as its
         own sqlite says (where a streaming protocol updates it), has its stream open."""
         coords = self.getCoords()
-        return any(self._freshSet(SetOfCoordinates, s).isStreamOpen()
-                   for s in (coords.getUntilted(), coords.getTilted()))
+        states = []
+        for coord_set in (coords.getUntilted(), coords.getTilted()):
+            fresh = self._freshSet(SetOfCoordinates, coord_set)
+            states.append(fresh.isStreamOpen())
+            fresh.close()
+        return any(states)
 
     @staticmethod
     def _freshSet(cls, item_set):
@@ -644,7 +654,9 @@ class ProtPairextractExtractPairs(ProtExtractParticlesPair):
                 self.info(f"{len(new)} new coordinate pair(s) given to pairextract watch "
                           f"({len(written)} in all)")
         self._writeCTFs(mic_pairs, fresh=True)
-        if closed:
+        if closed and not getattr(self, "_closedInputWarned", False):
+            # the input complete: said once, as the batch conversion says it
+            self._closedInputWarned = True
             for w in warnings:
                 self.warning(w)
         return closed

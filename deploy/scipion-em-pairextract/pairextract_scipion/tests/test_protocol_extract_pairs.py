@@ -472,7 +472,14 @@ class TestPairextractExtractPairs(BaseTest):
         # The pairs (ids, coordinates, CTFs, images) of the batch run of the final input.
         self.assertOutputEqualsReference(prot, self.reference, sampling=2.0, flipped=True,
                                          coords=pairs)
-        self.assertGreater(len(os.listdir(prot._getExtraPath("xmipp"))), 2)  # parts
+        parts = sorted(os.listdir(prot._getExtraPath("xmipp")))
+        self.assertGreater(len([p for p in parts if p.startswith("part-")]), 1)
+        # Continue once the input is closed: the same (streaming) steps, all done; the
+        # output stays as published, no batch export beside it.
+        self.launchProtocol(prot)
+        self.assertEqual(sorted(os.listdir(prot._getExtraPath("xmipp"))), parts)
+        self.assertEqual(prot.outputParticlesTiltPair.getSize(), output.getSize())
+        self.assertTrue(prot.outputParticlesTiltPair.isStreamClosed())
 
     def test_pairextract_error_is_the_protocol_error(self):
         # Phase flip where one untilted micrograph has no CTF: pairextract refuses up front.
