@@ -2,6 +2,7 @@
 
 import os
 import shlex
+import signal
 import subprocess
 import time
 
@@ -301,8 +302,9 @@ class ProtPairextractExtractPairs(ProtExtractParticlesPair):
                    f"2> >(tee {shlex.quote(errors)} >&2); status=$?; wait $!; exit $status")
         self.info(f"Running: {command}")
         self._syncStreamInput(written)  # the table exists before watch looks at it
+        # a session of its own: the bash, watch and tee are signalled together below
         process = subprocess.Popen(command, shell=True, executable="/bin/bash",
-                                   env=Plugin.getEnviron(), cwd=self.getWorkingDir() or None)
+                                   env=Plugin.getEnviron(), start_new_session=True)
         published_at = None
         try:
             while True:
@@ -320,8 +322,8 @@ class ProtPairextractExtractPairs(ProtExtractParticlesPair):
                     open(stop, "w").close()
                 time.sleep(self._STREAM_POLL)
         finally:
-            if process.poll() is None:  # this step failed or was stopped: SIGTERM closes it
-                process.terminate()
+            if process.poll() is None:  # this step failed: SIGTERM closes watch's stream
+                os.killpg(process.pid, signal.SIGTERM)
                 process.wait()
         if code != 0:
             raise PairextractError(self._errorMessage(
@@ -354,6 +356,9 @@ class ProtPairextractExtractPairs(ProtExtractParticlesPair):
         else:
             summary.append("Particle pairs extracted: "
                            f"{self.outputParticlesTiltPair.getSize()}")
+            if self.outputParticlesTiltPair.isStreamOpen():
+                summary.append("Streaming: pairextract watch follows the input; the output "
+                               "grows until the input is closed.")
         if self.doFlip:
             if self.ctfTilt.hasValue() and self.ctfUntilt.hasValue():
                 summary.append("Phase flipped for both untilted and tilted particles.")
@@ -636,6 +641,9 @@ class ProtPairextractExtractPairs(ProtExtractParticlesPair):
         """Append the input's new coordinate pairs to the pair table (``written``: the pair ids
         already there, updated) and rewrite the CTF files that changed; True once the input
         is closed and all of it is in the table."""
+        stamp = self._inputStamp()
+        if stamp == getattr(self, "_lastInput", (None, None))[0]:
+            return self._lastInput[1]  # no input file changed: nothing to read again
         snapshot, closed = self._inputSnapshot()
         try:
             mic_pairs = self._snapshotMicPairs(snapshot)
@@ -654,12 +662,34 @@ class ProtPairextractExtractPairs(ProtExtractParticlesPair):
                 self.info(f"{len(new)} new coordinate pair(s) given to pairextract watch "
                           f"({len(written)} in all)")
         self._writeCTFs(mic_pairs, fresh=True)
+        self._lastInput = (stamp, closed)
         if closed and not getattr(self, "_closedInputWarned", False):
             # the input complete: said once, as the batch conversion says it
             self._closedInputWarned = True
             for w in warnings:
                 self.warning(w)
         return closed
+
+    def _inputStamp(self):
+        """Size and modification time of every input set's file: a committed change to any
+        of them changes it (each poll would otherwise read every set whole)."""
+        coords = self.getCoords()
+        sets = [coords.getUntilted(), coords.getTilted(), coords.getUntilted().getMicrographs(),
+                coords.getTilted().getMicrographs()]
+        for pointer in (self.ctfUntilt, self.ctfTilt):
+            if pointer.hasValue():
+                sets.append(pointer.get())
+        if self._micsOther():
+            pair = self.inputMicrographsTiltedPair.get()
+            sets += [pair.getUntilted(), pair.getTilted()]
+        stamp = []
+        for item_set in sets:
+            try:
+                st = os.stat(item_set.getFileName())
+                stamp.append((st.st_ino, st.st_size, st.st_mtime_ns))
+            except (OSError, TypeError):
+                stamp.append(None)
+        return tuple(stamp)
 
     def _watchHasAll(self):
         """Whether watch has seen every micrograph pair of the table and none waits."""
