@@ -7,11 +7,12 @@ import sys
 import warnings
 from typing import Any
 
-from pairextract.errors import EXIT_USAGE, PairextractError, output_io_error
+from pairextract.errors import EXIT_USAGE, InputError, PairextractError, output_io_error
 
 EPILOG = """examples:
   pairextract export run1 --to relion relion_out/   untilted/ and tilted/ particles.star + .mrcs
   pairextract export run1 --to xmipp xmipp_out/     images_*.xmd + .mrcs for Xmipp, Scipion
+  pairextract export run1 --to xmipp part2/ --exclude-pairs had.txt   only pairs not in had.txt
 """
 
 
@@ -28,7 +29,36 @@ def register(sub: Any) -> None:
     p.add_argument("--force", action="store_true",
                    help="write into a non-empty DEST (files pairextract did not write are "
                         "never replaced)")
+    p.add_argument("--exclude-pairs", metavar="FILE",
+                   help="text file of pair ids (one per line) to leave out: the pairs an "
+                        "earlier export of a growing (watch) output already holds")
     p.set_defaults(func=run)
+
+
+def read_pair_ids(path: str) -> list[int]:
+    """The pair ids of ``path``, one integer per line (blank lines skipped).
+
+    Raises
+    ------
+    InputError
+        The file cannot be read, or a line is not an integer (named with its number).
+    """
+    try:
+        with open(path, encoding="utf-8") as fh:
+            lines = fh.read().splitlines()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read the pair ids to leave out ({exc.strerror})"
+                         ) from None
+    ids = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            ids.append(int(line))
+        except ValueError:
+            raise InputError(f"{path}:{number}: {line.strip()[:50]!r} is not a pair id "
+                             "(one integer per line)") from None
+    return ids
 
 
 def run(args: argparse.Namespace) -> int:
@@ -37,7 +67,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            result = export(args.out, args.to, args.dest, force=args.force)
+            exclude = None if args.exclude_pairs is None else read_pair_ids(args.exclude_pairs)
+            result = export(args.out, args.to, args.dest, force=args.force,
+                            exclude_pairs=exclude)
     except PairextractError:
         raise
     except OSError as exc:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -54,7 +55,8 @@ def _warn_flagged(ds: xr.Dataset, fmt: str) -> None:
 
 
 def export(out: str | os.PathLike[str] | xr.Dataset, to: str,
-           dest: str | os.PathLike[str], force: bool = False) -> ExportResult:
+           dest: str | os.PathLike[str], force: bool = False,
+           exclude_pairs: Iterable[int] | None = None) -> ExportResult:
     """Export kept pairs to RELION or Xmipp/Scipion.
 
     Parameters
@@ -69,6 +71,9 @@ def export(out: str | os.PathLike[str] | xr.Dataset, to: str,
         same-named file it did not write is refused).
     force
         Write into a non-empty destination.
+    exclude_pairs
+        Pair ids left out of the export: those a consumer already has, when it takes a
+        growing output (``watch``) in parts. None: every kept pair.
 
     Returns
     -------
@@ -91,6 +96,9 @@ def export(out: str | os.PathLike[str] | xr.Dataset, to: str,
     claim_destination(dest_path, f"export-{fmt}", names, force)
     ds = load_dataset(out)
     check_dataset(ds)
+    if exclude_pairs is not None:
+        left_out = np.fromiter((int(i) for i in exclude_pairs), dtype=np.int64)
+        ds = ds.isel(pair=np.flatnonzero(~np.isin(ds["pair_id"].values, left_out)))
     dest_path.mkdir(parents=True, exist_ok=True)
     marker = read_marker(dest_path) or {}
     write_marker(dest_path, f"export-{fmt}", [*marker.get("files", []), *names])

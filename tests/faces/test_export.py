@@ -316,6 +316,33 @@ def test_xmipp_export_of_real_output(extracted: Path, tmp_path: Path) -> None:
     np.testing.assert_allclose(mics["angleTilt"], 50.0, atol=0.5)
 
 
+def test_export_in_parts_leaves_out_the_pairs_listed(extracted: Path, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    from pairextract.cli import main
+    from pairextract.store import open_pairs
+
+    # A consumer of a growing output exports what it does not have yet: the parts, together,
+    # are the whole export, each pair once, with the same images.
+    ds = open_pairs(extracted)
+    ids = [int(i) for i in ds.pair_id.values]
+    had = tmp_path / "had.txt"
+    had.write_text("".join(f"{i}\n" for i in ids[: len(ids) // 2]) + "\n")
+    assert main(["export", str(extracted), "--to", "xmipp", str(tmp_path / "part"),
+                 "--exclude-pairs", str(had)]) == 0
+    part = starfile.read(tmp_path / "part" / "images_tilted.xmd")
+    assert part["itemId"].tolist() == ids[len(ids) // 2:]
+    with mrcfile.open(tmp_path / "part" / "tilted.mrcs") as mrc:
+        np.testing.assert_array_equal(mrc.data, ds.tilted.values[len(ids) // 2:])
+    # nothing new: an empty export, not an error
+    result = export(extracted, "xmipp", tmp_path / "none", exclude_pairs=ids)
+    assert result.n_pairs == 0
+    capsys.readouterr()
+    had.write_text("12\nseven\n")
+    assert main(["export", str(extracted), "--to", "xmipp", str(tmp_path / "bad"),
+                 "--exclude-pairs", str(had)]) != 0
+    assert f"{had}:2: 'seven' is not a pair id" in capsys.readouterr().err
+
+
 def test_cli_export_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from pairextract.cli import main
 

@@ -12,6 +12,7 @@ Everything here runs in Scipion's environment: standard library and pyworkflow/p
 """
 
 import csv
+import io
 import json
 import math
 import os
@@ -156,26 +157,41 @@ def _num(value):
     return "" if value is None or (isinstance(value, float) and math.isnan(value)) else repr(value)
 
 
-def write_pair_table(path, mic_pairs, rows, sampling, angles):
+def write_pair_table(path, mic_pairs, rows, sampling, angles, append=False):
     """Write pairextract's flat pair table.
 
     ``sampling`` is ``{"u": (picking, extraction), "t": (...)}`` in A/px: pairextract scales
     the coordinates by picking/extraction pixel size, as Xmipp's ``boxScale``. Micrograph
-    paths are absolute (the protocol runs in the project folder).
+    paths are absolute (the protocol runs in the project folder). ``append``: add the rows
+    to a table being followed by ``pairextract watch``, in one write of complete lines
+    (watch reads complete lines only); the header is written when the file is new.
     """
     by_id = {mp.mic_pair_id: mp for mp in mic_pairs}
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
+    buffer = io.StringIO(newline="")
+    writer = csv.writer(buffer)
+    if not (append and os.path.exists(path)):
         writer.writerow(PAIR_COLUMNS)
-        for pair_id, mic_pair_id, xu, yu, xt, yt in rows:
-            mp = by_id[mic_pair_id]
-            angle_y, angle_y2, tilt = angles.get(mic_pair_id, (None, None, None))
-            writer.writerow([
-                pair_id, mic_pair_id, os.path.abspath(mp.mic_u.getFileName()), xu, yu,
-                os.path.abspath(mp.mic_t.getFileName()), xt, yt,
-                _num(sampling["u"][1]), _num(sampling["t"][1]),
-                _num(sampling["u"][0]), _num(sampling["t"][0]),
-                _num(tilt), _num(angle_y), _num(angle_y2)])
+    for pair_id, mic_pair_id, xu, yu, xt, yt in rows:
+        mp = by_id[mic_pair_id]
+        angle_y, angle_y2, tilt = angles.get(mic_pair_id, (None, None, None))
+        writer.writerow([
+            pair_id, mic_pair_id, os.path.abspath(mp.mic_u.getFileName()), xu, yu,
+            os.path.abspath(mp.mic_t.getFileName()), xt, yt,
+            _num(sampling["u"][1]), _num(sampling["t"][1]),
+            _num(sampling["u"][0]), _num(sampling["t"][0]),
+            _num(tilt), _num(angle_y), _num(angle_y2)])
+    with open(path, "a" if append else "w", newline="") as f:
+        f.write(buffer.getvalue())
+        f.flush()
+
+
+def pair_table_ids(path, column="pair_id"):
+    """The values of ``column`` (``pair_id``, ``mic_pair_id``) in a pair table written by
+    :func:`write_pair_table` (empty when there is none yet)."""
+    if not os.path.exists(path):
+        return set()
+    with open(path, newline="") as f:
+        return {int(row[column]) for row in csv.DictReader(f) if row.get(column)}
 
 
 def ctfs_by_mic(ctf_set, mics):
@@ -221,8 +237,15 @@ def write_ctf_star(path, mics, ctfs, acquisition):
         if any(c.isspace() for c in name):
             name = f'"{name}"'
         lines.append(" ".join([name] + [repr(float(v)) for v in values]))
-    with open(path, "w") as f:
-        f.write("\n".join(lines) + "\n")
+    text = "\n".join(lines) + "\n"
+    if os.path.exists(path):
+        with open(path) as f:
+            if f.read() == text:
+                return  # unchanged: a watch following it need not wait for it to settle
+    # replaced whole by a rename: pairextract watch never reads a half-written file
+    with open(path + ".part", "w") as f:
+        f.write(text)
+    os.replace(path + ".part", path)
 
 
 # ----------------------------------------------------------------- files from pairextract -----
@@ -259,6 +282,14 @@ def image_location(value, folder):
 
 def read_summary(path):
     """pairextract's ``summary.json`` as a dict (empty if there is none yet)."""
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)
+
+
+def read_watch_status(path):
+    """pairextract watch's ``watch.json`` as a dict (empty if there is none yet)."""
     if not os.path.exists(path):
         return {}
     with open(path) as f:

@@ -15,6 +15,7 @@ protocol finds it.
 
 import json
 import os
+import sqlite3
 import subprocess
 import time
 
@@ -22,6 +23,7 @@ import mrcfile
 import numpy as np
 import xmippLib  # Xmipp's image library, installed with scipion-em (pyxmipp3)
 from pwem.protocols import ProtImportCoordinatesPairs, ProtImportCTF, ProtImportMicrographsTiltPairs
+from pyworkflow.object import Set
 from pyworkflow.protocol import STATUS_ABORTED, STATUS_FAILED, STATUS_FINISHED
 from pyworkflow.tests import BaseTest, setupTestProject
 
@@ -60,6 +62,74 @@ def direct_run(data, name, options):
 def read_stack(path):
     with mrcfile.open(path, permissive=True) as mrc:
         return np.array(mrc.data)
+
+
+class StreamedCoordinates:
+    """The two coordinate sets of a finished import, written again as a streaming picker
+    writes its output: emptied with their stream open, then given back one micrograph pair at
+    a time (the untilted set committed before the tilted one), then closed.
+
+    Each change is one sqlite transaction on the set's file, the way pyworkflow's flat mapper
+    commits a streaming protocol's output (``Objects`` rows, ``Properties`` ``_size`` and
+    ``_streamState``); the rows are the import's own, so the ids are those of a batch import.
+    """
+
+    def __init__(self, paths):
+        self.paths = paths  # {"u": sqlite path, "t": ...}
+        self.rows = {}  # view -> [rows of micrograph pair 1, of pair 2, ...]
+        for view, path in paths.items():
+            with sqlite3.connect(path) as con:
+                column = con.execute("SELECT column_name FROM Classes "
+                                     "WHERE label_property = '_micId'").fetchone()[0]
+                self.columns = [r[1] for r in con.execute("PRAGMA table_info(Objects)")]
+                rows = con.execute("SELECT * FROM Objects ORDER BY id").fetchall()
+                mic = self.columns.index(column)
+                by_mic = {}
+                for row in rows:
+                    by_mic.setdefault(row[mic], []).append(row)
+                self.rows[view] = [by_mic[m] for m in sorted(by_mic)]
+                con.execute("DELETE FROM Objects")
+                self._set(con, Set.STREAM_OPEN)
+        self.given = 0
+
+    def _set(self, con, state):
+        size = con.execute("SELECT COUNT(*) FROM Objects").fetchone()[0]
+        for key, value in (("_size", size), ("_streamState", state)):
+            if not con.execute("UPDATE Properties SET value = ? WHERE key = ?",
+                               (str(value), key)).rowcount:
+                con.execute("INSERT INTO Properties (key, value) VALUES (?, ?)",
+                            (key, str(value)))
+
+    def add(self, n=1, pause=0.5):
+        """Commit the next ``n`` micrograph pairs' coordinates, view after view."""
+        for _ in range(n):
+            for view in ("u", "t"):
+                with sqlite3.connect(self.paths[view]) as con:
+                    rows = self.rows[view][self.given]
+                    con.executemany(f"INSERT INTO Objects VALUES "
+                                    f"({', '.join('?' * len(self.columns))})", rows)
+                    self._set(con, Set.STREAM_OPEN)
+                time.sleep(pause)
+            self.given += 1
+
+    def close(self):
+        for view in ("u", "t"):
+            with sqlite3.connect(self.paths[view]) as con:
+                self._set(con, Set.STREAM_CLOSED)
+
+
+def published(path):
+    """``(pairs, stream state)`` of an output ParticlesTiltPair's sqlite as it is now."""
+    if not os.path.exists(path):
+        return 0, None
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as con:
+        try:
+            n = con.execute("SELECT COUNT(*) FROM Objects").fetchone()[0]
+            state = con.execute("SELECT value FROM Properties WHERE key = '_streamState'"
+                                ).fetchone()
+        except sqlite3.OperationalError:  # being created
+            return 0, None
+    return n, None if state is None else int(state[0])
 
 
 class TestPairextractExtractPairs(BaseTest):
@@ -119,7 +189,8 @@ class TestPairextractExtractPairs(BaseTest):
         prot.ctfUntilt.set(self.ctfs["untilted"])
         prot.ctfTilt.set(self.ctfs["tilted"])
 
-    def assertOutputEqualsReference(self, prot, reference, sampling, flipped, box=BOX):
+    def assertOutputEqualsReference(self, prot, reference, sampling, flipped, box=BOX,
+                                    coords=None):
         output = prot.outputParticlesTiltPair
         ref_u = read_xmd(os.path.join(reference, "images_untilted.xmd"))
         ref_stack = {"untilted": read_stack(os.path.join(reference, "untilted.mrcs")),
@@ -139,7 +210,8 @@ class TestPairextractExtractPairs(BaseTest):
                            p.getTilted().getCoordinate().getX()) for p in output],
                          [(u.getLocation(), t.getLocation(), u.getCoordinate().getX(),
                            t.getCoordinate().getX()) for u, t in zip(setU, setT)])
-        self.assertEqual(output.getCoordsPair().getObjId(), self.coords.getObjId())
+        coords = self.coords if coords is None else coords
+        self.assertEqual(output.getCoordsPair().getObjId(), coords.getObjId())
         if not prot.doBorders.get():  # pairs with a box off a micrograph are not kept
             self.assertTrue(self.truth["edge_pair_ids"])
             self.assertFalse(set(self.truth["edge_pair_ids"]) & set(ref_ids))
@@ -150,8 +222,8 @@ class TestPairextractExtractPairs(BaseTest):
             self.assertEqual(imgSet.getDim()[:2], (box, box))
         # Each particle: its coordinate (the input's, scaled as Xmipp scales it), micrograph,
         # CTF and image.
-        inputU = {c.getObjId(): c.clone() for c in self.coords.getUntilted()}
-        inputT = {c.getObjId(): c.clone() for c in self.coords.getTilted()}
+        inputU = {c.getObjId(): c.clone() for c in coords.getUntilted()}
+        inputT = {c.getObjId(): c.clone() for c in coords.getTilted()}
         scale = 2.0 / sampling
         xmipp_checked = 0
         for view, imgSet, inputs in (("untilted", setU, inputU), ("tilted", setT, inputT)):
@@ -333,6 +405,81 @@ class TestPairextractExtractPairs(BaseTest):
                 process.wait(timeout=60)
         self.assertIn(f"--scheduler {scheduler_file}", prot._extractArgs())
         self.assertOutputEqualsReference(prot, self.reference, sampling=2.0, flipped=True)
+
+    def waitFor(self, prot, condition, what, timeout=300):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if condition():
+                return
+            self.proj._updateProtocol(prot)
+            if not prot.isActive():
+                break
+            time.sleep(0.5)
+        self.printLastLogLines(prot)
+        self.fail(f"{what}: not within {timeout} s (status {prot.getStatus()})")
+
+    def test_streaming_input_is_watched_until_closed(self):
+        # The same coordinates as a picker streaming them: the protocol follows the open
+        # input with pairextract watch, publishes its output open, is stopped and continued
+        # half-way, and ends when the input is closed with the output of a batch run.
+        streamed = self.newProtocol(
+            ProtImportCoordinatesPairs, objLabel="coordinate pairs, streamed",
+            importFrom=ProtImportCoordinatesPairs.IMPORT_FROM_XMIPP, xmippMdFn="",
+            patternUntilted=os.path.join(self.data, "coords", "u*.pos"),
+            patternTilted=os.path.join(self.data, "coords", "t*.pos"), boxSize=BOX)
+        streamed.inputMicrographsTiltedPair.set(self.protMics.outputMicrographsTiltPair)
+        self.launchProtocol(streamed)
+        pairs = streamed.outputCoordinatesTiltPair
+        stream = StreamedCoordinates(
+            {"u": self.proj.getPath(pairs.getUntilted().getFileName()),
+             "t": self.proj.getPath(pairs.getTilted().getFileName())})
+        stream.add(2)
+        prot = self.newExtraction("streaming input")
+        self.setCTFs(prot)
+        prot.inputCoordinatesTiltedPairs.set(streamed)
+        prot.inputCoordinatesTiltedPairs.setExtended("outputCoordinatesTiltPair")
+        self.proj.launchProtocol(prot, wait=False)
+        output_db = self.proj.getPath(prot._getPath("particles_pairs.sqlite"))
+        # Published while the input is open: the first micrograph pairs' particles, open.
+        self.waitFor(prot, lambda: published(output_db)[0] > 0, "first pairs published")
+        first, state = published(output_db)
+        self.assertEqual(state, Set.STREAM_OPEN)
+        self.assertTrue(prot.isActive())
+        self.assertIn("watch", open(self.proj.getPath(prot.getLogPaths()[0])).read())
+        # Stopped and continued while the input still grows.
+        self.proj.stopProtocol(prot)
+        self.assertEqual(prot.getStatus(), STATUS_ABORTED)
+        stream.add(1)
+        self.proj.launchProtocol(prot, wait=False)
+        stream.add(N_MIC_PAIRS - stream.given, pause=1.0)
+        self.waitFor(prot, lambda: published(output_db)[0] > first, "more pairs published")
+        self.assertEqual(published(output_db)[1], Set.STREAM_OPEN)
+        stream.close()
+        deadline = time.time() + 300
+        while prot.isActive() and time.time() < deadline:
+            time.sleep(1)
+            self.proj._updateProtocol(prot)
+        if prot.getStatus() != STATUS_FINISHED:
+            self.printLastLogLines(prot)
+        self.assertEqual(prot.getStatus(), STATUS_FINISHED)
+        output = prot.outputParticlesTiltPair
+        self.assertTrue(output.isStreamClosed())
+        self.assertEqual(published(output_db)[1], Set.STREAM_CLOSED)
+        for view_set in (output.getUntilted(), output.getTilted()):
+            self.assertTrue(view_set.isStreamClosed())
+            ids = [p.getObjId() for p in view_set]
+            self.assertEqual(len(ids), len(set(ids)))  # every pair once
+        # The pairs (ids, coordinates, CTFs, images) of the batch run of the final input.
+        self.assertOutputEqualsReference(prot, self.reference, sampling=2.0, flipped=True,
+                                         coords=pairs)
+        parts = sorted(os.listdir(prot._getExtraPath("xmipp")))
+        self.assertGreater(len([p for p in parts if p.startswith("part-")]), 1)
+        # Continue once the input is closed: the same (streaming) steps, all done; the
+        # output stays as published, no batch export beside it.
+        self.launchProtocol(prot)
+        self.assertEqual(sorted(os.listdir(prot._getExtraPath("xmipp"))), parts)
+        self.assertEqual(prot.outputParticlesTiltPair.getSize(), output.getSize())
+        self.assertTrue(prot.outputParticlesTiltPair.isStreamClosed())
 
     def test_pairextract_error_is_the_protocol_error(self):
         # Phase flip where one untilted micrograph has no CTF: pairextract refuses up front.
