@@ -30,10 +30,13 @@ def _cluster(client: Any) -> tuple[str, str | None]:
     kind = (type(cluster).__name__ if cluster is not None
             else f"scheduler at {client.scheduler.address}")
     text = f"{kind}, {len(workers)} worker(s), {threads} thread(s)"
+    spec = getattr(cluster, "scheduler_spec", None)
     try:
         link = client.dashboard_link
     except Exception:  # noqa: BLE001 - no dashboard (bokeh missing, or none configured)
         link = None
+    if isinstance(spec, dict) and spec.get("options", {}).get("dashboard") is False:
+        link = None  # the scheduler's plain HTTP routes, not a dashboard
     return text, link or None
 
 
@@ -50,7 +53,8 @@ def about_run(inputs: TiltPairInputs, out: Path, client: Any, n_jobs: int, n_don
     ]
     cluster, link = _cluster(client)
     lines.append(("cluster", cluster))
-    lines.append(("dashboard", link or "none (install bokeh>=3.1 for Dask's dashboard)"))
+    lines.append(("dashboard", link or "none (the command line's --dashboard opens Dask's "
+                                       "dashboard; it needs bokeh>=3.1)"))
     lines.append(("output", str(out)))
     record = f"{out / NOTE}, {out / RUN_LOG}"
     if (out / LOGS).is_dir():

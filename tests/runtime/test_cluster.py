@@ -154,6 +154,27 @@ def test_cli_without_a_run_size_leaves_the_choice_to_open_client() -> None:
     assert "local_threads" not in kwargs and kwargs["address"] == "tcp://h:8786"
 
 
+def test_cli_opens_the_dashboard_only_when_asked() -> None:
+    import urllib.error
+    import urllib.request
+
+    from pairextract.pipeline.runinfo import _cluster
+
+    _, kwargs = cluster_request(_parser().parse_args(["--scheduler", "tcp://h:8786"]))
+    assert "scheduler_kwargs" not in kwargs  # an existing scheduler has its own
+    for argv, opened in ((["--workers", "1"], False), (["--workers", "1", "--dashboard"], True)):
+        with client_from_args(_parser().parse_args(argv), n_micrographs=1) as client:
+            port = client.scheduler_info()["services"]["dashboard"]
+            assert port != 8787  # a free port either way: runs share login nodes
+            status = f"http://127.0.0.1:{port}/status"
+            try:
+                code = urllib.request.urlopen(status, timeout=10).status
+            except urllib.error.HTTPError as exc:
+                code = exc.code
+            assert (code == 200) is opened, (argv, code)
+            assert (_cluster(client)[1] is not None) is opened  # what the banner says
+
+
 def test_cli_short_run_really_runs_threads_in_this_process() -> None:
     args = _parser().parse_args(["--workers", "2"])
     with client_from_args(args, n_micrographs=8) as client:
