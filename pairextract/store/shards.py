@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pairextract.store._direct import DirectFile, direct_io_enabled
 from pairextract.store.folder import ZARR_NAME, temp_path
 from pairextract.store.layout import MicrographJob
 
@@ -57,29 +58,23 @@ class ShardWriter:
         self.item = np.dtype(dtype).newbyteorder("<")
         self.nbytes = box * box * self.item.itemsize
         self.shards = list(_job_shards(job, shard))
-        self.open: dict[int, tuple[int, Path]] = {}  # position in shards -> (fd, temporary)
+        self.open: dict[int, tuple[DirectFile, Path]] = {}  # position in shards -> file, temporary
+        self.direct = direct_io_enabled()
         self.appended = 0  # rows given to ``write``, which must be all of them
 
-    def _fd(self, pos: int) -> int:
+    def _file(self, pos: int) -> DirectFile:
         held = self.open.get(pos)
         if held is not None:
             return held[0]
         path = shard_path(self.out, self.job.view, self.shards[pos][0])
         tmp = temp_path(path)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
         try:
-            fd = os.open(tmp, flags, 0o666)
+            file = DirectFile(tmp, self.direct)
         except FileNotFoundError:  # the array's folder (made with its zarr.json) is gone
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(tmp, flags, 0o666)
-        self.open[pos] = (fd, tmp)
-        return fd
-
-    @staticmethod
-    def _pwrite(fd: int, data: memoryview, offset: int) -> None:
-        while data:
-            done = os.pwrite(fd, data, offset)
-            data, offset = data[done:], offset + done
+            file = DirectFile(tmp, self.direct)
+        self.open[pos] = (file, tmp)
+        return file
 
     def put(self, rows: np.ndarray, block: np.ndarray) -> None:
         """Rows ``rows`` (job rows, ``(k,)``) of the stack are ``block`` ``(k, B, B)`` (cast to
@@ -97,8 +92,8 @@ class ShardWriter:
                 continue
             first = int(rows[a])
             pos = first // self.shard
-            self._pwrite(self._fd(pos), data[a:b].data.cast("B"),
-                         (first - self.shards[pos][1]) * self.nbytes)
+            self._file(pos).write(data[a:b].data.cast("B"),
+                                  (first - self.shards[pos][1]) * self.nbytes)
 
     def write(self, block: np.ndarray) -> None:
         """Append the next rows ``(k, B, B)`` (cast to the store's dtype as they are written)."""
@@ -115,7 +110,7 @@ class ShardWriter:
             raise ValueError(f"{self.job.name}: {self.job.n - self.appended} rows were never "
                              "written")
         for pos, (index, _, rows) in enumerate(self.shards):
-            fd = self._fd(pos)
+            file = self._file(pos)
             table = np.full((self.shard, 2), _EMPTY, dtype="<u8")
             table[:rows, 0] = np.arange(rows, dtype=np.uint64) * np.uint64(self.nbytes)
             table[:rows, 1] = self.nbytes
@@ -123,15 +118,16 @@ class ShardWriter:
             tail = index_bytes + np.uint32(google_crc32c.value(index_bytes)).astype(
                 "<u4").tobytes()
             # the tail's write also gives the file its size: rows never written are holes
-            self._pwrite(fd, memoryview(tail), rows * self.nbytes)
+            file.write(memoryview(tail), rows * self.nbytes)
+            file.finish(rows * self.nbytes + len(tail))
             tmp = self.open.pop(pos)[1]
-            os.close(fd)
+            file.close()
             os.replace(tmp, shard_path(self.out, self.job.view, index))
 
     def close(self) -> None:
         """Drop what was not finished (the temporary files of a failed job)."""
-        for fd, tmp in self.open.values():
-            os.close(fd)
+        for file, tmp in self.open.values():
+            file.close()
             tmp.unlink(missing_ok=True)
         self.open = {}
 
