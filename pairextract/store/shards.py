@@ -50,6 +50,8 @@ class ShardWriter:
     the index of (offset, length) pairs and its CRC32C. Each row goes to its own place in the
     file (``put``), so rows may come in any order; a row never given reads as zeros (a hole
     in the file). ``write`` appends rows in order and, on closing, insists on all of them.
+    The files are written around the page cache where the file system allows
+    (:class:`~pairextract.store._direct.DirectFile`): a run does not read its particles back.
     """
 
     def __init__(self, out: Path, job: MicrographJob, shard: int, dtype: str,
