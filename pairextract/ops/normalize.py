@@ -1,10 +1,12 @@
 """Normalization of a stack of boxes (``xmipp_transform_normalize``), vectorised.
 
-Logical coordinates have their origin at ``(B//2, B//2)``. Statistics are float64 sums of the
-Xmipp formulas, taken after shifting each box by its own mean (or, for Ramp, over the explicit
-residual) so that ``sum(v^2)/N - mean^2`` does not cancel for boxes with a large mean and a
-small spread; the shift leaves the results mathematically unchanged. The stack is processed in
-chunks of a few MB so the float64 work stays in cache and the memory overhead is small.
+Logical coordinates have their origin at ``(B//2, B//2)``. Every method is Xmipp's float64
+arithmetic in its order (reference 6): one-pass sums ``sum v`` and ``sum v^2`` accumulated pixel
+after pixel in raster order, the statistics from them, and each value scaled by ``1/sigma``, so
+the float32 results are Xmipp's bits. Like Xmipp's, the one-pass OldXmipp and NewXmipp lose
+precision on boxes whose mean exceeds their spread by about 10^6 (float32 data cannot resolve
+such a spread anyway); Ramp's residual has no mean, so it does not. The stack is processed a few
+boxes at a time, so the float64 work stays in cache and the memory overhead is small.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ _CHUNK_ELEMENTS = 1 << 19  # float64 elements per chunk (4 MiB)
 _BOX_ELEMENTS = 1 << 16    # float64 elements of Ramp's per-box buffers (512 KiB each, in L2)
 _RAMP_MIN_SIGMA = 1e-6
 _RAMP_BOXES = 8           # boxes per block of Ramp's float64 work
+_SUM_BOXES = 16           # boxes summed side by side by OldXmipp and NewXmipp (SIMD across boxes)
+_SUM_ROWS = 4096          # pixels per block of those sums
 
 
 def _radius(box: int, radius: int) -> int:
@@ -51,34 +55,12 @@ def background_mask(box: int, radius: int) -> NDArray[np.bool_]:
     return (i[:, None] ** 2 + i[None, :] ** 2) >= r * r
 
 
-def _sample_sigma(s1: NDArray, s2: NDArray, nb: int) -> NDArray[np.float64]:
-    mean = s1 / nb
-    return np.sqrt(np.abs(s2 / nb - mean * mean) * (nb / (nb - 1)))
-
-
-def _masked_sums(x: NDArray[np.float64], mask: NDArray[np.float64],
-                 buf: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """Per-image ``sum_b x`` and ``sum_b x^2`` of a ``(k, P)`` chunk over a 0/1 mask ``(P,)``.
-
-    Masking into ``buf`` and then taking two-operand sums is faster than a three-operand
-    einsum.
-    """
-    y = np.multiply(x, mask, out=buf[:len(x)])
-    return np.einsum("kp->k", y), np.einsum("kp,kp->k", y, x)
-
-
 @functools.lru_cache(maxsize=8)
-def _background(box: int, radius: int) -> tuple[NDArray[np.bool_], NDArray[np.float64],
-                                               NDArray[np.intp]]:
-    """The background as a boolean and a 0/1 float64 ``(B, B)`` mask, and as flat indices
-    (raster order). Cached, so the arrays are read-only.
-    """
-    mask = background_mask(box, radius)
-    bg = mask.astype(np.float64)
-    flat = np.flatnonzero(mask)
-    for a in (mask, bg, flat):
-        a.setflags(write=False)
-    return mask, bg, flat
+def _background(box: int, radius: int) -> NDArray[np.intp]:
+    """The background's flat indices in raster order. Cached, so read-only."""
+    flat = np.flatnonzero(background_mask(box, radius))
+    flat.setflags(write=False)
+    return flat
 
 
 def normalize_stack(stack: ArrayLike, method: str, radius: int = -1,
@@ -125,7 +107,7 @@ def normalize_stack(stack: ArrayLike, method: str, radius: int = -1,
         _old_xmipp(a.reshape(n, box * box), res.reshape(n, box * box))
     else:
         rad = _radius(box, radius)
-        nb = len(_background(box, rad)[2])
+        nb = len(_background(box, rad))
         if nb < 2:
             raise ValueError(f"background of box {box} with radius {radius} has {nb} pixel(s)")
         if method == "NewXmipp":
@@ -140,44 +122,82 @@ def _chunk(npix: int) -> int:
     return max(1, _CHUNK_ELEMENTS // npix)
 
 
+def _raster_sums(x: NDArray, flat: NDArray[np.intp] | None, buf: NDArray[np.float64]
+                 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Per-box ``sum v`` and ``sum v^2`` of ``(k, P)`` boxes in float64, accumulated pixel after
+    pixel in raster order (Xmipp's order), over the pixels ``flat`` (all when None).
+
+    The boxes go across the columns of ``buf`` (``(rows + 1, 2, >= k)``), a block of pixels
+    down its rows; row 0 carries each box's running sums into the next block, so one
+    sequential reduction per block continues the same accumulation.
+    """
+    k = len(x)
+    npix = x.shape[1] if flat is None else len(flat)
+    step = len(buf) - 1
+    cols = buf[:, :, :k]
+    cols[0] = 0.0
+    for p0 in range(0, npix, step):
+        p1 = min(npix, p0 + step)
+        v = cols[1:p1 - p0 + 1]
+        np.copyto(v[:, 0], (x[:, p0:p1] if flat is None else np.take(x, flat[p0:p1], axis=1)).T)
+        np.multiply(v[:, 0], v[:, 0], out=v[:, 1])
+        cols[0] = _sequential_sums(cols[:p1 - p0 + 1])
+    return cols[0, 0].copy(), cols[0, 1].copy()
+
+
+def _sums_buffer(n: int) -> NDArray[np.float64]:
+    """Work buffer of :func:`_raster_sums` (1 MiB: in L2)."""
+    return np.empty((_SUM_ROWS + 1, 2, min(n, _SUM_BOXES)))
+
+
 def _old_xmipp(flat_in: NDArray, flat_out: NDArray[np.float32]) -> None:
-    """OldXmipp of ``(n, P)`` boxes: whole box, population std."""
+    """OldXmipp of ``(n, P)`` boxes: whole box, population std, in Xmipp's arithmetic.
+
+    ``mu = s1/N``, ``sigma = sqrt(|s2/N - mu^2|)`` (Xmipp's ``N/(N-1)`` factor is an integer
+    division, 1), then ``(v - mu) * (1/sigma)``; a blank box (sigma 0) gives NaN.
+    """
     n, npix = flat_in.shape
-    chunk = _chunk(npix)
+    buf = _sums_buffer(n)
+    per = buf.shape[2]
     with np.errstate(invalid="ignore", divide="ignore"):
-        for k in range(0, n, chunk):
-            x = flat_in[k:k + chunk].astype(np.float64)
-            # Shift by the box mean first: mean(I^2) - mu^2 on raw values cancels
-            # catastrophically when |mu| >> sigma. The leftover mean m is rounding-sized.
-            x -= (np.einsum("kp->k", x) / npix)[:, None]
-            m = np.einsum("kp->k", x) / npix
-            s2 = np.einsum("kp,kp->k", x, x) / npix
-            sigma = np.sqrt(np.abs(s2 - m * m))
-            x -= m[:, None]
-            x /= sigma[:, None]
-            flat_out[k:k + chunk] = x
+        for k in range(0, n, per):
+            x = flat_in[k:k + per]
+            s1, s2 = _raster_sums(x, None, buf)
+            mean = s1 / npix
+            inv = 1.0 / np.sqrt(np.abs(s2 / npix - mean * mean))
+            _centre_and_scale(x, mean, inv, flat_out[k:k + per])
 
 
 def _new_xmipp(flat_in: NDArray, flat_out: NDArray[np.float32], box: int, rad: int) -> None:
-    """NewXmipp of ``(n, P)`` boxes: background mean and sample std."""
-    n, npix = flat_in.shape
-    chunk = _chunk(npix)
-    _, bg, flat = _background(box, rad)
-    nb = len(flat)
-    bg_flat = bg.reshape(npix)
-    buf = np.empty((min(chunk, n), npix))             # background-masked copy of a chunk
+    """NewXmipp of ``(n, P)`` boxes: background mean and sample std, in Xmipp's arithmetic.
+
+    ``mu_b = s1/Nb``, ``sigma_b = sqrt(|s2/Nb - mu_b^2| * Nb / (Nb - 1))`` over the background
+    pixels in raster order, then ``(v - mu_b) * (1/sigma_b)`` for every pixel.
+    """
+    n, _ = flat_in.shape
+    flat = _background(box, rad)
+    nb = float(len(flat))
+    buf = _sums_buffer(n)
+    per = buf.shape[2]
     with np.errstate(invalid="ignore", divide="ignore"):
-        for k in range(0, n, chunk):
-            x = flat_in[k:k + chunk].astype(np.float64)
-            # Shift by the background mean first (see OldXmipp); the sums below are then
-            # of values of the order of sigma_b and the one-pass formula is exact enough.
-            y = np.multiply(x, bg_flat, out=buf[:len(x)])
-            x -= (np.einsum("kp->k", y) / nb)[:, None]
-            s1, s2 = _masked_sums(x, bg_flat, buf)
-            sigma = _sample_sigma(s1, s2, nb)
-            x -= (s1 / nb)[:, None]
-            x /= sigma[:, None]
-            flat_out[k:k + chunk] = x
+        for k in range(0, n, per):
+            x = flat_in[k:k + per]
+            s1, s2 = _raster_sums(x, flat, buf)
+            mean = s1 / nb
+            inv = 1.0 / np.sqrt(np.abs(s2 / nb - mean * mean) * nb / (nb - 1))
+            _centre_and_scale(x, mean, inv, flat_out[k:k + per])
+
+
+def _centre_and_scale(x: NDArray, mean: NDArray[np.float64], inv: NDArray[np.float64],
+                      out: NDArray[np.float32]) -> None:
+    """``out = (x - mean) * inv`` per box, in float64 rounded once to float32, a few boxes at
+    a time (``out`` may be ``x``)."""
+    per = _chunk(x.shape[1])
+    for s in range(0, len(x), per):
+        y = x[s:s + per].astype(np.float64)
+        y -= mean[s:s + per, None]
+        y *= inv[s:s + per, None]
+        out[s:s + per] = y
 
 
 def _sequential_sums(cols: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -201,7 +221,7 @@ def _ramp_geometry(box: int, radius: int) -> tuple[NDArray[np.float64], NDArray[
     Xmipp's plane-fit sums over it that depend on the geometry only: ``D = sum j^2``,
     ``E = sum j i``, ``F = sum j``, ``G = sum i^2``, ``H = sum i``, ``I = Nb`` (integers, exact
     in any order). Cached: read-only."""
-    flat = _background(box, radius)[2]
+    flat = _background(box, radius)
     i, j = np.divmod(flat, box)
     jj = (j - box // 2).astype(np.float64)[:, None]
     ii = (i - box // 2).astype(np.float64)[:, None]
@@ -225,7 +245,7 @@ def _ramp(in3: NDArray, out3: NDArray[np.float32], rad: int) -> None:
     """
     n, box, _ = in3.shape
     npix = box * box
-    flat = _background(box, rad)[2]
+    flat = _background(box, rad)
     jj, ii, (d, e, f, g, h, nb) = _ramp_geometry(box, rad)
     ij = (np.arange(box) - box // 2).astype(np.float64)
     # A few boxes at a time (their float64 residual in cache); their background pixels in
