@@ -93,6 +93,61 @@ def _ctf_negative(chi: NDArray[np.float64], k3: float, overwrite: bool = False
     return (t > 0.0) & (t < 0.5)
 
 
+def _negative_rows(rows: NDArray[np.int64], shape: tuple[int, int], sampling: float,
+                   defocus_u: float | NDArray[np.float64],
+                   defocus_v: float | NDArray[np.float64], defocus_angle: float,
+                   voltage: float, cs: float, amplitude_contrast: float,
+                   phase_shift: float | None) -> NDArray[np.bool_]:
+    """``CTF < 0`` on rows ``rows`` of the half plane: :func:`_ctf_negative` of
+    :func:`_chi_rows`, in fewer passes over the plane.
+
+    On a row (``fy`` fixed) ``t = (chi - K3) / (2 pi)`` is a polynomial in ``fx``,
+    ``t = (G + A) fx^2 + B fx + C`` with ``G = k2 fx^2 / (2 pi)`` (the same for every row) and
+    ``A``, ``B``, ``C`` per row (``k2 u^4`` expanded in ``fx^2`` and ``fy^2``): five passes over
+    the plane for ``t`` instead of about ten, and ``CTF < 0`` iff the fraction of ``t`` is in
+    ``(0, 1/2)``. The float64 rounding differs from :func:`_chi_rows`' by a few ulps of ``chi``,
+    which can only move coefficients whose CTF is zero to 1e-13 (none in 10^8 measured).
+    Defoci given as 1-D arrays (``m`` values) give ``(m, rows, W//2+1)``.
+    """
+    h, w = shape
+    tm = float(sampling)
+    ky = np.where(rows <= h // 2, rows, rows - h).astype(np.float64)
+    fy = ky / (h * tm)
+    fy2 = fy * fy
+    fx = np.arange(w // 2 + 1, dtype=np.float64) / (w * tm)
+    fx2 = fx * fx
+    lam = electron_wavelength(voltage)
+    k1 = math.pi * lam
+    k2 = math.pi / 2.0 * float(cs) * 1e7 * lam ** 3
+    alpha = math.radians(float(defocus_angle))
+    q0 = float(amplitude_contrast)
+    k3 = math.atan2(q0, math.sqrt(1.0 - q0 * q0))
+    shift = 0.0 if phase_shift is None else math.radians(float(phase_shift))
+    inv = 1.0 / (2.0 * math.pi)
+    du = np.asarray(defocus_u, dtype=np.float64)
+    dv = np.asarray(defocus_v, dtype=np.float64)
+    if du.ndim:  # one defocus per image: coefficients (m, rows)
+        du, dv = du.reshape(-1, 1), dv.reshape(-1, 1)
+    mean = -(du + dv) / 2.0  # Xmipp-internal: negative underfocus
+    dev = -(du - dv) / 2.0
+    c2 = math.cos(2.0 * alpha)
+    s2 = math.sin(2.0 * alpha)
+    a = (k1 * (mean + dev * c2) + 2.0 * k2 * fy2) * inv
+    b = (2.0 * k1 * dev * s2 * fy) * inv
+    c = (k1 * (mean - dev * c2) * fy2 + k2 * fy2 * fy2 - shift - k3) * inv
+    a, b, c = (np.broadcast_to(v, np.broadcast_shapes(np.shape(a), fy.shape))[..., None]
+               for v in (a, b, c))
+    t = np.add(fx2 * (k2 * inv), a)
+    t *= fx2
+    t += b * fx
+    t += c
+    frac = np.floor(t)
+    np.subtract(t, frac, out=t)
+    neg = np.less(t, 0.5)
+    neg &= t > 0.0
+    return neg
+
+
 def ctf_half_plane(shape: tuple[int, int], sampling: float, defocus_u: float, defocus_v: float,
                    defocus_angle: float, voltage: float, cs: float, amplitude_contrast: float,
                    phase_shift: float | None = None) -> NDArray[np.float64]:
@@ -124,17 +179,15 @@ def _flip_where_negative(shape: tuple[int, int], sampling: float, defocus_u: flo
                          ) -> Callable[[int, NDArray[np.complex128]], None]:
     """``apply(r0, block)``: negate spectrum rows ``r0:r0+len(block)`` where the CTF is < 0."""
     h, w = shape
-    q0 = float(amplitude_contrast)
-    k3 = math.atan2(q0, math.sqrt(1.0 - q0 * q0))
 
     def apply(r0: int, block: NDArray[np.complex128]) -> None:
         # in sub-blocks: the float64 temporaries of the CTF stay small and in cache
         for s0 in range(0, len(block), _ROWS_PER_BLOCK):
             part = block[s0:s0 + _ROWS_PER_BLOCK]
             rows = np.arange(r0 + s0, r0 + s0 + len(part))
-            chi = _chi_rows(rows, (h, w), sampling, defocus_u, defocus_v, defocus_angle,
-                            voltage, cs, phase_shift)
-            np.negative(part, out=part, where=_ctf_negative(chi, k3))
+            neg = _negative_rows(rows, (h, w), sampling, defocus_u, defocus_v, defocus_angle,
+                                 voltage, cs, amplitude_contrast, phase_shift)
+            np.negative(part, out=part, where=neg)
 
     return apply
 
@@ -151,11 +204,8 @@ def ctf_negative_stack(shape: tuple[int, int], sampling: float, defocus_u: Array
     h, w = _check_flip(tuple(shape), sampling)
     du = np.asarray(defocus_u, dtype=np.float64).reshape(-1)
     dv = np.asarray(defocus_v, dtype=np.float64).reshape(-1)
-    q0 = float(amplitude_contrast)
-    k3 = math.atan2(q0, math.sqrt(1.0 - q0 * q0))
-    chi = _chi_rows(np.arange(h), (h, w), sampling, du, dv, defocus_angle, voltage, cs,
-                    phase_shift)
-    return _ctf_negative(chi, k3, overwrite=True)
+    return _negative_rows(np.arange(h), (h, w), sampling, du, dv, defocus_angle, voltage, cs,
+                          amplitude_contrast, phase_shift)
 
 
 def _check_flip(shape: tuple[int, ...], sampling: float) -> tuple[int, int]:

@@ -7,6 +7,7 @@ import scipy.fft
 from pairextract.ops.ctf import (
     _chi_rows,
     _ctf_negative,
+    _negative_rows,
     ctf_half_plane,
     electron_wavelength,
     phase_flip,
@@ -85,6 +86,28 @@ def test_fast_sign_agrees_with_ctf():
     neg = _ctf_negative(chi, math.atan2(0.1, math.sqrt(1 - 0.01)))
     disagree = neg != (ctf < 0)
     assert not np.any(disagree & (np.abs(ctf) > 1e-12))
+
+
+@pytest.mark.parametrize(("shape", "tm", "du", "dv", "angle", "kv", "cs", "shift"), [
+    ((512, 512), 1.0, 21000.0, 15000.0, 30.0, 300.0, 2.7, None),
+    ((1024, 768), 0.83, 9000.0, 8500.0, -120.0, 200.0, 0.01, 35.0),
+    ((777, 1023), 2.4, 40000.0, 31000.0, 171.0, 120.0, 2.0, 90.0),
+])
+def test_row_polynomial_sign_is_the_chi_sign(shape, tm, du, dv, angle, kv, cs, shift):
+    # The flip's CTF sign from the per-row polynomial, against the phase chi evaluated
+    # directly and against the CTF itself away from its zeros; per image of a stack too.
+    q0 = 0.07
+    rows = np.arange(shape[0])
+    chi = _chi_rows(rows, shape, tm, du, dv, angle, kv, cs, shift)
+    want = _ctf_negative(chi, math.atan2(q0, math.sqrt(1 - q0 * q0)))
+    got = _negative_rows(rows, shape, tm, du, dv, angle, kv, cs, q0, shift)
+    np.testing.assert_array_equal(got, want)
+    ctf = ctf_half_plane(shape, tm, du, dv, angle, kv, cs, q0, shift)
+    assert got.mean() > 0.2 and not np.any((got != (ctf < 0)) & (np.abs(ctf) > 1e-12))
+    stack = _negative_rows(rows, shape, tm, np.array([du + 300.0, du]),
+                           np.array([dv - 100.0, dv]), angle, kv, cs, q0, shift)
+    np.testing.assert_array_equal(stack[1], got)
+    assert not np.array_equal(stack[0], got)
 
 
 def test_phase_flip_leaves_nonnegative_transfer():
