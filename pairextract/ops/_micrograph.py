@@ -176,7 +176,9 @@ def _untouched(img: NDArray, xy: NDArray[np.int64], params: ExtractionParams,
 def _processed(img: NDArray, setup: Setup, params: ExtractionParams, ctf: CTF | None,
                release: Release | None, consume_image: bool, cut_whole: bool) -> Source:
     """The downsampled and/or flipped micrograph (cleaned), and the range it is inverted over."""
-    if bad := _count_nonfinite(img, release):
+    # A whole flip with dust removal learns whether every pixel is finite from the dust
+    # statistics' sums (see _prepared); anything else counts first.
+    if not _flip_reads_dust_sums(setup, params) and (bad := _count_nonfinite(img, release)):
         raise NonFinitePixels(bad)
     work = _prepared(img, setup, params, ctf, release, consume_image)
     if release is not None and work is not img:
@@ -210,6 +212,9 @@ def _prepared(img: NDArray, setup: Setup, params: ExtractionParams, ctf: CTF | N
         source_release = release if work is img else None
         dust = (dust_patch(work, xmipp_param(params.dust_threshold),
                            release=source_release) if params.dust_removal else None)
+        if (_flip_reads_dust_sums(setup, params) and dust is not None
+                and not math.isfinite(dust.mean) and (bad := _count_nonfinite(img, None))):
+            raise NonFinitePixels(bad)
         return phase_flip_rows(_cleaned_rows(work, dust, source_release), work.shape,
                                xmipp_param(setup.sampling), ctf.defocus_u, ctf.defocus_v,
                                ctf.defocus_angle, ctf.voltage, ctf.cs,
@@ -217,6 +222,13 @@ def _prepared(img: NDArray, setup: Setup, params: ExtractionParams, ctf: CTF | N
     if params.dust_removal:
         return remove_dust(work, xmipp_param(params.dust_threshold), overwrite=own)
     return work
+
+
+def _flip_reads_dust_sums(setup: Setup, params: ExtractionParams) -> bool:
+    """Whether :func:`_prepared` flips the micrograph itself after taking its dust statistics,
+    whose float64 sums are NaN or inf exactly when a pixel is (or when they overflow)."""
+    return (setup.flip and not setup.per_box and params.dust_removal
+            and not runs_downsample(params.downsample))
 
 
 def _cut_source(work: NDArray, setup: Setup, params: ExtractionParams, ctf: CTF | None,

@@ -520,17 +520,18 @@ def test_pixel_types_float32_holds_give_the_particles_of_their_float32_copy(dtyp
 
 
 @pytest.mark.parametrize("value", ["nan", "inf", "-inf", "both"])
-@pytest.mark.parametrize("case", ["dust", "invert", "neither", "no_box", "downsample", "flip"])
+@pytest.mark.parametrize("case", ["dust", "invert", "neither", "no_box", "downsample", "flip",
+                                  "flip_dust"])
 def test_nonfinite_pixels_are_counted_on_every_path(value, case):
     # The check rides on the first scan (sums, range) and counts only when that is not finite.
     img = synthetic_micrograph(seed=2).astype(np.float64)
     bad = {"nan": [np.nan] * 3, "inf": [np.inf] * 3, "-inf": [-np.inf] * 3,
            "both": [np.inf, -np.inf, np.inf]}[value]
     img[[3, 200, 383], [0, 100, 399]] = bad
-    kw: dict = {"dust_removal": case == "dust", "invert": case != "neither"}
+    kw: dict = {"dust_removal": case in ("dust", "flip_dust"), "invert": case != "neither"}
     if case == "downsample":
         kw["downsample"] = 2.0
-    if case == "flip":
+    if case.startswith("flip"):
         kw["phase_flip"] = True
     coords = [[-100, -100]] if case == "no_box" else CENTRES
     ctf = CTF(15000.0, 13000.0, 30.0, 300.0, 2.7, 0.1)
@@ -542,12 +543,16 @@ def test_nonfinite_pixels_are_counted_on_every_path(value, case):
 
 
 @pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning")
+@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")
 @pytest.mark.parametrize("dust", [False, True])
-def test_huge_finite_pixels_are_not_taken_for_infinite(dust):
+@pytest.mark.parametrize("flip", [False, True])
+def test_huge_finite_pixels_are_not_taken_for_infinite(dust, flip):
     # float64 sums (and min + max) can overflow without any pixel being infinite
     img = synthetic_micrograph(seed=2).astype(np.float64) * 1e307
+    ctf = CTF(15000.0, 13000.0, 30.0, 300.0, 2.7, 0.1)
     res = extract_micrograph(img, CENTRES, ExtractionParams(BOX, dust_removal=dust,
-                                                            normalize=None))
+                                                            normalize=None, phase_flip=flip),
+                             ctf=ctf, pixel_size=1.0)
     assert (res.status == STATUS_OK).sum() == len(CENTRES) - 1  # (31, 300) leaves it
 
 
