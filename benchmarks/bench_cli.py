@@ -312,11 +312,16 @@ def _runners(args: argparse.Namespace, name: str, folder: Path, scratch: Path,
         extra += ["--phase-flip", "--ctf-untilted", ctf, "--ctf-tilted", ctf]
     out = scratch / "out"
     runs = []
-    for workers, mode, tree in itertools.product(args.workers, args.local, trees):
+    variants = args.env or [""]
+    for workers, mode, tree, var in itertools.product(args.workers, args.local, trees,
+                                                      variants):
         base, env = _cli(tree)
+        if var:
+            key, _, value = var.partition("=")
+            env[key] = value
         local = [] if mode == "default" else [f"--{mode}"]
         label = (f"pairextract {workers} worker(s)" + (f" --{mode}" if local else "")
-                 + (f" [{tree}]" if tree else ""))
+                 + (f" [{tree}]" if tree else "") + (f" {var}" if var else ""))
         runs.append(Runner(label, _extract_cmd(base, folder, out, name, workers, extra + local),
                            env, None, peers.count_pairextract, out))
     env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
@@ -364,6 +369,9 @@ def main() -> None:
                     choices=["default", "threads", "processes"],
                     help="local workers as the CLI's default, --threads or --processes; "
                     "several are run interleaved")
+    ap.add_argument("--env", action="append", metavar="NAME=VALUE",
+                    help="run pairextract with this variable set; repeat to interleave "
+                    "variants (e.g. --env PAIREXTRACT_DIRECT_IO=1 --env PAIREXTRACT_DIRECT_IO=0)")
     ap.add_argument("--float16", action="store_true")
     ap.add_argument("--phase-flip", action="store_true",
                     help="phase flip too, the peers as well (the CTFs are generated once)")

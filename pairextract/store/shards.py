@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pairextract.store._direct import DirectFile, direct_io_enabled
+from pairextract.store._direct import DirectFile, choose_direct, record_writes
 from pairextract.store.folder import ZARR_NAME, temp_path
 from pairextract.store.layout import MicrographJob
 
@@ -50,8 +50,9 @@ class ShardWriter:
     the index of (offset, length) pairs and its CRC32C. Each row goes to its own place in the
     file (``put``), so rows may come in any order; a row never given reads as zeros (a hole
     in the file). ``write`` appends rows in order and, on closing, insists on all of them.
-    The files are written around the page cache where the file system allows
-    (:class:`~pairextract.store._direct.DirectFile`): a run does not read its particles back.
+    The files are written around the page cache where the file system allows and that is
+    cheaper (:class:`~pairextract.store._direct.DirectFile`, measured per process): a run does
+    not read its particles back.
     """
 
     def __init__(self, out: Path, job: MicrographJob, shard: int, dtype: str,
@@ -61,7 +62,6 @@ class ShardWriter:
         self.nbytes = box * box * self.item.itemsize
         self.shards = list(_job_shards(job, shard))
         self.open: dict[int, tuple[DirectFile, Path]] = {}  # position in shards -> file, temporary
-        self.direct = direct_io_enabled()
         self.appended = 0  # rows given to ``write``, which must be all of them
 
     def _file(self, pos: int) -> DirectFile:
@@ -70,11 +70,12 @@ class ShardWriter:
             return held[0]
         path = shard_path(self.out, self.job.view, self.shards[pos][0])
         tmp = temp_path(path)
+        direct = choose_direct()
         try:
-            file = DirectFile(tmp, self.direct)
+            file = DirectFile(tmp, direct)
         except FileNotFoundError:  # the array's folder (made with its zarr.json) is gone
             path.parent.mkdir(parents=True, exist_ok=True)
-            file = DirectFile(tmp, self.direct)
+            file = DirectFile(tmp, direct)
         self.open[pos] = (file, tmp)
         return file
 
@@ -122,6 +123,7 @@ class ShardWriter:
             # the tail's write also gives the file its size: rows never written are holes
             file.write(memoryview(tail), rows * self.nbytes)
             file.finish(rows * self.nbytes + len(tail))
+            record_writes(file)
             tmp = self.open.pop(pos)[1]
             file.close()
             os.replace(tmp, shard_path(self.out, self.job.view, index))

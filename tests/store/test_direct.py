@@ -104,5 +104,61 @@ def test_disk_errors_are_not_taken_for_a_missing_o_direct(
 def test_the_switch_turns_direct_writes_off(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PAIREXTRACT_DIRECT_IO", "0")
     assert not _direct.direct_io_enabled()
+    assert not _direct._Choice().direct()
     monkeypatch.setenv("PAIREXTRACT_DIRECT_IO", "1")
     assert _direct.direct_io_enabled() == hasattr(os, "O_DIRECT")
+    assert _direct._Choice().direct() == hasattr(os, "O_DIRECT")
+
+
+def _spend(choice: _direct._Choice, path: Path, ms_per_mib: float, nbytes: int) -> bool:
+    """Write a real file the way ``choice`` asks, then tell it the file cost ``ms_per_mib``
+    (the device's answer, which a test cannot choose); return the way it was written."""
+    f = DirectFile(path, direct=choice.direct())
+    try:
+        f.write(memoryview(bytes(BLOCK)), 0)
+        f.finish(BLOCK)
+    finally:
+        f.close()
+    f.seconds, f.bytes = ms_per_mib * 1e-3 * nbytes / 2 ** 20, nbytes
+    choice.record(f)
+    return f.direct
+
+
+@pytest.mark.skipif(not hasattr(os, "O_DIRECT"), reason="no O_DIRECT on this system")
+@pytest.mark.parametrize(("cached", "direct", "want"), [(0.2, 2.2, False), (2.5, 0.6, True)])
+def test_each_process_measures_both_ways_and_goes_on_the_cheaper(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cached: float, direct: float,
+        want: bool) -> None:
+    # The two machines measured: a fast page cache and slow direct answers (a VM's virtual
+    # disk), and slow page-cache copies. Cached first, then direct, each until the probe's
+    # bytes are written; then the cheaper way for good.
+    monkeypatch.delenv("PAIREXTRACT_DIRECT_IO", raising=False)
+    probe = DirectFile(tmp_path / "probe", direct=True)
+    probe.close()
+    if not probe.direct:
+        pytest.skip("this file system refuses O_DIRECT")  # (tmpfs) settled as cached
+    choice = _direct._Choice()
+    half = _direct._PROBE_BYTES // 2
+    ways = [_spend(choice, tmp_path / f"{k}", {False: cached, True: direct}[choice.direct()],
+                   half) for k in range(4)]
+    assert ways == [False, False, True, True]
+    assert choice.chosen is None
+    assert [choice.direct() for _ in range(3)] == [want] * 3
+    assert choice.chosen is want
+
+
+def test_a_refused_o_direct_settles_the_choice(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PAIREXTRACT_DIRECT_IO", raising=False)
+    real_open = os.open
+
+    def no_direct_open(path, flags, mode=0o777):  # type: ignore[no-untyped-def]
+        if flags & getattr(os, "O_DIRECT", 0):
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real_open(path, flags, mode)
+
+    monkeypatch.setattr(_direct.os, "open", no_direct_open)
+    choice = _direct._Choice()
+    choice.spent[False] = [0.1, _direct._PROBE_BYTES]  # cached already measured
+    assert _spend(choice, tmp_path / "f", 0.5, 1 << 20) is False
+    assert choice.chosen is False and choice.direct() is False
