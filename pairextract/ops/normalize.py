@@ -20,7 +20,7 @@ METHODS = ("OldXmipp", "NewXmipp", "Ramp")
 _CHUNK_ELEMENTS = 1 << 19  # float64 elements per chunk (4 MiB)
 _BOX_ELEMENTS = 1 << 16    # float64 elements of Ramp's per-box buffers (512 KiB each, in L2)
 _RAMP_MIN_SIGMA = 1e-6
-_RAMP_BOXES = 8           # boxes per block of Ramp's float64 work
+_RAMP_BOXES = 8           # boxes per block of Ramp's float64 work, at least (4 MiB at 256²)
 _SUM_BOXES = 16           # boxes summed side by side by OldXmipp and NewXmipp (SIMD across boxes)
 _SUM_ROWS = 4096          # pixels per block of those sums
 
@@ -250,7 +250,8 @@ def _ramp(in3: NDArray, out3: NDArray[np.float32], rad: int) -> None:
     ij = (np.arange(box) - box // 2).astype(np.float64)
     # A few boxes at a time (their float64 residual in cache); their background pixels in
     # rows of (k, boxes) columns: the k sums of a pass in one sequential reduction.
-    per = max(1, min(n, _RAMP_BOXES))
+    # small boxes in larger blocks: each block costs some 20 numpy calls whatever its size
+    per = max(1, min(n, max(_RAMP_BOXES, _CHUNK_ELEMENTS // (box * box))))
     plane_buf = np.empty((per, box, box))
     cols_buf = np.empty((len(flat), 3, per))
     denom = f * f * g - 2 * e * f * h + d * h * h + e * e * nb - d * g * nb
