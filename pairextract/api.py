@@ -96,7 +96,7 @@ def extract_pairs(
         Only with ``client=None``: ``True`` runs the workers as threads of this process,
         ``False`` each in a process of its own; ``None`` (default) lets
         :func:`pairextract.runtime.prefer_local_threads` choose (threads for a run of up to
-        64 micrographs without phase flip).
+        16 micrographs without phase flip).
     strict_checks
         Refuse the run when the input checks find errors that concern the whole run.
     recenter
