@@ -277,17 +277,25 @@ def _tilt_sign(work: NDArray, sampling: float, ctf: CTF) -> TiltSign:
         return TiltSign(1, math.nan, 0)
 
 
+# dtypes whose every value float32 holds exactly
+_FLOAT32_EXACT = tuple(np.dtype(t) for t in ("float32", "int8", "uint8", "int16", "uint16"))
+
+
 def _cleaned_rows(image: NDArray, dust: DustPatch | None, release: Release | None
-                  ) -> Callable[[int, int], NDArray[np.float32]]:
-    """``read(r0, r1)``: rows of ``image`` as the float32 micrograph dust removal makes.
+                  ) -> Callable[[int, int], NDArray[np.float64]]:
+    """``read(r0, r1)``: rows of ``image`` as the float32 micrograph dust removal makes, in
+    float64 (what the flip's FFT reads).
 
     What :func:`pairextract.ops.remove_dust` returns, a row block at a time; rows handed out
-    are released from ``image``.
+    are released from ``image``. Pixels that float32 holds exactly (float32 and 8- or 16-bit
+    integer micrographs) go to float64 in one copy; others are rounded to float32 first.
     """
     w = image.shape[1]
+    exact = image.dtype in _FLOAT32_EXACT
 
-    def read(r0: int, r1: int) -> NDArray[np.float32]:
-        rows = image[r0:r1].astype(np.float32)
+    def read(r0: int, r1: int) -> NDArray[np.float64]:
+        block = image[r0:r1]
+        rows = block.astype(np.float64) if exact else block.astype(np.float32).astype(np.float64)
         if dust is not None and dust.index.size:
             i0, i1 = np.searchsorted(dust.index, [r0 * w, r1 * w])
             rows.reshape(-1)[dust.index[i0:i1] - r0 * w] = dust.value[i0:i1]
