@@ -12,13 +12,14 @@ boxes at a time, so the float64 work stays in cache and the memory overhead is s
 from __future__ import annotations
 
 import functools
+import math
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 METHODS = ("OldXmipp", "NewXmipp", "Ramp")
 _CHUNK_ELEMENTS = 1 << 19  # float64 elements per chunk (4 MiB)
-_BOX_ELEMENTS = 1 << 16    # float64 elements of Ramp's per-box buffers (512 KiB each, in L2)
+_BOX_ELEMENTS = 1 << 16    # boxes of at least this many pixels: Ramp one at a time (512 KiB)
 _RAMP_MIN_SIGMA = 1e-6
 _RAMP_BOXES = 8           # boxes per block of Ramp's float64 work, at least (4 MiB at 256²)
 _SUM_BOXES = 16           # boxes summed side by side by OldXmipp and NewXmipp (SIMD across boxes)
@@ -233,7 +234,17 @@ def _ramp_geometry(box: int, radius: int) -> tuple[NDArray[np.float64], NDArray[
 
 
 def _ramp(in3: NDArray, out3: NDArray[np.float32], rad: int) -> None:
-    """Ramp of ``(n, B, B)`` boxes with Xmipp's arithmetic (reference 6), a few at a time.
+    """Ramp of ``(n, B, B)`` boxes in Xmipp's arithmetic: box by box from 256² on (a box's
+    float64 work in cache: 300 boxes of 256² 0.108 -> 0.099 s, 40 of 512² 0.096 -> 0.058 s),
+    smaller boxes several at a time (10 of 64²: 0.2 ms instead of 0.3). The same bits."""
+    if in3.shape[1] * in3.shape[2] >= _BOX_ELEMENTS:
+        _ramp_boxes(in3, out3, rad)
+    else:
+        _ramp_blocks(in3, out3, rad)
+
+
+def _ramp_boxes(in3: NDArray, out3: NDArray[np.float32], rad: int) -> None:
+    """Ramp of ``(n, B, B)`` boxes with Xmipp's arithmetic (reference 6), one box at a time.
 
     The plane ``p = a*j + (b*i + c)`` comes from the background's sums ``sum j z``,
     ``sum i z``, ``sum z`` accumulated pixel after pixel in raster order, and Cramer's rule in
@@ -241,7 +252,47 @@ def _ramp(in3: NDArray, out3: NDArray[np.float32], rad: int) -> None:
     sigma from the residual's background sums, accumulated the same way, as
     ``sqrt(|s2/N - m^2| * N / (N - 1))``; the residual scaled by ``1/sigma`` where
     sigma > 1e-6. Every float64 operation is Xmipp's, in its order, so the float32 results are
-    its bits (numpy's pairwise sums rounded a pixel in about a million otherwise).
+    its bits (numpy's pairwise sums rounded a pixel in about a million otherwise). The sums
+    are accumulations (``cumsum``: sequential by definition) over contiguous vectors, and a
+    box's float64 work (512 KiB at 256²) stays in cache.
+    """
+    n, box, _ = in3.shape
+    flat = _background(box, rad)
+    jj, ii, (d, e, f, g, h, nb) = _ramp_geometry(box, rad)
+    j1, i1 = jj[:, 0], ii[:, 0]
+    ij = (np.arange(box) - box // 2).astype(np.float64)
+    denom = f * f * g - 2 * e * f * h + d * h * h + e * e * nb - d * g * nb
+    plane = np.empty((box, box))
+    z = np.empty(len(flat))
+    t = np.empty(len(flat))
+    acc = np.empty(len(flat))
+    for k in range(n):
+        x = in3[k]
+        z[...] = x.reshape(-1)[flat]
+        s0 = float(np.cumsum(z, out=acc)[-1])
+        sj = float(np.cumsum(np.multiply(j1, z, out=t), out=acc)[-1])
+        si = float(np.cumsum(np.multiply(i1, z, out=t), out=acc)[-1])
+        # Xmipp's J, K, L
+        pa = (h * h * sj - g * nb * sj + e * nb * si + f * g * s0 - h * (f * si + e * s0)) / denom
+        pb = (e * nb * sj + f * f * si - d * nb * si + d * h * s0 - f * (h * sj + e * s0)) / denom
+        pc = (f * g * sj - e * h * sj - e * f * si + d * h * si + e * e * s0 - d * g * s0) / denom
+        # z - (a*j + (b*i + c)), as Xmipp subtracts it: one rounding of the plane per pixel
+        np.add(pa * ij, (pb * ij + pc)[:, None], out=plane)
+        np.subtract(x, plane, out=plane)
+        np.take(plane.reshape(-1), flat, out=z)
+        s1 = float(np.cumsum(z, out=acc)[-1])
+        s2 = float(np.cumsum(np.multiply(z, z, out=t), out=acc)[-1])
+        mean = s1 / nb
+        sigma = math.sqrt(abs(s2 / nb - mean * mean) * nb / (nb - 1))
+        scale = 1.0 / sigma if sigma > _RAMP_MIN_SIGMA else 1.0
+        # the float64 product rounded to float32 as it is stored (one pass)
+        np.multiply(plane, scale, out=out3[k], casting="same_kind")
+
+
+def _ramp_blocks(in3: NDArray, out3: NDArray[np.float32], rad: int) -> None:
+    """:func:`_ramp_boxes`' arithmetic for small boxes, several at a time: the sums of their
+    background pixels side by side in one sequential reduction (one numpy call for all), the
+    plane and the scaling of the block at once.
     """
     n, box, _ = in3.shape
     npix = box * box

@@ -292,10 +292,11 @@ def assert_formula(stack, got, method, radius, what):
         assert (err <= ulp).all(), f"{what} box {k}: {(err / ulp).max():.2f} ulps"
 
 
-@pytest.mark.parametrize(("box", "n"), [(15, 9), (16, 9), (63, 7), (64, 7), (129, 37)])
+@pytest.mark.parametrize(("box", "n"), [(15, 9), (16, 9), (63, 7), (64, 7), (129, 37), (256, 3)])
 @pytest.mark.parametrize("dtype", [np.float32, np.float16, np.float64])
 def test_kernels_match_the_reference_formulas(box, n, dtype):
-    # (129, 37): more boxes than one chunk of the kernel (31), so a chunk boundary too
+    # (129, 37): more boxes than one chunk of the kernel (31), so a chunk boundary too;
+    # (256, 3): Ramp box by box
     for name, stack in _varied_stacks(box, n, dtype, seed=box).items():
         for radius in (-1, box // 2, box // 3, 5):
             for method in ("Ramp", "NewXmipp", "OldXmipp"):
@@ -362,7 +363,8 @@ def _ramp_one_double_at_a_time(image, radius):
     return out.astype(np.float32)
 
 
-@pytest.mark.parametrize(("box", "n", "seed"), [(16, 9, 16), (33, 3, 33), (64, 1, 4), (128, 1, 0)])
+@pytest.mark.parametrize(("box", "n", "seed"), [(16, 9, 16), (33, 3, 33), (64, 1, 4), (128, 1, 0),
+                                             (256, 2, 7)])
 def test_ramp_is_xmipps_arithmetic_bit_for_bit(box, n, seed):
     # Sums in raster order, not numpy's pairwise ones: the boxes of seeds 4 (64) and 0 (128)
     # had 1 and 2 pixels off by an ulp with pairwise sums and a solved plane. (16, 9): a
