@@ -418,6 +418,11 @@ def info(out: str | Path) -> str:
     """A printable account of an existing output folder: its state (micrographs done, pairs
     kept, dropped by reason and flagged, whatever run wrote them), the last run, the
     parameters, and whether the store is whole."""
+    return _account(out)[0]
+
+
+def _account(out: str | Path) -> tuple[str, list[str]]:
+    """:func:`info`'s text and the store's problems (``store.check_output``, taken once)."""
     prov = store.read_provenance(out)
     last = store.read_summary(out)
     problems = store.check_output(out)
@@ -445,4 +450,4 @@ def info(out: str | Path) -> str:
         lines.extend(f"  - {p}" for p in problems)
     else:
         lines.append("store:         whole (tables readable, every particle file present)")
-    return "\n".join(lines)
+    return "\n".join(lines), problems

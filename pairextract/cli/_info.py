@@ -30,13 +30,13 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pairextract.api import info
+    from pairextract.api import _account
     from pairextract.store import check_output, folder_state, read_summary
     from pairextract.store.watchstatus import read_status
 
     try:
-        damaged = check_output(args.out)
         if args.json:
+            damaged = check_output(args.out)
             data = read_summary(args.out)
             data["state"] = None if damaged else folder_state(args.out)
             watch = read_status(args.out)
@@ -44,7 +44,9 @@ def run(args: argparse.Namespace) -> int:
                 data["watch"] = dataclasses.asdict(watch)
             print(json.dumps(data, indent=2))
         else:
-            print(info(args.out))  # the watch service's lines too, when one wrote the folder
+            # the watch service's lines too, when one wrote the folder; the store checked once
+            text, damaged = _account(args.out)
+            print(text)
     except InputError as exc:
         print(f"pairextract info: error: {exc}", file=sys.stderr)
         return 2

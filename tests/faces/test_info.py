@@ -12,7 +12,7 @@ from pairextract.io import read_pairs
 from pairextract.store import folder_state
 
 
-def test_info_reports_the_folder_after_a_failure_and_its_repair(client, tmp_path, capsys):  # type: ignore[no-untyped-def]
+def test_info_reports_the_folder_after_a_failure_and_its_repair(client, tmp_path, capsys, monkeypatch):  # type: ignore[no-untyped-def]
     from pairextract.testing import synth
 
     ds = synth.make_dataset(tmp_path / "data", n_mic_pairs=2, shape=(320, 320),
@@ -40,6 +40,16 @@ def test_info_reports_the_folder_after_a_failure_and_its_repair(client, tmp_path
     assert f"pairs kept:    {second.pairs_kept}\n" in text and second.pairs_kept > first.pairs_kept
     assert "last run:      1 micrograph(s) extracted, 3 already done" in text
     assert "pairs flagged: " in text and f"record:        {out.resolve() / 'note.txt'}" in text
+
+    import pairextract.store as store
+
+    checks = []
+    real_check = store.check_output
+    monkeypatch.setattr(store, "check_output", lambda o: checks.append(o) or real_check(o))
+    capsys.readouterr()
+    assert cli.main(["info", str(out)]) == 0
+    assert capsys.readouterr().out.strip() == text.strip()
+    assert len(checks) == 1  # the store (every shard file) is checked once per command
 
     assert cli.main(["info", str(out), "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
