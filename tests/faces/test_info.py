@@ -12,7 +12,8 @@ from pairextract.io import read_pairs
 from pairextract.store import folder_state
 
 
-def test_info_reports_the_folder_after_a_failure_and_its_repair(client, tmp_path, capsys, monkeypatch):  # type: ignore[no-untyped-def]
+def test_info_reports_the_folder_after_a_failure_and_its_repair(  # type: ignore[no-untyped-def]
+        client, tmp_path, capsys, monkeypatch):
     from pairextract.testing import synth
 
     ds = synth.make_dataset(tmp_path / "data", n_mic_pairs=2, shape=(320, 320),
