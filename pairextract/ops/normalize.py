@@ -102,17 +102,15 @@ def normalize_stack(stack: ArrayLike, method: str, radius: int = -1,
             raise ValueError("out must be a C-contiguous float32 array of the stack's shape")
         res = out[None] if single else out
     n, box, _ = a.shape
-    # einsum (no BLAS) in the kernels: thin mat-vec products through a multi-threaded BLAS are
-    # slow and erratic when every core already runs a worker.
     if method == "OldXmipp":
-        _old_xmipp(a.reshape(n, box * box), res.reshape(n, box * box))
+        _mean_std(a.reshape(n, box * box), res.reshape(n, box * box), None)
     else:
         rad = _radius(box, radius)
         nb = len(_background(box, rad))
         if nb < 2:
             raise ValueError(f"background of box {box} with radius {radius} has {nb} pixel(s)")
         if method == "NewXmipp":
-            _new_xmipp(a.reshape(n, box * box), res.reshape(n, box * box), box, rad)
+            _mean_std(a.reshape(n, box * box), res.reshape(n, box * box), _background(box, rad))
         else:
             _ramp(a.reshape(n, box, box), res.reshape(n, box, box), rad)
     return res[0] if single else res
@@ -151,42 +149,28 @@ def _sums_buffer(n: int) -> NDArray[np.float64]:
     return np.empty((_SUM_ROWS + 1, 2, min(n, _SUM_BOXES)))
 
 
-def _old_xmipp(flat_in: NDArray, flat_out: NDArray[np.float32]) -> None:
-    """OldXmipp of ``(n, P)`` boxes: whole box, population std, in Xmipp's arithmetic.
+def _mean_std(flat_in: NDArray, flat_out: NDArray[np.float32],
+              background: NDArray[np.intp] | None) -> None:
+    """OldXmipp (``background`` None) or NewXmipp of ``(n, P)`` boxes, in Xmipp's arithmetic.
 
-    ``mu = s1/N``, ``sigma = sqrt(|s2/N - mu^2|)`` (Xmipp's ``N/(N-1)`` factor is an integer
-    division, 1), then ``(v - mu) * (1/sigma)``; a blank box (sigma 0) gives NaN.
+    ``mu = s1/N`` and, over the whole box, ``sigma = sqrt(|s2/N - mu^2|)`` (Xmipp's
+    ``N/(N-1)`` factor there is an integer division, 1) or, over the background pixels,
+    ``sqrt(|s2/N - mu^2| * N / (N - 1))``; then ``(v - mu) * (1/sigma)`` for every pixel. A
+    blank box (sigma 0) gives NaN or inf.
     """
     n, npix = flat_in.shape
+    size = float(npix if background is None else len(background))
     buf = _sums_buffer(n)
     per = buf.shape[2]
     with np.errstate(invalid="ignore", divide="ignore"):
         for k in range(0, n, per):
             x = flat_in[k:k + per]
-            s1, s2 = _raster_sums(x, None, buf)
-            mean = s1 / npix
-            inv = 1.0 / np.sqrt(np.abs(s2 / npix - mean * mean))
-            _centre_and_scale(x, mean, inv, flat_out[k:k + per])
-
-
-def _new_xmipp(flat_in: NDArray, flat_out: NDArray[np.float32], box: int, rad: int) -> None:
-    """NewXmipp of ``(n, P)`` boxes: background mean and sample std, in Xmipp's arithmetic.
-
-    ``mu_b = s1/Nb``, ``sigma_b = sqrt(|s2/Nb - mu_b^2| * Nb / (Nb - 1))`` over the background
-    pixels in raster order, then ``(v - mu_b) * (1/sigma_b)`` for every pixel.
-    """
-    n, _ = flat_in.shape
-    flat = _background(box, rad)
-    nb = float(len(flat))
-    buf = _sums_buffer(n)
-    per = buf.shape[2]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        for k in range(0, n, per):
-            x = flat_in[k:k + per]
-            s1, s2 = _raster_sums(x, flat, buf)
-            mean = s1 / nb
-            inv = 1.0 / np.sqrt(np.abs(s2 / nb - mean * mean) * nb / (nb - 1))
-            _centre_and_scale(x, mean, inv, flat_out[k:k + per])
+            s1, s2 = _raster_sums(x, background, buf)
+            mean = s1 / size
+            var = np.abs(s2 / size - mean * mean)
+            if background is not None:
+                var = var * size / (size - 1)
+            _centre_and_scale(x, mean, 1.0 / np.sqrt(var), flat_out[k:k + per])
 
 
 def _centre_and_scale(x: NDArray, mean: NDArray[np.float64], inv: NDArray[np.float64],

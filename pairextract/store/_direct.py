@@ -35,7 +35,7 @@ import threading
 import time
 from pathlib import Path
 
-__all__ = ["DirectFile", "choose_direct", "direct_io_enabled", "record_writes"]
+__all__ = ["DirectFile", "choose_direct", "record_writes"]
 
 log = logging.getLogger(__name__)
 
@@ -66,12 +66,6 @@ def _forced() -> bool | None:
     return None
 
 
-def direct_io_enabled() -> bool:
-    """Whether shard files may be written with ``O_DIRECT``: where the system has it, unless
-    ``PAIREXTRACT_DIRECT_IO=0`` (then always through the page cache)."""
-    return hasattr(os, "O_DIRECT") and _forced() is not False
-
-
 class _Choice:
     """This process's choice between direct and cached writes, from what its writes cost.
 
@@ -87,9 +81,11 @@ class _Choice:
         self.chosen: bool | None = None
 
     def direct(self) -> bool:
+        if not hasattr(os, "O_DIRECT"):
+            return False
         forced = _forced()
-        if forced is not None or not hasattr(os, "O_DIRECT"):
-            return bool(forced) and hasattr(os, "O_DIRECT")
+        if forced is not None:
+            return forced
         with self.lock:
             if self.chosen is None:
                 for way in (False, True):
