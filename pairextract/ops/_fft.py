@@ -1,10 +1,14 @@
 """Row-blocked 2-D real FFTs in float64 with a small memory footprint.
 
-``scipy.fft.rfft2`` on a float32 micrograph needs a whole float64 copy next to the complex
-spectrum, and ``irfft2`` a whole float64 result before the float32 cast. Doing the row
-transforms in blocks (cast per block) and the column transform in place gives the same
-numbers (bit for bit) with about half the peak memory. Single-threaded: the pipeline runs
-one task per core.
+``rfft2`` on a float32 micrograph needs a whole float64 copy next to the complex spectrum,
+and ``irfft2`` a whole float64 result before the float32 cast. Doing the row transforms in
+blocks (cast per block) and the column transform in place gives the same numbers (bit for
+bit) with about half the peak memory. Single-threaded: the pipeline runs one task per core.
+
+``numpy.fft`` (numpy >= 2: pocketfft, the engine of ``scipy.fft``, the same bits) rather than
+``scipy.fft``: its ``out=`` writes each row block straight into the spectrum and the column
+transforms in place (a 4k row pass 0.089 -> 0.063 s), and it imports in 1 ms where
+``scipy.fft`` takes 0.12 s of a cold process.
 """
 
 from __future__ import annotations
@@ -23,8 +27,6 @@ ApplyRows = Callable[[int, NDArray[np.complex128]], None]
 def _rfft2_of_rows(read: ReadRows, shape: tuple[int, int], ncols: int | None, norm: str
                    ) -> NDArray[np.complex128]:
     """``rfft2`` of the image ``read(r0, r1)`` gives row block by row block (each once)."""
-    import scipy.fft  # here: extraction without flip or downsampling never needs it (~0.2 s)
-
     h, w = shape
     nc = w // 2 + 1 if ncols is None else int(ncols)
     spec = np.empty((h, nc), dtype=np.complex128)
@@ -33,8 +35,13 @@ def _rfft2_of_rows(read: ReadRows, shape: tuple[int, int], ncols: int | None, no
         rows = read(r, r1)
         if rows.shape != (r1 - r, w):
             raise ValueError(f"rows {r}:{r1} came as shape {rows.shape}, expected {(r1 - r, w)}")
-        spec[r:r1] = scipy.fft.rfft(np.asarray(rows, np.float64), axis=1, norm=norm)[:, :nc]
-    return scipy.fft.fft(spec, axis=0, norm=norm, overwrite_x=True)
+        # float64 first: numpy >= 2 transforms float32 in float32
+        rows = np.asarray(rows, np.float64)
+        if nc == w // 2 + 1:
+            np.fft.rfft(rows, axis=1, norm=norm, out=spec[r:r1])
+        else:
+            spec[r:r1] = np.fft.rfft(rows, axis=1, norm=norm)[:, :nc]
+    return np.fft.fft(spec, axis=0, norm=norm, out=spec)
 
 
 def rfft2_f64(x: NDArray, ncols: int | None = None, norm: str = "backward",
@@ -62,19 +69,21 @@ def irfft2_f32(spec: NDArray[np.complex128], shape: tuple[int, int], norm: str =
     ``spec`` (``(H, W//2+1)``) is overwritten; the result goes to ``out`` when given, which
     may be :func:`over_spectrum` of ``spec``.
     """
-    import scipy.fft
-
     h, w = shape
     if spec.shape[0] != h:
         raise ValueError(f"spectrum has {spec.shape[0]} rows, expected {h}")
-    spec = scipy.fft.ifft(spec, axis=0, norm=norm, overwrite_x=True)
+    if spec.dtype != np.complex128:
+        spec = spec.astype(np.complex128)
+    spec = np.fft.ifft(spec, axis=0, norm=norm, out=spec)
     if out is None:
         out = np.empty((h, w), dtype=np.float32)
     elif out.shape != (h, w) or out.dtype != np.float32:
         raise ValueError("out must be a float32 array of the output shape")
+    rows = np.empty((min(h, _ROWS_PER_BLOCK), w), dtype=np.float64)
     for r in range(0, h, _ROWS_PER_BLOCK):
-        out[r:r + _ROWS_PER_BLOCK] = scipy.fft.irfft(spec[r:r + _ROWS_PER_BLOCK], n=w, axis=1,
-                                                     norm=norm)
+        r1 = min(h, r + _ROWS_PER_BLOCK)
+        block = np.fft.irfft(spec[r:r1], n=w, axis=1, norm=norm, out=rows[:r1 - r])
+        out[r:r1] = block
     return out
 
 
