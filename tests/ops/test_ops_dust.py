@@ -208,3 +208,21 @@ def test_transposed_input_is_cleaned_like_a_c_ordered_one():
     np.testing.assert_array_equal(remove_dust(np.asfortranarray(img), 3.5),
                                   slow_reference(img, 3.5))
     np.testing.assert_array_equal(remove_dust(img.T, 3.5), slow_reference(img.T.copy(), 3.5))
+
+
+@pytest.mark.parametrize("shape", [(600, 301), (257, 1024), (1000, 7)])
+def test_mean_summed_in_pieces_is_the_sum_of_whole_float64_blocks(monkeypatch, shape):
+    # The statistics copy at most _COPY_ELEMENTS pixels at a time, split where numpy's pairwise
+    # sum splits: the mean has the bits of summing a float64 copy of each 256-row block.
+    from pairextract.ops import dust
+
+    monkeypatch.setattr(dust, "_COPY_ELEMENTS", 1000)
+    rng = np.random.default_rng(11)
+    img = (rng.normal(size=shape) * 3 + 1e4).astype(np.float32)
+    rows = dust._ROWS_PER_BLOCK
+    want = 0.0
+    for r in range(0, shape[0], rows):
+        want += float(np.add.reduce(img[r:r + rows].astype(np.float64).reshape(-1)))
+    mean, std = dust._mean_std(img)
+    assert mean == want / img.size
+    assert std == pytest.approx(img.astype(np.float64).std(), rel=1e-9)
