@@ -14,6 +14,7 @@ transforms in place (a 4k row pass 0.089 -> 0.063 s), and it imports in 1 ms whe
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -23,11 +24,12 @@ from numpy.typing import NDArray
 # faster).
 _ROWS_PER_BLOCK = 64
 
+Norm = Literal["backward", "ortho", "forward"]
 ReadRows = Callable[[int, int], NDArray]
 ApplyRows = Callable[[int, NDArray[np.complex128]], None]
 
 
-def _rfft2_of_rows(read: ReadRows, shape: tuple[int, int], ncols: int | None, norm: str
+def _rfft2_of_rows(read: ReadRows, shape: tuple[int, int], ncols: int | None, norm: Norm
                    ) -> NDArray[np.complex128]:
     """``rfft2`` of the image ``read(r0, r1)`` gives row block by row block (each once)."""
     h, w = shape
@@ -47,7 +49,7 @@ def _rfft2_of_rows(read: ReadRows, shape: tuple[int, int], ncols: int | None, no
     return np.fft.fft(spec, axis=0, norm=norm, out=spec)
 
 
-def rfft2_f64(x: NDArray, ncols: int | None = None, norm: str = "backward",
+def rfft2_f64(x: NDArray, ncols: int | None = None, norm: Norm = "backward",
               release: Callable[[int, int], None] | None = None) -> NDArray[np.complex128]:
     """``rfft2`` of a 2-D array in float64, keeping only the first ``ncols`` columns.
 
@@ -65,7 +67,7 @@ def rfft2_f64(x: NDArray, ncols: int | None = None, norm: str = "backward",
     return _rfft2_of_rows(read, x.shape, ncols, norm)
 
 
-def irfft2_f32(spec: NDArray[np.complex128], shape: tuple[int, int], norm: str = "backward",
+def irfft2_f32(spec: NDArray[np.complex128], shape: tuple[int, int], norm: Norm = "backward",
                out: NDArray[np.float32] | None = None) -> NDArray[np.float32]:
     """``irfft2(spec, s=shape)`` computed in float64 and returned as float32.
 

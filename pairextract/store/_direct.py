@@ -20,8 +20,9 @@ Which way is cheaper depends on the machine: on one 2-core VM the page cache's c
 of B24's 23 CPU seconds and direct writes saved 2.7 s of its 13.6; on another, whose virtual
 disk answers each direct write only once it has it, they cost 0.12 s of each 0.3 s task and
 buffered writes were 2.3 s faster. So by default each process measures both (:class:`_Choice`:
-the time spent in its writes per byte, over the first files of each kind) and goes on the
-cheaper way; ``PAIREXTRACT_DIRECT_IO=1`` or ``0`` decides instead.
+the time spent in its writes per byte, a few MiB each way, counted as the writes happen) and
+goes on the cheaper way, a file being written directly included; ``PAIREXTRACT_DIRECT_IO=1``
+or ``0`` decides instead.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ import threading
 import time
 from pathlib import Path
 
-__all__ = ["DirectFile", "choose_direct", "record_writes"]
+__all__ = ["DirectFile", "open_measured"]
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,12 @@ log = logging.getLogger(__name__)
 # sectors), a multiple of 512 as well.
 BLOCK = 4096
 _STAGE_BYTES = 1 << 20  # the staging buffer: writes go out in pieces of at most this
-_PROBE_BYTES = 48 << 20  # written each way before a process chooses (about 2 B24 tasks)
+# Written each way before a process chooses: enough to tell 0.2 from 2.2 ms/MiB (the two ways
+# on one VM) or 2.5 from 0.6 (on another), little enough that the wrong way costs some 20 ms.
+# (48 MiB each way, counted per finished file, cost B1 0.28 s: its two threads wrote two whole
+# 75 MiB files directly before the choice.)
+_PROBE_CACHED = 16 << 20
+_PROBE_DIRECT = 8 << 20
 _local = threading.local()
 
 
@@ -69,9 +75,11 @@ def _forced() -> bool | None:
 class _Choice:
     """This process's choice between direct and cached writes, from what its writes cost.
 
-    The first files are written through the page cache until ``_PROBE_BYTES`` are, then the
-    next directly until as many are; from then on the way with the lower time per byte (in
-    the write calls: the copies, the device's answers) is used. A file system that refuses
+    Files are opened for cached writes until ``_PROBE_CACHED`` bytes were written so, then
+    for direct writes until ``_PROBE_DIRECT`` were; then the way with the lower time per byte
+    (in the write calls: the copies, the device's answers) is used, and a file still being
+    written directly goes on through the page cache if that is the choice. Bytes count as
+    they are written, by every thread of the process. A file system that refuses
     ``O_DIRECT`` settles it: cached.
     """
 
@@ -81,44 +89,45 @@ class _Choice:
         self.chosen: bool | None = None
 
     def direct(self) -> bool:
+        """Whether a file opened now is to be written directly."""
         if not hasattr(os, "O_DIRECT"):
             return False
         forced = _forced()
         if forced is not None:
             return forced
         with self.lock:
-            if self.chosen is None:
-                for way in (False, True):
-                    if self.spent[way][1] < _PROBE_BYTES:
-                        return way
+            if self.chosen is not None:
+                return self.chosen
+            return self.spent[False][1] >= _PROBE_CACHED
+
+    def add(self, direct: bool, seconds: float, nbytes: int) -> bool:
+        """Count a write's cost; whether a file written directly should go on so."""
+        with self.lock:
+            spent = self.spent[direct]
+            spent[0] += seconds
+            spent[1] += nbytes
+            if (self.chosen is None and self.spent[False][1] >= _PROBE_CACHED
+                    and self.spent[True][1] >= _PROBE_DIRECT):
                 (sc, nc), (sd, nd) = self.spent[False], self.spent[True]
                 self.chosen = sd / nd < sc / nc
                 log.info("shard files written %s: %.2f ms/MiB direct, %.2f ms/MiB cached",
                          "directly" if self.chosen else "through the page cache",
                          sd / nd * 2 ** 20 * 1e3, sc / nc * 2 ** 20 * 1e3)
-            return self.chosen
+            return self.chosen is not False or _forced() is True
 
-    def record(self, file: DirectFile) -> None:
+    def refused(self) -> None:
+        """``O_DIRECT`` was refused here: no use asking again."""
         with self.lock:
-            if file.asked and not file.direct:
-                self.chosen = False  # O_DIRECT refused here: no use asking again
-            spent = self.spent[file.direct]
-            spent[0] += file.seconds
-            spent[1] += file.bytes
+            self.chosen = False
 
 
 _choice = _Choice()
 
 
-def choose_direct() -> bool:
-    """Whether the next shard file of this process is to be written directly (see
-    :class:`_Choice`)."""
-    return _choice.direct()
-
-
-def record_writes(file: DirectFile) -> None:
-    """Tell this process's choice what writing ``file`` (finished) cost."""
-    _choice.record(file)
+def open_measured(path: Path) -> DirectFile:
+    """A new :class:`DirectFile` written the way this process's :class:`_Choice` says, which
+    learns what its writes cost."""
+    return DirectFile(path, _choice.direct(), choice=_choice)
 
 
 def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
@@ -138,10 +147,10 @@ class DirectFile:
         Try ``O_DIRECT``; False writes through the page cache.
     """
 
-    def __init__(self, path: Path, direct: bool = True) -> None:
+    def __init__(self, path: Path, direct: bool = True, choice: _Choice | None = None) -> None:
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
-        self.asked = direct
         self.direct = False
+        self.choice = choice
         if direct and hasattr(os, "O_DIRECT"):
             try:
                 self.fd = os.open(path, flags | os.O_DIRECT, 0o666)
@@ -149,6 +158,8 @@ class DirectFile:
             except OSError as exc:
                 if exc.errno != errno.EINVAL:  # EINVAL: no O_DIRECT on this file system
                     raise
+                if choice is not None:
+                    choice.refused()
         if not self.direct:
             self.fd = os.open(path, flags, 0o666)
         self._ends: list[tuple[int, bytes]] = []  # unaligned ends: (offset, bytes)
@@ -160,12 +171,19 @@ class DirectFile:
         :meth:`finish`."""
         if data.format != "B" or data.ndim != 1:
             data = data.cast("B")
+        direct = self.direct
         t0 = time.perf_counter()
         try:
             self._write(data, offset)
         finally:
-            self.seconds += time.perf_counter() - t0
-            self.bytes += len(data)
+            self._spent(direct, time.perf_counter() - t0, len(data))
+
+    def _spent(self, direct: bool, seconds: float, nbytes: int) -> None:
+        self.seconds += seconds
+        self.bytes += nbytes
+        if self.choice is not None and not self.choice.add(direct, seconds, nbytes) \
+                and self.direct:
+            self._buffered()  # the choice fell on the page cache: the rest goes there
 
     def _write(self, data: memoryview, offset: int) -> None:
         if not self.direct:
@@ -202,6 +220,8 @@ class DirectFile:
             if exc.errno != errno.EINVAL:
                 raise
             # the file system took the flag at open but not this write: use the cache
+            if self.choice is not None:
+                self.choice.refused()
             self._buffered()
             _pwrite_all(self.fd, view, offset)
         finally:
@@ -218,11 +238,12 @@ class DirectFile:
     def finish(self, size: int) -> None:
         """Write the blocks of the unaligned ends and make the file ``size`` bytes long
         (the end of its last piece)."""
+        direct = self.direct
         t0 = time.perf_counter()
         try:
             self._finish(size)
         finally:
-            self.seconds += time.perf_counter() - t0
+            self._spent(direct, time.perf_counter() - t0, 0)
 
     def _finish(self, size: int) -> None:
         blocks: dict[int, bytearray] = {}

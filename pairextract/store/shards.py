@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pairextract.store._direct import DirectFile, choose_direct, record_writes
+from pairextract.store._direct import DirectFile, open_measured
 from pairextract.store.folder import ZARR_NAME, temp_path
 from pairextract.store.layout import MicrographJob
 
@@ -70,12 +70,11 @@ class ShardWriter:
             return held[0]
         path = shard_path(self.out, self.job.view, self.shards[pos][0])
         tmp = temp_path(path)
-        direct = choose_direct()
         try:
-            file = DirectFile(tmp, direct)
+            file = open_measured(tmp)
         except FileNotFoundError:  # the array's folder (made with its zarr.json) is gone
             path.parent.mkdir(parents=True, exist_ok=True)
-            file = DirectFile(tmp, direct)
+            file = open_measured(tmp)
         self.open[pos] = (file, tmp)
         return file
 
@@ -123,7 +122,6 @@ class ShardWriter:
             # the tail's write also gives the file its size: rows never written are holes
             file.write(memoryview(tail), rows * self.nbytes)
             file.finish(rows * self.nbytes + len(tail))
-            record_writes(file)
             tmp = self.open.pop(pos)[1]
             file.close()
             os.replace(tmp, shard_path(self.out, self.job.view, index))

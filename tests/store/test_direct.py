@@ -108,18 +108,23 @@ def test_the_switch_turns_direct_writes_off(monkeypatch: pytest.MonkeyPatch) -> 
     assert _direct._Choice().direct() == hasattr(os, "O_DIRECT")
 
 
-def _spend(choice: _direct._Choice, path: Path, ms_per_mib: float, nbytes: int) -> bool:
-    """Write a real file the way ``choice`` asks, then tell it the file cost ``ms_per_mib``
-    (the device's answer, which a test cannot choose); return the way it was written."""
+def _spend(choice: _direct._Choice, path: Path, ms_per_mib: dict[bool, float],
+           nbytes: int) -> list[bool]:
+    """Write a real file the way ``choice`` asks, ``nbytes`` in pieces of 1 MiB, each costing
+    ``ms_per_mib`` of the way it went (the device's answer, which a test cannot choose);
+    return the way of each piece."""
     f = DirectFile(path, direct=choice.direct())
+    ways = []
     try:
-        f.write(memoryview(bytes(BLOCK)), 0)
-        f.finish(BLOCK)
+        for k in range(nbytes >> 20):
+            ways.append(f.direct)
+            f.write(memoryview(bytes(BLOCK)), k * BLOCK)
+            if not choice.add(f.direct, ms_per_mib[f.direct] * 1e-3, 1 << 20) and f.direct:
+                f._buffered()
+        f.finish(BLOCK * (nbytes >> 20))
     finally:
         f.close()
-    f.seconds, f.bytes = ms_per_mib * 1e-3 * nbytes / 2 ** 20, nbytes
-    choice.record(f)
-    return f.direct
+    return ways
 
 
 @pytest.mark.skipif(not hasattr(os, "O_DIRECT"), reason="no O_DIRECT on this system")
@@ -128,21 +133,24 @@ def test_each_process_measures_both_ways_and_goes_on_the_cheaper(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cached: float, direct: float,
         want: bool) -> None:
     # The two machines measured: a fast page cache and slow direct answers (a VM's virtual
-    # disk), and slow page-cache copies. Cached first, then direct, each until the probe's
-    # bytes are written; then the cheaper way for good.
+    # disk), and slow page-cache copies. Cached first, then direct, each until its probe's
+    # bytes are written; then the cheaper way for good, a file being written directly
+    # included (it goes on through the page cache when that is cheaper).
     monkeypatch.delenv("PAIREXTRACT_DIRECT_IO", raising=False)
     probe = DirectFile(tmp_path / "probe", direct=True)
     probe.close()
     if not probe.direct:
         pytest.skip("this file system refuses O_DIRECT")  # (tmpfs) settled as cached
     choice = _direct._Choice()
-    half = _direct._PROBE_BYTES // 2
-    ways = [_spend(choice, tmp_path / f"{k}", {False: cached, True: direct}[choice.direct()],
-                   half) for k in range(4)]
-    assert ways == [False, False, True, True]
-    assert choice.chosen is None
-    assert [choice.direct() for _ in range(3)] == [want] * 3
+    cost = {False: cached, True: direct}
+    n_cached = _direct._PROBE_CACHED >> 20
+    n_direct = _direct._PROBE_DIRECT >> 20
+    first = _spend(choice, tmp_path / "a", cost, n_cached << 20)
+    assert first == [False] * n_cached and choice.chosen is None
+    second = _spend(choice, tmp_path / "b", cost, (n_direct + 3) << 20)
+    assert second == [True] * n_direct + [want] * 3
     assert choice.chosen is want
+    assert [choice.direct() for _ in range(3)] == [want] * 3
 
 
 def test_a_refused_o_direct_settles_the_choice(tmp_path: Path,
@@ -156,7 +164,36 @@ def test_a_refused_o_direct_settles_the_choice(tmp_path: Path,
         return real_open(path, flags, mode)
 
     monkeypatch.setattr(_direct.os, "open", no_direct_open)
+    monkeypatch.setattr(_direct, "_choice", _direct._Choice())
+    _direct._choice.spent[False] = [0.1, _direct._PROBE_CACHED]  # cached already measured
+    f = _direct.open_measured(tmp_path / "f")
+    f.close()
+    assert f.direct is False
+    assert _direct._choice.chosen is False and _direct._choice.direct() is False
+
+
+@pytest.mark.skipif(not hasattr(os, "O_DIRECT"), reason="no O_DIRECT on this system")
+def test_a_file_written_directly_goes_on_cached_once_the_choice_is_cached(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PAIREXTRACT_DIRECT_IO", raising=False)
     choice = _direct._Choice()
-    choice.spent[False] = [0.1, _direct._PROBE_BYTES]  # cached already measured
-    assert _spend(choice, tmp_path / "f", 0.5, 1 << 20) is False
-    assert choice.chosen is False and choice.direct() is False
+    choice.spent[False] = [0.0, _direct._PROBE_CACHED]
+    f = DirectFile(tmp_path / "f", direct=choice.direct(), choice=choice)
+    if not f.direct:
+        f.close()
+        pytest.skip("this file system refuses O_DIRECT")
+    rng = np.random.default_rng(0)
+    data = rng.integers(0, 256, size=3 * BLOCK + 100, dtype=np.uint8).tobytes()
+    try:
+        f.write(memoryview(data)[:BLOCK + 10], 0)  # an aligned block and an unaligned end
+        assert f.direct and choice.chosen is None
+        choice.chosen = False  # as if the probe had found the page cache cheaper
+        f.write(memoryview(data)[BLOCK + 10:2 * BLOCK], BLOCK + 10)  # still direct, then not
+        assert not f.direct
+        f.write(memoryview(data)[2 * BLOCK:], 2 * BLOCK)
+        f.finish(len(data))
+    finally:
+        f.close()
+    assert (tmp_path / "f").read_bytes() == data
+    assert choice.spent[True][1] == 2 * BLOCK
+    assert choice.spent[False][1] == _direct._PROBE_CACHED + BLOCK + 100
