@@ -87,8 +87,7 @@ def irfft2_f32(spec: NDArray[np.complex128], shape: tuple[int, int], norm: Norm 
     rows = np.empty((min(h, _ROWS_PER_BLOCK), w), dtype=np.float64)
     for r in range(0, h, _ROWS_PER_BLOCK):
         r1 = min(h, r + _ROWS_PER_BLOCK)
-        block = np.fft.irfft(spec[r:r1], n=w, axis=1, norm=norm, out=rows[:r1 - r])
-        out[r:r1] = block
+        out[r:r1] = np.fft.irfft(spec[r:r1], n=w, axis=1, norm=norm, out=rows[:r1 - r])
     return out
 
 

@@ -72,13 +72,12 @@ def _mean_std(x: NDArray, release: Release | None = None) -> tuple[float, float]
     """
     s1 = 0.0
     s2 = 0.0
-    flat = x.reshape(-1)
-    w = x.shape[1]
-    buf = np.empty(min(_COPY_ELEMENTS, flat.size))  # one copy, reused
+    buf = np.empty(min(_COPY_ELEMENTS, x.size))  # one copy, reused
     for r in range(0, x.shape[0], _ROWS_PER_BLOCK):
         r1 = min(x.shape[0], r + _ROWS_PER_BLOCK)
+        block = x[r:r1].reshape(-1)  # a view of C-ordered rows (a copy of this block else)
         with np.errstate(invalid="ignore", over="ignore"):  # NaN/inf pixels: a NaN mean says so
-            b1, b2 = _pairwise_sums(flat, r * w, r1 * w, buf)
+            b1, b2 = _pairwise_sums(block, 0, block.size, buf)
         s1 += b1
         s2 += b2
         if release is not None:

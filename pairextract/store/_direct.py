@@ -163,8 +163,6 @@ class DirectFile:
         if not self.direct:
             self.fd = os.open(path, flags, 0o666)
         self._ends: list[tuple[int, bytes]] = []  # unaligned ends: (offset, bytes)
-        self.seconds = 0.0  # spent in writes (and the staging copies)
-        self.bytes = 0
 
     def write(self, data: memoryview, offset: int) -> None:
         """Write the bytes ``data`` at ``offset``: now, or its unaligned ends at
@@ -179,8 +177,7 @@ class DirectFile:
             self._spent(direct, time.perf_counter() - t0, len(data))
 
     def _spent(self, direct: bool, seconds: float, nbytes: int) -> None:
-        self.seconds += seconds
-        self.bytes += nbytes
+        """Tell the choice what a write (and its staging copies) cost."""
         if self.choice is not None and not self.choice.add(direct, seconds, nbytes) \
                 and self.direct:
             self._buffered()  # the choice fell on the page cache: the rest goes there
