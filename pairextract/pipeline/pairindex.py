@@ -43,19 +43,21 @@ def build_pair_index(
     if flagged is not None and len(flagged):
         flag = ids["pair_id"].isin(flagged.loc[flagged["flagged"], "pair_id"]).to_numpy()
 
-    reasons, details = [], []
-    for i in range(len(ids)):
-        r, d = _reason(su[i], st[i], eu[i] if eu is not None else "",
-                       et[i] if et is not None else "", bool(flag[i]) and drop_flagged)
-        reasons.append(r)
-        details.append(d)
-    reasons_arr = np.array(reasons, dtype=object)
-    keep = reasons_arr == ""
+    # Most pairs are kept: only the others go through _reason, one by one.
+    keep = (su == "ok") & (st == "ok")
+    if drop_flagged:
+        keep &= ~flag
+    reasons_arr = np.full(len(ids), "", dtype=object)
+    details_arr = np.full(len(ids), "", dtype=object)
+    for i in np.flatnonzero(~keep):
+        reasons_arr[i], details_arr[i] = _reason(
+            su[i], st[i], eu[i] if eu is not None else "", et[i] if et is not None else "",
+            bool(flag[i]) and drop_flagged)
     dropped = pd.DataFrame({
         "pair_id": ids["pair_id"].to_numpy(np.int64)[~keep],
         "mic_pair_id": ids["mic_pair_id"].to_numpy(np.int64)[~keep],
         "reason": reasons_arr[~keep].astype(str),
-        "detail": np.array(details, dtype=object)[~keep].astype(str),
+        "detail": details_arr[~keep].astype(str),
     })
 
     kept_ids = ids.loc[keep, ["pair_id", "mic_pair_id"]]

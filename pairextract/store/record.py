@@ -68,6 +68,13 @@ def versions() -> dict[str, str]:
 
     found = {"python": sys.version.split()[0]}
     for name in _PACKAGES:
+        # A module already imported says its version (the metadata's, without the 1-2 ms
+        # search of every site folder that each lookup costs a run before its first task).
+        own = getattr(sys.modules.get(name), "__version__", None) if name != "pairextract" \
+            else None
+        if isinstance(own, str):
+            found[name] = own
+            continue
         try:
             found[name] = version(name)
         except PackageNotFoundError:
