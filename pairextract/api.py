@@ -96,7 +96,9 @@ def extract_pairs(
         Only with ``client=None``: ``True`` runs the workers as threads of this process,
         ``False`` each in a process of its own; ``None`` (default) lets
         :func:`pairextract.runtime.prefer_local_threads` choose (threads for a run of up to
-        16 micrographs without phase flip).
+        16 micrographs without phase flip; threads too, with a warning, when this is called
+        from a script outside ``if __name__ == "__main__":``, which every worker process
+        would run again).
     strict_checks
         Refuse the run when the input checks find errors that concern the whole run.
     recenter
@@ -158,7 +160,9 @@ def extract_pairs(
                    if local_threads is None else local_threads)
 
         def start() -> Any:
-            return open_client("local", workers=workers, local_threads=threads)
+            # processes chosen here go as None: threads still, if the calling script would
+            # run again in every worker process (runtime.mainguard)
+            return open_client("local", workers=workers, local_threads=threads or local_threads)
 
     # Start the cluster while the inputs are read and checked (its workers import the
     # extraction code meanwhile); a bad input is reported once the cluster is up.
@@ -255,7 +259,7 @@ def watch_pairs(
             threads = not params.phase_flip if local_threads is None else local_threads
 
             def start() -> Any:
-                return open_client("local", workers=workers, local_threads=threads)
+                return open_client("local", workers=workers, local_threads=threads or local_threads)
 
         with preloaded_workers(), start() as started:
             holder["client"] = started

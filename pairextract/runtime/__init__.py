@@ -3,7 +3,8 @@
 :func:`open_client` turns a cluster choice (local, slurm, pbs, an address, a scheduler file)
 into a ``distributed.Client`` and shuts it all down at the end. The modules, one concept each:
 :mod:`.client` (open_client, connecting, closing), :mod:`.local` (threads or processes, the
-workers' fork server), :mod:`.jobqueue` (batch-job workers), :mod:`.signals` (Ctrl-C and
+workers' fork server), :mod:`.mainguard` (whether worker processes would run the
+calling script again), :mod:`.jobqueue` (batch-job workers), :mod:`.signals` (Ctrl-C and
 SIGTERM), :mod:`.tuning` (every process-wide tweak, including the local workers' Dask preload,
 ``pairextract.pipeline.worker_start``, named there) and :mod:`.progress` (following the
 futures).

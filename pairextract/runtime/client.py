@@ -20,12 +20,14 @@ import json
 import logging
 import os
 import threading
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from pairextract.errors import ClusterConfigError
 from pairextract.runtime import jobqueue, local
+from pairextract.runtime.mainguard import rerun_site
 from pairextract.runtime.signals import (
     CLOSE_TIMEOUT,
     defer_sigint,
@@ -88,7 +90,10 @@ def open_client(
         Local only: the workers as threads of one worker in this process (no start-up, no
         copying of results; one process holds all the memory), not processes of their own (a
         crashed worker is restarted, its task redone). None: processes (see
-        :func:`~pairextract.runtime.prefer_local_threads`).
+        :func:`~pairextract.runtime.prefer_local_threads`), or threads, with a warning, when
+        the calling script would start its run again in every worker process (a run outside
+        ``if __name__ == "__main__":``; :mod:`~pairextract.runtime.mainguard`); ``False``
+        refuses that case with :class:`~pairextract.errors.ClusterConfigError`.
     jobs
         Slurm/pbs: batch jobs, kept at that number (a job that ends, at its walltime or
         ``--lifetime``, is replaced); default 1 when neither ``workers`` nor ``adapt`` is given.
@@ -165,6 +170,18 @@ def _start_local(opened: _Opened, say: Callable[[str], None], *, adapt: tuple[in
     from distributed import Client
 
     spec = local.local_spec(adapt=adapt, cpu_count=CPU_COUNT, **options)
+    site = rerun_site() if spec.processes else None
+    if site is not None:
+        # The workers would run the user's script again and fail to start, deep in Dask.
+        if options.get("local_threads") is False or adapt is not None:
+            raise ClusterConfigError(
+                f"{site.advice()}, or run the workers as threads (local_threads=True, "
+                "without adapt).")
+        warnings.warn_explicit(f"local workers run as threads, not processes: {site.advice()} "
+                               "to get worker processes.", RuntimeWarning, str(site.path),
+                               site.line)
+        spec = local.local_spec(adapt=adapt, cpu_count=CPU_COUNT,
+                                **{**options, "local_threads": True})
     opened.cluster = local.start_local_cluster(spec, fixed_size=adapt is None)
     opened.client = Client(opened.cluster)
     local.prepare_local_workers(opened.client, spec)

@@ -95,7 +95,9 @@ def start_local_cluster(spec: LocalSpec, fixed_size: bool) -> LocalCluster:
     """Start the ``LocalCluster`` of ``spec``; an adaptive one is not ``fixed_size``.
 
     Worker processes start with SIGINT ignored, unless they are forks of the fork server
-    (which ignores it already); an interrupted start leaves no cluster behind.
+    (which ignores it already); an interrupted start leaves no cluster behind. Worker
+    processes that fail to start raise :class:`~pairextract.errors.ClusterConfigError`, which
+    names the likely cause.
     """
     from distributed import LocalCluster
 
@@ -103,7 +105,17 @@ def start_local_cluster(spec: LocalSpec, fixed_size: bool) -> LocalCluster:
     with half_started_clusters_closed(), \
             children_ignore_sigint() if ignore_sigint else nullcontext(), \
             eager_local_scheduling(fixed_size):
-        return LocalCluster(**spec.kwargs)
+        try:
+            return LocalCluster(**spec.kwargs)
+        except RuntimeError as exc:
+            if not (spec.processes and "failed to start" in str(exc)):
+                raise
+            raise ClusterConfigError(
+                f"the local worker processes did not start ({str(exc).rstrip('.')}; their own "
+                "errors are above). A script that starts pairextract outside `if __name__ == "
+                "\"__main__\":` runs again in every worker process as it starts: put its work "
+                "under that guard, or run the workers as threads (--threads, "
+                "local_threads=True).") from exc
 
 
 def prepare_local_workers(client: Client, spec: LocalSpec) -> None:
