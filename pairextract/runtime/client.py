@@ -169,10 +169,9 @@ def _start_local(opened: _Opened, say: Callable[[str], None], *, adapt: tuple[in
     from dask.system import CPU_COUNT
     from distributed import Client
 
-    spec = local.local_spec(adapt=adapt, cpu_count=CPU_COUNT, **options)
-    site = rerun_site() if spec.processes else None
+    site = None if options.get("local_threads") else rerun_site()
     if site is not None:
-        # The workers would run the user's script again and fail to start, deep in Dask.
+        # Worker processes would run the user's script again and fail to start, deep in Dask.
         if options.get("local_threads") is False or adapt is not None:
             raise ClusterConfigError(
                 f"{site.advice()}, or run the workers as threads (local_threads=True, "
@@ -180,8 +179,8 @@ def _start_local(opened: _Opened, say: Callable[[str], None], *, adapt: tuple[in
         warnings.warn_explicit(f"local workers run as threads, not processes: {site.advice()} "
                                "to get worker processes.", RuntimeWarning, str(site.path),
                                site.line)
-        spec = local.local_spec(adapt=adapt, cpu_count=CPU_COUNT,
-                                **{**options, "local_threads": True})
+        options["local_threads"] = True
+    spec = local.local_spec(adapt=adapt, cpu_count=CPU_COUNT, **options)
     opened.cluster = local.start_local_cluster(spec, fixed_size=adapt is None)
     opened.client = Client(opened.cluster)
     local.prepare_local_workers(opened.client, spec)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pairextract.errors import ClusterConfigError
+from pairextract.runtime.mainguard import GUARD
 from pairextract.runtime.signals import children_ignore_sigint, half_started_clusters_closed
 from pairextract.runtime.tuning import WORKER_PRELOAD, batch_messages, eager_local_scheduling
 
@@ -112,10 +113,9 @@ def start_local_cluster(spec: LocalSpec, fixed_size: bool) -> LocalCluster:
                 raise
             raise ClusterConfigError(
                 f"the local worker processes did not start ({str(exc).rstrip('.')}; their own "
-                "errors are above). A script that starts pairextract outside `if __name__ == "
-                "\"__main__\":` runs again in every worker process as it starts: put its work "
-                "under that guard, or run the workers as threads (--threads, "
-                "local_threads=True).") from exc
+                f"errors are above). A script that starts pairextract outside `{GUARD}` runs "
+                "again in every worker process as it starts: put its work under that guard, or "
+                "run the workers as threads (--threads, local_threads=True).") from exc
 
 
 def prepare_local_workers(client: Client, spec: LocalSpec) -> None:

@@ -17,7 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType, ModuleType
 
-__all__ = ["RerunSite", "rerun_site"]
+__all__ = ["GUARD", "RerunSite", "rerun_site"]
+
+GUARD = 'if __name__ == "__main__":'
 
 
 @dataclass(frozen=True)
@@ -32,22 +34,13 @@ class RerunSite:
 
     def advice(self) -> str:
         """What the user is to change, as a sentence."""
-        return (f"{self} starts pairextract outside `if __name__ == \"__main__\":`, and every "
+        return (f"{self} starts pairextract outside `{GUARD}`, and every "
                 "local worker process imports the script again before it starts, so each "
                 "would run that line again. Put the script's work under that guard")
 
 
-def rerun_site(main: ModuleType | None = None, frame: FrameType | None = None
-               ) -> RerunSite | None:
+def rerun_site() -> RerunSite | None:
     """Where the main script, imported again by a new worker process, would reach this call.
-
-    Parameters
-    ----------
-    main
-        The main module (default ``sys.modules["__main__"]``).
-    frame
-        A frame of the current call (default the caller's); the main module's top-level frame
-        is looked for above it.
 
     Returns
     -------
@@ -57,13 +50,13 @@ def rerun_site(main: ModuleType | None = None, frame: FrameType | None = None
         ``if __name__ == "__main__":``, a call from a thread of its own, or a script whose
         source cannot be read (nothing is claimed then).
     """
-    main = sys.modules.get("__main__") if main is None else main
+    main = sys.modules.get("__main__")
     if main is None:
         return None
     path = _reimported_path(main)
     if path is None:
         return None
-    top = _top_level_frame(main, frame if frame is not None else sys._getframe(1))
+    top = _top_level_frame(main, sys._getframe(1))
     if top is None:
         return None
     try:
